@@ -1,0 +1,54 @@
+#pragma once
+// The RMT image classifier (the authors' VisRetNet), with the optional token-labeling head of
+// RMT-S*/B*/L* (`aux_head`).
+
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/linear.h>
+
+#include "rmt/config.h"
+#include "rmt/nn/basic_layer.h"
+#include "rmt/nn/patch_embed.h"
+
+namespace rmt {
+
+class VisRetNetImpl : public torch::nn::Module {
+ public:
+  // token_label adds `aux_head`; config.validate() is called first.
+  explicit VisRetNetImpl(const Config& config, bool token_label = false);
+
+  // images: (B, in_chans, H, W), floating point, on the model's device and dtype.
+  // Returns logits (B, num_classes). With token labeling, the eval output of the authors:
+  // head(pooled) + 0.5 * max over tokens of aux_head(tokens) (in train mode too; see forward_train).
+  torch::Tensor forward(const torch::Tensor& images);
+
+  // Token labeling in training: {head(pooled) (B, classes), aux_head(tokens) (B, H*W, classes)}.
+  // (The authors' MixToken augmentation is left to the training loop.)
+  std::pair<torch::Tensor, torch::Tensor> forward_train(const torch::Tensor& images);
+
+  // Channels-last features after the conv stem: (B, H/4, W/4, C0).
+  torch::Tensor forward_stem(const torch::Tensor& images);
+  // Pooled features before `head`: (B, projection).
+  torch::Tensor forward_features(const torch::Tensor& images);
+  // proj, BatchNorm, swish and average pooling of the last stage's tokens (B, h, w, C).
+  torch::Tensor pool(const torch::Tensor& tokens);
+
+  const Config& config() const { return config_; }
+  bool token_label() const { return token_label_; }
+  void set_attention_backend(nn::AttentionBackend backend);
+
+  nn::PatchEmbed patch_embed{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  torch::nn::Linear proj{nullptr};
+  torch::nn::BatchNorm2d norm{nullptr};
+  torch::nn::Linear head{nullptr};      // null when num_classes == 0 (identity)
+  torch::nn::Linear aux_head{nullptr};  // token labeling only
+
+ private:
+  torch::Tensor run_stages(const torch::Tensor& images);
+  Config config_;
+  bool token_label_;
+};
+TORCH_MODULE(VisRetNet);
+
+}  // namespace rmt

@@ -1,0 +1,52 @@
+#pragma once
+// Any RMT model behind one handle: what the tools and most applications need.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rmt/checkpoint.h"
+#include "rmt/classifier.h"
+#include "rmt/config.h"
+#include "rmt/dense_backbone.h"
+#include "rmt/state_dict.h"
+
+namespace rmt {
+
+class Model {
+ public:
+  Model(const Config& config, ModelKind kind);
+  // A preset by name (see preset_names()).
+  static Model from_preset(const std::string& name);
+
+  // Classifier and token-label models: one tensor of logits. Dense: the feature maps.
+  std::vector<torch::Tensor> forward(const torch::Tensor& images);
+
+  ModelKind kind() const { return kind_; }
+  const Config& config() const { return config_; }
+  // The underlying torch module (VisRetNet or DenseBackbone).
+  std::shared_ptr<torch::nn::Module> module() const { return module_; }
+  VisRetNet classifier() const;          // throws unless kind is Classifier or TokenLabel
+  DenseBackbone dense_backbone() const;  // throws unless kind is Dense
+
+  void to(torch::Device device, torch::Dtype dtype);
+  void eval() { module_->eval(); }
+  void train(bool on = true) { module_->train(on); }
+  void set_attention_backend(nn::AttentionBackend backend);
+
+  // Reads and loads a checkpoint; strict unless told otherwise.
+  LoadReport load(const std::string& path, const WeightsSelection& selection = {},
+                  bool strict = true);
+
+ private:
+  Config config_;
+  ModelKind kind_;
+  std::shared_ptr<torch::nn::Module> module_;
+};
+
+// Checks an image batch against a model: 4-D (B, C, H, W), C == expected_channels, floating point,
+// same dtype and device as the model's parameters. Throws c10::Error saying what was expected.
+void check_images(const torch::Tensor& images, int64_t expected_channels,
+                  const torch::nn::Module& model);
+
+}  // namespace rmt

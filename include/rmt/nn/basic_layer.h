@@ -1,0 +1,47 @@
+#pragma once
+// One stage (BasicLayer): relative positions, the RetBlocks, then optional downsampling.
+
+#include <torch/nn/modules/container/modulelist.h>
+
+#include "rmt/nn/block.h"
+#include "rmt/nn/patch_merging.h"
+#include "rmt/nn/relpos.h"
+
+namespace rmt::nn {
+
+struct BasicLayerOptions {
+  BasicLayerOptions(int64_t embed_dim, int64_t depth, int64_t num_heads)
+      : embed_dim_(embed_dim), depth_(depth), num_heads_(num_heads) {}
+  TORCH_ARG(int64_t, embed_dim);
+  TORCH_ARG(int64_t, depth);
+  TORCH_ARG(int64_t, num_heads);
+  TORCH_ARG(double, init_value) = 2.0;
+  TORCH_ARG(double, heads_range) = 4.0;
+  TORCH_ARG(int64_t, ffn_dim) = 96;
+  TORCH_ARG(std::vector<double>, drop_path);  // one per block; empty means 0
+  TORCH_ARG(bool, decomposed) = false;
+  TORCH_ARG(int64_t, out_dim) = 0;            // 0: no downsampling after this stage
+  TORCH_ARG(bool, layerscale) = false;
+  TORCH_ARG(double, layer_init_values) = 1e-5;
+};
+
+struct StageOutput {
+  torch::Tensor features;     // after the blocks, before downsampling: (B, H, W, C)
+  torch::Tensor downsampled;  // after downsampling, or `features` when the stage has none
+};
+
+class BasicLayerImpl : public torch::nn::Module {
+ public:
+  explicit BasicLayerImpl(const BasicLayerOptions& options);
+  StageOutput forward_stage(const torch::Tensor& x);
+  // The stage's output as the classifier consumes it (after downsampling).
+  torch::Tensor forward(const torch::Tensor& x) { return forward_stage(x).downsampled; }
+
+  BasicLayerOptions options;
+  RelPos2d Relpos{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  PatchMerging downsample{nullptr};  // null in the last stage
+};
+TORCH_MODULE(BasicLayer);
+
+}  // namespace rmt::nn

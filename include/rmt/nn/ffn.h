@@ -1,0 +1,21 @@
+#pragma once
+// The block's FFN (FeedForwardNetwork): fc1, GELU, 3x3 depthwise conv with a residual, fc2.
+
+#include <torch/nn/modules/linear.h>
+
+#include "rmt/nn/dwconv.h"
+
+namespace rmt::nn {
+
+class FeedForwardImpl : public torch::nn::Module {
+ public:
+  FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim);
+  // x: (B, H, W, C) -> (B, H, W, C)
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  DWConv2d dwconv{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+}  // namespace rmt::nn

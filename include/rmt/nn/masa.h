@@ -1,0 +1,38 @@
+#pragma once
+// Manhattan self-attention (MaSA): the authors' VisionRetentionAll (full) and VisionRetentionChunk
+// (decomposed: rows, then columns). Same parameters for both; `decomposed` picks the computation.
+
+#include <torch/nn/modules/linear.h>
+
+#include "rmt/nn/dwconv.h"
+
+namespace rmt::nn {
+
+enum class AttentionBackend {
+  Fused,      // the rmt::masa_* torch operators (fused CPU and CUDA kernels)
+  Reference,  // the authors' op chain, materialized masks and all
+};
+
+struct MaSAOptions {
+  MaSAOptions(int64_t embed_dim, int64_t num_heads) : embed_dim_(embed_dim), num_heads_(num_heads) {}
+  TORCH_ARG(int64_t, embed_dim);
+  TORCH_ARG(int64_t, num_heads);
+  TORCH_ARG(bool, decomposed) = false;
+  TORCH_ARG(AttentionBackend, backend) = AttentionBackend::Fused;
+};
+
+class MaSAImpl : public torch::nn::Module {
+ public:
+  explicit MaSAImpl(const MaSAOptions& options);
+  // x: (B, H, W, C); sin, cos: (H, W, head_dim); decay: (heads,). Returns (B, H, W, C).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sin, const torch::Tensor& cos,
+                        const torch::Tensor& decay);
+
+  MaSAOptions options;
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr};
+  DWConv2d lepe{nullptr};  // LCE: 5x5 depthwise conv on v
+  torch::nn::Linear out_proj{nullptr};
+};
+TORCH_MODULE(MaSA);
+
+}  // namespace rmt::nn

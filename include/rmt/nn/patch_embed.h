@@ -1,0 +1,18 @@
+#pragma once
+// The conv stem (PatchEmbed): four 3x3 convs (strides 2, 1, 2, 1) with BatchNorm and GELU between.
+
+#include <torch/nn/modules/container/sequential.h>
+
+namespace rmt::nn {
+
+class PatchEmbedImpl : public torch::nn::Module {
+ public:
+  PatchEmbedImpl(int64_t in_chans, int64_t embed_dim);
+  // x: (B, C, H, W) -> (B, ceil(H/4), ceil(W/4), embed_dim), channels last.
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::Sequential proj{nullptr};
+};
+TORCH_MODULE(PatchEmbed);
+
+}  // namespace rmt::nn

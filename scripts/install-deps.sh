@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building and testing rmt needs on Debian 12: a compiler, CMake, GoogleTest,
+# nlohmann-json, CLI11, stb, and LibTorch from the PyPI torch wheel (pinned).
+set -euo pipefail
+TORCH_VERSION="${RMT_TORCH_VERSION:-2.11.0}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+packages=(g++ cmake make libgtest-dev nlohmann-json3-dev libcli11-dev libstb-dev python3 python3-pip)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+# python3/pip may come from elsewhere (pyenv): only ask apt when no python3 with pip is on PATH.
+if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+  missing=("${missing[@]/python3-pip}"); missing=("${missing[@]/python3}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+have=$(python3 -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+if [ "$have" != "$TORCH_VERSION" ]; then
+  echo "install-deps: pip install torch==$TORCH_VERSION (found: ${have:-none})"
+  python3 -m pip install -q "torch==$TORCH_VERSION" 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages "torch==$TORCH_VERSION"
+fi

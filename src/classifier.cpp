@@ -1,0 +1,69 @@
+#include "rmt/classifier.h"
+
+#include <ATen/ATen.h>
+
+#include "rmt/model.h"
+#include "stage_builder.h"
+
+namespace rmt {
+
+VisRetNetImpl::VisRetNetImpl(const Config& config, bool token_label)
+    : config_(config), token_label_(token_label) {
+  config_.validate();
+  patch_embed = register_module("patch_embed",
+                                nn::PatchEmbed(config_.in_chans, config_.embed_dims.front()));
+  layers = register_module("layers", detail::build_stages(config_));
+  const auto features = config_.embed_dims.back();
+  proj = register_module("proj", torch::nn::Linear(features, config_.projection));
+  norm = register_module("norm", torch::nn::BatchNorm2d(config_.projection));
+  if (config_.num_classes > 0) {
+    head = register_module("head", torch::nn::Linear(config_.projection, config_.num_classes));
+    if (token_label_) {
+      aux_head = register_module("aux_head", torch::nn::Linear(features, config_.num_classes));
+    }
+  }
+}
+
+torch::Tensor VisRetNetImpl::forward_stem(const torch::Tensor& images) {
+  check_images(images, config_.in_chans, *this);
+  return patch_embed->forward(images);
+}
+
+torch::Tensor VisRetNetImpl::run_stages(const torch::Tensor& images) {
+  auto x = forward_stem(images);
+  for (const auto& layer : *layers) x = layer->as<nn::BasicLayerImpl>()->forward(x);
+  return x;
+}
+
+torch::Tensor VisRetNetImpl::pool(const torch::Tensor& tokens) {
+  auto x = proj->forward(tokens);                              // (b h w p)
+  x = norm->forward(x.permute({0, 3, 1, 2})).flatten(2, 3);    // (b p hw)
+  x = x * at::sigmoid(x);                                      // swish
+  return x.mean(-1);                                           // average pool
+}
+
+torch::Tensor VisRetNetImpl::forward_features(const torch::Tensor& images) {
+  return pool(run_stages(images));
+}
+
+torch::Tensor VisRetNetImpl::forward(const torch::Tensor& images) {
+  auto tokens = run_stages(images);
+  auto pooled = pool(tokens);
+  if (!head) return pooled;
+  auto logits = head->forward(pooled);
+  if (!aux_head) return logits;
+  auto token_logits = aux_head->forward(tokens.flatten(1, 2));  // (b hw classes)
+  return logits + 0.5 * std::get<0>(token_logits.max(1));
+}
+
+std::pair<torch::Tensor, torch::Tensor> VisRetNetImpl::forward_train(const torch::Tensor& images) {
+  TORCH_CHECK(aux_head, "forward_train: this model has no token-labeling head (aux_head)");
+  auto tokens = run_stages(images);
+  return {head->forward(pool(tokens)), aux_head->forward(tokens.flatten(1, 2))};
+}
+
+void VisRetNetImpl::set_attention_backend(nn::AttentionBackend backend) {
+  detail::set_attention_backend(layers, backend);
+}
+
+}  // namespace rmt

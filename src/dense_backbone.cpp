@@ -1,0 +1,51 @@
+#include "rmt/dense_backbone.h"
+
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/normalization.h>
+
+#include "rmt/model.h"
+#include "stage_builder.h"
+
+namespace rmt {
+
+DenseBackboneImpl::DenseBackboneImpl(const Config& config) : config_(config) {
+  config_.validate();
+  patch_embed = register_module("patch_embed",
+                                nn::PatchEmbed(config_.in_chans, config_.embed_dims.front()));
+  layers = register_module("layers", detail::build_stages(config_));
+  extra_norms = register_module("extra_norms", torch::nn::ModuleList());
+  for (const auto dim : config_.embed_dims) {
+    extra_norms->push_back(torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5)));
+  }
+}
+
+std::vector<torch::Tensor> DenseBackboneImpl::forward(const torch::Tensor& images) {
+  check_images(images, config_.in_chans, *this);
+  auto x = patch_embed->forward(images);
+  std::vector<torch::Tensor> outputs;
+  const auto& wanted = config_.out_indices;
+  for (int64_t i = 0; i < config_.num_stages(); ++i) {
+    auto stage = layers[i]->as<nn::BasicLayerImpl>()->forward_stage(x);
+    if (std::find(wanted.begin(), wanted.end(), i) != wanted.end()) {
+      auto normed = extra_norms[i]->as<torch::nn::LayerNormImpl>()->forward(stage.features);
+      outputs.push_back(normed.permute({0, 3, 1, 2}).contiguous());
+    }
+    x = stage.downsampled;
+  }
+  return outputs;
+}
+
+void DenseBackboneImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (on && norm_eval) {
+    for (const auto& module : modules(/*include_self=*/false)) {
+      if (module->as<torch::nn::BatchNorm2dImpl>()) module->eval();
+    }
+  }
+}
+
+void DenseBackboneImpl::set_attention_backend(nn::AttentionBackend backend) {
+  detail::set_attention_backend(layers, backend);
+}
+
+}  // namespace rmt

@@ -1,0 +1,313 @@
+// torch.save's two formats: the zip archive (PyTorch >= 1.6) and the legacy stream of pickles.
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io/bytes.h"
+#include "io/checkpoint_reader.h"
+#include "io/unpickler.h"
+#include "io/zip_reader.h"
+
+namespace rmt::io {
+
+using pickle::Kind;
+using pickle::Value;
+
+namespace {
+
+// Shared by both torch formats: one byte buffer per storage record, typed views on it.
+class TorchReader : public CheckpointReader {
+ public:
+  void load(const std::vector<const Value*>& wanted) override {
+    for (const Value* v : wanted) {
+      if (v->kind != Kind::Tensor) continue;
+      auto& info = *v->tensor;
+      if (info.data.defined()) continue;
+      const auto& st = *info.storage->storage;
+      const auto found = pickled_.record_index.find(st.key);
+      if (found == pickled_.record_index.end()) {
+        fail("storage '" + printable(st.key) + "' is not declared");  // cannot happen
+      }
+      const StorageRecord& record = pickled_.records[found->second];
+      at::Tensor& buffer = buffers_[st.key];
+      if (!buffer.defined()) buffer = read_record(record);
+      int64_t offset = info.storage_offset;
+      if (info.dtype == st.dtype) offset += st.view_offset;
+      const int64_t elem = static_cast<int64_t>(element_size(info.dtype));
+      // View the bytes as the tensor's dtype (whole elements only), then as the tensor.
+      const int64_t usable = buffer.numel() / elem * elem;
+      at::Tensor typed = buffer.narrow(0, 0, usable).view(info.dtype);
+      info.data = typed.as_strided(info.sizes, info.strides, offset);
+    }
+  }
+
+ protected:
+  // The bytes of one record, exactly record.nbytes of them, in a new CPU uint8 tensor.
+  virtual at::Tensor read_record(const StorageRecord& record) = 0;
+
+  static at::Tensor copy_bytes(const uint8_t* p, size_t n, const StorageRecord& record) {
+    if (record.dtype == at::kBool) {  // other bytes would be undefined behaviour in torch ops
+      for (size_t i = 0; i < n; ++i) {
+        if (p[i] > 1) fail("storage '" + printable(record.key) + "': a bool byte is neither 0 nor 1");
+      }
+    }
+    at::Tensor t = at::empty({static_cast<int64_t>(n)}, at::kByte);
+    if (n) std::memcpy(t.data_ptr<uint8_t>(), p, n);
+    return t;
+  }
+
+  void adopt(PickleResult&& result, const char* format) {
+    pickled_ = std::move(result);
+    contents.format = format;
+    contents.tree = pickled_.tree;
+    contents.root = pickled_.tree->root();
+    tensors = pickled_.tensors;
+  }
+
+  PickleResult pickled_;
+  std::unordered_map<std::string, at::Tensor> buffers_;
+};
+
+class TorchZipReader : public TorchReader {
+ public:
+  TorchZipReader(const uint8_t* data, size_t size, const pickle::Limits& limits)
+      : zip_(data, size) {
+    const ZipEntry* pkl = nullptr;
+    std::vector<std::string> names;
+    for (const ZipEntry& e : zip_.entries()) {
+      const std::string& n = e.name;
+      const size_t slash = n.find('/');
+      const bool top = n == "data.pkl" || (slash != std::string::npos &&
+                                           n.compare(slash, std::string::npos, "/data.pkl") == 0);
+      if (!top) continue;
+      if (pkl) {
+        fail("zip archive holds two data.pkl records ('" + printable(pkl->name) + "', '" +
+             printable(n) + "')");
+      }
+      pkl = &e;
+    }
+    if (!pkl) {
+      std::string listing;
+      for (size_t i = 0; i < zip_.entries().size() && i < 8; ++i) {
+        listing += (i ? ", " : "") + printable(zip_.entries()[i].name, 60);
+      }
+      if (zip_.entries().size() > 8) listing += ", ...";
+      fail("zip archive without a data.pkl record, so not a torch.save checkpoint (entries: " +
+           (listing.empty() ? std::string("none") : listing) + ")");
+    }
+    prefix_ = pkl->name.substr(0, pkl->name.size() - std::strlen("data.pkl"));
+    if (const ZipEntry* order = zip_.find(prefix_ + "byteorder")) {
+      const ByteSpan s = zip_.contents(*order);
+      const std::string value(reinterpret_cast<const char*>(s.data), s.size);
+      if (value != "little") {
+        fail("the checkpoint was written on a '" + printable(value, 20) +
+             "'-endian machine; only little-endian checkpoints are read");
+      }
+    }
+    const ByteSpan bytes = zip_.contents(*pkl);
+    try {
+      adopt(unpickle(bytes.data, bytes.size, limits), "torch.save zip");
+    } catch (const std::exception& e) {
+      fail(printable(pkl->name) + ": " + e.what());
+    }
+  }
+
+ private:
+  at::Tensor read_record(const StorageRecord& record) override {
+    const std::string name = prefix_ + "data/" + record.key;
+    const ZipEntry* e = zip_.find(name);
+    if (!e) fail("the storage record '" + printable(name) + "' is missing from the archive");
+    if (e->size != record.nbytes) {
+      fail("the storage record '" + printable(name) + "' holds " + std::to_string(e->size) +
+           " bytes, but data.pkl declares " + std::to_string(record.numel) + " elements of " +
+           dtype_name(record.dtype) + " (" + std::to_string(record.nbytes) + " bytes)");
+    }
+    const ByteSpan s = zip_.contents(*e);
+    return copy_bytes(s.data, s.size, record);
+  }
+
+  ZipReader zip_;
+  std::string prefix_;
+};
+
+// The legacy format: pickles of the magic number, the protocol version and sys_info, the object
+// pickle, the list of storage keys, then per storage an int64 element count and the raw bytes.
+class TorchLegacyReader : public TorchReader {
+ public:
+  TorchLegacyReader(const uint8_t* data, size_t size, const pickle::Limits& limits)
+      : data_(data), size_(size) {
+    size_t pos = 0;
+    auto next = [&](const char* what) {
+      try {
+        PickleResult r = unpickle(data + pos, size - pos, limits);
+        pos += r.end;
+        return r;
+      } catch (const std::exception& e) {
+        fail(std::string("legacy torch.save: the ") + what + " pickle: " + e.what());
+      }
+    };
+    // 0x1950a86a20f9469cfc6c, as Python writes it: LONG1, 10 bytes, little-endian.
+    static const uint8_t kMagic[] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+    {
+      PickleResult magic = next("magic number");
+      const Value* m = magic.tree->root();
+      if (m->kind != Kind::BigInt || m->text.size() != sizeof(kMagic) ||
+          std::memcmp(m->text.data(), kMagic, sizeof(kMagic)) != 0) {
+        fail("legacy torch.save: expected the magic number 0x1950a86a20f9469cfc6c, found " +
+             pickle::render(*m, {1, 4, 40}));
+      }
+    }
+    {
+      PickleResult version = next("protocol version");
+      const Value* v = version.tree->root();
+      if (v->kind != Kind::Int || v->integer != 1001) {
+        fail("legacy torch.save: expected protocol version 1001, found " +
+             pickle::render(*v, {1, 4, 40}));
+      }
+    }
+    {
+      PickleResult sys_info = next("sys_info");
+      const Value* info = sys_info.tree->root();
+      const Value* little = info->kind == Kind::Dict ? info->find("little_endian") : nullptr;
+      if (little && little->kind == Kind::Bool && !little->boolean) {
+        fail("legacy torch.save: the checkpoint was written on a big-endian machine");
+      }
+    }
+    adopt(next("object"), "torch.save legacy");
+    PickleResult keys = next("storage key list");
+    const Value* list = keys.tree->root();
+    if (list->kind != Kind::List) {
+      fail("legacy torch.save: the storage key list is a " + list->type_name() + ", not a list");
+    }
+    for (const Value* k : list->items) {
+      if (k->kind != Kind::Str) fail("legacy torch.save: a storage key is not a string");
+      const auto found = pickled_.record_index.find(k->text);
+      if (found == pickled_.record_index.end()) {
+        fail("legacy torch.save: storage '" + printable(k->text) +
+             "' has a data record but no tensor names it");
+      }
+      const StorageRecord& record = pickled_.records[found->second];
+      if (!range_ok(pos, 8, size)) {
+        fail("legacy torch.save: the file ends before the record of storage '" +
+             printable(k->text) + "' (truncated)");
+      }
+      const int64_t numel = load_le<int64_t>(data + pos);
+      pos += 8;
+      if (numel != record.numel) {
+        fail("legacy torch.save: the record of storage '" + printable(k->text) + "' holds " +
+             std::to_string(numel) + " elements, but the pickle declares " +
+             std::to_string(record.numel));
+      }
+      if (!range_ok(pos, record.nbytes, size)) {
+        fail("legacy torch.save: the record of storage '" + printable(k->text) + "' (" +
+             std::to_string(record.nbytes) + " bytes at offset " + std::to_string(pos) +
+             ") runs past the end of the file (truncated)");
+      }
+      if (!offsets_.emplace(k->text, pos).second) {
+        fail("legacy torch.save: storage '" + printable(k->text) + "' has two data records");
+      }
+      pos += static_cast<size_t>(record.nbytes);
+    }
+  }
+
+ private:
+  at::Tensor read_record(const StorageRecord& record) override {
+    const auto it = offsets_.find(record.key);
+    if (it == offsets_.end()) {
+      fail("legacy torch.save: storage '" + printable(record.key) + "' has no data record");
+    }
+    return copy_bytes(data_ + it->second, static_cast<size_t>(record.nbytes), record);
+  }
+
+  const uint8_t* data_;
+  size_t size_;
+  std::unordered_map<std::string, size_t> offsets_;
+};
+
+}  // namespace
+
+std::unique_ptr<CheckpointReader> open_torch_zip(const uint8_t* data, size_t size,
+                                                 const pickle::Limits& limits) {
+  return std::make_unique<TorchZipReader>(data, size, limits);
+}
+
+std::unique_ptr<CheckpointReader> open_torch_legacy(const uint8_t* data, size_t size,
+                                                    const pickle::Limits& limits) {
+  return std::make_unique<TorchLegacyReader>(data, size, limits);
+}
+
+std::unique_ptr<CheckpointReader> open_checkpoint(const uint8_t* data, size_t size,
+                                                  const pickle::Limits& limits) {
+  if (size == 0) fail("the file is empty");
+  if (size >= 4 && data[0] == 'P' && data[1] == 'K' &&
+      ((data[2] == 3 && data[3] == 4) || (data[2] == 5 && data[3] == 6))) {
+    return open_torch_zip(data, size, limits);
+  }
+  if (size >= 9 && data[8] == '{') return open_safetensors(data, size);
+  if (data[0] == 0x80) return open_torch_legacy(data, size, limits);
+  if (size >= 8 && load_le<uint64_t>(data) <= size - 8 && load_le<uint64_t>(data) > 0) {
+    return open_safetensors(data, size);
+  }
+  if (size >= 262 && std::memcmp(data + 257, "ustar", 5) == 0) {
+    fail("a tar-format torch.save checkpoint (PyTorch < 0.4) is not supported");
+  }
+  std::string head;
+  for (size_t i = 0; i < size && i < 8; ++i) {
+    char buf[4];
+    std::snprintf(buf, sizeof(buf), "%02x", data[i]);
+    head += (i ? " " : "") + std::string(buf);
+  }
+  fail("not a checkpoint: expected a torch.save zip archive, a legacy torch.save file or a "
+       "safetensors file, but it starts with bytes " + head);
+}
+
+MappedFile::MappedFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open: " + std::string(std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    fail("cannot stat: " + std::string(std::strerror(err)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("not a regular file");
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p != MAP_FAILED) {
+      data_ = static_cast<const uint8_t*>(p);
+      mapped_ = true;
+    } else {  // e.g. a file system without mmap: read it instead
+      copy_.resize(size_);
+      size_t done = 0;
+      while (done < size_) {
+        const ssize_t n = ::read(fd, copy_.data() + done, size_ - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          ::close(fd);
+          fail("cannot read: " + std::string(n < 0 ? std::strerror(errno) : "unexpected end"));
+        }
+        done += static_cast<size_t>(n);
+      }
+      data_ = copy_.data();
+    }
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+}  // namespace rmt::io

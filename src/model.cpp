@@ -1,0 +1,74 @@
+#include "rmt/model.h"
+
+#include "rmt/state_dict.h"
+
+namespace rmt {
+
+Model::Model(const Config& config, ModelKind kind) : config_(config), kind_(kind) {
+  switch (kind) {
+    case ModelKind::Classifier: module_ = VisRetNet(config, false).ptr(); break;
+    case ModelKind::TokenLabel: module_ = VisRetNet(config, true).ptr(); break;
+    case ModelKind::Dense: module_ = DenseBackbone(config).ptr(); break;
+  }
+}
+
+Model Model::from_preset(const std::string& name) {
+  auto p = preset(name);
+  return Model(p.config, p.kind);
+}
+
+VisRetNet Model::classifier() const {
+  TORCH_CHECK(kind_ != ModelKind::Dense, "Model::classifier: this model is a ", to_string(kind_),
+              " backbone, not a classifier");
+  return VisRetNet(std::static_pointer_cast<VisRetNetImpl>(module_));
+}
+
+DenseBackbone Model::dense_backbone() const {
+  TORCH_CHECK(kind_ == ModelKind::Dense, "Model::dense_backbone: this model is a ",
+              to_string(kind_), ", not a dense backbone");
+  return DenseBackbone(std::static_pointer_cast<DenseBackboneImpl>(module_));
+}
+
+std::vector<torch::Tensor> Model::forward(const torch::Tensor& images) {
+  if (kind_ == ModelKind::Dense) return dense_backbone()->forward(images);
+  return {classifier()->forward(images)};
+}
+
+void Model::to(torch::Device device, torch::Dtype dtype) { move_to(*module_, device, dtype); }
+
+void Model::set_attention_backend(nn::AttentionBackend backend) {
+  if (kind_ == ModelKind::Dense) {
+    dense_backbone()->set_attention_backend(backend);
+  } else {
+    classifier()->set_attention_backend(backend);
+  }
+}
+
+LoadReport Model::load(const std::string& path, const WeightsSelection& selection, bool strict) {
+  return load_weights(*module_, path, selection, strict);
+}
+
+void check_images(const torch::Tensor& images, int64_t expected_channels,
+                  const torch::nn::Module& model) {
+  TORCH_CHECK(images.defined(), "RMT: the input tensor is undefined");
+  TORCH_CHECK(images.dim() == 4, "RMT: expected a 4-D image batch (B, ", expected_channels,
+              ", H, W), found a ", images.dim(), "-D tensor of shape ", images.sizes());
+  TORCH_CHECK(images.size(1) == expected_channels, "RMT: expected ", expected_channels,
+              " input channels (B, ", expected_channels, ", H, W), found ", images.size(1),
+              " in shape ", images.sizes());
+  TORCH_CHECK(images.size(0) > 0 && images.size(2) > 0 && images.size(3) > 0,
+              "RMT: expected a non-empty batch with positive height and width, found shape ",
+              images.sizes());
+  TORCH_CHECK(at::isFloatingType(images.scalar_type()),
+              "RMT: expected floating-point images, found dtype ", images.scalar_type());
+  const auto params = model.parameters();
+  if (params.empty()) return;
+  const auto& weight = params.front();
+  TORCH_CHECK(images.device() == weight.device(), "RMT: the images are on ", images.device(),
+              " but the model is on ", weight.device(), ": move one of them");
+  TORCH_CHECK(images.scalar_type() == weight.scalar_type(), "RMT: the images are ",
+              images.scalar_type(), " but the model is ", weight.scalar_type(),
+              ": cast the images (or the model) so both match");
+}
+
+}  // namespace rmt

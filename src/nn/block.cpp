@@ -1,0 +1,42 @@
+#include "rmt/nn/block.h"
+
+namespace rmt::nn {
+
+torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {
+  if (p <= 0.0 || !training) return x;
+  const double keep = 1.0 - p;
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = x.size(0);
+  auto mask = at::empty(shape, x.options()).bernoulli_(keep);
+  if (keep > 0.0) mask.div_(keep);
+  return x * mask;
+}
+
+RetBlockImpl::RetBlockImpl(const RetBlockOptions& options_) : options(options_) {
+  const auto dim = options.embed_dim();
+  auto norm_options = torch::nn::LayerNormOptions({dim}).eps(1e-6);
+  retention_layer_norm = register_module("retention_layer_norm", torch::nn::LayerNorm(norm_options));
+  retention = register_module(
+      "retention", MaSA(MaSAOptions(dim, options.num_heads()).decomposed(options.decomposed())));
+  final_layer_norm = register_module("final_layer_norm", torch::nn::LayerNorm(norm_options));
+  ffn = register_module("ffn", FeedForward(dim, options.ffn_dim()));
+  pos = register_module("pos", DWConv2d(dim, 3, 1, 1));
+  if (options.layerscale()) {
+    gamma_1 = register_parameter("gamma_1", at::full({1, 1, 1, dim}, options.layer_init_values()));
+    gamma_2 = register_parameter("gamma_2", at::full({1, 1, 1, dim}, options.layer_init_values()));
+  }
+}
+
+torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
+                                    const torch::Tensor& cos, const torch::Tensor& decay) {
+  const double p = options.drop_path();
+  x = x + pos->forward(x);
+  auto attention = retention->forward(retention_layer_norm->forward(x), sin, cos, decay);
+  if (options.layerscale()) attention = gamma_1 * attention;
+  x = x + drop_path(attention, p, is_training());
+  auto mlp = ffn->forward(final_layer_norm->forward(x));
+  if (options.layerscale()) mlp = gamma_2 * mlp;
+  return x + drop_path(mlp, p, is_training());
+}
+
+}  // namespace rmt::nn

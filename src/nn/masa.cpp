@@ -1,0 +1,39 @@
+#include "rmt/nn/masa.h"
+
+#include <cmath>
+
+#include "rmt/ops.h"
+
+namespace rmt::nn {
+
+MaSAImpl::MaSAImpl(const MaSAOptions& options_) : options(options_) {
+  const auto dim = options.embed_dim();
+  TORCH_CHECK(options.num_heads() > 0 && dim % options.num_heads() == 0,
+              "MaSA: embed_dim (", dim, ") must be a multiple of num_heads (", options.num_heads(),
+              ")");
+  q_proj = register_module("q_proj", torch::nn::Linear(dim, dim));
+  k_proj = register_module("k_proj", torch::nn::Linear(dim, dim));
+  v_proj = register_module("v_proj", torch::nn::Linear(dim, dim));
+  lepe = register_module("lepe", DWConv2d(dim, 5, 1, 2));
+  out_proj = register_module("out_proj", torch::nn::Linear(dim, dim));
+}
+
+torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin,
+                                const torch::Tensor& cos, const torch::Tensor& decay) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(options.embed_dim() / options.num_heads()));
+  auto q = q_proj->forward(x);
+  auto k = k_proj->forward(x);
+  auto v = v_proj->forward(x);
+  auto local = lepe->forward(v);
+  torch::Tensor out;
+  if (options.backend() == AttentionBackend::Reference) {
+    out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
+                               : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
+  } else {
+    out = options.decomposed() ? ops::masa_decomposed(q, k, v, sin, cos, decay, scale)
+                               : ops::masa_full(q, k, v, sin, cos, decay, scale);
+  }
+  return out_proj->forward(out + local);
+}
+
+}  // namespace rmt::nn

@@ -1,0 +1,30 @@
+#include "rmt/nn/patch_embed.h"
+
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+
+namespace rmt::nn {
+
+PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim) {
+  using torch::nn::BatchNorm2d;
+  using torch::nn::Conv2d;
+  using torch::nn::Conv2dOptions;
+  const int64_t half = embed_dim / 2;
+  // Indices 0..10 are the authors' state_dict names (proj.0.weight, proj.1.running_mean, ...).
+  proj = register_module(
+      "proj", torch::nn::Sequential(
+                  Conv2d(Conv2dOptions(in_chans, half, 3).stride(2).padding(1)), BatchNorm2d(half),
+                  torch::nn::GELU(), Conv2d(Conv2dOptions(half, half, 3).stride(1).padding(1)),
+                  BatchNorm2d(half), torch::nn::GELU(),
+                  Conv2d(Conv2dOptions(half, embed_dim, 3).stride(2).padding(1)),
+                  BatchNorm2d(embed_dim), torch::nn::GELU(),
+                  Conv2d(Conv2dOptions(embed_dim, embed_dim, 3).stride(1).padding(1)),
+                  BatchNorm2d(embed_dim)));
+}
+
+torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& x) {
+  return proj->forward(x).permute({0, 2, 3, 1});
+}
+
+}  // namespace rmt::nn

@@ -1,0 +1,16 @@
+#include "rmt/nn/patch_merging.h"
+
+namespace rmt::nn {
+
+PatchMergingImpl::PatchMergingImpl(int64_t dim, int64_t out_dim) {
+  reduction = register_module(
+      "reduction", torch::nn::Conv2d(torch::nn::Conv2dOptions(dim, out_dim, 3).stride(2).padding(1)));
+  norm = register_module("norm", torch::nn::BatchNorm2d(out_dim));
+}
+
+torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) {
+  auto y = norm->forward(reduction->forward(x.permute({0, 3, 1, 2}).contiguous()));
+  return y.permute({0, 2, 3, 1});
+}
+
+}  // namespace rmt::nn

@@ -1,0 +1,136 @@
+#include "rmt/npy.h"
+
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <regex>
+#include <sstream>
+#include <stdexcept>
+
+namespace rmt {
+
+namespace {
+
+constexpr char kMagic[] = "\x93NUMPY";
+
+[[noreturn]] void fail(const std::string& path, const std::string& message) {
+  throw std::runtime_error(path + ": " + message);
+}
+
+at::ScalarType dtype_from_descr(const std::string& path, const std::string& descr) {
+  if (descr == "<f8") return at::kDouble;
+  if (descr == "<f4") return at::kFloat;
+  if (descr == "<f2") return at::kHalf;
+  if (descr == "<i8") return at::kLong;
+  if (descr == "<i4") return at::kInt;
+  if (descr == "|u1") return at::kByte;
+  if (descr == "|b1") return at::kBool;
+  fail(path, "unsupported .npy dtype '" + descr +
+                 "': expected one of <f8 <f4 <f2 <i8 <i4 |u1 |b1 (little-endian)");
+}
+
+std::string descr_from_dtype(at::ScalarType type) {
+  switch (type) {
+    case at::kDouble: return "<f8";
+    case at::kFloat: return "<f4";
+    case at::kHalf: return "<f2";
+    case at::kLong: return "<i8";
+    case at::kInt: return "<i4";
+    case at::kByte: return "|u1";
+    case at::kBool: return "|b1";
+    default: break;
+  }
+  std::ostringstream s;
+  s << "write_npy: unsupported dtype " << type;
+  throw std::runtime_error(s.str());
+}
+
+}  // namespace
+
+at::Tensor read_npy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open file");
+  char magic[6];
+  unsigned char version[2];
+  if (!in.read(magic, 6) || std::memcmp(magic, kMagic, 6) != 0) fail(path, "not a .npy file (bad magic)");
+  if (!in.read(reinterpret_cast<char*>(version), 2)) fail(path, "truncated .npy preamble");
+  uint32_t header_len = 0;
+  if (version[0] == 1) {
+    unsigned char len[2];
+    if (!in.read(reinterpret_cast<char*>(len), 2)) fail(path, "truncated .npy preamble");
+    header_len = len[0] | (len[1] << 8);
+  } else if (version[0] == 2 || version[0] == 3) {
+    unsigned char len[4];
+    if (!in.read(reinterpret_cast<char*>(len), 4)) fail(path, "truncated .npy preamble");
+    header_len = len[0] | (len[1] << 8) | (len[2] << 16) | (uint32_t(len[3]) << 24);
+    if (header_len > (1u << 20)) fail(path, "the .npy header is larger than 1 MiB");
+  } else {
+    fail(path, "unsupported .npy format version " + std::to_string(version[0]));
+  }
+  std::string header(header_len, '\0');
+  if (!in.read(header.data(), header_len)) fail(path, "truncated .npy header");
+
+  std::smatch m;
+  if (!std::regex_search(header, m, std::regex("'descr':\\s*'([^']*)'"))) fail(path, "no 'descr' in the .npy header");
+  const auto dtype = dtype_from_descr(path, m[1]);
+  if (!std::regex_search(header, m, std::regex("'fortran_order':\\s*(True|False)"))) {
+    fail(path, "no 'fortran_order' in the .npy header");
+  }
+  if (m[1] == "True") fail(path, "Fortran-ordered arrays are not supported: save with C order");
+  if (!std::regex_search(header, m, std::regex("'shape':\\s*\\(([^)]*)\\)"))) fail(path, "no 'shape' in the .npy header");
+  std::vector<int64_t> shape;
+  int64_t numel = 1;
+  {
+    std::stringstream dims(m[1].str());
+    std::string item;
+    while (std::getline(dims, item, ',')) {
+      if (item.find_first_not_of(" ") == std::string::npos) continue;
+      int64_t dim = 0;
+      try {
+        dim = std::stoll(item);
+      } catch (const std::exception&) {
+        fail(path, "bad dimension '" + item + "' in the .npy shape");
+      }
+      if (dim < 0 || (dim > 0 && numel > std::numeric_limits<int64_t>::max() / 16 / dim)) {
+        fail(path, "bad or oversized dimension " + item + " in the .npy shape");
+      }
+      numel *= dim;
+      shape.push_back(dim);
+    }
+  }
+  auto tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
+  const auto bytes = static_cast<std::streamsize>(tensor.nbytes());
+  if (bytes > 0 && !in.read(static_cast<char*>(tensor.data_ptr()), bytes)) {
+    fail(path, "the data is shorter than the shape " + m[1].str() + " needs");
+  }
+  return tensor;
+}
+
+void write_npy(const std::string& path, const at::Tensor& input) {
+  auto tensor = input.detach().to(at::kCPU);
+  if (tensor.scalar_type() == at::kBFloat16) tensor = tensor.to(at::kFloat);
+  tensor = tensor.contiguous();
+  std::ostringstream header;
+  header << "{'descr': '" << descr_from_dtype(tensor.scalar_type())
+         << "', 'fortran_order': False, 'shape': (";
+  for (int64_t i = 0; i < tensor.dim(); ++i) header << tensor.size(i) << (tensor.dim() == 1 || i + 1 < tensor.dim() ? ", " : "");
+  header << "), }";
+  std::string text = header.str();
+  // Pad so that the data starts on a 64-byte boundary, header ending in '\n' (format version 1).
+  const size_t preamble = 10;
+  text.append(64 - (preamble + text.size() + 1) % 64, ' ');
+  text.push_back('\n');
+  std::ofstream out(path, std::ios::binary);
+  if (!out) throw std::runtime_error(path + ": cannot open for writing");
+  out.write(kMagic, 6);
+  const unsigned char version[2] = {1, 0};
+  out.write(reinterpret_cast<const char*>(version), 2);
+  const unsigned char len[2] = {static_cast<unsigned char>(text.size() & 0xff),
+                                static_cast<unsigned char>(text.size() >> 8)};
+  out.write(reinterpret_cast<const char*>(len), 2);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  out.write(static_cast<const char*>(tensor.data_ptr()), static_cast<std::streamsize>(tensor.nbytes()));
+  if (!out) throw std::runtime_error(path + ": write failed");
+}
+
+}  // namespace rmt

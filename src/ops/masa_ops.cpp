@@ -1,0 +1,633 @@
+// MaSA as dispatcher operators (the torchvision ops pattern): schemas, the CPU kernels, the
+// autograd kernel, and the public entry points of rmt/ops.h.
+//
+//   rmt::masa_decomposed / rmt::masa_full             forward, CPU here, CUDA in src/cuda/
+//   rmt::_masa_decomposed_backward / _masa_full_backward
+//       (grad_out, q, k, v, sin, cos, decay, scale) -> (grad_q, grad_k, grad_v)
+//
+// Gradients flow to q, k and v only. sin, cos and decay are RelPos2d buffers (fixed functions of
+// the position and the head), so the autograd kernel returns no gradient for them (None), nor
+// for scale. The backward ops recompute the forward's softmax statistics instead of saving them,
+// so autograd keeps only the inputs alive.
+//
+// CPU kernels (issue 6): nothing of size L x L is ever formed. Each (batch, head, row) /
+// (batch, head, column) sequence of the decomposed operator, and each (batch, head, query block)
+// of the full one, is one task of at::parallel_for. A task packs its tokens with the rotation
+// (theta shift) and the scale applied on the fly, then runs the online-softmax kernel of
+// masa_cpu_kernels.cpp, whose mask is decay * distance computed from coordinates, one score row
+// of at most 128 keys at a time. float and double compute in their own precision (parity with the
+// reference chain to rounding); half and bfloat16 compute in float.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "ops/masa_cpu_kernels.h"
+#include "rmt/ops.h"
+
+namespace rmt::ops {
+namespace {
+
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using ForwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                              const at::Tensor&, const at::Tensor&, const at::Tensor&, double);
+using BackwardSig = Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const at::Tensor&, double);
+
+struct Dims {
+  int64_t b, h, w, n, d, dv, l;
+};
+
+Dims dims_of(const at::Tensor& q, const at::Tensor& v, const at::Tensor& decay) {
+  const int64_t n = decay.size(0);
+  return {q.size(0), q.size(1), q.size(2), n, q.size(3) / n, v.size(3) / n, q.size(1) * q.size(2)};
+}
+
+// Tasks per at::parallel_for chunk so that a chunk is worth a thread hand-off (~64k flops).
+int64_t grain_for(int64_t flops_per_task) {
+  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, flops_per_task));
+}
+
+// theta shift of one head vector: out = x * cos + rotate_every_two(x) * sin, the pairs (a, b)
+// rotating to (-b, a), with x multiplied by `scale` first when `scaled` (k). Same operations in
+// the same order as the reference chain, so float and double round identically.
+template <class T, class A>
+inline void rotate(const T* x, const T* sn, const T* cs, bool scaled, A scale, int64_t d, A* out) {
+  for (int64_t p = 0; p < d; p += 2) {
+    A x0 = static_cast<A>(x[p]), x1 = static_cast<A>(x[p + 1]);
+    if (scaled) {
+      x0 = x0 * scale;
+      x1 = x1 * scale;
+    }
+    out[p] = x0 * static_cast<A>(cs[p]) - x1 * static_cast<A>(sn[p]);
+    out[p + 1] = x1 * static_cast<A>(cs[p + 1]) + x0 * static_cast<A>(sn[p + 1]);
+  }
+}
+
+// Adjoint of rotate: the gradient with respect to x (times scale for k) of a gradient g with
+// respect to the rotated vector.
+template <class A>
+inline void unrotate(const A* g, const A* sn, const A* cs, A scale, int64_t d, A* out) {
+  for (int64_t p = 0; p < d; p += 2) {
+    out[p] = (g[p] * cs[p] + g[p + 1] * sn[p + 1]) * scale;
+    out[p + 1] = (g[p + 1] * cs[p + 1] - g[p] * sn[p]) * scale;
+  }
+}
+
+template <class T>
+struct Inputs {
+  const T* q;
+  const T* k;
+  const T* v;
+  const T* sn;
+  const T* cs;
+  const T* decay;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Decomposed MaSA: two 1-D passes. A pass has `nseq` sequences of `len` tokens per (batch, head);
+// token t of sequence s sits at grid position s * sbase + t * tstride (row pass: sbase W, tstride 1;
+// column pass: sbase 1, tstride W). Every tensor element of (B, H, W, heads, dim) is then found at
+// ((b * L + pos) * heads + head) * dim, inputs, intermediates and outputs alike.
+
+struct Pass {
+  int64_t nseq, len, sbase, tstride;
+};
+
+template <class A>
+struct SeqBuffers {
+  std::vector<A> q, k, kt, v, vt, g, o, lse, D, dq, dk, dv, tmp, zeros, index, work;
+  SeqBuffers(int64_t len, int64_t d, int64_t dv_, bool backward)
+      : q(len * d), kt(d * len), v(len * dv_), o(len * dv_), tmp(std::max(d, dv_)),
+        zeros(len, A(0)), index(len), work(cpu::workspace_size(d, dv_)) {
+    for (int64_t t = 0; t < len; ++t) index[t] = static_cast<A>(t);
+    if (backward) {
+      k.resize(len * d);
+      vt.resize(dv_ * len);
+      g.resize(len * dv_);
+      lse.resize(len);
+      D.resize(len);
+      dq.resize(len * d);
+      dk.resize(len * d);
+      dv.resize(len * dv_);
+    }
+  }
+  // A 1-D problem: every coordinate y is 0 and x is the token index.
+  cpu::Problem<A> problem(int64_t len, int64_t d, int64_t dv_, A decay) const {
+    cpu::Problem<A> p;
+    p.q = q.data();
+    p.qy = zeros.data();
+    p.qx = index.data();
+    p.kt = kt.data();
+    p.ldk = len;
+    p.k = k.empty() ? nullptr : k.data();
+    p.v = v.data();
+    p.vt = vt.empty() ? nullptr : vt.data();
+    p.ldvt = len;
+    p.ky = zeros.data();
+    p.kx = index.data();
+    p.m = p.n = len;
+    p.d = d;
+    p.dv = dv_;
+    p.decay = decay;
+    return p;
+  }
+};
+
+// Packs the rotated q and k (and the values) of one sequence.
+template <class T, class A, class TV>
+void pack_sequence(const Inputs<T>& in, const Dims& s, const Pass& pass, int64_t b, int64_t seq,
+                   int64_t head, A scale, const TV* vsrc, SeqBuffers<A>& buf, bool backward) {
+  const int64_t d = s.d, dv = s.dv, len = pass.len;
+  for (int64_t t = 0; t < len; ++t) {
+    const int64_t pos = seq * pass.sbase + t * pass.tstride;
+    const int64_t qk_at = ((b * s.l + pos) * s.n + head) * d;
+    rotate(in.q + qk_at, in.sn + pos * d, in.cs + pos * d, false, A(1), d, buf.q.data() + t * d);
+    A* kr = backward ? buf.k.data() + t * d : buf.tmp.data();
+    rotate(in.k + qk_at, in.sn + pos * d, in.cs + pos * d, true, scale, d, kr);
+    for (int64_t c = 0; c < d; ++c) buf.kt[c * len + t] = kr[c];
+    const TV* vr = vsrc + ((b * s.l + pos) * s.n + head) * dv;
+    for (int64_t c = 0; c < dv; ++c) buf.v[t * dv + c] = static_cast<A>(vr[c]);
+    if (backward)
+      for (int64_t c = 0; c < dv; ++c) buf.vt[c * len + t] = buf.v[t * dv + c];
+  }
+}
+
+template <class T, class A, class TV, class TO>
+void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale, const TV* vsrc,
+                  TO* dst) {
+  const int64_t tasks = s.b * pass.nseq * s.n;
+  const int64_t cost = pass.len * pass.len * 2 * (s.d + s.dv);
+  at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
+    SeqBuffers<A> buf(pass.len, s.d, s.dv, false);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t head = task % s.n, seq = (task / s.n) % pass.nseq, b = task / (s.n * pass.nseq);
+      pack_sequence(in, s, pass, b, seq, head, scale, vsrc, buf, false);
+      const auto p = buf.problem(pass.len, s.d, s.dv, static_cast<A>(in.decay[head]));
+      cpu::attend_forward(p, 0, pass.len, buf.o.data(), static_cast<A*>(nullptr), buf.work.data());
+      for (int64_t t = 0; t < pass.len; ++t) {
+        const int64_t pos = seq * pass.sbase + t * pass.tstride;
+        TO* out = dst + ((b * s.l + pos) * s.n + head) * s.dv;
+        for (int64_t c = 0; c < s.dv; ++c) out[c] = static_cast<TO>(buf.o[t * s.dv + c]);
+      }
+    }
+  });
+}
+
+// Backward of one pass. The column pass (run first) stores its gradients of the rotated q and k
+// in dqr / dkr; the row pass (finish = true) adds its own, applies the adjoint rotation and
+// writes grad_q / grad_k. dv_dst receives the gradient of this pass's values.
+template <class T, class A, class TV, class TG, class TD>
+void pass_backward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale, const TV* vsrc,
+                   const TG* gsrc, A* dqr, A* dkr, bool finish, T* grad_q, T* grad_k, TD* dv_dst) {
+  const int64_t tasks = s.b * pass.nseq * s.n;
+  const int64_t cost = pass.len * pass.len * 6 * (s.d + s.dv);
+  const int64_t d = s.d, dv = s.dv, len = pass.len;
+  at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
+    SeqBuffers<A> buf(len, d, dv, true);
+    std::vector<A> sn(d), cs(d), g(d);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t head = task % s.n, seq = (task / s.n) % pass.nseq, b = task / (s.n * pass.nseq);
+      pack_sequence(in, s, pass, b, seq, head, scale, vsrc, buf, true);
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t pos = seq * pass.sbase + t * pass.tstride;
+        const TG* gr = gsrc + ((b * s.l + pos) * s.n + head) * dv;
+        for (int64_t c = 0; c < dv; ++c) buf.g[t * dv + c] = static_cast<A>(gr[c]);
+      }
+      const auto p = buf.problem(len, d, dv, static_cast<A>(in.decay[head]));
+      cpu::attend_forward(p, 0, len, buf.o.data(), buf.lse.data(), buf.work.data());
+      for (int64_t t = 0; t < len; ++t) {
+        A acc = 0;
+        for (int64_t c = 0; c < dv; ++c) acc += buf.g[t * dv + c] * buf.o[t * dv + c];
+        buf.D[t] = acc;
+      }
+      cpu::attend_backward_dq(p, 0, len, buf.g.data(), buf.lse.data(), buf.D.data(),
+                              buf.dq.data(), buf.work.data());
+      cpu::attend_backward_dkv(p, 0, len, buf.g.data(), buf.lse.data(), buf.D.data(),
+                               buf.dk.data(), buf.dv.data(), buf.work.data());
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t pos = seq * pass.sbase + t * pass.tstride;
+        const int64_t at_qk = ((b * s.l + pos) * s.n + head) * d;
+        A* dq_t = buf.dq.data() + t * d;
+        A* dk_t = buf.dk.data() + t * d;
+        if (!finish) {
+          std::copy(dq_t, dq_t + d, dqr + at_qk);
+          std::copy(dk_t, dk_t + d, dkr + at_qk);
+        } else {
+          for (int64_t c = 0; c < d; ++c) {
+            dq_t[c] += dqr[at_qk + c];
+            dk_t[c] += dkr[at_qk + c];
+            sn[c] = static_cast<A>(in.sn[pos * d + c]);
+            cs[c] = static_cast<A>(in.cs[pos * d + c]);
+          }
+          unrotate(dq_t, sn.data(), cs.data(), A(1), d, g.data());
+          for (int64_t c = 0; c < d; ++c) grad_q[at_qk + c] = static_cast<T>(g[c]);
+          unrotate(dk_t, sn.data(), cs.data(), scale, d, g.data());
+          for (int64_t c = 0; c < d; ++c) grad_k[at_qk + c] = static_cast<T>(g[c]);
+        }
+        TD* dvr = dv_dst + ((b * s.l + pos) * s.n + head) * dv;
+        for (int64_t c = 0; c < dv; ++c) dvr[c] = static_cast<TD>(buf.dv[t * dv + c]);
+      }
+    }
+  });
+}
+
+template <class T>
+Inputs<T> inputs_of(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay) {
+  return {q.data_ptr<T>(),   k.data_ptr<T>(),   v.data_ptr<T>(),
+          sin.data_ptr<T>(), cos.data_ptr<T>(), decay.data_ptr<T>()};
+}
+
+at::ScalarType opmath_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+std::vector<at::Tensor> contiguous_all(std::initializer_list<const at::Tensor*> ts) {
+  std::vector<at::Tensor> out;
+  for (const auto* t : ts) out.push_back(t->contiguous());
+  return out;
+}
+
+at::Tensor decomposed_cpu(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
+                          const at::Tensor& sin_, const at::Tensor& cos_, const at::Tensor& decay_,
+                          double scale) {
+  check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
+  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_});
+  const auto& q = c[0];
+  const Dims s = dims_of(q, c[2], c[5]);
+  auto out = at::empty({s.b, s.h, s.w, s.n * s.dv}, q.options());
+  if (out.numel() == 0) return out;
+  auto o1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, q.options().dtype(opmath_dtype(q.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "masa_decomposed_cpu",
+                                  [&] {
+    using A = at::opmath_type<scalar_t>;
+    const auto in = inputs_of<scalar_t>(c[0], c[1], c[2], c[3], c[4], c[5]);
+    const Pass rows{s.h, s.w, s.w, 1}, cols{s.w, s.h, 1, s.w};
+    pass_forward(in, s, rows, static_cast<A>(scale), in.v, o1.data_ptr<A>());
+    pass_forward(in, s, cols, static_cast<A>(scale), static_cast<const A*>(o1.data_ptr<A>()),
+                 out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+Grads decomposed_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at::Tensor& k_,
+                              const at::Tensor& v_, const at::Tensor& sin_, const at::Tensor& cos_,
+                              const at::Tensor& decay_, double scale) {
+  check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
+  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_, &grad_});
+  const auto& q = c[0];
+  const Dims s = dims_of(q, c[2], c[5]);
+  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}),
+              "MaSA backward: grad_out must have the output's shape ",
+              at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}), ", found ", grad_.sizes());
+  auto grad_q = at::empty_like(q), grad_k = at::empty_like(q), grad_v = at::empty_like(c[2]);
+  if (q.numel() == 0 || c[2].numel() == 0) return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
+  const auto aopt = q.options().dtype(opmath_dtype(q.scalar_type()));
+  auto o1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, aopt);
+  auto do1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, aopt);
+  auto dqr = at::empty({s.b, s.h, s.w, s.n * s.d}, aopt);
+  auto dkr = at::empty({s.b, s.h, s.w, s.n * s.d}, aopt);
+  const auto grad = c[6].to(q.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
+                                  "masa_decomposed_backward_cpu", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const auto in = inputs_of<scalar_t>(c[0], c[1], c[2], c[3], c[4], c[5]);
+    const Pass rows{s.h, s.w, s.w, 1}, cols{s.w, s.h, 1, s.w};
+    const A sc = static_cast<A>(scale);
+    A* o1p = o1.data_ptr<A>();
+    A* do1p = do1.data_ptr<A>();
+    pass_forward(in, s, rows, sc, in.v, o1p);  // the column pass's values, recomputed
+    pass_backward(in, s, cols, sc, static_cast<const A*>(o1p), grad.data_ptr<scalar_t>(),
+                  dqr.data_ptr<A>(), dkr.data_ptr<A>(), false, static_cast<scalar_t*>(nullptr),
+                  static_cast<scalar_t*>(nullptr), do1p);
+    pass_backward(in, s, rows, sc, in.v, static_cast<const A*>(do1p), dqr.data_ptr<A>(),
+                  dkr.data_ptr<A>(), true, grad_q.data_ptr<scalar_t>(),
+                  grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>());
+  });
+  return {grad_q, grad_k, grad_v};
+}
+
+// ------------------------------------------------------------------------------------------------
+// Full MaSA: one problem of L tokens per (batch, head), split into query blocks for the forward
+// and the dq pass, and into key blocks for the dk/dv pass (each block owns its outputs: no
+// atomics, no reduction across threads).
+
+constexpr int64_t kQueryBlock = 32;
+constexpr int64_t kKeyBlock = 64;
+
+// Per (batch, head) packed keys of the full problem, with the grid coordinates of every token.
+template <class A>
+struct FullPack {
+  at::Tensor q, k, kt, v, vt, g, coords;  // q, k, vt, g: backward only
+  int64_t l, d, dv;
+  cpu::Problem<A> problem(int64_t bh, A decay) const {
+    cpu::Problem<A> p;
+    const A* xy = coords.data_ptr<A>();
+    p.qy = p.ky = xy;
+    p.qx = p.kx = xy + l;
+    p.q = q.defined() ? q.data_ptr<A>() + bh * l * d : nullptr;
+    p.k = k.defined() ? k.data_ptr<A>() + bh * l * d : nullptr;
+    p.kt = kt.data_ptr<A>() + bh * d * l;
+    p.ldk = l;
+    p.v = v.data_ptr<A>() + bh * l * dv;
+    p.vt = vt.defined() ? vt.data_ptr<A>() + bh * dv * l : nullptr;
+    p.ldvt = l;
+    p.m = p.n = l;
+    p.d = d;
+    p.dv = dv;
+    p.decay = decay;
+    return p;
+  }
+};
+
+template <class T, class A>
+FullPack<A> pack_full(const Inputs<T>& in, const Dims& s, A scale, const at::TensorOptions& aopt,
+                      const T* grad) {
+  const bool backward = grad != nullptr;
+  FullPack<A> pk;
+  pk.l = s.l;
+  pk.d = s.d;
+  pk.dv = s.dv;
+  const int64_t bn = s.b * s.n, l = s.l, d = s.d, dv = s.dv;
+  pk.kt = at::empty({bn, d, l}, aopt);
+  pk.v = at::empty({bn, l, dv}, aopt);
+  pk.coords = at::empty({2, l}, aopt);
+  if (backward) {
+    pk.q = at::empty({bn, l, d}, aopt);
+    pk.k = at::empty({bn, l, d}, aopt);
+    pk.vt = at::empty({bn, dv, l}, aopt);
+    pk.g = at::empty({bn, l, dv}, aopt);
+  }
+  A* xy = pk.coords.template data_ptr<A>();
+  for (int64_t t = 0; t < l; ++t) {
+    xy[t] = static_cast<A>(t / s.w);
+    xy[l + t] = static_cast<A>(t % s.w);
+  }
+  A* kt = pk.kt.template data_ptr<A>();
+  A* vv = pk.v.template data_ptr<A>();
+  A* qq = backward ? pk.q.template data_ptr<A>() : nullptr;
+  A* kk = backward ? pk.k.template data_ptr<A>() : nullptr;
+  A* vt = backward ? pk.vt.template data_ptr<A>() : nullptr;
+  A* gg = backward ? pk.g.template data_ptr<A>() : nullptr;
+  at::parallel_for(0, s.b * l, grain_for(8 * s.n * (d + dv)), [&](int64_t begin, int64_t end) {
+    std::vector<A> kr(d);
+    for (int64_t bt = begin; bt < end; ++bt) {
+      const int64_t b = bt / l, t = bt % l;
+      for (int64_t head = 0; head < s.n; ++head) {
+        const int64_t bh = b * s.n + head;
+        const int64_t at_qk = (bt * s.n + head) * d, at_v = (bt * s.n + head) * dv;
+        rotate(in.k + at_qk, in.sn + t * d, in.cs + t * d, true, scale, d, kr.data());
+        for (int64_t c = 0; c < d; ++c) kt[(bh * d + c) * l + t] = kr[c];
+        for (int64_t c = 0; c < dv; ++c) vv[(bh * l + t) * dv + c] = static_cast<A>(in.v[at_v + c]);
+        if (backward) {
+          std::copy(kr.begin(), kr.end(), kk + (bh * l + t) * d);
+          rotate(in.q + at_qk, in.sn + t * d, in.cs + t * d, false, A(1), d, qq + (bh * l + t) * d);
+          for (int64_t c = 0; c < dv; ++c) {
+            vt[(bh * dv + c) * l + t] = static_cast<A>(in.v[at_v + c]);
+            gg[(bh * l + t) * dv + c] = static_cast<A>(grad[at_v + c]);
+          }
+        }
+      }
+    }
+  });
+  return pk;
+}
+
+at::Tensor full_cpu(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
+                    const at::Tensor& sin_, const at::Tensor& cos_, const at::Tensor& decay_,
+                    double scale) {
+  check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
+  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_});
+  const auto& q = c[0];
+  const Dims s = dims_of(q, c[2], c[5]);
+  auto out = at::empty({s.b, s.h, s.w, s.n * s.dv}, q.options());
+  if (out.numel() == 0) return out;
+  const auto aopt = q.options().dtype(opmath_dtype(q.scalar_type()));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "masa_full_cpu", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const auto in = inputs_of<scalar_t>(c[0], c[1], c[2], c[3], c[4], c[5]);
+    const auto pk = pack_full<scalar_t, A>(in, s, static_cast<A>(scale), aopt, nullptr);
+    const int64_t nqb = (s.l + kQueryBlock - 1) / kQueryBlock, d = s.d, dv = s.dv;
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    const int64_t cost = kQueryBlock * s.l * 2 * (d + dv);
+    at::parallel_for(0, s.b * s.n * nqb, grain_for(cost), [&](int64_t begin, int64_t end) {
+      std::vector<A> qb(kQueryBlock * d), ob(kQueryBlock * dv), work(cpu::workspace_size(d, dv));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t bh = task / nqb, b = bh / s.n, head = bh % s.n;
+        const int64_t i0 = (task % nqb) * kQueryBlock, i1 = std::min(s.l, i0 + kQueryBlock);
+        for (int64_t t = i0; t < i1; ++t)
+          rotate(in.q + ((b * s.l + t) * s.n + head) * d, in.sn + t * d, in.cs + t * d, false,
+                 A(1), d, qb.data() + (t - i0) * d);
+        auto p = pk.problem(bh, static_cast<A>(in.decay[head]));
+        p.q = qb.data();  // the block's queries, rows 0..i1-i0
+        p.qy += i0;
+        p.qx += i0;
+        p.m = i1 - i0;
+        cpu::attend_forward(p, 0, i1 - i0, ob.data(), static_cast<A*>(nullptr), work.data());
+        for (int64_t t = i0; t < i1; ++t) {
+          scalar_t* o = dst + ((b * s.l + t) * s.n + head) * dv;
+          for (int64_t cc = 0; cc < dv; ++cc) o[cc] = static_cast<scalar_t>(ob[(t - i0) * dv + cc]);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+Grads full_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at::Tensor& k_,
+                        const at::Tensor& v_, const at::Tensor& sin_, const at::Tensor& cos_,
+                        const at::Tensor& decay_, double scale) {
+  check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
+  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_, &grad_});
+  const auto& q = c[0];
+  const Dims s = dims_of(q, c[2], c[5]);
+  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}),
+              "MaSA backward: grad_out must have the output's shape ",
+              at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}), ", found ", grad_.sizes());
+  auto grad_q = at::empty_like(q), grad_k = at::empty_like(q), grad_v = at::empty_like(c[2]);
+  if (q.numel() == 0 || c[2].numel() == 0) return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
+  const auto aopt = q.options().dtype(opmath_dtype(q.scalar_type()));
+  const auto grad = c[6].to(q.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
+                                  "masa_full_backward_cpu", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const auto in = inputs_of<scalar_t>(c[0], c[1], c[2], c[3], c[4], c[5]);
+    const A sc = static_cast<A>(scale);
+    const auto pk = pack_full<scalar_t, A>(in, s, sc, aopt, grad.data_ptr<scalar_t>());
+    const int64_t d = s.d, dv = s.dv, l = s.l, bn = s.b * s.n;
+    auto stats = at::empty({2, bn, l}, aopt);
+    A* lse = stats.data_ptr<A>();
+    A* D = lse + bn * l;
+    const A* g_all = pk.g.template data_ptr<A>();
+    scalar_t* gq = grad_q.data_ptr<scalar_t>();
+    scalar_t* gk = grad_k.data_ptr<scalar_t>();
+    scalar_t* gv = grad_v.data_ptr<scalar_t>();
+
+    // Query blocks: softmax statistics, D = dO . O, and dq.
+    const int64_t nqb = (l + kQueryBlock - 1) / kQueryBlock;
+    at::parallel_for(0, bn * nqb, grain_for(kQueryBlock * l * 4 * (d + dv)),
+                     [&](int64_t begin, int64_t end) {
+      std::vector<A> ob(kQueryBlock * dv), dqb(kQueryBlock * d), sn(d), cs(d), gr(d),
+          work(cpu::workspace_size(d, dv));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t bh = task / nqb, b = bh / s.n, head = bh % s.n;
+        const int64_t i0 = (task % nqb) * kQueryBlock, i1 = std::min(l, i0 + kQueryBlock);
+        const auto p = pk.problem(bh, static_cast<A>(in.decay[head]));
+        A* lse_b = lse + bh * l + i0;
+        A* D_b = D + bh * l + i0;
+        const A* g_b = g_all + (bh * l + i0) * dv;
+        cpu::attend_forward(p, i0, i1, ob.data(), lse_b, work.data());
+        for (int64_t r = 0; r < i1 - i0; ++r) {
+          A acc = 0;
+          for (int64_t cc = 0; cc < dv; ++cc) acc += g_b[r * dv + cc] * ob[r * dv + cc];
+          D_b[r] = acc;
+        }
+        cpu::attend_backward_dq(p, i0, i1, g_b, lse_b, D_b, dqb.data(), work.data());
+        for (int64_t t = i0; t < i1; ++t) {
+          for (int64_t cc = 0; cc < d; ++cc) {
+            sn[cc] = static_cast<A>(in.sn[t * d + cc]);
+            cs[cc] = static_cast<A>(in.cs[t * d + cc]);
+          }
+          unrotate(dqb.data() + (t - i0) * d, sn.data(), cs.data(), A(1), d, gr.data());
+          scalar_t* o = gq + ((b * l + t) * s.n + head) * d;
+          for (int64_t cc = 0; cc < d; ++cc) o[cc] = static_cast<scalar_t>(gr[cc]);
+        }
+      }
+    });
+
+    // Key blocks: dk and dv over every query.
+    const int64_t nkb = (l + kKeyBlock - 1) / kKeyBlock;
+    at::parallel_for(0, bn * nkb, grain_for(kKeyBlock * l * 4 * (d + dv)),
+                     [&](int64_t begin, int64_t end) {
+      std::vector<A> dkb(kKeyBlock * d), dvb(kKeyBlock * dv), sn(d), cs(d), gr(d),
+          work(cpu::workspace_size(d, dv));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t bh = task / nkb, b = bh / s.n, head = bh % s.n;
+        const int64_t j0 = (task % nkb) * kKeyBlock, j1 = std::min(l, j0 + kKeyBlock);
+        const auto p = pk.problem(bh, static_cast<A>(in.decay[head]));
+        cpu::attend_backward_dkv(p, j0, j1, g_all + bh * l * dv, lse + bh * l, D + bh * l,
+                                 dkb.data(), dvb.data(), work.data());
+        for (int64_t t = j0; t < j1; ++t) {
+          for (int64_t cc = 0; cc < d; ++cc) {
+            sn[cc] = static_cast<A>(in.sn[t * d + cc]);
+            cs[cc] = static_cast<A>(in.cs[t * d + cc]);
+          }
+          unrotate(dkb.data() + (t - j0) * d, sn.data(), cs.data(), sc, d, gr.data());
+          scalar_t* ok = gk + ((b * l + t) * s.n + head) * d;
+          for (int64_t cc = 0; cc < d; ++cc) ok[cc] = static_cast<scalar_t>(gr[cc]);
+          scalar_t* ov = gv + ((b * l + t) * s.n + head) * dv;
+          for (int64_t cc = 0; cc < dv; ++cc) ov[cc] = static_cast<scalar_t>(dvb[(t - j0) * dv + cc]);
+        }
+      }
+    });
+  });
+  return {grad_q, grad_k, grad_v};
+}
+
+// ------------------------------------------------------------------------------------------------
+// Autograd and dispatcher plumbing.
+
+const c10::TypedOperatorHandle<ForwardSig>& forward_op(bool full) {
+  static const auto decomposed = c10::Dispatcher::singleton()
+                                     .findSchemaOrThrow("rmt::masa_decomposed", "")
+                                     .typed<ForwardSig>();
+  static const auto whole =
+      c10::Dispatcher::singleton().findSchemaOrThrow("rmt::masa_full", "").typed<ForwardSig>();
+  return full ? whole : decomposed;
+}
+
+const c10::TypedOperatorHandle<BackwardSig>& backward_op(bool full) {
+  static const auto decomposed = c10::Dispatcher::singleton()
+                                     .findSchemaOrThrow("rmt::_masa_decomposed_backward", "")
+                                     .typed<BackwardSig>();
+  static const auto whole = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("rmt::_masa_full_backward", "")
+                                .typed<BackwardSig>();
+  return full ? whole : decomposed;
+}
+
+template <bool Full>
+class MasaFunction : public torch::autograd::Function<MasaFunction<Full>> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
+                            const at::Tensor& k, const at::Tensor& v, const at::Tensor& sin,
+                            const at::Tensor& cos, const at::Tensor& decay, double scale) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto out = forward_op(Full).call(q, k, v, sin, cos, decay, scale);
+    ctx->save_for_backward({q, k, v, sin, cos, decay});
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const double scale = ctx->saved_data["scale"].toDouble();
+    auto [gq, gk, gv] = backward_op(Full).call(grad_out[0], saved[0], saved[1], saved[2], saved[3],
+                                               saved[4], saved[5], scale);
+    // No gradient for sin, cos, decay (buffers) and scale.
+    return {gq, gk, gv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor decomposed_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& sin, const at::Tensor& cos,
+                               const at::Tensor& decay, double scale) {
+  return MasaFunction<false>::apply(q, k, v, sin, cos, decay, scale);
+}
+
+at::Tensor full_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
+                         double scale) {
+  return MasaFunction<true>::apply(q, k, v, sin, cos, decay, scale);
+}
+
+}  // namespace
+
+at::Tensor masa_decomposed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
+                           double scale) {
+  check_masa_inputs(q, k, v, sin, cos, decay);
+  return forward_op(false).call(q, k, v, sin, cos, decay, scale);
+}
+
+at::Tensor masa_full(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
+                     double scale) {
+  check_masa_inputs(q, k, v, sin, cos, decay);
+  return forward_op(true).call(q, k, v, sin, cos, decay, scale);
+}
+
+}  // namespace rmt::ops
+
+TORCH_LIBRARY(rmt, m) {
+  m.def("masa_decomposed(Tensor q, Tensor k, Tensor v, Tensor sin, Tensor cos, Tensor decay, "
+        "float scale) -> Tensor");
+  m.def("masa_full(Tensor q, Tensor k, Tensor v, Tensor sin, Tensor cos, Tensor decay, "
+        "float scale) -> Tensor");
+  m.def("_masa_decomposed_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor sin, "
+        "Tensor cos, Tensor decay, float scale) -> (Tensor, Tensor, Tensor)");
+  m.def("_masa_full_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor sin, "
+        "Tensor cos, Tensor decay, float scale) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(rmt, CPU, m) {
+  m.impl("masa_decomposed", TORCH_FN(rmt::ops::decomposed_cpu));
+  m.impl("masa_full", TORCH_FN(rmt::ops::full_cpu));
+  m.impl("_masa_decomposed_backward", TORCH_FN(rmt::ops::decomposed_backward_cpu));
+  m.impl("_masa_full_backward", TORCH_FN(rmt::ops::full_backward_cpu));
+}
+
+TORCH_LIBRARY_IMPL(rmt, Autograd, m) {
+  m.impl("masa_decomposed", TORCH_FN(rmt::ops::decomposed_autograd));
+  m.impl("masa_full", TORCH_FN(rmt::ops::full_autograd));
+}

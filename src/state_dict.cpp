@@ -1,0 +1,108 @@
+#include "rmt/state_dict.h"
+
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+#include <torch/nn/module.h>
+
+namespace rmt {
+
+namespace {
+
+void collect(const torch::nn::Module& module, const std::string& prefix, StateDict& out) {
+  for (const auto& item : module.named_parameters(/*recurse=*/false)) {
+    out.insert(prefix + item.key(), item.value());
+  }
+  for (const auto& item : module.named_buffers(/*recurse=*/false)) {
+    out.insert(prefix + item.key(), item.value());
+  }
+  for (const auto& child : module.named_children()) {
+    collect(*child.value(), prefix + child.key() + ".", out);
+  }
+}
+
+std::string shape(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
+}
+
+void append_list(std::ostringstream& out, const char* title, const std::vector<std::string>& keys) {
+  if (keys.empty()) return;
+  out << "\n  " << title << " (" << keys.size() << "):";
+  for (const auto& key : keys) out << "\n    " << key;
+}
+
+}  // namespace
+
+StateDict state_dict(const torch::nn::Module& module) {
+  StateDict out;
+  collect(module, "", out);
+  return out;
+}
+
+std::string LoadReport::summary() const {
+  std::ostringstream out;
+  out << missing.size() << " missing, " << unexpected.size() << " unexpected, " << mismatched.size()
+      << " mis-shaped keys";
+  append_list(out, "missing", missing);
+  append_list(out, "unexpected", unexpected);
+  append_list(out, "mis-shaped", mismatched);
+  return out.str();
+}
+
+LoadReport load_state_dict(torch::nn::Module& module, const StateDict& weights, bool strict) {
+  auto own = state_dict(module);
+  LoadReport report;
+  for (const auto& item : own) {
+    const auto* found = weights.find(item.key());
+    if (!found) {
+      report.missing.push_back(item.key());
+    } else if (found->sizes() != item.value().sizes()) {
+      report.mismatched.push_back(item.key() + ": expected " + shape(item.value().sizes()) +
+                                  ", found " + shape(found->sizes()));
+    } else if (at::isFloatingType(item.value().scalar_type()) !=
+               at::isFloatingType(found->scalar_type())) {
+      std::ostringstream s;
+      s << item.key() << ": expected a " << item.value().scalar_type() << " tensor, found "
+        << found->scalar_type();
+      report.mismatched.push_back(s.str());
+    }
+  }
+  for (const auto& item : weights) {
+    if (!own.contains(item.key())) report.unexpected.push_back(item.key());
+  }
+  if (!report.mismatched.empty() || (strict && !report.ok())) {
+    throw std::runtime_error("load_state_dict: the weights do not fit the model: " +
+                             report.summary());
+  }
+  at::NoGradGuard no_grad;
+  for (auto& item : own) {
+    if (const auto* found = weights.find(item.key())) item.value().copy_(*found);
+  }
+  return report;
+}
+
+LoadReport load_weights(torch::nn::Module& module, const std::string& path,
+                        const WeightsSelection& selection, bool strict) {
+  auto weights = read_state_dict(path, selection);
+  try {
+    return load_state_dict(module, weights, strict);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
+}
+
+void move_to(torch::nn::Module& module, torch::Device device, std::optional<at::ScalarType> dtype) {
+  // Like PyTorch's Module.to(dtype): only floating-point tensors change dtype, so integer buffers
+  // such as BatchNorm's num_batches_tracked stay int64.
+  at::NoGradGuard no_grad;
+  for (auto& item : state_dict(module)) {
+    auto& tensor = item.value();
+    const bool cast = dtype && at::isFloatingType(tensor.scalar_type());
+    tensor.set_data(tensor.to(device, cast ? *dtype : tensor.scalar_type()));
+  }
+}
+
+}  // namespace rmt

@@ -1,0 +1,31 @@
+// Builds RMT-T from the installed rmt, runs one 64x64 image through it and prints the output shape.
+#include <iostream>
+
+#include <ATen/ATen.h>
+#include <rmt/model.h>
+#include <rmt/version.h>
+
+int main() {
+  try {
+    auto model = rmt::Model::from_preset("rmt_t");
+    model.eval();
+    at::NoGradGuard no_grad;
+    const auto logits = model.forward(at::randn({1, 3, 64, 64})).front();
+    std::cout << "rmt " << rmt::version() << " (headers " << RMT_VERSION_STRING << ")\n";
+    std::cout << "rmt_t output shape: " << logits.sizes() << "\n";
+    if (rmt::version() != RMT_VERSION_STRING) {
+      std::cerr << "rmt_consumer: error: library version " << rmt::version()
+                << " does not match the headers' " << RMT_VERSION_STRING << "\n";
+      return 1;
+    }
+    if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) != 1000) {
+      std::cerr << "rmt_consumer: error: expected logits of shape [1, 1000], found "
+                << logits.sizes() << "\n";
+      return 1;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "rmt_consumer: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,47 @@
+#include "reference.h"
+
+#include <fstream>
+#include <stdexcept>
+#include <sys/stat.h>
+
+namespace rmt::test {
+
+namespace {
+bool exists(const std::string& path) {
+  struct stat info {};
+  return stat(path.c_str(), &info) == 0;
+}
+}  // namespace
+
+std::string data_path(const std::string& file) { return std::string(RMT_TEST_DATA_DIR) + "/" + file; }
+
+std::string reference_path(const std::string& file) {
+  return std::string(RMT_REFERENCE_DIR) + "/" + file;
+}
+
+bool reference_available(const std::string& file) { return exists(reference_path(file)); }
+
+std::string find_reference_file(const std::string& file) {
+  return exists(data_path(file)) ? data_path(file) : reference_path(file);
+}
+
+nlohmann::json manifest_case(const std::string& name) {
+  std::ifstream in(data_path("manifest.json"));
+  if (!in) throw std::runtime_error("cannot open " + data_path("manifest.json"));
+  auto manifest = nlohmann::json::parse(in);
+  for (const auto& entry : manifest.at("cases")) {
+    if (entry.at("name") == name) return entry;
+  }
+  throw std::runtime_error("no case '" + name + "' in manifest.json");
+}
+
+double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
+  auto a = actual.detach().to(at::kCPU, at::kDouble);
+  auto e = expected.detach().to(at::kCPU, at::kDouble);
+  if (a.sizes() != e.sizes()) {
+    throw std::runtime_error("relative_error: shapes differ");
+  }
+  return (a - e).norm().item<double>() / e.norm().item<double>();
+}
+
+}  // namespace rmt::test

@@ -1,0 +1,387 @@
+// Presets, configs, modules, training behaviour and bad input.
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "reference.h"
+#include "rmt/rmt.h"
+
+namespace {
+
+using rmt::test::data_path;
+
+nlohmann::json presets_json() {
+  std::ifstream in(data_path("presets.json"));
+  return nlohmann::json::parse(in);
+}
+
+int64_t parameter_count(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+std::string dtype_name(at::ScalarType t) {
+  return t == at::kFloat ? "float32" : t == at::kLong ? "int64" : std::string(c10::toString(t));
+}
+
+// A tiny config for fast unit tests: decomposed stages 0-1, full 2-3, layer scale in stage 3.
+rmt::Config tiny_config() {
+  rmt::Config c;
+  c.embed_dims = {8, 16, 16, 32};
+  c.depths = {1, 1, 1, 1};
+  c.num_heads = {2, 2, 4, 4};
+  c.init_values = {2, 2, 2, 2};
+  c.heads_ranges = {4, 4, 6, 6};
+  c.mlp_ratios = {2, 2, 2, 2};
+  c.chunkwise_recurrents = {true, true, false, false};
+  c.layerscales = {false, false, false, true};
+  c.layer_init_values = 0.5;
+  c.projection = 24;
+  c.num_classes = 5;
+  c.drop_path_rate = 0.0;
+  return c;
+}
+
+// --- presets -------------------------------------------------------------------------------------
+
+class PresetTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PresetTest, StateDictAndParameterCountEqualTheAuthors) {
+  const auto name = GetParam();
+  const auto expected = presets_json().at(name);
+  auto model = rmt::Model::from_preset(name);
+  auto sd = rmt::state_dict(*model.module());
+  const auto& keys = expected.at("state_dict");
+  ASSERT_EQ(sd.size(), keys.size());
+  size_t i = 0;
+  for (const auto& item : sd) {
+    const auto& ref = keys[i++];
+    ASSERT_EQ(item.key(), ref[0].get<std::string>()) << "entry " << i - 1;
+    EXPECT_EQ(item.value().sizes().vec(), ref[1].get<std::vector<int64_t>>()) << item.key();
+    EXPECT_EQ(dtype_name(item.value().scalar_type()), ref[2].get<std::string>()) << item.key();
+  }
+  EXPECT_EQ(parameter_count(*model.module()), expected.at("parameters").get<int64_t>());
+}
+
+INSTANTIATE_TEST_SUITE_P(Authors, PresetTest,
+                         ::testing::Values("rmt_t", "rmt_s", "rmt_b", "rmt_l", "rmt_s_tl",
+                                           "rmt_b_tl", "rmt_l_tl"));
+
+TEST(Presets, DenseBackbonesAreTheClassifierWithoutHeadPlusExtraNorms) {
+  const auto all = presets_json();
+  for (const std::string base : {"rmt_t", "rmt_s", "rmt_b", "rmt_l"}) {
+    auto dense = rmt::Model::from_preset(base + "_dense");
+    ASSERT_EQ(dense.kind(), rmt::ModelKind::Dense);
+    const auto& cfg = dense.config();
+    // The classifier's count minus proj, norm and head, plus one LayerNorm per stage.
+    const auto c = all.at(base).at("parameters").get<int64_t>();
+    const auto p = cfg.projection, last = cfg.embed_dims.back();
+    int64_t norms = 0;
+    for (auto d : cfg.embed_dims) norms += 2 * d;
+    EXPECT_EQ(parameter_count(*dense.module()),
+              c - (last * p + p) - 2 * p - (p * 1000 + 1000) + norms) << base;
+    auto sd = rmt::state_dict(*dense.module());
+    EXPECT_TRUE(sd.contains("extra_norms.3.bias"));
+    EXPECT_FALSE(sd.contains("head.weight"));
+  }
+}
+
+TEST(Presets, UnknownNameListsTheKnownOnes) {
+  try {
+    rmt::preset("rmt_xl");
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown preset 'rmt_xl'"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("rmt_l_tl"), std::string::npos);
+  }
+  EXPECT_THROW(rmt::preset("rmt_t_tl"), std::invalid_argument);  // the authors have no T*
+}
+
+// --- config --------------------------------------------------------------------------------------
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no exception";
+}
+
+TEST(Config, ReadsTheManifestConfigs) {
+  auto entry = rmt::test::manifest_case("tiny_ls");
+  auto c = rmt::config_from_json(entry.at("config").dump());
+  EXPECT_EQ(c.embed_dims, (std::vector<int64_t>{16, 32, 48, 64}));
+  EXPECT_EQ(c.init_values, (std::vector<double>{1, 2, 3, 2}));
+  EXPECT_EQ(c.layerscales, (std::vector<bool>{false, false, true, true}));
+  EXPECT_DOUBLE_EQ(c.layer_init_values, 1e-6);
+  EXPECT_EQ(c.projection, 80);
+  EXPECT_EQ(c.num_classes, 7);
+  auto again = rmt::config_from_json(c.to_json());
+  EXPECT_EQ(again.to_json(), c.to_json());
+}
+
+TEST(Config, RejectsWhatTheModelCannotBe) {
+  EXPECT_NE(error_of([] { rmt::config_from_json("{\"embed_dim\": [1]}"); }).find("unknown field 'embed_dim'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { rmt::config_from_json("[1, 2]"); }).find("expected a JSON object"), std::string::npos);
+  EXPECT_NE(error_of([] { rmt::config_from_json("{"); }).find("not valid JSON"), std::string::npos);
+  EXPECT_NE(error_of([] { rmt::config_from_json("{\"depths\": \"two\"}"); }).find("'depths' has the wrong type"),
+            std::string::npos);
+  auto c = tiny_config();
+  c.num_heads[1] = 3;  // 16 / 3
+  EXPECT_NE(error_of([&] { c.validate(); }).find("stage 1: embed_dim 16 is not divisible by num_heads 3"),
+            std::string::npos);
+  c = tiny_config();
+  c.num_heads[2] = 16;  // head dim 1
+  EXPECT_NE(error_of([&] { c.validate(); }).find("head dim 1"), std::string::npos);
+  c = tiny_config();
+  c.depths.pop_back();
+  EXPECT_NE(error_of([&] { c.validate(); }).find("embed_dims has 4 entries, expected 3"), std::string::npos);
+  c = tiny_config();
+  c.out_indices = {0, 4};
+  EXPECT_NE(error_of([&] { c.validate(); }).find("expected stage indices in [0, 4)"), std::string::npos);
+  c = tiny_config();
+  c.init_values[0] = 0;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("init_value must be positive"), std::string::npos);
+  EXPECT_THROW((void)rmt::VisRetNet(c), std::invalid_argument);
+}
+
+// --- modules -------------------------------------------------------------------------------------
+
+TEST(RelPos2d, BuffersEqualTheAuthorsToTheLastBit) {
+  // The authors' checkpoint carries the buffers their code computed (float32, PyTorch 1.13). Built
+  // here, angle is bit-identical and decay within one float32 ulp: log() of PyTorch 1.13 and of this
+  // LibTorch differ by one ulp on some inputs (log(1 - 2^-2): 0xbe934b11 there, 0xbe934b10 here).
+  // Loading a checkpoint replaces both with the file's values.
+  auto entry = rmt::test::manifest_case("tiny_ls");
+  auto config = rmt::config_from_json(entry.at("config").dump());
+  auto weights = rmt::read_state_dict(data_path("tiny_ls.pth"));
+  rmt::VisRetNet net(config);
+  auto sd = rmt::state_dict(*net);
+  for (int i = 0; i < 4; ++i) {
+    for (const std::string buffer : {"angle", "decay"}) {
+      const auto key = "layers." + std::to_string(i) + ".Relpos." + buffer;
+      ASSERT_TRUE(weights.contains(key)) << key;
+      if (buffer == "angle") {
+        EXPECT_TRUE(at::equal(sd[key], weights[key])) << key;
+      } else {
+        EXPECT_TRUE(at::allclose(sd[key], weights[key], /*rtol=*/1.2e-7, /*atol=*/0)) << key;
+      }
+    }
+  }
+}
+
+TEST(Shapes, OddAndNonSquareInputs) {
+  rmt::VisRetNet net(tiny_config());
+  rmt::DenseBackbone dense(tiny_config());
+  net->eval();
+  dense->eval();
+  torch::NoGradGuard no_grad;
+  // Each stride-2 conv maps n to ceil(n / 2).
+  for (auto [h, w] : std::vector<std::pair<int64_t, int64_t>>{{37, 23}, {1, 1}, {64, 17}}) {
+    auto x = torch::randn({2, 3, h, w});
+    EXPECT_EQ(net->forward(x).sizes(), (std::vector<int64_t>{2, 5}));
+    auto features = dense->forward(x);
+    ASSERT_EQ(features.size(), 4u);
+    int64_t fh = (h + 1) / 2, fw = (w + 1) / 2;
+    const std::vector<int64_t> channels{8, 16, 16, 32};
+    for (int i = 0; i < 4; ++i) {
+      fh = (fh + 1) / 2;
+      fw = (fw + 1) / 2;
+      EXPECT_EQ(features[i].sizes(), (std::vector<int64_t>{2, channels[i], fh, fw})) << h << "x" << w;
+    }
+  }
+}
+
+TEST(Dense, OutIndicesSelectStages) {
+  auto c = tiny_config();
+  c.out_indices = {1, 3};
+  rmt::DenseBackbone dense(c);
+  dense->eval();
+  torch::NoGradGuard no_grad;
+  auto features = dense->forward(torch::randn({1, 3, 32, 32}));
+  ASSERT_EQ(features.size(), 2u);
+  EXPECT_EQ(features[0].size(1), 16);
+  EXPECT_EQ(features[1].size(1), 32);
+}
+
+TEST(TokenLabel, EvalOutputIsHeadPlusHalfTheTokenMaximum) {
+  auto c = tiny_config();
+  rmt::VisRetNet net(c, /*token_label=*/true);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({2, 3, 32, 48});
+  auto [cls, aux] = net->forward_train(x);
+  // 32x48 -> stem 8x12 -> three merges -> 1x2 tokens.
+  EXPECT_EQ(aux.sizes(), (std::vector<int64_t>{2, 1 * 2, 5}));
+  auto expected = cls + 0.5 * std::get<0>(aux.max(1));
+  EXPECT_TRUE(at::allclose(net->forward(x), expected, 1e-6, 1e-6));
+}
+
+// --- training ------------------------------------------------------------------------------------
+
+TEST(Training, StochasticDepthFollowsTheLinearRule) {
+  auto c = tiny_config();
+  c.depths = {2, 1, 3, 2};
+  c.drop_path_rate = 0.35;
+  rmt::VisRetNet net(c);
+  // linspace(0, 0.35, 8)[i] = 0.05 * i
+  int index = 0;
+  for (const auto& layer : *net->layers) {
+    for (const auto& block : *layer->as<rmt::nn::BasicLayerImpl>()->blocks) {
+      EXPECT_NEAR(block->as<rmt::nn::RetBlockImpl>()->options.drop_path(), 0.05 * index, 1e-7);
+      ++index;
+    }
+  }
+  EXPECT_EQ(index, 8);
+}
+
+TEST(Training, DropPathDropsWholeSamplesAndRescales) {
+  torch::manual_seed(0);
+  auto x = torch::ones({20000, 3});
+  auto y = rmt::nn::drop_path(x, 0.25, /*training=*/true);
+  auto kept = (y.select(1, 0) != 0).to(at::kDouble).mean().item<double>();
+  EXPECT_NEAR(kept, 0.75, 0.02);
+  // Survivors are scaled by 1 / 0.75, and a sample is kept or dropped whole.
+  EXPECT_TRUE(at::allclose(y.select(1, 0), y.select(1, 2)));
+  EXPECT_NEAR(y.max().item<double>(), 1 / 0.75, 1e-6);
+  EXPECT_TRUE(at::equal(rmt::nn::drop_path(x, 0.25, /*training=*/false), x));
+}
+
+TEST(Training, BatchNormUpdatesItsStatisticsAndGradientsReachEveryParameter) {
+  auto c = tiny_config();
+  c.drop_path_rate = 0.1;
+  rmt::VisRetNet net(c, /*token_label=*/true);
+  net->train();
+  auto before = net->norm->running_mean.clone();
+  auto [cls, aux] = net->forward_train(torch::randn({3, 3, 32, 32}));
+  (cls.square().sum() + aux.square().mean()).backward();
+  EXPECT_FALSE(at::equal(before, net->norm->running_mean));
+  EXPECT_EQ(net->norm->num_batches_tracked.item<int64_t>(), 1);
+  for (const auto& p : net->named_parameters()) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_TRUE(at::isfinite(p.value().grad()).all().item<bool>()) << p.key();
+  }
+}
+
+TEST(Training, DenseKeepsBatchNormFrozenWithNormEval) {
+  rmt::DenseBackbone dense(tiny_config());
+  dense->train();
+  EXPECT_TRUE(dense->is_training());
+  EXPECT_FALSE(dense->patch_embed->proj[1]->is_training());
+  auto before = dense->layers[0]->as<rmt::nn::BasicLayerImpl>()->downsample->norm->running_var.clone();
+  dense->forward(torch::randn({2, 3, 16, 16}));
+  EXPECT_TRUE(at::equal(before, dense->layers[0]->as<rmt::nn::BasicLayerImpl>()->downsample->norm->running_var));
+  dense->norm_eval = false;
+  dense->train();
+  EXPECT_TRUE(dense->patch_embed->proj[1]->is_training());
+}
+
+// Central differences against autograd, float64, on the input and on parameters of every kind
+// (attention projections of both MaSA forms, relative position free, layer scale, convs, norms).
+TEST(Gradients, MatchFiniteDifferencesInFloat64) {
+  torch::manual_seed(1);
+  rmt::VisRetNet net(tiny_config(), /*token_label=*/true);
+  rmt::move_to(*net, torch::kCPU, at::kDouble);
+  net->eval();
+  auto x = torch::randn({1, 3, 20, 12}, at::kDouble).requires_grad_(true);
+  auto probe = torch::randn({1, 5}, at::kDouble);
+  auto loss_of = [&] { return (net->forward(x) * probe).sum(); };
+  auto params = net->named_parameters();
+  std::vector<std::pair<std::string, at::Tensor>> checked = {{"input", x}};
+  for (const std::string key :
+       {"layers.0.blocks.0.retention.q_proj.weight", "layers.1.blocks.0.retention.k_proj.bias",
+        "layers.2.blocks.0.retention.v_proj.weight", "layers.3.blocks.0.gamma_1",
+        "layers.0.blocks.0.retention.lepe.conv.weight", "layers.2.blocks.0.pos.conv.bias",
+        "layers.1.blocks.0.ffn.dwconv.conv.weight", "patch_embed.proj.0.weight",
+        "layers.0.downsample.norm.weight", "layers.3.blocks.0.final_layer_norm.weight",
+        "aux_head.weight", "proj.weight"}) {
+    checked.emplace_back(key, params[key]);
+  }
+  loss_of().backward();
+  for (auto& [name, tensor] : checked) {
+    auto grad = tensor.grad().clone();
+    auto flat = tensor.detach().view(-1);
+    const int64_t n = flat.numel();
+    for (int64_t j : {int64_t{0}, n / 3, n - 1}) {
+      torch::NoGradGuard no_grad;
+      const double saved = flat[j].item<double>();
+      const double eps = 1e-6;
+      flat[j] = saved + eps;
+      const double up = loss_of().item<double>();
+      flat[j] = saved - eps;
+      const double down = loss_of().item<double>();
+      flat[j] = saved;
+      const double numeric = (up - down) / (2 * eps);
+      const double analytic = grad.view(-1)[j].item<double>();
+      EXPECT_NEAR(analytic, numeric, 1e-6 + 1e-5 * std::abs(numeric)) << name << "[" << j << "]";
+    }
+  }
+}
+
+// --- bad input -----------------------------------------------------------------------------------
+
+std::string torch_error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "no exception";
+}
+
+TEST(BadInput, NamesWhatWasExpected) {
+  rmt::Model model(tiny_config(), rmt::ModelKind::Classifier);
+  model.eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_NE(torch_error_of([&] { model.forward(torch::randn({3, 32, 32})); })
+                .find("expected a 4-D image batch (B, 3, H, W), found a 3-D tensor"),
+            std::string::npos);
+  EXPECT_NE(torch_error_of([&] { model.forward(torch::randn({1, 4, 32, 32})); })
+                .find("expected 3 input channels"),
+            std::string::npos);
+  EXPECT_NE(torch_error_of([&] { model.forward(torch::ones({1, 3, 32, 32}, at::kInt)); })
+                .find("expected floating-point images, found dtype Int"),
+            std::string::npos);
+  EXPECT_NE(torch_error_of([&] { model.forward(torch::randn({1, 3, 32, 32}, at::kDouble)); })
+                .find("the images are Double but the model is Float"),
+            std::string::npos);
+  EXPECT_NE(torch_error_of([&] { model.forward(torch::randn({0, 3, 32, 32})); }).find("non-empty batch"),
+            std::string::npos);
+  rmt::Model dense(tiny_config(), rmt::ModelKind::Dense);
+  EXPECT_NE(torch_error_of([&] { dense.forward(torch::randn({1, 1, 32, 32})); }).find("expected 3 input channels"),
+            std::string::npos);
+  EXPECT_NE(torch_error_of([&] { dense.classifier(); }).find("not a classifier"), std::string::npos);
+}
+
+TEST(BadInput, WeightsThatDoNotFitAreNamed) {
+  rmt::Model model(tiny_config(), rmt::ModelKind::Classifier);
+  auto msg = torch_error_of([&] { model.load(data_path("tiny_cls.pth")); });
+  EXPECT_NE(msg.find("mis-shaped"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("patch_embed.proj.0.weight: expected [4, 3, 3, 3], found [8, 3, 3, 3]"),
+            std::string::npos) << msg;
+  // Non-strict loading still refuses wrong shapes.
+  EXPECT_THROW(model.load(data_path("tiny_cls.pth"), {}, /*strict=*/false), std::runtime_error);
+}
+
+TEST(Loading, StrictReportsMissingAndUnexpectedKeysAndNonStrictLoadsTheRest) {
+  // A dense backbone from a classifier checkpoint, as the authors initialize detection.
+  auto config = rmt::config_from_json(rmt::test::manifest_case("tiny_cls").at("config").dump());
+  rmt::Model dense(config, rmt::ModelKind::Dense);
+  auto msg = torch_error_of([&] { dense.load(data_path("tiny_cls.pth")); });
+  EXPECT_NE(msg.find("extra_norms.0.weight"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("head.weight"), std::string::npos) << msg;
+  auto report = dense.load(data_path("tiny_cls.pth"), {}, /*strict=*/false);
+  EXPECT_EQ(report.missing.size(), 8u);  // extra_norms.{0..3}.{weight,bias}
+  EXPECT_EQ(report.unexpected.size(), 9u);  // proj (2), norm (5), head (2)
+  auto weights = rmt::read_state_dict(data_path("tiny_cls.pth"));
+  auto sd = rmt::state_dict(*dense.module());
+  EXPECT_TRUE(at::equal(sd["layers.2.blocks.1.retention.q_proj.weight"],
+                        weights["layers.2.blocks.1.retention.q_proj.weight"]));
+}
+
+}  // namespace

@@ -1,0 +1,327 @@
+// The MaSA operators on the CPU: forward parity with the authors' op chain (reference::), backward
+// against autograd through that chain and against central differences, and input validation.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/autograd.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "reference.h"
+#include "rmt/ops.h"
+
+namespace {
+
+using rmt::test::relative_error;
+
+struct Shape {
+  int64_t b, h, w, heads, d, dv;
+};
+
+std::string str(const Shape& s) {
+  return std::to_string(s.b) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w) + " heads " +
+         std::to_string(s.heads) + " d " + std::to_string(s.d) + " dv " + std::to_string(s.dv);
+}
+
+struct Inputs {
+  at::Tensor q, k, v, sin, cos, decay;
+  double scale;
+};
+
+// RelPos2d's tables: theta shift angles over the flattened position, per-head log decay.
+Inputs make_inputs(const Shape& s, at::ScalarType dtype, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  Inputs in;
+  in.q = at::randn({s.b, s.h, s.w, s.heads * s.d}, gen, f64).to(dtype);
+  in.k = at::randn({s.b, s.h, s.w, s.heads * s.d}, gen, f64).to(dtype);
+  in.v = at::randn({s.b, s.h, s.w, s.heads * s.dv}, gen, f64).to(dtype);
+  auto angle = 1.0 / at::pow(10000.0, at::linspace(0, 1, s.d / 2, f64));
+  angle = angle.unsqueeze(-1).repeat({1, 2}).flatten();
+  auto index = at::arange(s.h * s.w, f64);
+  auto phase = index.unsqueeze(-1) * angle.unsqueeze(0);
+  in.sin = at::sin(phase).reshape({s.h, s.w, s.d}).to(dtype);
+  in.cos = at::cos(phase).reshape({s.h, s.w, s.d}).to(dtype);
+  in.decay = at::log(1 - at::pow(2.0, -2.0 - 4.0 * at::arange(s.heads, f64) / s.heads)).to(dtype);
+  in.scale = 1.0 / std::sqrt(static_cast<double>(s.d));
+  return in;
+}
+
+using Op = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const at::Tensor&, const at::Tensor&, double);
+
+struct Variant {
+  const char* name;
+  Op fused;
+  Op reference;
+};
+
+const Variant kVariants[] = {
+    {"decomposed", &rmt::ops::masa_decomposed, &rmt::ops::reference::masa_decomposed},
+    {"full", &rmt::ops::masa_full, &rmt::ops::reference::masa_full},
+};
+
+at::Tensor run(Op op, const Inputs& in) {
+  return op(in.q, in.k, in.v, in.sin, in.cos, in.decay, in.scale);
+}
+
+const Shape kShapes[] = {
+    {1, 7, 9, 2, 16, 16},   // odd sizes
+    {3, 5, 4, 3, 8, 8},     // batch 3, non-square
+    {1, 57, 31, 1, 16, 16}, // odd, several key blocks for the full operator
+    {2, 3, 150, 2, 4, 4},   // rows longer than one key block
+    {1, 6, 6, 2, 32, 32},   // head dim 32
+    {2, 4, 5, 2, 8, 12},    // d_v != d
+    {1, 1, 1, 1, 2, 2},     // one token
+};
+
+TEST(MasaOps, ForwardParityFloat64) {
+  uint64_t seed = 1;
+  for (const auto& s : kShapes)
+    for (const auto& var : kVariants) {
+      const auto in = make_inputs(s, at::kDouble, seed++);
+      const auto out = run(var.fused, in);
+      const auto ref = run(var.reference, in);
+      ASSERT_EQ(out.sizes(), ref.sizes());
+      const double err = relative_error(out, ref);
+      EXPECT_LT(err, 1e-12) << var.name << " " << str(s);
+      RecordProperty(std::string(var.name) + " f64 " + str(s), std::to_string(err));
+    }
+}
+
+TEST(MasaOps, ForwardParityFloat32) {
+  uint64_t seed = 100;
+  for (const auto& s : kShapes)
+    for (const auto& var : kVariants) {
+      const auto in = make_inputs(s, at::kFloat, seed++);
+      const auto out = run(var.fused, in);
+      ASSERT_EQ(out.scalar_type(), at::kFloat);
+      const double err = relative_error(out, run(var.reference, in));
+      EXPECT_LT(err, 1e-6) << var.name << " " << str(s);
+    }
+}
+
+// Half and bfloat16 compute in float: compare with float64 on the same (rounded) inputs.
+TEST(MasaOps, ForwardReducedPrecision) {
+  const Shape s{2, 7, 9, 2, 16, 16};
+  uint64_t seed = 200;
+  for (auto dtype : {at::kHalf, at::kBFloat16})
+    for (const auto& var : kVariants) {
+      const auto in = make_inputs(s, dtype, seed++);
+      const auto out = run(var.fused, in);
+      ASSERT_EQ(out.scalar_type(), dtype);
+      Inputs up{in.q.to(at::kDouble), in.k.to(at::kDouble), in.v.to(at::kDouble),
+                in.sin.to(at::kDouble), in.cos.to(at::kDouble), in.decay.to(at::kDouble),
+                in.scale};
+      const double err = relative_error(out, run(var.reference, up));
+      EXPECT_LT(err, dtype == at::kHalf ? 2e-3 : 1.5e-2) << var.name << " " << dtype;
+    }
+}
+
+TEST(MasaOps, NonContiguousInputs) {
+  const Shape s{2, 5, 7, 2, 8, 8};
+  for (const auto& var : kVariants) {
+    auto in = make_inputs(s, at::kDouble, 300);
+    // q, k, v as views of one fused projection, as a qkv linear layer would give them.
+    auto qkv = at::cat({in.q, in.k, in.v}, -1);
+    auto parts = qkv.split(s.heads * s.d, -1);
+    Inputs view{parts[0], parts[1], parts[2], in.sin, in.cos, in.decay, in.scale};
+    ASSERT_FALSE(view.q.is_contiguous());
+    EXPECT_LT(relative_error(run(var.fused, view), run(var.reference, in)), 1e-12) << var.name;
+    // A transposed (H, W) layout.
+    Inputs t = in;
+    t.q = in.q.transpose(1, 2).contiguous().transpose(1, 2);
+    EXPECT_LT(relative_error(run(var.fused, t), run(var.reference, in)), 1e-12) << var.name;
+  }
+}
+
+TEST(MasaOps, EmptyBatch) {
+  const Shape s{0, 3, 4, 2, 4, 4};
+  for (const auto& var : kVariants) {
+    const auto in = make_inputs(s, at::kFloat, 1);
+    EXPECT_EQ(run(var.fused, in).sizes(), at::IntArrayRef({0, 3, 4, 8})) << var.name;
+  }
+}
+
+TEST(MasaOps, CallableThroughTheDispatcher) {
+  const Shape s{1, 3, 4, 2, 4, 4};
+  const auto in = make_inputs(s, at::kDouble, 7);
+  for (const auto& var : kVariants) {
+    auto op = c10::Dispatcher::singleton()
+                  .findSchemaOrThrow((std::string("rmt::masa_") + var.name).c_str(), "")
+                  .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                    double)>();
+    auto out = op.call(in.q, in.k, in.v, in.sin, in.cos, in.decay, in.scale);
+    EXPECT_LT(relative_error(out, run(var.reference, in)), 1e-12);
+  }
+  c10::InferenceMode guard;
+  for (const auto& var : kVariants) EXPECT_EQ(run(var.fused, in).dim(), 4);
+}
+
+// ---- backward ----------------------------------------------------------------------------------
+
+struct Grads {
+  at::Tensor q, k, v;
+};
+
+Grads grads_of(Op op, const Inputs& in, const at::Tensor& weight) {
+  auto q = in.q.detach().clone().requires_grad_(true);
+  auto k = in.k.detach().clone().requires_grad_(true);
+  auto v = in.v.detach().clone().requires_grad_(true);
+  auto out = op(q, k, v, in.sin, in.cos, in.decay, in.scale);
+  auto loss = (out * weight).sum();
+  auto g = torch::autograd::grad({loss}, {q, k, v});
+  return {g[0], g[1], g[2]};
+}
+
+TEST(MasaOps, BackwardMatchesAutogradThroughReference) {
+  const Shape shapes[] = {{1, 7, 9, 2, 8, 8}, {3, 5, 4, 3, 4, 4}, {1, 4, 150, 1, 4, 6},
+                          {2, 13, 11, 1, 16, 16}};
+  uint64_t seed = 400;
+  for (const auto& s : shapes)
+    for (const auto& var : kVariants) {
+      const auto in = make_inputs(s, at::kDouble, seed++);
+      const auto weight = at::randn({s.b, s.h, s.w, s.heads * s.dv}, at::kDouble);
+      const auto fused = grads_of(var.fused, in, weight);
+      const auto ref = grads_of(var.reference, in, weight);
+      EXPECT_LT(relative_error(fused.q, ref.q), 1e-11) << var.name << " q " << str(s);
+      EXPECT_LT(relative_error(fused.k, ref.k), 1e-11) << var.name << " k " << str(s);
+      EXPECT_LT(relative_error(fused.v, ref.v), 1e-11) << var.name << " v " << str(s);
+    }
+}
+
+TEST(MasaOps, BackwardFloat32) {
+  const Shape s{2, 9, 7, 2, 16, 16};
+  for (const auto& var : kVariants) {
+    const auto in = make_inputs(s, at::kFloat, 500);
+    const auto weight = at::randn({s.b, s.h, s.w, s.heads * s.dv});
+    const auto fused = grads_of(var.fused, in, weight);
+    const auto ref = grads_of(var.reference, in, weight);
+    EXPECT_LT(relative_error(fused.q, ref.q), 1e-5) << var.name;
+    EXPECT_LT(relative_error(fused.k, ref.k), 1e-5) << var.name;
+    EXPECT_LT(relative_error(fused.v, ref.v), 1e-5) << var.name;
+  }
+}
+
+// Central differences of loss = sum(out * weight), every element of q, k and v.
+TEST(MasaOps, BackwardFiniteDifferences) {
+  const Shape s{1, 3, 4, 2, 4, 2};
+  uint64_t seed = 600;
+  for (const auto& var : kVariants) {
+    auto in = make_inputs(s, at::kDouble, seed++);
+    const auto weight = at::randn({s.b, s.h, s.w, s.heads * s.dv}, at::kDouble);
+    const auto analytic = grads_of(var.fused, in, weight);
+    at::NoGradGuard no_grad;
+    auto loss = [&] { return (run(var.fused, in) * weight).sum().item<double>(); };
+    const double eps = 1e-6;
+    const std::pair<at::Tensor*, at::Tensor> pairs[] = {
+        {&in.q, analytic.q}, {&in.k, analytic.k}, {&in.v, analytic.v}};
+    int which = 0;
+    for (const auto& [x, g] : pairs) {
+      auto flat = x->view({-1});
+      auto gflat = g.reshape({-1});
+      double max_err = 0, max_g = 0;
+      for (int64_t i = 0; i < flat.numel(); ++i) {
+        const double x0 = flat[i].item<double>();
+        flat[i] = x0 + eps;
+        const double up = loss();
+        flat[i] = x0 - eps;
+        const double down = loss();
+        flat[i] = x0;
+        const double numeric = (up - down) / (2 * eps);
+        max_err = std::max(max_err, std::abs(numeric - gflat[i].item<double>()));
+        max_g = std::max(max_g, std::abs(numeric));
+      }
+      EXPECT_LT(max_err, 1e-7 * std::max(1.0, max_g)) << var.name << " input " << "qkv"[which];
+      ++which;
+    }
+  }
+}
+
+TEST(MasaOps, BackwardOnlySomeInputsRequireGrad) {
+  const Shape s{1, 4, 5, 2, 4, 4};
+  for (const auto& var : kVariants) {
+    auto in = make_inputs(s, at::kDouble, 700);
+    auto v = in.v.clone().requires_grad_(true);
+    auto out = var.fused(in.q, in.k, v, in.sin, in.cos, in.decay, in.scale);
+    ASSERT_TRUE(out.requires_grad());
+    auto g = torch::autograd::grad({out.sum()}, {v})[0];
+    auto v2 = in.v.clone().requires_grad_(true);
+    auto r = torch::autograd::grad({var.reference(in.q, in.k, v2, in.sin, in.cos, in.decay,
+                                                  in.scale).sum()},
+                                   {v2})[0];
+    EXPECT_LT(relative_error(g, r), 1e-12) << var.name;
+  }
+}
+
+// ---- validation --------------------------------------------------------------------------------
+
+void expect_error(const std::function<void()>& f, const std::string& substring) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error containing \"" << substring << "\"";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)
+        << "message was: " << e.what_without_backtrace();
+  }
+}
+
+TEST(MasaOps, RejectsBadInputs) {
+  const Shape s{1, 3, 4, 2, 4, 4};
+  for (const auto& var : kVariants) {
+    const auto in = make_inputs(s, at::kFloat, 800);
+    auto call = [&](const Inputs& x) { return [=] { run(var.fused, x); }; };
+    Inputs bad = in;
+    bad.q = in.q.flatten(1, 2);
+    expect_error(call(bad), "q must be 4-D");
+    bad = in;
+    bad.k = in.k.narrow(3, 0, 6);
+    expect_error(call(bad), "k must have the shape of q");
+    bad = in;
+    bad.v = in.v.narrow(1, 0, 2);
+    expect_error(call(bad), "v must be (B, H, W, heads*d_v)");
+    bad = in;
+    bad.decay = at::zeros({3});
+    expect_error(call(bad), "must be divisible by the number of heads");
+    bad = in;
+    bad.decay = in.decay.reshape({1, 2});
+    expect_error(call(bad), "decay must be 1-D");
+    bad = in;
+    bad.q = at::randn({1, 3, 4, 6});
+    bad.k = at::randn({1, 3, 4, 6});
+    expect_error(call(bad), "head dim must be even");
+    bad = in;
+    bad.sin = in.sin.narrow(0, 0, 2);
+    expect_error(call(bad), "sin and cos must be (H, W, d)");
+    bad = in;
+    bad.v = in.v.to(at::kDouble);
+    expect_error(call(bad), "must share q's dtype");
+    bad = in;
+    bad.q = in.q.to(at::kInt);
+    expect_error(call(bad), "q must be floating point");
+    bad = in;
+    bad.k = at::empty(in.k.sizes(), in.k.options().device(at::kMeta));
+    expect_error(call(bad), "must be on q's device");
+  }
+}
+
+TEST(MasaOps, BackwardRejectsBadGradShape) {
+  const Shape s{1, 3, 4, 2, 4, 4};
+  const auto in = make_inputs(s, at::kDouble, 900);
+  auto op = c10::Dispatcher::singleton()
+                .findSchemaOrThrow("rmt::_masa_full_backward", "")
+                .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                    const at::Tensor&, const at::Tensor&, const at::Tensor&, double)>();
+  expect_error([&] { op.call(at::zeros({1, 3, 4, 4}, at::kDouble), in.q, in.k, in.v, in.sin,
+                             in.cos, in.decay, in.scale); },
+               "grad_out must have the output's shape");
+}
+
+}  // namespace
