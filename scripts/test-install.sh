@@ -20,11 +20,14 @@ echo "test-install: cmake --install $build --prefix $prefix"
 cmake --install "$build" --prefix "$prefix" >"$work/install.log" ||
   { cat "$work/install.log" >&2; echo "test-install: error: install failed (is $build fully built?)" >&2; exit 1; }
 
-for f in include/rmt/rmt.h include/rmt/version.h include/rmt/nn/masa.h \
-         lib/cmake/rmt/rmtConfig.cmake lib/cmake/rmt/rmtConfigVersion.cmake lib/cmake/rmt/rmtTargets.cmake; do
+for f in include/rmt/rmt.h include/rmt/version.h include/rmt/preprocess.h include/rmt/nn/masa.h; do
   [ -e "$prefix/$f" ] || { echo "test-install: error: $f was not installed" >&2; exit 1; }
 done
-ls "$prefix"/lib/librmt.so* >/dev/null || { echo "test-install: error: librmt.so was not installed" >&2; exit 1; }
+# lib, lib64 or lib/<multiarch>, depending on CMAKE_INSTALL_LIBDIR.
+for f in librmt.so rmtConfig.cmake rmtConfigVersion.cmake rmtTargets.cmake; do
+  [ -n "$(find "$prefix" -name "$f" -print -quit)" ] ||
+    { echo "test-install: error: $f was not installed" >&2; exit 1; }
+done
 for tool in rmt-infer rmt-classify; do
   [ -x "$prefix/bin/$tool" ] || { echo "test-install: error: bin/$tool was not installed" >&2; exit 1; }
   # Runs without LD_LIBRARY_PATH: the installed RPATH finds librmt and LibTorch.

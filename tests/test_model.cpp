@@ -385,3 +385,52 @@ TEST(Loading, StrictReportsMissingAndUnexpectedKeysAndNonStrictLoadsTheRest) {
 }
 
 }  // namespace
+
+namespace {
+
+// With a single image row the column pass of decomposed MaSA is a softmax over one token, so both
+// forms reduce to the same attention along the row: an identity that ties the two implementations.
+TEST(MaSA, DecomposedEqualsFullOnASingleRow) {
+  torch::manual_seed(3);
+  rmt::nn::MaSA full(rmt::nn::MaSAOptions(16, 2).decomposed(false));
+  rmt::nn::MaSA decomposed(rmt::nn::MaSAOptions(16, 2).decomposed(true));
+  rmt::load_state_dict(*decomposed, rmt::state_dict(*full));
+  rmt::nn::RelPos2d relpos(rmt::nn::RelPos2dOptions(16, 2, 2, 4));
+  auto x = torch::randn({2, 1, 9, 16}, at::kDouble);
+  rmt::move_to(*full, torch::kCPU, at::kDouble);
+  rmt::move_to(*decomposed, torch::kCPU, at::kDouble);
+  rmt::move_to(*relpos, torch::kCPU, at::kDouble);
+  auto [sin, cos] = relpos->sin_cos(1, 9);
+  torch::NoGradGuard no_grad;
+  auto a = full->forward(x, sin, cos, relpos->decay);
+  auto b = decomposed->forward(x, sin, cos, relpos->decay);
+  EXPECT_EQ(a.sizes(), x.sizes());
+  EXPECT_LT(rmt::test::relative_error(b, a), 1e-14);
+  // And on a real 2-D grid they differ (the decomposition is not the full attention).
+  auto grid = torch::randn({1, 5, 6, 16}, at::kDouble);
+  auto [sin2, cos2] = relpos->sin_cos(5, 6);
+  EXPECT_GT(rmt::test::relative_error(decomposed->forward(grid, sin2, cos2, relpos->decay),
+                                      full->forward(grid, sin2, cos2, relpos->decay)),
+            1e-3);
+}
+
+TEST(Modules, StemAndMergingHalveAndConvsAreDepthwise) {
+  rmt::nn::PatchEmbed stem(3, 8);
+  stem->eval();
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(stem->forward(torch::randn({1, 3, 13, 8})).sizes(), (std::vector<int64_t>{1, 4, 2, 8}));
+  rmt::nn::PatchMerging merge(8, 12);
+  merge->eval();
+  EXPECT_EQ(merge->forward(torch::randn({2, 5, 4, 8})).sizes(), (std::vector<int64_t>{2, 3, 2, 12}));
+  rmt::nn::DWConv2d lce(6, 5, 1, 2);
+  EXPECT_EQ(lce->conv->weight.sizes(), (std::vector<int64_t>{6, 1, 5, 5}));
+  // Channels last in and out; a depthwise conv never mixes channels.
+  auto x = torch::zeros({1, 7, 7, 6});
+  x.index_put_({0, 3, 3, 2}, 1.0);
+  auto y = lce->forward(x) - lce->conv->bias.view({1, 1, 1, 6});
+  EXPECT_EQ(y.sizes(), x.sizes());
+  EXPECT_EQ(y.index({0, "...", 1}).abs().sum().item<float>(), 0.0f);
+  EXPECT_FLOAT_EQ(y.index({0, 3, 3, 2}).item<float>(), lce->conv->weight.index({2, 0, 2, 2}).item<float>());
+}
+
+}  // namespace

@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <set>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <c10/util/Exception.h>
@@ -186,41 +187,13 @@ struct TensorCount {
   size_t tensors = 0;
   int64_t elements = 0;
   std::set<std::string> dtypes;
+  bool partial = false;  // the work budget ran out: at least this many
 };
-
-// Counts tensors below v without recursion (shared and cyclic values are counted once).
-TensorCount count_tensors(const Value* v) {
-  TensorCount c;
-  std::vector<const Value*> todo{v};
-  std::unordered_set<const Value*> seen;
-  while (!todo.empty() && seen.size() < 1000000) {
-    const Value* x = todo.back();
-    todo.pop_back();
-    if (!x || !seen.insert(x).second) continue;
-    if (x->kind == Kind::Tensor) {
-      ++c.tensors;
-      int64_t n = 1;
-      for (int64_t s : x->tensor->sizes) n *= s;  // checked not to overflow when read
-      if (!io::add_ok(c.elements, n, &c.elements)) c.elements = INT64_MAX;
-      c.dtypes.insert(io::dtype_name(x->tensor->dtype));
-      continue;
-    }
-    for (const Value* i : x->items) todo.push_back(i);
-    for (const auto& [k, e] : x->entries) {
-      todo.push_back(k);
-      todo.push_back(e);
-    }
-    todo.push_back(x->args);
-    todo.push_back(x->kwargs);
-    todo.push_back(x->state);
-  }
-  return c;
-}
 
 // "what N tensors, M elements (float32, int64)"
 std::string tensor_summary(const TensorCount& c, const char* what) {
-  std::string s = std::string(what) + std::to_string(c.tensors) + " tensors, " +
-                  std::to_string(c.elements) + " elements";
+  std::string s = std::string(what) + (c.partial ? "at least " : "") + std::to_string(c.tensors) +
+                  " tensors, " + std::to_string(c.elements) + " elements";
   if (!c.dtypes.empty()) {
     s += " (";
     bool first = true;
@@ -233,42 +206,106 @@ std::string tensor_summary(const TensorCount& c, const char* what) {
   return s;
 }
 
-void describe_value(std::string& out, const std::string& indent, const std::string& label,
-                    const Value* v, int level) {
-  out += indent + label;
-  if (is_state_dict(v)) {
-    out += ": " + tensor_summary(count_tensors(v), "state_dict, ") + "\n";
-    return;
-  }
-  if (v->kind == Kind::Object && v->state && v->state->kind == Kind::Dict && level < 2) {
-    // argparse.Namespace and similar: one attribute per line
-    out += ": " + io::printable(v->qualified_name()) + "\n";
-    for (const auto& [k, x] : v->state->entries) {
-      out += indent + "  " + key_text(*k) + " = " + pickle::render(*x, {3, 12, 200, 2000}) + "\n";
+// Walks are iterative, cached per value and share one budget of visited values, so a hostile
+// tree (one huge list referenced from a million places, cycles) cannot make describing it slow.
+class Describer {
+ public:
+  std::string out;
+
+  void entry(const std::string& indent, const std::string& label, const Value* v, int level) {
+    out += indent + label;
+    if (state_dict(v)) {
+      out += ": " + tensor_summary(count(v), "state_dict, ") + "\n";
+      return;
     }
-    return;
+    if (v->kind == Kind::Object && v->state && v->state->kind == Kind::Dict && level < 2) {
+      // argparse.Namespace and similar: one attribute per line
+      out += ": " + io::printable(v->qualified_name()) + "\n";
+      lines(indent + "  ", v->state, " = ");
+      return;
+    }
+    const TensorCount& c = count(v);
+    if (is_mapping(v) && level < 1 && (c.tensors > 0 || v->entries.size() > 4)) {
+      out += ": " + v->type_name() + " of " + std::to_string(v->entries.size()) + " entries";
+      if (c.tensors) out += " (" + tensor_summary(c, "holding ") + ")";
+      out += "\n";
+      size_t shown = 0;
+      for (const auto& [k, x] : v->entries) {
+        if (shown++ == 24) {
+          out += indent + "  ... (" + std::to_string(v->entries.size() - 24) + " more)\n";
+          break;
+        }
+        entry(indent + "  ", key_text(*k), x, level + 1);
+      }
+      return;
+    }
+    if (c.tensors > 0 && v->kind != Kind::Tensor) {
+      out += ": " + v->type_name() + " (" + tensor_summary(c, "holding ") + ")\n";
+      return;
+    }
+    out += ": " + pickle::render(*v, {4, 16, 200, 2000}) + "\n";
   }
-  const TensorCount c = count_tensors(v);
-  if (is_mapping(v) && level < 1 && (c.tensors > 0 || v->entries.size() > 4)) {
-    out += ": " + v->type_name() + " of " + std::to_string(v->entries.size()) + " entries";
-    if (c.tensors) out += " (" + tensor_summary(c, "holding ") + ")";
-    out += "\n";
+
+  void lines(const std::string& indent, const Value* dict, const char* separator) {
     size_t shown = 0;
-    for (const auto& [k, x] : v->entries) {
-      if (shown++ == 24) {
-        out += indent + "  ... (" + std::to_string(v->entries.size() - 24) + " more)\n";
+    for (const auto& [k, x] : dict->entries) {
+      if (shown++ == 200) {
+        out += indent + "... (" + std::to_string(dict->entries.size() - 200) + " more)\n";
         break;
       }
-      describe_value(out, indent + "  ", key_text(*k), x, level + 1);
+      out += indent + key_text(*k) + separator + pickle::render(*x, {3, 12, 200, 2000}) + "\n";
     }
-    return;
   }
-  if (c.tensors > 0 && v->kind != Kind::Tensor) {
-    out += ": " + v->type_name() + " (" + tensor_summary(c, "holding ") + ")\n";
-    return;
+
+  bool state_dict(const Value* v) {
+    if (!is_mapping(v)) return false;
+    const auto found = state_dicts_.find(v);
+    if (found != state_dicts_.end()) return found->second;
+    const bool yes = is_state_dict(v);
+    state_dicts_.emplace(v, yes);
+    return yes;
   }
-  out += ": " + pickle::render(*v, {4, 16, 200, 2000}) + "\n";
-}
+
+  const TensorCount& count(const Value* v) {
+    const auto found = counts_.find(v);
+    if (found != counts_.end()) return found->second;
+    TensorCount c;
+    std::vector<const Value*> todo{v};
+    std::unordered_set<const Value*> seen;
+    while (!todo.empty()) {
+      const Value* x = todo.back();
+      todo.pop_back();
+      if (!x || !seen.insert(x).second) continue;
+      if (budget_ == 0) {
+        c.partial = true;
+        break;
+      }
+      --budget_;
+      if (x->kind == Kind::Tensor) {
+        ++c.tensors;
+        int64_t n = 1;
+        for (int64_t s : x->tensor->sizes) n *= s;  // checked not to overflow when read
+        if (!io::add_ok(c.elements, n, &c.elements)) c.elements = INT64_MAX;
+        c.dtypes.insert(io::dtype_name(x->tensor->dtype));
+        continue;
+      }
+      for (const Value* i : x->items) todo.push_back(i);
+      for (const auto& [k, e] : x->entries) {
+        todo.push_back(k);
+        todo.push_back(e);
+      }
+      todo.push_back(x->args);
+      todo.push_back(x->kwargs);
+      todo.push_back(x->state);
+    }
+    return counts_.emplace(v, std::move(c)).first->second;
+  }
+
+ private:
+  size_t budget_ = 4000000;
+  std::unordered_map<const Value*, TensorCount> counts_;
+  std::unordered_map<const Value*, bool> state_dicts_;
+};
 
 }  // namespace
 
@@ -305,22 +342,28 @@ StateDict select_state_dict(const CheckpointContents& contents, const WeightsSel
 }
 
 std::string describe_checkpoint(const CheckpointContents& contents) {
-  std::string out = "format: " + contents.format + "\n";
+  Describer d;
+  d.out = "format: " + contents.format + "\n";
   for (const auto& [k, v] : contents.metadata) {
-    out += "metadata " + io::printable(k, 80) + ": " + io::printable(v, 2000) + "\n";
+    d.out += "metadata " + io::printable(k, 80) + ": " + io::printable(v, 2000) + "\n";
   }
   const Value* root = contents.root;
-  if (!root) return out;
-  if (is_state_dict(root)) {
-    out += tensor_summary(count_tensors(root), "state_dict, ") + "\n";
-    return out;
+  if (!root) return d.out;
+  if (d.state_dict(root)) {
+    d.out += tensor_summary(d.count(root), "state_dict, ") + "\n";
+  } else if (is_mapping(root)) {
+    size_t shown = 0;
+    for (const auto& [k, v] : root->entries) {
+      if (shown++ == 200) {
+        d.out += "... (" + std::to_string(root->entries.size() - 200) + " more entries)\n";
+        break;
+      }
+      d.entry("", key_text(*k), v, 0);
+    }
+  } else {
+    d.entry("", "object", root, 0);
   }
-  if (is_mapping(root)) {
-    for (const auto& [k, v] : root->entries) describe_value(out, "", key_text(*k), v, 0);
-    return out;
-  }
-  describe_value(out, "", "object", root, 0);
-  return out;
+  return d.out;
 }
 
 }  // namespace rmt

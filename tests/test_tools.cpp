@@ -1,0 +1,239 @@
+// The command-line tools as users run them: rmt-classify on image files and directories (with the
+// tiny reference checkpoint and its config), and rmt-infer --summary.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+
+#include "reference.h"
+#include "rmt/model.h"
+#include "rmt/preprocess.h"
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
+#include <stb/stb_image_write.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Where the tools are: given by CMake (tests/install_test.cmake), else next to this test in the
+// build tree (build/tests/test_tools -> build/examples/<tool>).
+std::string tool_path(const std::string& tool) {
+#ifdef RMT_CLASSIFY_EXE
+  if (tool == "rmt-classify") return RMT_CLASSIFY_EXE;
+#endif
+#ifdef RMT_INFER_EXE
+  if (tool == "rmt-infer") return RMT_INFER_EXE;
+#endif
+  std::error_code ec;
+  const auto self = fs::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path().parent_path() / "examples" / tool).string();
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+class Tools : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() /
+           ("rmt_test_tools_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::create_directories(dir_);
+    config_ = (dir_ / "tiny_cls.json").string();
+    std::ofstream(config_) << rmt::test::manifest_case("tiny_cls").at("config").dump();
+    weights_ = rmt::test::data_path("tiny_cls.pth");
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  Result run(const std::string& tool, const std::vector<std::string>& args) {
+    const std::string exe = tool_path(tool);
+    if (!fs::exists(exe)) {
+      ADD_FAILURE() << exe << " does not exist: build the " << tool << " target first";
+      return {};
+    }
+    const auto out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
+    std::string command = quote(exe);
+    for (const auto& a : args) command += " " + quote(a);
+    command += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
+    const int raw = std::system(command.c_str());
+    Result r;
+    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+  }
+
+  std::vector<std::string> classify_args(std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--config", config_, "--weights", weights_,
+                                     "--input-size", "64", "--topk", "3"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  static std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  // A 48x40 test image with a pattern depending on `seed`.
+  std::string write_image(const std::string& name, int seed) {
+    const int w = 48, h = 40;
+    std::vector<uint8_t> px(w * h * 3);
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        for (int c = 0; c < 3; ++c) {
+          px[(y * w + x) * 3 + c] = static_cast<uint8_t>((x * (seed + 3) + y * (c + 1) * 7 + seed * 40) & 255);
+        }
+      }
+    }
+    const auto p = (dir_ / name);
+    fs::create_directories(p.parent_path());
+    const bool bmp = p.extension() == ".bmp";
+    const bool ok = bmp ? stbi_write_bmp(p.c_str(), w, h, 3, px.data())
+                        : stbi_write_png(p.c_str(), w, h, 3, px.data(), w * 3);
+    EXPECT_TRUE(ok) << p;
+    return p.string();
+  }
+
+  fs::path dir_;
+  std::string config_, weights_;
+};
+
+TEST_F(Tools, ClassifyPrintsTopKForEveryImage) {
+  const auto a = write_image("images/a.png", 1);
+  const auto b = write_image("images/b.bmp", 2);
+  const auto c = write_image("images/sub/c.png", 3);
+  std::ofstream(dir_ / "images" / "notes.txt") << "not an image, and skipped by extension\n";
+  const auto r = run("rmt-classify", classify_args({(dir_ / "images").string()}));
+  ASSERT_EQ(r.status, 0) << r.err;
+  // Sorted walk: a.png, b.bmp, sub/c.png; three "class N" lines each (10 classes, no names).
+  const auto pa = r.out.find(a + "\n"), pb = r.out.find(b + "\n"), pc = r.out.find(c + "\n");
+  ASSERT_NE(pa, std::string::npos) << r.out;
+  ASSERT_NE(pb, std::string::npos) << r.out;
+  ASSERT_NE(pc, std::string::npos) << r.out;
+  EXPECT_LT(pa, pb);
+  EXPECT_LT(pb, pc);
+  size_t lines = 0;
+  for (size_t p = r.out.find("class "); p != std::string::npos; p = r.out.find("class ", p + 1)) ++lines;
+  EXPECT_EQ(lines, 9u) << r.out;
+  EXPECT_EQ(r.out.find("notes.txt"), std::string::npos);
+}
+
+TEST_F(Tools, ClassifyJsonMatchesTheLibrary) {
+  const auto a = write_image("a.png", 4);
+  const auto b = write_image("b.png", 5);
+  const auto r = run("rmt-classify", classify_args({"--json", "--batch-size", "1", a, b}));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto doc = nlohmann::json::parse(r.out);
+  ASSERT_EQ(doc.at("results").size(), 2u);
+  EXPECT_TRUE(doc.at("errors").empty());
+  EXPECT_EQ(doc.at("preprocessing").at("resize"), 71);  // floor(64 / 0.9)
+
+  // The same, in process.
+  rmt::Model model(rmt::config_from_json_file(config_), rmt::ModelKind::Classifier);
+  model.load(weights_);
+  model.eval();
+  rmt::PreprocessOptions options;
+  options.input_size = 64;
+  at::NoGradGuard no_grad;
+  const auto images = at::stack({rmt::load_image(a, options), rmt::load_image(b, options)});
+  const auto probs = model.forward(images).front().softmax(1);
+  for (size_t i = 0; i < 2; ++i) {
+    const auto& result = doc.at("results").at(i);
+    EXPECT_EQ(result.at("file"), i == 0 ? a : b);
+    const auto& top = result.at("predictions");
+    ASSERT_EQ(top.size(), 3u);
+    const auto expected = probs[static_cast<int64_t>(i)].topk(3);
+    for (int64_t k = 0; k < 3; ++k) {
+      const int64_t index = top.at(k).at("index");
+      EXPECT_EQ(index, std::get<1>(expected)[k].item<int64_t>());
+      EXPECT_EQ(top.at(k).at("label"), "class " + std::to_string(index));
+      EXPECT_NEAR(top.at(k).at("probability").get<double>(), std::get<0>(expected)[k].item<double>(),
+                  1e-6);
+      if (k > 0) EXPECT_LE(top.at(k).at("probability"), top.at(k - 1).at("probability"));
+    }
+  }
+}
+
+TEST_F(Tools, ClassifyReportsBadInputsAndGoesOn) {
+  const auto good = write_image("good.png", 6);
+  const auto corrupt = (dir_ / "corrupt.jpg").string();
+  std::ofstream(corrupt, std::ios::binary) << "\xff\xd8\xff garbage that is no JPEG";
+  const auto missing = (dir_ / "missing.png").string();
+  const auto r = run("rmt-classify", classify_args({corrupt, good, missing}));
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.out.find(good + "\n"), std::string::npos) << r.out;  // still classified
+  EXPECT_NE(r.err.find("rmt-classify: error: " + corrupt + ": "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("rmt-classify: error: " + missing + ": no such file or directory"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("2 of 3 inputs failed"), std::string::npos) << r.err;
+
+  const auto j = run("rmt-classify", classify_args({"--json", corrupt, good, missing}));
+  EXPECT_EQ(j.status, 2);
+  const auto doc = nlohmann::json::parse(j.out);
+  EXPECT_EQ(doc.at("results").size(), 1u);
+  ASSERT_EQ(doc.at("errors").size(), 2u);
+  EXPECT_EQ(doc.at("errors").at(0).at("file"), missing);  // paths are checked first
+  EXPECT_EQ(doc.at("errors").at(1).at("file"), corrupt);
+}
+
+TEST_F(Tools, ClassifyFatalErrors) {
+  const auto good = write_image("good.png", 7);
+  auto r = run("rmt-classify", classify_args({"--weights-key", "no_such_entry", good}));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err.rfind("rmt-classify: error: ", 0), 0u) << r.err;
+  r = run("rmt-classify", {"--config", config_, good});  // no --weights
+  EXPECT_NE(r.status, 0);
+  r = run("rmt-classify", {"--arch", "rmt_t", "--weights", (dir_ / "none.pth").string(), good});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("none.pth"), std::string::npos) << r.err;
+}
+
+TEST_F(Tools, InferSummary) {
+  auto r = run("rmt-infer", {"--arch", "rmt_t", "--summary"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("14,334,216"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("2.64 = 0.473 dense convs + 0.064 depthwise convs + 1.825 linear"),
+            std::string::npos)
+      << r.out;
+  r = run("rmt-infer", {"--config", config_, "--summary", "--input-size", "64", "48", "--per-layer"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("at input 1x3x64x48"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("layers.0.blocks.0.retention.attention"), std::string::npos) << r.out;
+  r = run("rmt-infer", {"--arch", "rmt_t"});  // neither --summary nor the inputs of a run
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--weights is required"), std::string::npos) << r.err;
+}
+
+}  // namespace
