@@ -265,11 +265,12 @@ int run(int argc, char** argv) {
   for (const auto& f : failures) std::cerr << kTool << ": error: " << f.message << "\n";
   const size_t path_failures = failures.size();
 
-  nlohmann::json results = nlohmann::json::array();
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
   Progress progress(files.size(), isatty(STDERR_FILENO) && !json &&
                                       files.size() > static_cast<size_t>(std::max<int64_t>(batch_size, 32)));
   const bool same_terminal = isatty(STDOUT_FILENO);
   torch::NoGradGuard no_grad;
+  progress.draw();
   for (size_t start = 0; start < files.size(); start += static_cast<size_t>(batch_size)) {
     const size_t count = std::min(files.size() - start, static_cast<size_t>(batch_size));
     std::vector<at::Tensor> tensors(count);
@@ -307,7 +308,7 @@ int run(int argc, char** argv) {
         failures.push_back({file, errors[i]});
         continue;
       }
-      nlohmann::json predictions = nlohmann::json::array();
+      nlohmann::ordered_json predictions = nlohmann::ordered_json::array();
       if (!json) std::cout << file << "\n";
       for (int64_t k = 0; k < topk; ++k) {
         const int64_t index = indices[g][k].item<int64_t>();
@@ -329,12 +330,12 @@ int run(int argc, char** argv) {
   progress.clear();
 
   if (json) {
-    nlohmann::json errors = nlohmann::json::array();
+    nlohmann::ordered_json errors = nlohmann::ordered_json::array();
     for (const auto& f : failures) errors.push_back({{"file", f.file}, {"error", f.message}});
-    nlohmann::json doc = {
+    nlohmann::ordered_json doc = {
         {"model",
-         {{"arch", arch.empty() ? nlohmann::json(nullptr) : nlohmann::json(arch)},
-          {"config", config_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(config_path)},
+         {{"arch", arch.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(arch)},
+          {"config", config_path.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(config_path)},
           {"kind", rmt::to_string(model->kind())},
           {"weights", weights},
           {"num_classes", num_classes}}},

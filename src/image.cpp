@@ -134,8 +134,11 @@ Image decode_image_from_memory(const void* data, size_t size, const std::string&
   const int len = static_cast<int>(size);
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(bytes, len, &w, &h, &channels)) {
+    // stb_image tried every format; its last message is about the last one it tried.
+    const std::string reason = stbi_failure_reason();
     throw std::runtime_error(name + ": corrupt " + format_name(format) + " image (" +
-                             stbi_failure_reason() + ")");
+                             (reason == "unknown image type" ? "unreadable header" : reason) +
+                             ")");
   }
   if (w <= 0 || h <= 0 || int64_t(w) * h > kMaxPixels) {
     throw std::runtime_error(name + ": " + format_name(format) + " image of " + std::to_string(w) +

@@ -756,11 +756,12 @@ TEST(Pickle, TextProtocolOpcodes) {
   const std::string text =
       "(dp0\nS'x'\np1\nI42\nsS'y'\np2\nF1.25\nsS'z'\nL12345678901234L\nsS'w'\n(lp3\nI01\naI00\n"
       "aNa(I1\nI2\ntp4\nag4\nasS'u'\nVcaf\\u00e9\nsS'v'\ng1\nsS'o'\n(i__main__\nThing\n(dp5\n"
-      "S'k'\nI1\nsbsS'e'\nS'a\\'b\\n'\ns.";
+      "S'k'\nI1\nsbsS'e'\nS'a\\'b\\n'\nsS'b'\nL-1180591620717411303424L\ns.";
   auto tree = rmt::pickle::read_pickle(text.data(), text.size());
   EXPECT_EQ(rmt::pickle::render(*tree->root()),
             "{'x': 42, 'y': 1.25, 'z': 12345678901234, 'w': [True, False, None, (1, 2), (1, 2)], "
-            "'u': 'caf\xc3\xa9', 'v': 'x', 'o': __main__.Thing(k=1), 'e': 'a\\'b\\n'}");
+            "'u': 'caf\xc3\xa9', 'v': 'x', 'o': __main__.Thing(k=1), 'e': 'a\\'b\\n', "
+            "'b': -1180591620717411303424}");
 }
 
 TEST(Pickle, BinaryProtocolOpcodes) {
@@ -785,7 +786,7 @@ TEST(Pickle, BinaryProtocolOpcodes) {
   p += "\x95" + le<uint64_t>(body.size() + 1) + body + ".";
   auto tree = rmt::pickle::read_pickle(p.data(), p.size());
   EXPECT_EQ(rmt::pickle::render(*tree->root()),
-            "{'a': 0x10000000000000000, 'b': {1, 2}, 'c': frozenset({3}), 'd': b'xyz', "
+            "{'a': 18446744073709551616, 'b': {1, 2}, 'c': frozenset({3}), 'd': b'xyz', "
             "'e': b'\\x00\\xff', 'f': 'hi', 'g': 1.5, 'h': 'a', 'i': -1, 'j': collections.Counter(), "
             "'k': b'ok', 'l': -5, 'm': 60000, 'n': (True, False), 'o': 0}");
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <ftw.h>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +34,11 @@
 namespace {
 
 namespace fs = std::filesystem;
+
+// Not std::filesystem::remove_all: the copy libtorch.so exports (and that wins at link time) calls
+// recursive_directory_iterator::__erase, which Debian 12's libstdc++ lacks, and crashes.
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+void remove_tree(const std::string& path) { ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 // Where the tools are: given by CMake (tests/install_test.cmake), else next to this test in the
 // build tree (build/tests/test_tools -> build/examples/<tool>).
@@ -70,10 +76,7 @@ class Tools : public ::testing::Test {
     std::ofstream(config_) << rmt::test::manifest_case("tiny_cls").at("config").dump();
     weights_ = rmt::test::data_path("tiny_cls.pth");
   }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  void TearDown() override { remove_tree(dir_.string()); }
 
   Result run(const std::string& tool, const std::vector<std::string>& args) {
     const std::string exe = tool_path(tool);

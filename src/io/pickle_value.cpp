@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "io/bytes.h"
 #include "rmt/pickle.h"
@@ -112,27 +113,35 @@ std::string float_text(double v) {
 }
 
 std::string bigint_text(const std::string& le) {
-  // Hexadecimal keeps this exact without a bignum division.
   const bool negative = !le.empty() && (static_cast<unsigned char>(le.back()) & 0x80);
-  std::string bytes = le;
-  if (negative) {  // magnitude of a two's complement number
-    for (char& c : bytes) c = static_cast<char>(~static_cast<unsigned char>(c));
-    for (char& c : bytes) {
-      c = static_cast<char>(static_cast<unsigned char>(c) + 1);
-      if (c != 0) break;
+  if (le.size() > 64) {
+    return std::string(negative ? "-" : "") + "<int of " + std::to_string(le.size()) + " bytes>";
+  }
+  std::vector<unsigned> mag(le.begin(), le.end());  // magnitude of the two's complement number
+  for (auto& b : mag) b &= 0xFF;
+  if (negative) {
+    unsigned carry = 1;
+    for (auto& b : mag) {
+      const unsigned v = ((~b) & 0xFF) + carry;
+      b = v & 0xFF;
+      carry = v >> 8;
     }
   }
-  if (bytes.size() > 64) return std::string(negative ? "-" : "") + "<int of " +
-                                std::to_string(le.size()) + " bytes>";
-  std::string hex;
-  for (size_t i = bytes.size(); i-- > 0;) {
-    char buf[4];
-    std::snprintf(buf, sizeof(buf), "%02x", static_cast<unsigned char>(bytes[i]));
-    hex += buf;
+  std::string digits;  // repeated division by 10, most significant byte first
+  bool zero = false;
+  while (!zero) {
+    unsigned rem = 0;
+    zero = true;
+    for (size_t i = mag.size(); i-- > 0;) {
+      const unsigned v = (rem << 8) | mag[i];
+      mag[i] = v / 10;
+      rem = v % 10;
+      if (mag[i]) zero = false;
+    }
+    digits += static_cast<char>('0' + rem);
   }
-  const size_t nz = hex.find_first_not_of('0');
-  hex = nz == std::string::npos ? "0" : hex.substr(nz);
-  return std::string(negative ? "-" : "") + "0x" + hex;
+  while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+  return std::string(negative ? "-" : "") + std::string(digits.rbegin(), digits.rend());
 }
 
 std::string shape_text(const std::vector<int64_t>& sizes) {

@@ -425,6 +425,7 @@ class Unpickler {
   // --- numbers
   Value* decode_long(const uint8_t* p, size_t n);
   int64_t parse_decimal(const std::string& text, const char* opcode);
+  Value* text_int(const std::string& text, const char* opcode);
   double parse_float(const std::string& text);
   std::string unescape_string(const std::string& quoted);
   std::string raw_unicode_escape(const std::string& text);
@@ -569,6 +570,48 @@ int64_t Unpickler::parse_decimal(const std::string& text, const char* opcode) {
     error(std::string(opcode) + ": '" + printable(text) + "' is not an integer that fits 64 bits");
   }
   return v;
+}
+
+// INT and LONG (protocol 0): decimal text of any size, as Python's int() takes it (which refuses
+// more than 4300 digits, bounding the quadratic conversion below).
+Value* Unpickler::text_int(const std::string& text, const char* opcode) {
+  std::string_view s(text);
+  if (!s.empty() && s.back() == 'L') s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\r')) s.remove_suffix(1);
+  int64_t small = 0;
+  std::string_view digits = s;
+  if (!digits.empty() && digits.front() == '+') digits.remove_prefix(1);
+  const auto r = std::from_chars(digits.data(), digits.data() + digits.size(), small);
+  if (!digits.empty() && r.ec == std::errc() && r.ptr == digits.data() + digits.size()) {
+    return make_int(small);
+  }
+  const bool negative = !digits.empty() && digits.front() == '-';
+  if (negative) digits.remove_prefix(1);
+  if (digits.empty() || digits.size() > 4300 ||
+      digits.find_first_not_of("0123456789") != std::string_view::npos) {
+    error(std::string(opcode) + ": '" + printable(text) + "' is not an integer");
+  }
+  std::vector<uint8_t> bytes{0};  // magnitude, little-endian
+  for (char c : digits) {
+    unsigned carry = static_cast<unsigned>(c - '0');
+    for (uint8_t& b : bytes) {
+      const unsigned v = b * 10u + carry;
+      b = static_cast<uint8_t>(v & 0xFF);
+      carry = v >> 8;
+    }
+    if (carry) bytes.push_back(static_cast<uint8_t>(carry));
+  }
+  bytes.push_back(0);  // room for the sign bit
+  if (negative) {      // two's complement
+    unsigned carry = 1;
+    for (uint8_t& b : bytes) {
+      const unsigned v = static_cast<uint8_t>(~b) + carry;
+      b = static_cast<uint8_t>(v & 0xFF);
+      carry = v >> 8;
+    }
+  }
+  charge(bytes.size());
+  return decode_long(bytes.data(), bytes.size());
 }
 
 double Unpickler::parse_float(const std::string& text) {
@@ -1058,11 +1101,11 @@ PickleResult Unpickler::run() {
         } else if (s == "01") {
           push(true_);
         } else {
-          push(make_int(parse_decimal(s, "INT")));
+          push(text_int(s, "INT"));
         }
         break;
       }
-      case 'L': push(make_int(parse_decimal(line(), "LONG"))); break;
+      case 'L': push(text_int(line(), "LONG")); break;
       case 'J': push(make_int(le<int32_t>())); break;
       case 'K': push(make_int(u8())); break;
       case 'M': push(make_int(le<uint16_t>())); break;

@@ -14,6 +14,11 @@
 
 #include "ops/masa_cpu_kernels.h"
 
+// 32-byte vector arguments of the always-inlined helpers below: no ABI crosses a call boundary.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -102,104 +107,257 @@ RMT_ALWAYS_INLINE double exp_nonpos(double x) {
   return p * scale;
 }
 
-// Independent partial results per lane keep max/sum reductions vectorizable (fixed order, so
-// the result is deterministic).
+// Explicit SIMD through GCC's vector extensions: 32-byte vectors (8 floats / 4 doubles). The
+// AVX2 variant maps each to one ymm register, the baseline build to two SSE registers; no
+// intrinsics, so the same source serves both. Loops run across keys (score rows) or channels
+// (accumulators), never as reductions whose order the compiler would have to change.
 template <class A>
-constexpr int kLanes = static_cast<int>(64 / sizeof(A));
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(32)));
+  typedef int32_t I __attribute__((vector_size(32)));
+  static constexpr int W = 8;
+};
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(32)));
+  typedef int64_t I __attribute__((vector_size(32)));
+  static constexpr int W = 4;
+};
+template <class A>
+using VecT = typename Simd<A>::V;
 
-// out[j] = sum_c x[c] * mt[c * ld + j] for j < nb: a row of dot products against the columns of a
-// transposed matrix, accumulated in registers over chunks of keys.
 template <class A>
-RMT_ALWAYS_INLINE void dot_columns(A* __restrict out, const A* __restrict x, const A* __restrict mt,
-                                   int64_t ld, int64_t len, int64_t nb) {
-  constexpr int J = 2 * kLanes<A>;
-  int64_t j = 0;
-  for (; j + J <= nb; j += J) {
-    A acc[J] = {};
-    for (int64_t c = 0; c < len; ++c) {
-      const A xc = x[c];
-      const A* __restrict row = mt + c * ld + j;
-      for (int u = 0; u < J; ++u) acc[u] += xc * row[u];
-    }
-    for (int u = 0; u < J; ++u) out[j + u] = acc[u];
-  }
-  for (; j < nb; ++j) {
-    A acc = 0;
-    for (int64_t c = 0; c < len; ++c) acc += x[c] * mt[c * ld + j];
-    out[j] = acc;
-  }
+RMT_ALWAYS_INLINE VecT<A> vload(const A* p) {
+  VecT<A> v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class A>
+RMT_ALWAYS_INLINE void vstore(A* p, const VecT<A>& v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
+template <class A>
+RMT_ALWAYS_INLINE VecT<A> vbcast(A x) {
+  return VecT<A>{} + x;
+}
+template <class A>
+RMT_ALWAYS_INLINE VecT<A> vabs(const VecT<A>& x) {
+  return x < 0 ? -x : x;
+}
+template <class A>
+RMT_ALWAYS_INLINE A hsum(const VecT<A>& v) {
+  A r = 0;
+  for (int u = 0; u < Simd<A>::W; ++u) r += v[u];
+  return r;
+}
+template <class A>
+RMT_ALWAYS_INLINE A hmax(const VecT<A>& v) {
+  A r = v[0];
+  for (int u = 1; u < Simd<A>::W; ++u) r = v[u] > r ? v[u] : r;
+  return r;
 }
 
-// Scores of query i against keys [kb, kb + nb) of the problem, mask included.
+// The vector form of exp_nonpos (same steps, same constants).
+RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {
+  using V = VecT<float>;
+  using I = Simd<float>::I;
+  const V lo = vbcast(-87.0f), shift = vbcast(12582912.0f);
+  const V x = arg < lo ? lo : arg;
+  const V t = x * 1.44269504088896341f + shift;
+  const V n = t - shift;
+  V r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = vbcast(1.98412698e-4f);
+  p = p * r + 1.38888889e-3f;
+  p = p * r + 8.33333333e-3f;
+  p = p * r + 4.16666667e-2f;
+  p = p * r + 1.66666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const I bits = ((I)t << 23) + (127 << 23);  // vector casts are bit casts
+  return p * (V)bits;
+}
+
+RMT_ALWAYS_INLINE VecT<double> vexp_nonpos(const VecT<double>& arg) {
+  using V = VecT<double>;
+  using I = Simd<double>::I;
+  const V lo = vbcast(-708.0), shift = vbcast(6755399441055744.0);
+  const V x = arg < lo ? lo : arg;
+  const V t = x * 1.4426950408889634 + shift;
+  const V n = t - shift;
+  V r = x - n * 6.93147180369123816490e-01;
+  r = r - n * 1.90821492927058770002e-10;
+  V p = vbcast(1.6059043836821613e-10);
+  p = p * r + 2.08767569878681e-09;
+  p = p * r + 2.505210838544172e-08;
+  p = p * r + 2.755731922398589e-07;
+  p = p * r + 2.7557319223985893e-06;
+  p = p * r + 2.48015873015873e-05;
+  p = p * r + 0.0001984126984126984;
+  p = p * r + 0.001388888888888889;
+  p = p * r + 0.008333333333333333;
+  p = p * r + 0.041666666666666664;
+  p = p * r + 0.16666666666666666;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const I bits = ((I)t << 52) + (int64_t{1023} << 52);
+  return p * (V)bits;
+}
+
+// out[j] = sum_c x[c] * mt[c * ld + j] for j < nbv (a multiple of the vector width): a row of dot
+// products against the columns of a transposed matrix. Up to U vectors of keys accumulate at once
+// (independent FMA chains); the rest of the row goes by U/2, U/4, ... vectors.
+template <int U, class A>
+RMT_ALWAYS_INLINE int64_t dot_columns_by(A* __restrict out, const A* __restrict x,
+                                         const A* __restrict mt, int64_t ld, int64_t len,
+                                         int64_t j, int64_t nbv) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W;
+  for (; j + U * W <= nbv; j += U * W) {
+    V acc[U] = {};
+    for (int64_t c = 0; c < len; ++c) {
+      const V xc = vbcast(x[c]);
+      const A* row = mt + c * ld + j;
+      for (int u = 0; u < U; ++u) acc[u] += xc * vload(row + u * W);
+    }
+    for (int u = 0; u < U; ++u) vstore(out + j + u * W, acc[u]);
+  }
+  return j;
+}
+
+template <class A>
+RMT_ALWAYS_INLINE void dot_columns(A* __restrict out, const A* __restrict x, const A* __restrict mt,
+                                   int64_t ld, int64_t len, int64_t nbv) {
+  int64_t j = dot_columns_by<8>(out, x, mt, ld, len, 0, nbv);
+  j = dot_columns_by<4>(out, x, mt, ld, len, j, nbv);
+  j = dot_columns_by<2>(out, x, mt, ld, len, j, nbv);
+  dot_columns_by<1>(out, x, mt, ld, len, j, nbv);
+}
+
+// Keys of a block rounded up to whole vectors (the problem's arrays are padded that far).
+template <class A>
+RMT_ALWAYS_INLINE int64_t whole_vectors(int64_t nb) {
+  constexpr int64_t W = Simd<A>::W;
+  return (nb + W - 1) / W * W;
+}
+
+// Scores of query i against keys [kb, kb + nb) of the problem, mask included, into s[0, nbv);
+// the padding past nb gets -inf (zero weight).
 template <class A>
 RMT_ALWAYS_INLINE void masked_scores(A* __restrict s, const Problem<A>& p, int64_t i, int64_t kb,
                                      int64_t nb) {
-  dot_columns(s, p.q + i * p.d, p.kt + kb, p.ldk, p.d, nb);
-  const A qy = p.qy[i], qx = p.qx[i], decay = p.decay;
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W;
+  const int64_t nbv = whole_vectors<A>(nb);
+  dot_columns(s, p.q + i * p.d, p.kt + kb, p.ldk, p.d, nbv);
   const A* __restrict ky = p.ky + kb;
   const A* __restrict kx = p.kx + kb;
-  for (int64_t j = 0; j < nb; ++j) s[j] += decay * (std::fabs(qy - ky[j]) + std::fabs(qx - kx[j]));
-}
-
-template <class A>
-RMT_ALWAYS_INLINE A max_of(const A* __restrict s, int64_t nb) {
-  constexpr int N = kLanes<A>;
-  A part[N];
-  for (int u = 0; u < N; ++u) part[u] = -std::numeric_limits<A>::infinity();
-  int64_t j = 0;
-  for (; j + N <= nb; j += N)
-    for (int u = 0; u < N; ++u) part[u] = s[j + u] > part[u] ? s[j + u] : part[u];
-  A m = -std::numeric_limits<A>::infinity();
-  for (int u = 0; u < N; ++u) m = part[u] > m ? part[u] : m;
-  for (; j < nb; ++j) m = s[j] > m ? s[j] : m;
-  return m;
-}
-
-// s[j] <- exp(s[j] - shift); returns the sum.
-template <class A>
-RMT_ALWAYS_INLINE A exp_and_sum(A* __restrict s, A shift, int64_t nb) {
-  constexpr int N = kLanes<A>;
-  A part[N] = {};
-  int64_t j = 0;
-  for (; j + N <= nb; j += N)
-    for (int u = 0; u < N; ++u) {
-      const A e = exp_nonpos(s[j + u] - shift);
-      s[j + u] = e;
-      part[u] += e;
-    }
-  A sum = 0;
-  for (int u = 0; u < N; ++u) sum += part[u];
-  for (; j < nb; ++j) {
-    s[j] = exp_nonpos(s[j] - shift);
-    sum += s[j];
+  const V vqy = vbcast(p.qy[i]), vqx = vbcast(p.qx[i]), vdecay = vbcast(p.decay);
+  for (int64_t j = 0; j < nbv; j += W) {
+    const V dist = vabs<A>(vqy - vload(ky + j)) + vabs<A>(vqx - vload(kx + j));
+    vstore(s + j, vload(s + j) + vdecay * dist);
   }
-  return sum;
+  for (int64_t j = nb; j < nbv; ++j) s[j] = -std::numeric_limits<A>::infinity();
 }
 
-// acc[c] += sum_j w[j] * rows[j * dv + c]. Fixed widths keep the accumulator in registers.
+// Over s[0, nbv), nbv a multiple of the vector width.
+template <class A>
+RMT_ALWAYS_INLINE A max_of(const A* __restrict s, int64_t nbv) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W;
+  V vm = vload(s);
+  for (int64_t j = W; j < nbv; j += W) {
+    const V x = vload(s + j);
+    vm = x > vm ? x : vm;
+  }
+  return hmax<A>(vm);
+}
+
+// s[j] <- exp(s[j] - shift) over s[0, nbv); returns the sum. A -inf (padding) becomes e^-87 or
+// e^-708 (the clamp), nothing next to the row maximum's 1.
+template <class A>
+RMT_ALWAYS_INLINE A exp_and_sum(A* __restrict s, A shift, int64_t nbv) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W;
+  const V vshift = vbcast(shift);
+  V acc = {};
+  for (int64_t j = 0; j < nbv; j += W) {
+    const V e = vexp_nonpos(vload(s + j) - vshift);
+    vstore(s + j, e);
+    acc += e;
+  }
+  return hsum<A>(acc);
+}
+
+// s[j] <- exp(s[j] - shift) * (dp[j] - D) over [0, nbv): the softmax backward dS from the scores.
+template <class A>
+RMT_ALWAYS_INLINE void softmax_grad(A* __restrict s, const A* __restrict dp, A shift, A D,
+                                    int64_t nbv) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W;
+  const V vshift = vbcast(shift), vD = vbcast(D);
+  for (int64_t j = 0; j < nbv; j += W)
+    vstore(s + j, vexp_nonpos(vload(s + j) - vshift) * (vload(dp + j) - vD));
+}
+
+// rows[c * ld + j] += x[c] * w[j] for c < len, j < nbv (rank-1 update of a transposed block).
+template <class A>
+RMT_ALWAYS_INLINE void rank1_columns(A* __restrict rows, int64_t ld, const A* __restrict x,
+                                     int64_t len, const A* __restrict w, int64_t nbv) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W;
+  for (int64_t c = 0; c < len; ++c) {
+    const V xc = vbcast(x[c]);
+    A* row = rows + c * ld;
+    for (int64_t j = 0; j < nbv; j += W) vstore(row + j, vload(row + j) + xc * vload(w + j));
+  }
+}
+
+// acc[c] = acc[c] * corr + sum_j w[j] * rows[j * dv + c]. The block's sum is formed on its own
+// before it meets the running total, so rounding error grows with the block length (<= kBK) rather
+// than with the sequence length, as in a blocked matrix product. Fixed widths keep the block sum
+// in registers (two interleaved sets of accumulators for independent FMA chains); other widths use
+// `tmp` (dv elements).
 template <int DV, class A>
-RMT_ALWAYS_INLINE void axpy_rows_fixed(A* __restrict acc, const A* __restrict w,
-                                       const A* __restrict rows, int64_t nb) {
-  A r[DV];
-  for (int c = 0; c < DV; ++c) r[c] = acc[c];
-  for (int64_t j = 0; j < nb; ++j) {
-    const A wj = w[j];
-    const A* __restrict row = rows + j * DV;
-    for (int c = 0; c < DV; ++c) r[c] += wj * row[c];
+RMT_ALWAYS_INLINE void block_update_fixed(A* __restrict acc, A corr, const A* __restrict w,
+                                          const A* __restrict rows, int64_t nb) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W, K = DV / W;
+  V r0[K] = {}, r1[K] = {};
+  int64_t j = 0;
+  for (; j + 2 <= nb; j += 2) {
+    const V w0 = vbcast(w[j]), w1 = vbcast(w[j + 1]);
+    const A* row = rows + j * DV;
+    for (int k = 0; k < K; ++k) {
+      r0[k] += w0 * vload(row + k * W);
+      r1[k] += w1 * vload(row + DV + k * W);
+    }
   }
-  for (int c = 0; c < DV; ++c) acc[c] = r[c];
+  if (j < nb) {
+    const V w0 = vbcast(w[j]);
+    for (int k = 0; k < K; ++k) r0[k] += w0 * vload(rows + j * DV + k * W);
+  }
+  const V vcorr = vbcast(corr);
+  for (int k = 0; k < K; ++k) vstore(acc + k * W, vload(acc + k * W) * vcorr + (r0[k] + r1[k]));
 }
 
 template <class A>
-RMT_ALWAYS_INLINE void axpy_rows(A* __restrict acc, const A* __restrict w, const A* __restrict rows,
-                                 int64_t dv, int64_t nb) {
-  if (dv == 16) return axpy_rows_fixed<16>(acc, w, rows, nb);
-  if (dv == 32) return axpy_rows_fixed<32>(acc, w, rows, nb);
+RMT_ALWAYS_INLINE void block_update(A* __restrict acc, A corr, const A* __restrict w,
+                                    const A* __restrict rows, int64_t dv, int64_t nb,
+                                    A* __restrict tmp) {
+  if (dv == 16) return block_update_fixed<16>(acc, corr, w, rows, nb);
+  if (dv == 32) return block_update_fixed<32>(acc, corr, w, rows, nb);
+  for (int64_t c = 0; c < dv; ++c) tmp[c] = 0;
   for (int64_t j = 0; j < nb; ++j) {
     const A wj = w[j];
     const A* __restrict row = rows + j * dv;
-    for (int64_t c = 0; c < dv; ++c) acc[c] += wj * row[c];
+    for (int64_t c = 0; c < dv; ++c) tmp[c] += wj * row[c];
   }
+  for (int64_t c = 0; c < dv; ++c) acc[c] = acc[c] * corr + tmp[c];
 }
 
 template <class A>
@@ -210,6 +368,7 @@ RMT_ALWAYS_INLINE void forward_impl(const Problem<A>& p, int64_t i0, int64_t i1,
   A* acc = s + kBK;
   A* mrow = acc + kBQ * dv;
   A* lrow = mrow + kBQ;
+  A* tmp = lrow + kBQ;
   for (int64_t ib = i0; ib < i1; ib += kBQ) {
     const int64_t mq = std::min(kBQ, i1 - ib);
     for (int64_t r = 0; r < mq; ++r) {
@@ -220,17 +379,15 @@ RMT_ALWAYS_INLINE void forward_impl(const Problem<A>& p, int64_t i0, int64_t i1,
     // Online softmax over key blocks: a block's keys stay in cache for all kBQ queries.
     for (int64_t kb = 0; kb < p.n; kb += kBK) {
       const int64_t nb = std::min(kBK, p.n - kb);
+      const int64_t nbv = whole_vectors<A>(nb);
       for (int64_t r = 0; r < mq; ++r) {
         masked_scores(s, p, ib + r, kb, nb);
-        const A bm = max_of(s, nb);
+        const A bm = max_of(s, nbv);
         const A mnew = bm > mrow[r] ? bm : mrow[r];
         const A corr = std::exp(mrow[r] - mnew);  // 0 for the first block (mrow = -inf)
-        const A sum = exp_and_sum(s, mnew, nb);
+        const A sum = exp_and_sum(s, mnew, nbv);
         lrow[r] = lrow[r] * corr + sum;
-        A* a = acc + r * dv;
-        if (corr != A(1))
-          for (int64_t c = 0; c < dv; ++c) a[c] *= corr;
-        axpy_rows(a, s, p.v + kb * dv, dv, nb);
+        block_update(acc + r * dv, corr, s, p.v + kb * dv, dv, nb, tmp);
         mrow[r] = mnew;
       }
     }
@@ -250,16 +407,18 @@ RMT_ALWAYS_INLINE void dq_impl(const Problem<A>& p, int64_t i0, int64_t i1, cons
   A* s = work;
   A* dp = s + kBK;
   A* g = dp + kBK;
+  A* tmp = g + d;
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t r = i - i0;
     std::fill(g, g + d, A(0));
     const A li = lse[r], Di = D[r];
     for (int64_t kb = 0; kb < p.n; kb += kBK) {
       const int64_t nb = std::min(kBK, p.n - kb);
+      const int64_t nbv = whole_vectors<A>(nb);
       masked_scores(s, p, i, kb, nb);
-      dot_columns(dp, dO + r * dv, p.vt + kb, p.ldvt, dv, nb);
-      for (int64_t j = 0; j < nb; ++j) s[j] = exp_nonpos(s[j] - li) * (dp[j] - Di);  // dS
-      axpy_rows(g, s, p.k + kb * d, d, nb);
+      dot_columns(dp, dO + r * dv, p.vt + kb, p.ldvt, dv, nbv);
+      softmax_grad(s, dp, li, Di, nbv);  // s <- dS
+      block_update(g, A(1), s, p.k + kb * d, d, nb, tmp);
     }
     std::copy(g, g + d, dq + r * d);
   }
@@ -271,37 +430,35 @@ RMT_ALWAYS_INLINE void dkv_impl(const Problem<A>& p, int64_t j0, int64_t j1, con
   const int64_t d = p.d, dvn = p.dv;
   A* s = work;
   A* dp = s + kBK;
-  A* gk = dp + kBK;       // d x kBK, transposed so that updates run across keys
-  A* gv = gk + d * kBK;   // dv x kBK
+  // Transposed (d x kBK, dv x kBK) so that updates run across keys. Partial sums over chunks of
+  // kBK queries join the totals chunk by chunk (the rounding argument of block_update).
+  const int64_t tk = (d + dvn) * kBK;
+  A* total = dp + kBK;
+  A* part = total + tk;
+  A* gk = part;
+  A* gv = part + d * kBK;
   for (int64_t kb = j0; kb < j1; kb += kBK) {
-    const int64_t nb = std::min(kBK, j1 - kb);
-    std::fill(gk, gk + d * kBK, A(0));
-    std::fill(gv, gv + dvn * kBK, A(0));
+    const int64_t nb = std::min(kBK, j1 - kb), nbv = whole_vectors<A>(nb);
+    std::fill(total, total + tk, A(0));
+    std::fill(part, part + tk, A(0));
     for (int64_t i = 0; i < p.m; ++i) {
+      if (i > 0 && i % kBK == 0) {
+        for (int64_t e = 0; e < tk; ++e) total[e] += part[e];
+        std::fill(part, part + tk, A(0));
+      }
       masked_scores(s, p, i, kb, nb);
       const A* doi = dO + i * dvn;
-      dot_columns(dp, doi, p.vt + kb, p.ldvt, dvn, nb);
+      dot_columns(dp, doi, p.vt + kb, p.ldvt, dvn, nbv);
       const A li = lse[i], Di = D[i];
-      for (int64_t j = 0; j < nb; ++j) {
-        const A pj = exp_nonpos(s[j] - li);
-        s[j] = pj;
-        dp[j] = pj * (dp[j] - Di);  // dS
-      }
-      for (int64_t c = 0; c < dvn; ++c) {
-        const A oc = doi[c];
-        A* __restrict row = gv + c * kBK;
-        for (int64_t j = 0; j < nb; ++j) row[j] += oc * s[j];
-      }
-      const A* qi = p.q + i * d;
-      for (int64_t c = 0; c < d; ++c) {
-        const A qc = qi[c];
-        A* __restrict row = gk + c * kBK;
-        for (int64_t j = 0; j < nb; ++j) row[j] += qc * dp[j];
-      }
+      exp_and_sum(s, li, nbv);  // s <- P
+      for (int64_t j = 0; j < nbv; ++j) dp[j] = s[j] * (dp[j] - Di);  // dp <- dS
+      rank1_columns(gv, kBK, doi, dvn, s, nbv);
+      rank1_columns(gk, kBK, p.q + i * d, d, dp, nbv);
     }
+    for (int64_t e = 0; e < tk; ++e) total[e] += part[e];
     for (int64_t j = 0; j < nb; ++j) {
-      for (int64_t c = 0; c < d; ++c) dk[(kb - j0 + j) * d + c] = gk[c * kBK + j];
-      for (int64_t c = 0; c < dvn; ++c) dv[(kb - j0 + j) * dvn + c] = gv[c * kBK + j];
+      for (int64_t c = 0; c < d; ++c) dk[(kb - j0 + j) * d + c] = total[c * kBK + j];
+      for (int64_t c = 0; c < dvn; ++c) dv[(kb - j0 + j) * dvn + c] = total[(d + c) * kBK + j];
     }
   }
 }
@@ -342,9 +499,9 @@ bool use_avx2() {
 }  // namespace
 
 int64_t workspace_size(int64_t d, int64_t dv) {
-  const int64_t fwd = kBK + kBQ * (dv + 2);
-  const int64_t dq = 2 * kBK + d;
-  const int64_t dkv = 2 * kBK + (d + dv) * kBK;
+  const int64_t fwd = kBK + kBQ * (dv + 2) + dv;
+  const int64_t dq = 2 * kBK + 2 * d;
+  const int64_t dkv = 2 * kBK + 2 * (d + dv) * kBK;
   return std::max({fwd, dq, dkv});
 }
 

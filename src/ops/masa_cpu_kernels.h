@@ -13,6 +13,12 @@
 
 namespace rmt::ops::cpu {
 
+// Key-side arrays indexed by the key (kt and vt columns, ky, kx) must be readable, and the kt / vt
+// columns zero, up to padded(N): the kernels then run whole SIMD vectors over every key block and
+// mask the padding themselves.
+constexpr int64_t kKeyPad = 8;
+constexpr int64_t padded(int64_t n) { return (n + kKeyPad - 1) / kKeyPad * kKeyPad; }
+
 // Tokens of one attention problem, packed by the caller (row-major, contiguous).
 template <class A>
 struct Problem {
@@ -20,12 +26,12 @@ struct Problem {
   const A* qy = nullptr;  // M: query coordinates
   const A* qx = nullptr;
   const A* kt = nullptr;  // d x ldk: key j is column j (vectorizing over keys needs this layout)
-  int64_t ldk = 0;
+  int64_t ldk = 0;        // >= padded(N)
   const A* k = nullptr;   // N x d (backward only)
   const A* v = nullptr;   // N x dv
   const A* vt = nullptr;  // dv x ldvt (backward only)
-  int64_t ldvt = 0;
-  const A* ky = nullptr;  // N: key coordinates
+  int64_t ldvt = 0;       // >= padded(N)
+  const A* ky = nullptr;  // padded(N): key coordinates
   const A* kx = nullptr;
   int64_t m = 0, n = 0, d = 0, dv = 0;
   A decay = 0;

@@ -93,90 +93,111 @@ struct Inputs {
 };
 
 // ------------------------------------------------------------------------------------------------
-// Decomposed MaSA: two 1-D passes. A pass has `nseq` sequences of `len` tokens per (batch, head);
-// token t of sequence s sits at grid position s * sbase + t * tstride (row pass: sbase W, tstride 1;
-// column pass: sbase 1, tstride W). Every tensor element of (B, H, W, heads, dim) is then found at
-// ((b * L + pos) * heads + head) * dim, inputs, intermediates and outputs alike.
+// Decomposed MaSA: two 1-D passes. A pass has `nseq` sequences of `len` tokens per batch element;
+// token t of sequence s sits at grid position s * sbase + t * tstride (row pass: sbase W,
+// tstride 1; column pass: sbase 1, tstride W). Every tensor element (b, pos, head, c) of
+// (B, H, W, heads, dim) is found at ((b * L + pos) * heads + head) * dim + c, inputs,
+// intermediates and outputs alike. A task is one (batch, sequence) with all its heads: a token's
+// channels of every head are contiguous, so the column pass's strided gathers use whole cache lines.
 
 struct Pass {
   int64_t nseq, len, sbase, tstride;
 };
 
+// One task's packed tokens, head-major: q (heads, len, d), kt (heads, d, ldp), v (heads, len, dv);
+// the backward adds k, vt (heads, dv, ldp), the incoming gradient g, the recomputed o, lse, D and
+// the gradients. ldp = padded(len): the transposed arrays' padding columns stay zero.
 template <class A>
 struct SeqBuffers {
-  std::vector<A> q, k, kt, v, vt, g, o, lse, D, dq, dk, dv, tmp, zeros, index, work;
-  SeqBuffers(int64_t len, int64_t d, int64_t dv_, bool backward)
-      : q(len * d), kt(d * len), v(len * dv_), o(len * dv_), tmp(std::max(d, dv_)),
-        zeros(len, A(0)), index(len), work(cpu::workspace_size(d, dv_)) {
-    for (int64_t t = 0; t < len; ++t) index[t] = static_cast<A>(t);
+  int64_t heads, len, ldp, d, dv;
+  std::vector<A> q, k, kt, v, vt, g, o, lse, D, dq, dk, dv_, tmp, zeros, index, work;
+  SeqBuffers(int64_t heads_, int64_t len_, int64_t d_, int64_t dvn, bool backward)
+      : heads(heads_), len(len_), ldp(cpu::padded(len_)), d(d_), dv(dvn), q(heads_ * len_ * d_),
+        kt(heads_ * d_ * ldp, A(0)), v(heads_ * len_ * dvn), o(len_ * dvn), tmp(d_),
+        zeros(ldp, A(0)), index(ldp), work(cpu::workspace_size(d_, dvn)) {
+    for (int64_t t = 0; t < ldp; ++t) index[t] = static_cast<A>(t);
     if (backward) {
-      k.resize(len * d);
-      vt.resize(dv_ * len);
-      g.resize(len * dv_);
+      k.resize(heads * len * d);
+      vt.resize(heads * dv * ldp, A(0));
+      g.resize(heads * len * dv);
       lse.resize(len);
       D.resize(len);
-      dq.resize(len * d);
-      dk.resize(len * d);
-      dv.resize(len * dv_);
+      dq.resize(heads * len * d);
+      dk.resize(heads * len * d);
+      dv_.resize(heads * len * dv);
     }
   }
-  // A 1-D problem: every coordinate y is 0 and x is the token index.
-  cpu::Problem<A> problem(int64_t len, int64_t d, int64_t dv_, A decay) const {
+  // The 1-D problem of one head: every coordinate y is 0 and x is the token index.
+  cpu::Problem<A> problem(int64_t head, A decay) const {
     cpu::Problem<A> p;
-    p.q = q.data();
+    p.q = q.data() + head * len * d;
     p.qy = zeros.data();
     p.qx = index.data();
-    p.kt = kt.data();
-    p.ldk = len;
-    p.k = k.empty() ? nullptr : k.data();
-    p.v = v.data();
-    p.vt = vt.empty() ? nullptr : vt.data();
-    p.ldvt = len;
+    p.kt = kt.data() + head * d * ldp;
+    p.ldk = ldp;
+    p.k = k.empty() ? nullptr : k.data() + head * len * d;
+    p.v = v.data() + head * len * dv;
+    p.vt = vt.empty() ? nullptr : vt.data() + head * dv * ldp;
+    p.ldvt = ldp;
     p.ky = zeros.data();
     p.kx = index.data();
     p.m = p.n = len;
     p.d = d;
-    p.dv = dv_;
+    p.dv = dv;
     p.decay = decay;
     return p;
   }
 };
 
-// Packs the rotated q and k (and the values) of one sequence.
-template <class T, class A, class TV>
+// Packs the rotated q and k and the values (and, for the backward, the incoming gradient) of one
+// sequence, all heads.
+template <class T, class A, class TV, class TG>
 void pack_sequence(const Inputs<T>& in, const Dims& s, const Pass& pass, int64_t b, int64_t seq,
-                   int64_t head, A scale, const TV* vsrc, SeqBuffers<A>& buf, bool backward) {
-  const int64_t d = s.d, dv = s.dv, len = pass.len;
+                   A scale, const TV* vsrc, const TG* gsrc, SeqBuffers<A>& buf) {
+  const int64_t d = s.d, dv = s.dv, len = pass.len, n = s.n, ldp = buf.ldp;
+  const bool backward = gsrc != nullptr;
   for (int64_t t = 0; t < len; ++t) {
     const int64_t pos = seq * pass.sbase + t * pass.tstride;
-    const int64_t qk_at = ((b * s.l + pos) * s.n + head) * d;
-    rotate(in.q + qk_at, in.sn + pos * d, in.cs + pos * d, false, A(1), d, buf.q.data() + t * d);
-    A* kr = backward ? buf.k.data() + t * d : buf.tmp.data();
-    rotate(in.k + qk_at, in.sn + pos * d, in.cs + pos * d, true, scale, d, kr);
-    for (int64_t c = 0; c < d; ++c) buf.kt[c * len + t] = kr[c];
-    const TV* vr = vsrc + ((b * s.l + pos) * s.n + head) * dv;
-    for (int64_t c = 0; c < dv; ++c) buf.v[t * dv + c] = static_cast<A>(vr[c]);
-    if (backward)
-      for (int64_t c = 0; c < dv; ++c) buf.vt[c * len + t] = buf.v[t * dv + c];
+    const T* sn = in.sn + pos * d;
+    const T* cs = in.cs + pos * d;
+    for (int64_t head = 0; head < n; ++head) {
+      const int64_t at_qk = ((b * s.l + pos) * n + head) * d;
+      const int64_t at_v = ((b * s.l + pos) * n + head) * dv;
+      rotate(in.q + at_qk, sn, cs, false, A(1), d, buf.q.data() + (head * len + t) * d);
+      A* kr = backward ? buf.k.data() + (head * len + t) * d : buf.tmp.data();
+      rotate(in.k + at_qk, sn, cs, true, scale, d, kr);
+      A* kt = buf.kt.data() + head * d * ldp + t;
+      for (int64_t c = 0; c < d; ++c) kt[c * ldp] = kr[c];
+      A* vr = buf.v.data() + (head * len + t) * dv;
+      for (int64_t c = 0; c < dv; ++c) vr[c] = static_cast<A>(vsrc[at_v + c]);
+      if (backward) {
+        A* vt = buf.vt.data() + head * dv * ldp + t;
+        for (int64_t c = 0; c < dv; ++c) vt[c * ldp] = vr[c];
+        A* gr = buf.g.data() + (head * len + t) * dv;
+        for (int64_t c = 0; c < dv; ++c) gr[c] = static_cast<A>(gsrc[at_v + c]);
+      }
+    }
   }
 }
 
 template <class T, class A, class TV, class TO>
 void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale, const TV* vsrc,
                   TO* dst) {
-  const int64_t tasks = s.b * pass.nseq * s.n;
-  const int64_t cost = pass.len * pass.len * 2 * (s.d + s.dv);
+  const int64_t tasks = s.b * pass.nseq, len = pass.len, dv = s.dv;
+  const int64_t cost = s.n * len * len * 2 * (s.d + s.dv);
   at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
-    SeqBuffers<A> buf(pass.len, s.d, s.dv, false);
+    SeqBuffers<A> buf(s.n, len, s.d, dv, false);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t head = task % s.n, seq = (task / s.n) % pass.nseq, b = task / (s.n * pass.nseq);
-      pack_sequence(in, s, pass, b, seq, head, scale, vsrc, buf, false);
-      const auto p = buf.problem(pass.len, s.d, s.dv, static_cast<A>(in.decay[head]));
-      cpu::attend_forward(p, 0, pass.len, buf.o.data(), static_cast<A*>(nullptr), buf.work.data());
-      for (int64_t t = 0; t < pass.len; ++t) {
-        const int64_t pos = seq * pass.sbase + t * pass.tstride;
-        TO* out = dst + ((b * s.l + pos) * s.n + head) * s.dv;
-        for (int64_t c = 0; c < s.dv; ++c) out[c] = static_cast<TO>(buf.o[t * s.dv + c]);
+      const int64_t seq = task % pass.nseq, b = task / pass.nseq;
+      pack_sequence(in, s, pass, b, seq, scale, vsrc, static_cast<const T*>(nullptr), buf);
+      for (int64_t head = 0; head < s.n; ++head) {
+        const auto p = buf.problem(head, static_cast<A>(in.decay[head]));
+        cpu::attend_forward(p, 0, len, buf.o.data(), static_cast<A*>(nullptr), buf.work.data());
+        for (int64_t t = 0; t < len; ++t) {
+          const int64_t pos = seq * pass.sbase + t * pass.tstride;
+          TO* out = dst + ((b * s.l + pos) * s.n + head) * dv;
+          for (int64_t c = 0; c < dv; ++c) out[c] = static_cast<TO>(buf.o[t * dv + c]);
+        }
       }
     }
   });
@@ -188,53 +209,59 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
 template <class T, class A, class TV, class TG, class TD>
 void pass_backward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale, const TV* vsrc,
                    const TG* gsrc, A* dqr, A* dkr, bool finish, T* grad_q, T* grad_k, TD* dv_dst) {
-  const int64_t tasks = s.b * pass.nseq * s.n;
-  const int64_t cost = pass.len * pass.len * 6 * (s.d + s.dv);
-  const int64_t d = s.d, dv = s.dv, len = pass.len;
+  const int64_t tasks = s.b * pass.nseq;
+  const int64_t d = s.d, dv = s.dv, len = pass.len, n = s.n;
+  const int64_t cost = n * len * len * 6 * (d + dv);
   at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
-    SeqBuffers<A> buf(len, d, dv, true);
+    SeqBuffers<A> buf(n, len, d, dv, true);
     std::vector<A> sn(d), cs(d), g(d);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t head = task % s.n, seq = (task / s.n) % pass.nseq, b = task / (s.n * pass.nseq);
-      pack_sequence(in, s, pass, b, seq, head, scale, vsrc, buf, true);
+      const int64_t seq = task % pass.nseq, b = task / pass.nseq;
+      pack_sequence(in, s, pass, b, seq, scale, vsrc, gsrc, buf);
+      for (int64_t head = 0; head < n; ++head) {
+        const auto p = buf.problem(head, static_cast<A>(in.decay[head]));
+        const A* gh = buf.g.data() + head * len * dv;
+        A* dqh = buf.dq.data() + head * len * d;
+        A* dkh = buf.dk.data() + head * len * d;
+        A* dvh = buf.dv_.data() + head * len * dv;
+        cpu::attend_forward(p, 0, len, buf.o.data(), buf.lse.data(), buf.work.data());
+        for (int64_t t = 0; t < len; ++t) {
+          A acc = 0;
+          for (int64_t c = 0; c < dv; ++c) acc += gh[t * dv + c] * buf.o[t * dv + c];
+          buf.D[t] = acc;
+        }
+        cpu::attend_backward_dq(p, 0, len, gh, buf.lse.data(), buf.D.data(), dqh, buf.work.data());
+        cpu::attend_backward_dkv(p, 0, len, gh, buf.lse.data(), buf.D.data(), dkh, dvh,
+                                 buf.work.data());
+      }
       for (int64_t t = 0; t < len; ++t) {
         const int64_t pos = seq * pass.sbase + t * pass.tstride;
-        const TG* gr = gsrc + ((b * s.l + pos) * s.n + head) * dv;
-        for (int64_t c = 0; c < dv; ++c) buf.g[t * dv + c] = static_cast<A>(gr[c]);
-      }
-      const auto p = buf.problem(len, d, dv, static_cast<A>(in.decay[head]));
-      cpu::attend_forward(p, 0, len, buf.o.data(), buf.lse.data(), buf.work.data());
-      for (int64_t t = 0; t < len; ++t) {
-        A acc = 0;
-        for (int64_t c = 0; c < dv; ++c) acc += buf.g[t * dv + c] * buf.o[t * dv + c];
-        buf.D[t] = acc;
-      }
-      cpu::attend_backward_dq(p, 0, len, buf.g.data(), buf.lse.data(), buf.D.data(),
-                              buf.dq.data(), buf.work.data());
-      cpu::attend_backward_dkv(p, 0, len, buf.g.data(), buf.lse.data(), buf.D.data(),
-                               buf.dk.data(), buf.dv.data(), buf.work.data());
-      for (int64_t t = 0; t < len; ++t) {
-        const int64_t pos = seq * pass.sbase + t * pass.tstride;
-        const int64_t at_qk = ((b * s.l + pos) * s.n + head) * d;
-        A* dq_t = buf.dq.data() + t * d;
-        A* dk_t = buf.dk.data() + t * d;
-        if (!finish) {
-          std::copy(dq_t, dq_t + d, dqr + at_qk);
-          std::copy(dk_t, dk_t + d, dkr + at_qk);
-        } else {
+        if (finish)
           for (int64_t c = 0; c < d; ++c) {
-            dq_t[c] += dqr[at_qk + c];
-            dk_t[c] += dkr[at_qk + c];
             sn[c] = static_cast<A>(in.sn[pos * d + c]);
             cs[c] = static_cast<A>(in.cs[pos * d + c]);
           }
-          unrotate(dq_t, sn.data(), cs.data(), A(1), d, g.data());
-          for (int64_t c = 0; c < d; ++c) grad_q[at_qk + c] = static_cast<T>(g[c]);
-          unrotate(dk_t, sn.data(), cs.data(), scale, d, g.data());
-          for (int64_t c = 0; c < d; ++c) grad_k[at_qk + c] = static_cast<T>(g[c]);
+        for (int64_t head = 0; head < n; ++head) {
+          const int64_t at_qk = ((b * s.l + pos) * n + head) * d;
+          A* dq_t = buf.dq.data() + (head * len + t) * d;
+          A* dk_t = buf.dk.data() + (head * len + t) * d;
+          if (!finish) {
+            std::copy(dq_t, dq_t + d, dqr + at_qk);
+            std::copy(dk_t, dk_t + d, dkr + at_qk);
+          } else {
+            for (int64_t c = 0; c < d; ++c) {
+              dq_t[c] += dqr[at_qk + c];
+              dk_t[c] += dkr[at_qk + c];
+            }
+            unrotate(dq_t, sn.data(), cs.data(), A(1), d, g.data());
+            for (int64_t c = 0; c < d; ++c) grad_q[at_qk + c] = static_cast<T>(g[c]);
+            unrotate(dk_t, sn.data(), cs.data(), scale, d, g.data());
+            for (int64_t c = 0; c < d; ++c) grad_k[at_qk + c] = static_cast<T>(g[c]);
+          }
+          const A* dv_t = buf.dv_.data() + (head * len + t) * dv;
+          TD* dvr = dv_dst + ((b * s.l + pos) * n + head) * dv;
+          for (int64_t c = 0; c < dv; ++c) dvr[c] = static_cast<TD>(dv_t[c]);
         }
-        TD* dvr = dv_dst + ((b * s.l + pos) * s.n + head) * dv;
-        for (int64_t c = 0; c < dv; ++c) dvr[c] = static_cast<TD>(buf.dv[t * dv + c]);
       }
     }
   });
@@ -325,22 +352,23 @@ constexpr int64_t kQueryBlock = 32;
 constexpr int64_t kKeyBlock = 64;
 
 // Per (batch, head) packed keys of the full problem, with the grid coordinates of every token.
+// The transposed arrays and the coordinates run to lp = padded(l), the padding zero.
 template <class A>
 struct FullPack {
   at::Tensor q, k, kt, v, vt, g, coords;  // q, k, vt, g: backward only
-  int64_t l, d, dv;
+  int64_t l, lp, d, dv;
   cpu::Problem<A> problem(int64_t bh, A decay) const {
     cpu::Problem<A> p;
     const A* xy = coords.data_ptr<A>();
     p.qy = p.ky = xy;
-    p.qx = p.kx = xy + l;
+    p.qx = p.kx = xy + lp;
     p.q = q.defined() ? q.data_ptr<A>() + bh * l * d : nullptr;
     p.k = k.defined() ? k.data_ptr<A>() + bh * l * d : nullptr;
-    p.kt = kt.data_ptr<A>() + bh * d * l;
-    p.ldk = l;
+    p.kt = kt.data_ptr<A>() + bh * d * lp;
+    p.ldk = lp;
     p.v = v.data_ptr<A>() + bh * l * dv;
-    p.vt = vt.defined() ? vt.data_ptr<A>() + bh * dv * l : nullptr;
-    p.ldvt = l;
+    p.vt = vt.defined() ? vt.data_ptr<A>() + bh * dv * lp : nullptr;
+    p.ldvt = lp;
     p.m = p.n = l;
     p.d = d;
     p.dv = dv;
@@ -354,23 +382,26 @@ FullPack<A> pack_full(const Inputs<T>& in, const Dims& s, A scale, const at::Ten
                       const T* grad) {
   const bool backward = grad != nullptr;
   FullPack<A> pk;
-  pk.l = s.l;
-  pk.d = s.d;
-  pk.dv = s.dv;
-  const int64_t bn = s.b * s.n, l = s.l, d = s.d, dv = s.dv;
-  pk.kt = at::empty({bn, d, l}, aopt);
+  const int64_t bn = s.b * s.n, l = s.l, lp = cpu::padded(s.l), d = s.d, dv = s.dv;
+  pk.l = l;
+  pk.lp = lp;
+  pk.d = d;
+  pk.dv = dv;
+  pk.kt = at::empty({bn, d, lp}, aopt);
+  pk.kt.narrow(2, l, lp - l).zero_();
   pk.v = at::empty({bn, l, dv}, aopt);
-  pk.coords = at::empty({2, l}, aopt);
+  pk.coords = at::zeros({2, lp}, aopt);
   if (backward) {
     pk.q = at::empty({bn, l, d}, aopt);
     pk.k = at::empty({bn, l, d}, aopt);
-    pk.vt = at::empty({bn, dv, l}, aopt);
+    pk.vt = at::empty({bn, dv, lp}, aopt);
+    pk.vt.narrow(2, l, lp - l).zero_();
     pk.g = at::empty({bn, l, dv}, aopt);
   }
   A* xy = pk.coords.template data_ptr<A>();
   for (int64_t t = 0; t < l; ++t) {
     xy[t] = static_cast<A>(t / s.w);
-    xy[l + t] = static_cast<A>(t % s.w);
+    xy[lp + t] = static_cast<A>(t % s.w);
   }
   A* kt = pk.kt.template data_ptr<A>();
   A* vv = pk.v.template data_ptr<A>();
@@ -386,13 +417,13 @@ FullPack<A> pack_full(const Inputs<T>& in, const Dims& s, A scale, const at::Ten
         const int64_t bh = b * s.n + head;
         const int64_t at_qk = (bt * s.n + head) * d, at_v = (bt * s.n + head) * dv;
         rotate(in.k + at_qk, in.sn + t * d, in.cs + t * d, true, scale, d, kr.data());
-        for (int64_t c = 0; c < d; ++c) kt[(bh * d + c) * l + t] = kr[c];
+        for (int64_t c = 0; c < d; ++c) kt[(bh * d + c) * lp + t] = kr[c];
         for (int64_t c = 0; c < dv; ++c) vv[(bh * l + t) * dv + c] = static_cast<A>(in.v[at_v + c]);
         if (backward) {
           std::copy(kr.begin(), kr.end(), kk + (bh * l + t) * d);
           rotate(in.q + at_qk, in.sn + t * d, in.cs + t * d, false, A(1), d, qq + (bh * l + t) * d);
           for (int64_t c = 0; c < dv; ++c) {
-            vt[(bh * dv + c) * l + t] = static_cast<A>(in.v[at_v + c]);
+            vt[(bh * dv + c) * lp + t] = static_cast<A>(in.v[at_v + c]);
             gg[(bh * l + t) * dv + c] = static_cast<A>(grad[at_v + c]);
           }
         }
