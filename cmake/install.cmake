@@ -22,7 +22,7 @@ set(RMT_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/rmt CACHE STRING
 # Installed binaries find librmt in ../lib and LibTorch where it was when they were linked.
 set_target_properties(rmt PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
 set(_rmt_tools)
-foreach(_tool rmt-infer rmt-classify rmt-convert)
+foreach(_tool rmt-infer rmt-classify rmt-convert rmt-inspect)
   if(TARGET ${_tool})
     set_target_properties(${_tool} PROPERTIES
       INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}"
@@ -34,8 +34,8 @@ endforeach()
 install(TARGETS rmt EXPORT rmtTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
-  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# (rmt's INSTALL_INTERFACE include directory is <prefix>/include, set where the target is made.)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/rmt
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.h")

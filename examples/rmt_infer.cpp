@@ -1,6 +1,7 @@
 // rmt-infer: runs an RMT model on a .npy batch and writes the outputs as .npy.
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <optional>
 
 #include <CLI/CLI.hpp>
@@ -48,6 +49,9 @@ int run(int argc, char** argv) {
   app.add_option("--input-size", input_size, "with --summary: H W (or one number for both)")
       ->expected(1, 2)
       ->check(CLI::PositiveNumber);
+  std::vector<std::string> compare;
+  app.add_option("--compare", compare,
+                 "reference .npy per output: print the relative error ||out - ref|| / ||ref||");
   app.add_flag("--per-layer", per_layer, "with --summary: one line per counted layer too");
   app.add_option("--dtype", dtype_name, "float32, float64, float16 or bfloat16");
   app.add_option("--device", device_name, "cpu or cuda");
@@ -99,8 +103,27 @@ int run(int argc, char** argv) {
     throw std::invalid_argument(input + ": expected floating-point images, found " +
                                 std::string(c10::toString(images.scalar_type())));
   }
+  // cuDNN convolutions would otherwise use TF32 (a 10-bit mantissa) for float32 on Ampere and newer.
+  at::globalContext().setAllowTF32CuDNN(false);
   torch::NoGradGuard no_grad;
   auto outputs = model->forward(images.to(device, dtype));
+  if (!compare.empty() && compare.size() != outputs.size()) {
+    throw std::invalid_argument("--compare: the model has " + std::to_string(outputs.size()) +
+                                " outputs, found " + std::to_string(compare.size()) + " reference files");
+  }
+  for (size_t i = 0; i < compare.size(); ++i) {
+    auto expected = rmt::read_npy(compare[i]).to(at::kDouble);
+    auto actual = outputs[i].to(at::kCPU, at::kDouble);
+    if (actual.sizes() != expected.sizes()) {
+      std::ostringstream message;
+      message << compare[i] << ": expected the output's shape " << actual.sizes() << ", found "
+              << expected.sizes();
+      throw std::invalid_argument(message.str());
+    }
+    const double error = ((actual - expected).norm() / expected.norm()).item<double>();
+    std::cout << "output " << i << " " << actual.sizes() << ": relative error " << error << " vs "
+              << compare[i] << "\n";
+  }
   if (model->kind() == rmt::ModelKind::Dense) {
     const auto& indices = model->config().out_indices;
     for (size_t i = 0; i < outputs.size(); ++i) {

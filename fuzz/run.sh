@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang and runs each for SECONDS (default 60).
-#   fuzz/run.sh [SECONDS] [BUILD_DIR]
-# Seeds come from tests/data; corpora and any crash files stay in BUILD_DIR/corpus-*.
+# Builds the libFuzzer targets with clang and runs each for SECONDS (default 60), one after the
+# other, on one core each.
+#   fuzz/run.sh [SECONDS] [BUILD_DIR] [TARGET...]      TARGET: torch_save, pickle, safetensors
+# Seeds: the committed corpus fuzz/corpus/<target> (see fuzz/make_seeds.py). The working corpora
+# grow in BUILD_DIR/corpus-<target>; crash-*/leak-*/timeout-* files land in BUILD_DIR, and each
+# run's log in BUILD_DIR/fuzz-<target>.log (its last lines: exec count, coverage).
+# Environment: JOBS (build jobs, 2), MAX_LEN (bytes per input, 65536), MERGE=1 (afterwards,
+# add the working-corpus inputs that reach new coverage to fuzz/corpus/<target>: libFuzzer's
+# -merge=1, which keeps the smallest input per feature).
 set -euo pipefail
 
 seconds=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${2:-$root/build-fuzz}
+shift $(( $# > 2 ? 2 : $# ))
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=(torch_save pickle safetensors)
 jobs=${JOBS:-2}
+max_len=${MAX_LEN:-65536}
 
 if [[ ! -f $build/CMakeCache.txt ]]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -16,30 +26,33 @@ if [[ ! -f $build/CMakeCache.txt ]]; then
 fi
 cmake --build "$build" -j "$jobs" --target fuzz_torch_save fuzz_pickle fuzz_safetensors
 
-data=$root/tests/data
-seed() {  # seed NAME FILES...
-  local dir=$build/corpus-$1
-  shift
-  mkdir -p "$dir"
-  for f in "$@"; do [[ -f $f ]] && cp -n "$f" "$dir/" || true; done
-}
-seed torch_save "$data/tiny_cls.legacy.pth" "$data/tiny_cls.module_prefix.pth" "$data/tiny_cls.fp16.pth"
-seed safetensors "$data/tiny_cls.safetensors"
-mkdir -p "$build/corpus-pickle"
-if command -v unzip >/dev/null; then
-  for f in tiny_cls tiny_dense tiny_ls; do
-    unzip -p "$data/$f.pth" "$f/data.pkl" > "$build/corpus-pickle/$f.pkl" 2>/dev/null || true
-  done
-fi
+for target in "${targets[@]}"; do
+  mkdir -p "$build/corpus-$target"
+  if [[ -d $root/fuzz/corpus/$target ]]; then
+    cp -n "$root/fuzz/corpus/$target"/* "$build/corpus-$target/" 2>/dev/null || true
+  fi
+done
 
 # The readers reject inputs by throwing; libFuzzer reports only crashes, leaks, timeouts and
-# sanitizer findings. Torch's own allocations look like leaks to LeakSanitizer at exit, so leak
-# detection is per input only.
+# sanitizer findings (UBSan's included: halt_on_error). Leaks are checked per input (libFuzzer's
+# -detect_leaks); LibTorch's own allocations that live until exit are not reported at exit.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 status=0
-for target in torch_save pickle safetensors; do
-  echo "== fuzz_$target for ${seconds}s"
-  (cd "$build" && ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
-    "$build/fuzz/fuzz_$target" -max_total_time="$seconds" -max_len=1048576 -timeout=30 \
-      -rss_limit_mb=4096 -print_final_stats=1 "$build/corpus-$target") || status=1
+for target in "${targets[@]}"; do
+  echo "== fuzz_$target for ${seconds}s (log: $build/fuzz-$target.log)"
+  (cd "$build" && "$build/fuzz/fuzz_$target" -max_total_time="$seconds" -max_len="$max_len" \
+      -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 "$build/corpus-$target") \
+      >"$build/fuzz-$target.log" 2>&1 || status=1
+  grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)' \
+    "$build/fuzz-$target.log" || true
+  tail -n 1 "$build/fuzz-$target.log"
+  if [[ ${MERGE:-0} == 1 && $status == 0 ]]; then
+    mkdir -p "$root/fuzz/corpus/$target"
+    (cd "$build" && "$build/fuzz/fuzz_$target" -merge=1 -max_len="$max_len" -timeout=30 \
+        "$root/fuzz/corpus/$target" "$build/corpus-$target") >"$build/merge-$target.log" 2>&1 ||
+      status=1
+    tail -n 1 "$build/merge-$target.log"
+  fi
 done
 exit $status

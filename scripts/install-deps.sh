@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing rmt needs on Debian 12: a compiler, CMake, GoogleTest,
-# nlohmann-json, CLI11, stb, and LibTorch from the PyPI torch wheel (pinned).
+# nlohmann-json, CLI11, stb, clang with its sanitizer and libFuzzer runtimes (libclang-rt-14-dev,
+# only "recommended" by Debian's clang: scripts/fuzz-replay.sh and scripts/sanitize.sh need it),
+# and LibTorch from the PyPI torch wheel (pinned).
 set -euo pipefail
 TORCH_VERSION="${RMT_TORCH_VERSION:-2.11.0}"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-packages=(g++ cmake make libgtest-dev nlohmann-json3-dev libcli11-dev libstb-dev python3 python3-pip)
+packages=(g++ cmake make libgtest-dev nlohmann-json3-dev libcli11-dev libstb-dev python3 python3-pip
+          clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -30,9 +30,14 @@ for f in librmt.so rmtConfig.cmake rmtConfigVersion.cmake rmtTargets.cmake; do
 done
 for tool in rmt-infer rmt-classify; do
   [ -x "$prefix/bin/$tool" ] || { echo "test-install: error: bin/$tool was not installed" >&2; exit 1; }
-  # Runs without LD_LIBRARY_PATH: the installed RPATH finds librmt and LibTorch.
-  "$prefix/bin/$tool" --help >/dev/null || { echo "test-install: error: installed $tool --help failed" >&2; exit 1; }
 done
+for exe in "$prefix"/bin/rmt-*; do
+  # Runs without LD_LIBRARY_PATH: the installed RUNPATH finds librmt and LibTorch.
+  "$exe" --help >/dev/null || { echo "test-install: error: installed $(basename "$exe") --help failed" >&2; exit 1; }
+done
+# The installed tool works on its own (no data files): RMT-T's size.
+"$prefix/bin/rmt-infer" --arch rmt_t --summary | grep -q "14,334,216" ||
+  { echo "test-install: error: installed rmt-infer --summary did not print RMT-T's parameters" >&2; exit 1; }
 
 # The consumer sees only the installed package (not the build tree): the prefix, plus LibTorch.
 echo "test-install: building tests/consumer against $prefix"

@@ -4,7 +4,7 @@
 # 1. `install`: installs the built tree into a temporary prefix, builds tests/consumer against it
 #    with find_package(rmt CONFIG REQUIRED) and runs it (scripts/test-install.sh). Label: install
 #    (skip it with ctest -LE install).
-add_test(NAME install COMMAND bash ${PROJECT_SOURCE_DIR}/scripts/test-install.sh ${PROJECT_BINARY_DIR})
+add_test(NAME install COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/../scripts/test-install.sh ${PROJECT_BINARY_DIR})
 set_tests_properties(install PROPERTIES LABELS install TIMEOUT 1800)
 
 # 2. test_tools runs the command-line tools: tell it where they are, and build them first.

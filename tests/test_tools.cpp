@@ -16,6 +16,7 @@
 
 #include "reference.h"
 #include "rmt/model.h"
+#include "rmt/state_dict.h"
 #include "rmt/preprocess.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -186,6 +187,31 @@ TEST_F(Tools, ClassifyJsonMatchesTheLibrary) {
       if (k > 0) EXPECT_LE(top.at(k).at("probability"), top.at(k - 1).at("probability"));
     }
   }
+}
+
+TEST_F(Tools, ClassifyNamesImageNetClasses) {
+  // A 1000-class model (the tiny config with an ImageNet head, random weights): its labels come
+  // from the names compiled into rmt-classify, examples/imagenet_classes.txt.
+  auto config = rmt::config_from_json_file(config_);
+  config.num_classes = 1000;
+  rmt::Model model(config, rmt::ModelKind::Classifier);
+  const auto weights = (dir_ / "imagenet_head.safetensors").string();
+  rmt::save_safetensors(weights, rmt::state_dict(*model.module()));
+  const auto config_1000 = (dir_ / "tiny_1000.json").string();
+  std::ofstream(config_1000) << config.to_json();
+  const auto image = write_image("a.png", 8);
+  const auto r = run("rmt-classify", {"--config", config_1000, "--weights", weights, "--input-size",
+                                      "64", "--topk", "5", "--json", image});
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::vector<std::string> names;
+  std::ifstream list(rmt::test::data_path("../../examples/imagenet_classes.txt"));
+  for (std::string line; std::getline(list, line);) names.push_back(line);
+  ASSERT_EQ(names.size(), 1000u);
+  EXPECT_EQ(names.front(), "tench");
+  const auto doc = nlohmann::json::parse(r.out);
+  const auto& top = doc.at("results").at(0).at("predictions");
+  ASSERT_EQ(top.size(), 5u);
+  for (const auto& p : top) EXPECT_EQ(p.at("label"), names.at(p.at("index").get<size_t>()));
 }
 
 TEST_F(Tools, ClassifyReportsBadInputsAndGoesOn) {

@@ -16,7 +16,9 @@
 #include <string>
 #include <vector>
 
-#include <torch/nn/module.h>
+namespace torch::nn {
+class Module;
+}
 
 namespace rmt {
 

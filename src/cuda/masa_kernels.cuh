@@ -147,14 +147,10 @@ __device__ __forceinline__ void load_own(float (&reg)[DMAX], const Geometry& g,
   const int d = EXACT ? DMAX : g.d;
   const T* x = xsrc + at_of(g, b, pos, head, d);
   RMT_UNROLL
-  for (int c = 0; c < DMAX; c += 2) {
-    if (EXACT || c < d) {
-      const float2 v = rotate_pair(x, sn + pos * d, cs + pos * d, c, mul);
-      reg[c] = v.x;
-      reg[c + 1] = v.y;
-    } else {
-      reg[c] = reg[c + 1] = 0.f;
-    }
+  for (int c = 0; c < d; c += 2) {
+    const float2 v = rotate_pair(x, sn + pos * d, cs + pos * d, c, mul);
+    reg[c] = v.x;
+    reg[c + 1] = v.y;
   }
 }
 
@@ -162,8 +158,7 @@ template <int DMAX, bool EXACT>
 __device__ __forceinline__ float dot_row(const float (&reg)[DMAX], const float* row, int d) {
   float acc = 0.f;
   RMT_UNROLL
-  for (int c = 0; c < DMAX; ++c)
-    if (EXACT || c < d) acc += reg[c] * row[c];
+  for (int c = 0; c < (EXACT ? DMAX : d); ++c) acc += reg[c] * row[c];
   return acc;
 }
 
@@ -182,7 +177,7 @@ __device__ __forceinline__ void attend_row(SideTile<DMAX, DVMAX>& s, const Geome
   m = -INFINITY;
   l = 0.f;
   RMT_UNROLL
-  for (int c = 0; c < DVMAX; ++c) acc[c] = 0.f;
+  for (int c = 0; c < dv; ++c) acc[c] = 0.f;
   for (int first = 0; first < g.len; first += R) {
     __syncthreads();  // the previous tile is consumed
     load_tile<DMAX, DVMAX, EXACT>(s, g, k, v, sn, cs, g.scale, b, head, seq, first);
@@ -202,15 +197,15 @@ __device__ __forceinline__ void attend_row(SideTile<DMAX, DVMAX>& s, const Geome
       const float corr = exp2f(m - mnew);
       l *= corr;
       RMT_UNROLL
-      for (int c = 0; c < DVMAX; ++c) acc[c] *= corr;
+      for (int c = 0; c < dv; ++c) acc[c] *= corr;
       RMT_UNROLL_ALWAYS
       for (int u = 0; u < kChunk; ++u) {
         const float p = exp2f(sc[u] - mnew);
         l += p;
         const float* vr = s.b[j0 + u];
         RMT_UNROLL
-        for (int c = 0; c < DVMAX; ++c)
-          if (EXACT || c < dv) acc[c] += p * vr[c];
+        for (int c = 0; c < dv; ++c)
+          acc[c] += p * vr[c];
       }
       m = mnew;
     }
@@ -243,8 +238,8 @@ __global__ void __launch_bounds__(kMaxThreads)
   const float inv = 1.f / l;
   TO* o = out + at_of(g, b, pos, head, dv);
   RMT_UNROLL
-  for (int c = 0; c < DVMAX; ++c)
-    if (EXACT || c < dv) o[c] = static_cast<TO>(acc[c] * inv);
+  for (int c = 0; c < dv; ++c)
+    o[c] = static_cast<TO>(acc[c] * inv);
 }
 
 // ---- backward: dq (one thread per query) -------------------------------------------------------
@@ -276,7 +271,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   float go[DVMAX];
   const TG* gsrc = dout + at_of(g, b, pos, head, dv);
   RMT_UNROLL
-  for (int c = 0; c < DVMAX; ++c) go[c] = (EXACT || c < dv) ? ld(gsrc + c) : 0.f;
+  for (int c = 0; c < dv; ++c) go[c] = ld(gsrc + c);
 
   float lse2, Dq;
   {
@@ -287,13 +282,13 @@ __global__ void __launch_bounds__(kMaxThreads)
     const float inv = 1.f / l;
     Dq = 0.f;
     RMT_UNROLL
-    for (int c = 0; c < DVMAX; ++c)
-      if (EXACT || c < dv) Dq += go[c] * (acc[c] * inv);
+    for (int c = 0; c < dv; ++c)
+      Dq += go[c] * (acc[c] * inv);
   }
 
   float gq[DMAX];
   RMT_UNROLL
-  for (int c = 0; c < DMAX; ++c) gq[c] = 0.f;
+  for (int c = 0; c < d; ++c) gq[c] = 0.f;
   for (int first = 0; first < g.len; first += R) {
     __syncthreads();
     load_tile<DMAX, DVMAX, EXACT>(s, g, k, v, sn, cs, g.scale, b, head, seq, first);
@@ -304,12 +299,10 @@ __global__ void __launch_bounds__(kMaxThreads)
       const float p = exp2f(dot_row<DMAX, EXACT>(qr, s.a[j], d) + decay2 * dist - lse2);
       float dp = 0.f;
       RMT_UNROLL
-      for (int c = 0; c < DVMAX; ++c)
-        if (EXACT || c < dv) dp += go[c] * s.b[j][c];
+      for (int c = 0; c < dv; ++c) dp += go[c] * s.b[j][c];
       const float ds = p * (dp - Dq);
       RMT_UNROLL
-      for (int c = 0; c < DMAX; ++c)
-        if (EXACT || c < d) gq[c] += ds * s.a[j][c];
+      for (int c = 0; c < d; ++c) gq[c] += ds * s.a[j][c];
     }
   }
   if (!valid) return;
@@ -318,12 +311,10 @@ __global__ void __launch_bounds__(kMaxThreads)
   D_out[stat] = Dq;
   float* dst = dq_acc + at_of(g, b, pos, head, d);
   RMT_UNROLL
-  for (int c = 0; c < DMAX; c += 2) {
-    if (EXACT || c < d) {
-      const float2 r = unrotate_pair(gq[c], gq[c + 1], sn + pos * d, cs + pos * d, c);
-      dst[c] = accumulate ? dst[c] + r.x : r.x;
-      dst[c + 1] = accumulate ? dst[c + 1] + r.y : r.y;
-    }
+  for (int c = 0; c < d; c += 2) {
+    const float2 r = unrotate_pair(gq[c], gq[c + 1], sn + pos * d, cs + pos * d, c);
+    dst[c] = accumulate ? dst[c] + r.x : r.x;
+    dst[c + 1] = accumulate ? dst[c + 1] + r.y : r.y;
   }
 }
 
@@ -353,16 +344,16 @@ __global__ void __launch_bounds__(kMaxThreads)
   load_own<DMAX, EXACT>(kr, g, k, sn, cs, g.scale, b, head, pos);
   const TV* vsrc = v + at_of(g, b, pos, head, dv);
   RMT_UNROLL
-  for (int c = 0; c < DVMAX; ++c) vr[c] = (EXACT || c < dv) ? ld(vsrc + c) : 0.f;
+  for (int c = 0; c < dv; ++c) vr[c] = ld(vsrc + c);
   const float ky = static_cast<float>(tk / g.coord_w), kx = static_cast<float>(tk % g.coord_w);
   const float decay2 = ld(decay + head) * kLog2e;
   const int64_t stat0 = (static_cast<int64_t>(b) * g.heads + head) * g.L;
 
   float gk[DMAX], gv[DVMAX];
   RMT_UNROLL
-  for (int c = 0; c < DMAX; ++c) gk[c] = 0.f;
+  for (int c = 0; c < d; ++c) gk[c] = 0.f;
   RMT_UNROLL
-  for (int c = 0; c < DVMAX; ++c) gv[c] = 0.f;
+  for (int c = 0; c < dv; ++c) gv[c] = 0.f;
   for (int first = 0; first < g.len; first += R) {
     __syncthreads();
     load_tile<DMAX, DVMAX, EXACT>(s, g, q, dout, sn, cs, kLog2e, b, head, seq, first);
@@ -380,32 +371,28 @@ __global__ void __launch_bounds__(kMaxThreads)
       const float p = exp2f(dot_row<DMAX, EXACT>(kr, s.a[i], d) + decay2 * dist - s.lse[i]);
       float dp = 0.f;
       RMT_UNROLL
-      for (int c = 0; c < DVMAX; ++c)
-        if (EXACT || c < dv) {
+      for (int c = 0; c < dv; ++c)
+        {
           dp += s.b[i][c] * vr[c];
           gv[c] += p * s.b[i][c];
         }
       const float ds = p * (dp - s.D[i]);
       RMT_UNROLL
-      for (int c = 0; c < DMAX; ++c)
-        if (EXACT || c < d) gk[c] += ds * s.a[i][c];
+      for (int c = 0; c < d; ++c) gk[c] += ds * s.a[i][c];
     }
   }
   if (!valid) return;
   float* dk = dk_acc + at_of(g, b, pos, head, d);
   RMT_UNROLL
-  for (int c = 0; c < DMAX; c += 2) {
-    if (EXACT || c < d) {
-      // gk holds sum dS q * log2e: back to natural units, then the adjoint of scale and rotation.
-      const float2 r = unrotate_pair(gk[c] * kLn2, gk[c + 1] * kLn2, sn + pos * d, cs + pos * d, c);
-      dk[c] = accumulate ? dk[c] + r.x * g.scale : r.x * g.scale;
-      dk[c + 1] = accumulate ? dk[c + 1] + r.y * g.scale : r.y * g.scale;
-    }
+  for (int c = 0; c < d; c += 2) {
+    // gk holds sum dS q * log2e: back to natural units, then the adjoint of scale and rotation.
+    const float2 r = unrotate_pair(gk[c] * kLn2, gk[c + 1] * kLn2, sn + pos * d, cs + pos * d, c);
+    dk[c] = accumulate ? dk[c] + r.x * g.scale : r.x * g.scale;
+    dk[c + 1] = accumulate ? dk[c + 1] + r.y * g.scale : r.y * g.scale;
   }
   float* dvo = dv_out + at_of(g, b, pos, head, dv);
   RMT_UNROLL
-  for (int c = 0; c < DVMAX; ++c)
-    if (EXACT || c < dv) dvo[c] = gv[c];
+  for (int c = 0; c < dv; ++c) dvo[c] = gv[c];
 }
 
 #undef RMT_UNROLL

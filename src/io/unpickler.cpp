@@ -439,6 +439,14 @@ class Unpickler {
     return g;
   }
   Value* call(Value* callable, Value* args, Value* kwargs, const char* opcode);
+  // check_callable, its refusal located like every other error ("pickle: ... at byte N").
+  void checked_callable(const std::string& module, const std::string& name, const char* opcode) {
+    try {
+      check_callable(module, name, opcode);
+    } catch (const std::runtime_error& e) {
+      error(e.what());
+    }
+  }
   Value* placeholder(const Value* cls, Value* args, Value* kwargs);
   Value* rebuild_tensor(const std::string& function, const Value* args);
   Value* persistent_load(Value* pid);
@@ -901,7 +909,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
     error("unsupported tensor kind: " + printable(callable->qualified_name()) +
           " (only dense CPU-storable tensors are read)");
   }
-  check_callable(module, name, opcode);
+  checked_callable(module, name, opcode);
   const std::string q = module + "." + name;
   const auto& a = args->items;
 
@@ -996,7 +1004,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
   if (q == "copyreg._reconstructor") {
     // _reconstructor(cls, base, state): an instance of cls, created without __init__.
     if (a.size() != 3 || a[0]->kind != Kind::Global) error(q + ": expected (class, base, state)");
-    check_callable(a[0]->text, a[0]->name, opcode);
+    checked_callable(a[0]->text, a[0]->name, opcode);
     std::vector<Value*> ctor;
     if (a[2]->kind != Kind::None) ctor.push_back(const_cast<Value*>(a[2]));
     return placeholder(a[0], make_container(Kind::Tuple, std::move(ctor)), nullptr);

@@ -1,13 +1,14 @@
 // CPU kernel core of MaSA (see masa_cpu_kernels.h).
 //
-// Vectorization: the loops run across keys (score rows, transposed keys) or across channels, never
-// as floating-point reductions the compiler may not reorder, so GCC vectorizes them at -O3 without
-// -ffast-math. Two things still need options, applied to this file's own functions only (the
-// pragma comes after every #include, so no inline function of another header is compiled
-// differently here and the ODR holds):
-//   - no-trapping-math: lets the clamp in exp() become a vector max instead of a branch;
-//   - fp-contract=fast: a*b+c may become an FMA (one rounding less than the reference chain,
-//     far inside the parity tolerances).
+// Vectorization: explicit SIMD through GCC's vector extensions (32-byte vectors, see Simd below)
+// running across keys (score rows against transposed keys, exp, max) or across channels (the value
+// accumulators), with a polynomial exp of our own, so nothing depends on -ffast-math or on libm's
+// vector entry points. Two options are applied to this file's own functions only (the pragma comes
+// after every #include, so no inline function of another header is compiled differently here and
+// the ODR holds):
+//   - no-trapping-math: lets the scalar clamp in exp() be a max instead of a branch;
+//   - fp-contract=fast: a*b+c may become an FMA (one rounding less than the reference chain, far
+//     inside the parity tolerances).
 // Each entry point is compiled twice, for the baseline ISA and for AVX2+FMA (GCC `target` +
 // `flatten`, so the whole kernel is inlined into, and compiled for, each variant), and the
 // variant is chosen once at run time from cpuid.
@@ -21,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -304,19 +306,6 @@ RMT_ALWAYS_INLINE void softmax_grad(A* __restrict s, const A* __restrict dp, A s
     vstore(s + j, vexp_nonpos(vload(s + j) - vshift) * (vload(dp + j) - vD));
 }
 
-// rows[c * ld + j] += x[c] * w[j] for c < len, j < nbv (rank-1 update of a transposed block).
-template <class A>
-RMT_ALWAYS_INLINE void rank1_columns(A* __restrict rows, int64_t ld, const A* __restrict x,
-                                     int64_t len, const A* __restrict w, int64_t nbv) {
-  using V = VecT<A>;
-  constexpr int W = Simd<A>::W;
-  for (int64_t c = 0; c < len; ++c) {
-    const V xc = vbcast(x[c]);
-    A* row = rows + c * ld;
-    for (int64_t j = 0; j < nbv; j += W) vstore(row + j, vload(row + j) + xc * vload(w + j));
-  }
-}
-
 // acc[c] = acc[c] * corr + sum_j w[j] * rows[j * dv + c]. The block's sum is formed on its own
 // before it meets the running total, so rounding error grows with the block length (<= kBK) rather
 // than with the sequence length, as in a blocked matrix product. Fixed widths keep the block sum
@@ -384,7 +373,9 @@ RMT_ALWAYS_INLINE void forward_impl(const Problem<A>& p, int64_t i0, int64_t i1,
         masked_scores(s, p, ib + r, kb, nb);
         const A bm = max_of(s, nbv);
         const A mnew = bm > mrow[r] ? bm : mrow[r];
-        const A corr = std::exp(mrow[r] - mnew);  // 0 for the first block (mrow = -inf)
+        // 0 for the first block (mrow = -inf): no libm call for rows of one block.
+        const A corr = mrow[r] == -std::numeric_limits<A>::infinity() ? A(0)
+                                                                      : std::exp(mrow[r] - mnew);
         const A sum = exp_and_sum(s, mnew, nbv);
         lrow[r] = lrow[r] * corr + sum;
         block_update(acc + r * dv, corr, s, p.v + kb * dv, dv, nb, tmp);
@@ -427,13 +418,16 @@ RMT_ALWAYS_INLINE void dq_impl(const Problem<A>& p, int64_t i0, int64_t i1, cons
 template <class A>
 RMT_ALWAYS_INLINE void dkv_impl(const Problem<A>& p, int64_t j0, int64_t j1, const A* dO,
                                 const A* lse, const A* D, A* dk, A* dv, A* work) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W;
+  constexpr int G = 4;  // queries per rank-G update of the key block's accumulators
   const int64_t d = p.d, dvn = p.dv;
-  A* s = work;
-  A* dp = s + kBK;
+  A* prob = work;          // G x kBK: P of each query of the group
+  A* grad = prob + G * kBK;  // G x kBK: dS
   // Transposed (d x kBK, dv x kBK) so that updates run across keys. Partial sums over chunks of
   // kBK queries join the totals chunk by chunk (the rounding argument of block_update).
   const int64_t tk = (d + dvn) * kBK;
-  A* total = dp + kBK;
+  A* total = grad + G * kBK;
   A* part = total + tk;
   A* gk = part;
   A* gv = part + d * kBK;
@@ -441,19 +435,43 @@ RMT_ALWAYS_INLINE void dkv_impl(const Problem<A>& p, int64_t j0, int64_t j1, con
     const int64_t nb = std::min(kBK, j1 - kb), nbv = whole_vectors<A>(nb);
     std::fill(total, total + tk, A(0));
     std::fill(part, part + tk, A(0));
-    for (int64_t i = 0; i < p.m; ++i) {
-      if (i > 0 && i % kBK == 0) {
+    for (int64_t i0 = 0; i0 < p.m; i0 += G) {
+      if (i0 > 0 && i0 % kBK == 0) {
         for (int64_t e = 0; e < tk; ++e) total[e] += part[e];
         std::fill(part, part + tk, A(0));
       }
-      masked_scores(s, p, i, kb, nb);
-      const A* doi = dO + i * dvn;
-      dot_columns(dp, doi, p.vt + kb, p.ldvt, dvn, nbv);
-      const A li = lse[i], Di = D[i];
-      exp_and_sum(s, li, nbv);  // s <- P
-      for (int64_t j = 0; j < nbv; ++j) dp[j] = s[j] * (dp[j] - Di);  // dp <- dS
-      rank1_columns(gv, kBK, doi, dvn, s, nbv);
-      rank1_columns(gk, kBK, p.q + i * d, d, dp, nbv);
+      const int64_t g = std::min<int64_t>(G, p.m - i0);
+      for (int64_t r = 0; r < G; ++r) {
+        A* pr = prob + r * kBK;
+        A* gr = grad + r * kBK;
+        if (r >= g) {  // a short last group: zero weights
+          std::fill(pr, pr + nbv, A(0));
+          std::fill(gr, gr + nbv, A(0));
+          continue;
+        }
+        const int64_t i = i0 + r;
+        masked_scores(pr, p, i, kb, nb);
+        dot_columns(gr, dO + i * dvn, p.vt + kb, p.ldvt, dvn, nbv);
+        exp_and_sum(pr, lse[i], nbv);  // P
+        const V vD = vbcast(D[i]);
+        for (int64_t j = 0; j < nbv; j += W)
+          vstore(gr + j, vload(pr + j) * (vload(gr + j) - vD));  // dS
+      }
+      // One load and one store of each accumulator row per G queries.
+      auto rank_g = [&](A* rows, const A* w, int64_t len, const A* x, int64_t ldx) {
+        for (int64_t c = 0; c < len; ++c) {
+          V xs[G];
+          for (int r = 0; r < G; ++r) xs[r] = vbcast(r < g ? x[(i0 + r) * ldx + c] : A(0));
+          A* row = rows + c * kBK;
+          for (int64_t j = 0; j < nbv; j += W) {
+            V acc = vload(row + j);
+            for (int r = 0; r < G; ++r) acc += xs[r] * vload(w + r * kBK + j);
+            vstore(row + j, acc);
+          }
+        }
+      };
+      rank_g(gv, prob, dvn, dO, dvn);
+      rank_g(gk, grad, d, p.q, d);
     }
     for (int64_t e = 0; e < tk; ++e) total[e] += part[e];
     for (int64_t j = 0; j < nb; ++j) {
@@ -487,9 +505,14 @@ RMT_DEFINE_VARIANT(avx2, RMT_TARGET_AVX2)
 #endif
 #undef RMT_DEFINE_VARIANT
 
+// RMT_MASA_CPU_ISA=baseline forces the baseline variant (to test it on an AVX2 machine).
 bool use_avx2() {
 #if RMT_HAVE_AVX2_VARIANT
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = [] {
+    const char* forced = std::getenv("RMT_MASA_CPU_ISA");
+    if (forced && std::strcmp(forced, "baseline") == 0) return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return yes;
 #else
   return false;
@@ -501,7 +524,7 @@ bool use_avx2() {
 int64_t workspace_size(int64_t d, int64_t dv) {
   const int64_t fwd = kBK + kBQ * (dv + 2) + dv;
   const int64_t dq = 2 * kBK + 2 * d;
-  const int64_t dkv = 2 * kBK + 2 * (d + dv) * kBK;
+  const int64_t dkv = 8 * kBK + 2 * (d + dv) * kBK;
   return std::max({fwd, dq, dkv});
 }
 

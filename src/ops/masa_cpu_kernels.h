@@ -52,8 +52,8 @@ template <class A>
 void attend_backward_dq(const Problem<A>& p, int64_t i0, int64_t i1, const A* dO, const A* lse,
                         const A* D, A* dq, A* work);
 
-// dk (d per key) and dv (dv per key) for the key range [j0, j1), written from row 0, summing over
-// all m queries; dO (m x dv), lse (m) and D (m) cover every query:
+// dk (d per key) and dv (dv per key) for the key range [j0, j1) (j0 a multiple of kKeyPad),
+// written from row 0, summing over all m queries; dO (m x dv), lse (m) and D (m) cover every query:
 // dv_j = sum_i P_ij dO_i, dk_j = sum_i dS_ij q_i. Needs p.vt.
 template <class A>
 void attend_backward_dkv(const Problem<A>& p, int64_t j0, int64_t j1, const A* dO, const A* lse,

@@ -8,11 +8,11 @@
 // Gradients flow to q, k and v only. sin, cos and decay are RelPos2d buffers (fixed functions of
 // the position and the head), so the autograd kernel returns no gradient for them (None), nor
 // for scale. The backward ops recompute the forward's softmax statistics instead of saving them,
-// so autograd keeps only the inputs alive.
+// so autograd keeps only the inputs alive. Double backward is not supported.
 //
-// CPU kernels (issue 6): nothing of size L x L is ever formed. Each (batch, head, row) /
-// (batch, head, column) sequence of the decomposed operator, and each (batch, head, query block)
-// of the full one, is one task of at::parallel_for. A task packs its tokens with the rotation
+// CPU kernels (issue 6): nothing of size L x L is ever formed. Each (batch, row) / (batch, column)
+// sequence of the decomposed operator (all heads), and each (batch, head, query block) of the full
+// one, is one task of at::parallel_for. A task packs its tokens with the rotation
 // (theta shift) and the scale applied on the fly, then runs the online-softmax kernel of
 // masa_cpu_kernels.cpp, whose mask is decay * distance computed from coordinates, one score row
 // of at most 128 keys at a time. float and double compute in their own precision (parity with the
@@ -113,14 +113,13 @@ struct SeqBuffers {
   std::vector<A> q, k, kt, v, vt, g, o, lse, D, dq, dk, dv_, tmp, zeros, index, work;
   SeqBuffers(int64_t heads_, int64_t len_, int64_t d_, int64_t dvn, bool backward)
       : heads(heads_), len(len_), ldp(cpu::padded(len_)), d(d_), dv(dvn), q(heads_ * len_ * d_),
-        kt(heads_ * d_ * ldp, A(0)), v(heads_ * len_ * dvn), o(len_ * dvn), tmp(d_),
+        kt(heads_ * d_ * ldp, A(0)), v(heads_ * len_ * dvn), o(len_ * dvn), lse(len_), tmp(d_),
         zeros(ldp, A(0)), index(ldp), work(cpu::workspace_size(d_, dvn)) {
     for (int64_t t = 0; t < ldp; ++t) index[t] = static_cast<A>(t);
     if (backward) {
       k.resize(heads * len * d);
       vt.resize(heads * dv * ldp, A(0));
       g.resize(heads * len * dv);
-      lse.resize(len);
       D.resize(len);
       dq.resize(heads * len * d);
       dk.resize(heads * len * d);
@@ -180,9 +179,10 @@ void pack_sequence(const Inputs<T>& in, const Dims& s, const Pass& pass, int64_t
   }
 }
 
+// lse_dst (optional): the log-sum-exp of every query's scores, at (b * heads + head) * L + pos.
 template <class T, class A, class TV, class TO>
 void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale, const TV* vsrc,
-                  TO* dst) {
+                  TO* dst, A* lse_dst = nullptr) {
   const int64_t tasks = s.b * pass.nseq, len = pass.len, dv = s.dv;
   const int64_t cost = s.n * len * len * 2 * (s.d + s.dv);
   at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
@@ -192,11 +192,13 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
       pack_sequence(in, s, pass, b, seq, scale, vsrc, static_cast<const T*>(nullptr), buf);
       for (int64_t head = 0; head < s.n; ++head) {
         const auto p = buf.problem(head, static_cast<A>(in.decay[head]));
-        cpu::attend_forward(p, 0, len, buf.o.data(), static_cast<A*>(nullptr), buf.work.data());
+        cpu::attend_forward(p, 0, len, buf.o.data(), lse_dst ? buf.lse.data() : nullptr,
+                            buf.work.data());
         for (int64_t t = 0; t < len; ++t) {
           const int64_t pos = seq * pass.sbase + t * pass.tstride;
           TO* out = dst + ((b * s.l + pos) * s.n + head) * dv;
           for (int64_t c = 0; c < dv; ++c) out[c] = static_cast<TO>(buf.o[t * dv + c]);
+          if (lse_dst) lse_dst[(b * s.n + head) * s.l + pos] = buf.lse[t];
         }
       }
     }
@@ -205,10 +207,12 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
 
 // Backward of one pass. The column pass (run first) stores its gradients of the rotated q and k
 // in dqr / dkr; the row pass (finish = true) adds its own, applies the adjoint rotation and
-// writes grad_q / grad_k. dv_dst receives the gradient of this pass's values.
+// writes grad_q / grad_k. dv_dst receives the gradient of this pass's values. With o_saved and
+// lse_saved (the pass's output and log-sum-exps from pass_forward) the forward is not recomputed.
 template <class T, class A, class TV, class TG, class TD>
 void pass_backward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale, const TV* vsrc,
-                   const TG* gsrc, A* dqr, A* dkr, bool finish, T* grad_q, T* grad_k, TD* dv_dst) {
+                   const TG* gsrc, A* dqr, A* dkr, bool finish, T* grad_q, T* grad_k, TD* dv_dst,
+                   const A* o_saved = nullptr, const A* lse_saved = nullptr) {
   const int64_t tasks = s.b * pass.nseq;
   const int64_t d = s.d, dv = s.dv, len = pass.len, n = s.n;
   const int64_t cost = n * len * len * 6 * (d + dv);
@@ -224,7 +228,16 @@ void pass_backward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale
         A* dqh = buf.dq.data() + head * len * d;
         A* dkh = buf.dk.data() + head * len * d;
         A* dvh = buf.dv_.data() + head * len * dv;
-        cpu::attend_forward(p, 0, len, buf.o.data(), buf.lse.data(), buf.work.data());
+        if (o_saved) {
+          for (int64_t t = 0; t < len; ++t) {
+            const int64_t pos = seq * pass.sbase + t * pass.tstride;
+            const A* o = o_saved + ((b * s.l + pos) * n + head) * dv;
+            std::copy(o, o + dv, buf.o.data() + t * dv);
+            buf.lse[t] = lse_saved[(b * n + head) * s.l + pos];
+          }
+        } else {
+          cpu::attend_forward(p, 0, len, buf.o.data(), buf.lse.data(), buf.work.data());
+        }
         for (int64_t t = 0; t < len; ++t) {
           A acc = 0;
           for (int64_t c = 0; c < dv; ++c) acc += gh[t * dv + c] * buf.o[t * dv + c];
@@ -323,6 +336,7 @@ Grads decomposed_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, con
   auto do1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, aopt);
   auto dqr = at::empty({s.b, s.h, s.w, s.n * s.d}, aopt);
   auto dkr = at::empty({s.b, s.h, s.w, s.n * s.d}, aopt);
+  auto lse_rows = at::empty({s.b, s.n, s.l}, aopt);
   const auto grad = c[6].to(q.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
                                   "masa_decomposed_backward_cpu", [&] {
@@ -332,13 +346,16 @@ Grads decomposed_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, con
     const A sc = static_cast<A>(scale);
     A* o1p = o1.data_ptr<A>();
     A* do1p = do1.data_ptr<A>();
-    pass_forward(in, s, rows, sc, in.v, o1p);  // the column pass's values, recomputed
+    A* lse1 = lse_rows.data_ptr<A>();
+    // The row pass's output (the column pass's values) and statistics, recomputed once.
+    pass_forward(in, s, rows, sc, in.v, o1p, lse1);
     pass_backward(in, s, cols, sc, static_cast<const A*>(o1p), grad.data_ptr<scalar_t>(),
                   dqr.data_ptr<A>(), dkr.data_ptr<A>(), false, static_cast<scalar_t*>(nullptr),
                   static_cast<scalar_t*>(nullptr), do1p);
     pass_backward(in, s, rows, sc, in.v, static_cast<const A*>(do1p), dqr.data_ptr<A>(),
                   dkr.data_ptr<A>(), true, grad_q.data_ptr<scalar_t>(),
-                  grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>());
+                  grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
+                  static_cast<const A*>(o1p), static_cast<const A*>(lse1));
   });
   return {grad_q, grad_k, grad_v};
 }
@@ -350,6 +367,7 @@ Grads decomposed_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, con
 
 constexpr int64_t kQueryBlock = 32;
 constexpr int64_t kKeyBlock = 64;
+static_assert(kKeyBlock % cpu::kKeyPad == 0, "dk/dv key blocks must start on a padded vector");
 
 // Per (batch, head) packed keys of the full problem, with the grid coordinates of every token.
 // The transposed arrays and the coordinates run to lp = padded(l), the padding zero.

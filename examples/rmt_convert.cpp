@@ -1,0 +1,217 @@
+// rmt-convert: a checkpoint's weights (torch.save .pth, zip or legacy, or safetensors) to a
+// safetensors file with metadata, checked to load into a model when one is named. The output is
+// written to a temporary file next to it, read back and compared, then renamed into place, so a
+// failure never leaves a half-written file; the input is never overwritten.
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "rmt/checkpoint.h"
+#include "rmt/model.h"
+#include "rmt/state_dict.h"
+#include "rmt/version.h"
+
+namespace {
+
+using rmt::pickle::Kind;
+using rmt::pickle::Value;
+
+std::string base_name(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// The entry that WeightsSelection{weights_key} takes the weights from ("" for the top level).
+std::string resolved_key(const rmt::CheckpointContents& c, const std::string& weights_key) {
+  if (weights_key != "auto") return weights_key;
+  const Value* root = c.root;
+  if (root && (root->kind == Kind::Dict || root->kind == Kind::Object)) {
+    for (const char* k : {"model", "state_dict", "model_ema", "state_dict_ema"}) {
+      if (root->find(k)) return k;
+    }
+  }
+  return "";
+}
+
+// Removes the temporary file unless it was renamed into place.
+class TempFile {
+ public:
+  explicit TempFile(std::string path) : path_(std::move(path)) {}
+  ~TempFile() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  const std::string& path() const { return path_; }
+  void commit(const std::string& destination) {
+    if (::rename(path_.c_str(), destination.c_str()) != 0) {
+      throw std::runtime_error("cannot rename " + path_ + " to " + destination + ": " +
+                               std::strerror(errno));
+    }
+    path_.clear();
+  }
+
+ private:
+  std::string path_;
+};
+
+// The same dtype, shape and bytes (NaNs included, which torch::equal would call different).
+bool bit_identical(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || !a.sizes().equals(b.sizes())) return false;
+  const at::Tensor x = a.contiguous(), y = b.contiguous();
+  return x.nbytes() == y.nbytes() &&
+         (x.nbytes() == 0 || std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0);
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"Converts the weights of a checkpoint (torch.save .pth or safetensors) to a "
+               "safetensors file with metadata (source, weights key, and with --arch or --config "
+               "the model's configuration, after checking that the weights load into it)."};
+  std::string input, output, weights_key = "auto", key_prefix, arch, config_path,
+                             kind_name = "classifier";
+  bool keep_module = false, force = false, quiet = false;
+  app.add_option("input", input, "the checkpoint to read")->required();
+  app.add_option("output", output, "the safetensors file to write")->required();
+  app.add_option("--weights-key", weights_key,
+                 "entry holding the weights (auto: model, state_dict, model_ema, state_dict_ema, "
+                 "else the top-level dict; \"\" the top-level dict)");
+  app.add_option("--key-prefix", key_prefix,
+                 "keep only keys with this prefix, removed (e.g. backbone.)");
+  app.add_flag("--keep-module-prefix", keep_module, "do not remove DistributedDataParallel's module.");
+  auto* arch_opt = app.add_option("--arch", arch, "a preset the weights must load into (strictly): " + [] {
+    std::string names;
+    for (const auto& n : rmt::preset_names()) names += (names.empty() ? "" : ", ") + n;
+    return names;
+  }());
+  auto* config_opt = app.add_option("--config", config_path,
+                                    "JSON file with the constructor arguments the weights must load into");
+  arch_opt->excludes(config_opt);
+  app.add_option("--kind", kind_name, "with --config: classifier, token_label or dense")
+      ->check(CLI::IsMember({"classifier", "token_label", "dense"}));
+  app.add_flag("--force", force, "replace the output file if it exists (never the input)");
+  app.add_flag("-q,--quiet", quiet, "print nothing on success");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  // Refuse before reading anything: the output must not be the input, nor an existing file
+  // unless --force.
+  struct stat in_st {}, out_st {};
+  const bool out_exists = ::stat(output.c_str(), &out_st) == 0;
+  if (output == input ||
+      (out_exists && ::stat(input.c_str(), &in_st) == 0 && in_st.st_dev == out_st.st_dev &&
+       in_st.st_ino == out_st.st_ino)) {
+    throw std::invalid_argument(output + " is the input file: refusing to overwrite it");
+  }
+  if (out_exists && S_ISDIR(out_st.st_mode)) {
+    throw std::invalid_argument(output + " is a directory; give the file to write");
+  }
+  if (out_exists && !force) {
+    throw std::invalid_argument(output + " exists (give --force to replace it)");
+  }
+
+  const rmt::CheckpointContents contents = rmt::read_checkpoint(input);
+  rmt::WeightsSelection selection;
+  selection.weights_key = weights_key;
+  selection.key_prefix = key_prefix;
+  selection.strip_module_prefix = !keep_module;
+  const rmt::StateDict weights = rmt::select_state_dict(contents, selection);
+
+  // The source's own safetensors metadata is kept; ours replaces entries of the same name.
+  std::map<std::string, std::string> metadata = contents.metadata;
+  metadata["format"] = "pt";
+  metadata["source"] = base_name(input);
+  metadata["source_format"] = contents.format;
+  metadata["weights_key"] = resolved_key(contents, weights_key);
+  if (!key_prefix.empty()) metadata["key_prefix"] = key_prefix;
+  if (keep_module) metadata["module_prefix_kept"] = "true";
+  metadata["converted_by"] = "rmt-convert " + rmt::version();
+
+  if (!arch.empty() || !config_path.empty()) {
+    std::optional<rmt::Model> model;
+    std::string what;
+    if (!arch.empty()) {
+      model.emplace(rmt::Model::from_preset(arch));
+      metadata["arch"] = arch;
+      what = "preset " + arch;
+    } else {
+      model.emplace(rmt::config_from_json_file(config_path), rmt::model_kind_from_string(kind_name));
+      what = "the config " + config_path + " (" + kind_name + ")";
+    }
+    metadata["kind"] = rmt::to_string(model->kind());
+    metadata["config"] = model->config().to_json();
+    try {
+      rmt::load_state_dict(*model->module(), weights, /*strict=*/true);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("the weights of " + input + " do not load into " + what + ": " +
+                               e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      throw std::runtime_error("the weights of " + input + " do not load into " + what + ": " +
+                               e.what());
+    }
+  }
+
+  TempFile temp(output + ".partial-" + std::to_string(::getpid()));
+  try {
+    rmt::save_safetensors(temp.path(), weights, metadata);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot write " + output + ": " + e.what());
+  }
+  // Read back what was written before it takes the output's name.
+  rmt::WeightsSelection exact;
+  exact.weights_key = "";
+  exact.strip_module_prefix = false;
+  const rmt::StateDict back = rmt::read_state_dict(temp.path(), exact);
+  if (back.size() != weights.size()) {
+    throw std::runtime_error("cannot write " + output + ": the file read back holds " +
+                             std::to_string(back.size()) + " tensors instead of " +
+                             std::to_string(weights.size()));
+  }
+  for (const auto& item : weights) {
+    const at::Tensor* written = back.find(item.key());
+    if (!written || !bit_identical(*written, item.value())) {
+      throw std::runtime_error("cannot write " + output + ": tensor '" + item.key() +
+                               "' reads back differently");
+    }
+  }
+  temp.commit(output);
+
+  if (!quiet) {
+    int64_t elements = 0;
+    for (const auto& item : weights) elements += item.value().numel();
+    const std::string& key = metadata["weights_key"];
+    std::cout << "rmt-convert: wrote " << output << ": " << weights.size() << " tensors, "
+              << elements << " elements, from " << (key.empty() ? "the top-level dict"
+                                                                : "entry '" + key + "'")
+              << " of " << input << " (" << contents.format << ")";
+    if (!arch.empty() || !config_path.empty()) {
+      std::cout << "; they load into " << (!arch.empty() ? arch : config_path);
+    }
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const c10::Error& e) {
+    std::cerr << "rmt-convert: error: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "rmt-convert: error: " << e.what() << "\n";
+  }
+  return 1;
+}

@@ -1,0 +1,252 @@
+// rmt-inspect: what a checkpoint holds (its entries, the weights' keys with shape and dtype, the
+// parameter count, metadata such as the epoch or the training arguments), without building a model
+// and without executing anything from the file.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "rmt/checkpoint.h"
+#include "rmt/pickle.h"
+
+namespace {
+
+using rmt::pickle::Kind;
+using rmt::pickle::Value;
+
+// Names from a file may hold anything: show control bytes and backslashes escaped.
+std::string printable(const std::string& text) {
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c == 0x7F) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+    } else {
+      out += ch;  // UTF-8 passes through
+    }
+  }
+  return out;
+}
+
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kShort: return "int16";
+    case at::kChar: return "int8";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    default: return c10::toString(t);
+  }
+}
+
+std::string shape_text(at::IntArrayRef sizes) {
+  std::string s = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + "]";
+}
+
+// 1234567 -> "1,234,567"
+std::string grouped(int64_t n) {
+  std::string s = std::to_string(n);
+  const ptrdiff_t first = s[0] == '-' ? 1 : 0;
+  for (ptrdiff_t p = static_cast<ptrdiff_t>(s.size()) - 3; p > first; p -= 3) s.insert(p, ",");
+  return s;
+}
+
+bool is_mapping(const Value* v) {
+  return v && (v->kind == Kind::Dict || (v->kind == Kind::Object && !v->entries.empty()));
+}
+
+// Where read_state_dict takes the weights from, in words (the same order as WeightsSelection).
+std::string weights_source(const rmt::CheckpointContents& c, const rmt::WeightsSelection& s) {
+  if (s.weights_key.empty()) return "the top-level dict";
+  if (s.weights_key != "auto") return "entry '" + printable(s.weights_key) + "'";
+  if (is_mapping(c.root)) {
+    for (const char* k : {"model", "state_dict", "model_ema", "state_dict_ema"}) {
+      if (c.root->find(k)) return std::string("entry '") + k + "' (auto)";
+    }
+  }
+  return "the top-level dict (auto)";
+}
+
+struct Totals {
+  int64_t tensors = 0, elements = 0, floating = 0;
+  std::map<std::string, int64_t> by_dtype;  // elements per dtype
+};
+
+Totals totals_of(const rmt::StateDict& weights) {
+  Totals t;
+  for (const auto& item : weights) {
+    const at::Tensor& x = item.value();
+    ++t.tensors;
+    t.elements += x.numel();
+    if (at::isFloatingType(x.scalar_type())) t.floating += x.numel();
+    t.by_dtype[dtype_name(x.scalar_type())] += x.numel();
+  }
+  return t;
+}
+
+std::string totals_text(const Totals& t) {
+  std::string s = std::to_string(t.tensors) + " tensors, " + grouped(t.floating) +
+                  " parameters (floating-point elements)";
+  if (t.elements != t.floating) s += ", " + grouped(t.elements) + " elements in all";
+  s += "; by dtype:";
+  bool first = true;
+  for (const auto& [d, n] : t.by_dtype) {
+    s += std::string(first ? " " : ", ") + d + " " + grouped(n);
+    first = false;
+  }
+  return s;
+}
+
+nlohmann::json json_entries(const rmt::CheckpointContents& c) {
+  nlohmann::json entries = nlohmann::json::array();
+  if (!is_mapping(c.root)) return entries;
+  for (const auto& [k, v] : c.root->entries) {
+    nlohmann::json e;
+    e["key"] = k->kind == Kind::Str ? k->text : rmt::pickle::render(*k, {2, 4, 40});
+    e["type"] = v->type_name();
+    switch (v->kind) {
+      case Kind::None: e["value"] = nullptr; break;
+      case Kind::Bool: e["value"] = v->boolean; break;
+      case Kind::Int: e["value"] = v->integer; break;
+      case Kind::Float: e["value"] = v->real; break;
+      case Kind::Str: e["value"] = v->text; break;
+      default: e["value"] = rmt::pickle::render(*v, {3, 12, 200, 4000});
+    }
+    entries.push_back(std::move(e));
+  }
+  return entries;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"Lists what a checkpoint (torch.save .pth or safetensors) holds, without building "
+               "a model: its entries and metadata, then the weights read_state_dict would take, "
+               "one key per line with shape and dtype, and the parameter count."};
+  std::string path, weights_key = "auto", key_prefix;
+  bool json = false, keep_module = false, no_keys = false;
+  app.add_option("file", path, "the checkpoint")->required();
+  auto* key_opt = app.add_option("--weights-key", weights_key,
+                                 "entry holding the weights (auto: model, state_dict, model_ema, "
+                                 "state_dict_ema, else the top-level dict; \"\" the top-level dict)");
+  auto* prefix_opt = app.add_option("--key-prefix", key_prefix,
+                                    "keep only keys with this prefix, removed (e.g. backbone.)");
+  app.add_flag("--keep-module-prefix", keep_module, "do not remove DistributedDataParallel's module.");
+  app.add_flag("--no-keys", no_keys, "only the entries and totals, not one line per tensor");
+  app.add_flag("--json", json, "machine-readable output");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  // With a selection given, only that state_dict is shown (and failing to find it is an error).
+  const bool explicit_selection = key_opt->count() > 0 || prefix_opt->count() > 0;
+
+  const rmt::CheckpointContents contents = rmt::read_checkpoint(path);
+  rmt::WeightsSelection selection;
+  selection.weights_key = weights_key;
+  selection.key_prefix = key_prefix;
+  selection.strip_module_prefix = !keep_module;
+
+  rmt::StateDict weights;
+  std::string no_weights;  // why there are none (auto selection on a file without weights)
+  try {
+    weights = rmt::select_state_dict(contents, selection);
+  } catch (const std::exception& e) {
+    if (explicit_selection) throw;
+    no_weights = e.what();
+  }
+  const std::string source = weights_source(contents, selection) +
+                             (key_prefix.empty() ? "" : ", keys starting with '" +
+                                                            printable(key_prefix) + "'");
+  const Totals totals = totals_of(weights);
+
+  if (json) {
+    nlohmann::json j;
+    j["file"] = path;
+    j["format"] = contents.format;
+    j["metadata"] = contents.metadata;
+    if (!explicit_selection) j["entries"] = json_entries(contents);
+    nlohmann::json w;
+    if (no_weights.empty()) {
+      w["source"] = source;
+      w["tensors"] = totals.tensors;
+      w["parameters"] = totals.floating;
+      w["elements"] = totals.elements;
+      w["elements_by_dtype"] = totals.by_dtype;
+      if (!no_keys) {
+        nlohmann::json keys = nlohmann::json::array();
+        for (const auto& item : weights) {
+          keys.push_back({{"name", item.key()},
+                          {"shape", item.value().sizes().vec()},
+                          {"dtype", dtype_name(item.value().scalar_type())}});
+        }
+        w["keys"] = std::move(keys);
+      }
+    } else {
+      w["error"] = no_weights;
+    }
+    j["weights"] = std::move(w);
+    if (!explicit_selection) j["description"] = rmt::describe_checkpoint(contents);
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return 0;
+  }
+
+  std::ostringstream out;
+  out << "file: " << printable(path) << "\n";
+  if (explicit_selection) {
+    out << "format: " << contents.format << "\n";
+  } else {
+    out << rmt::describe_checkpoint(contents);
+  }
+  if (!no_weights.empty()) {
+    out << "weights: none found (" << no_weights << ")\n";
+    std::cout << out.str();
+    return 0;
+  }
+  out << "weights: " << source << ": " << totals.tensors << " tensors\n";
+  if (!no_keys) {
+    size_t width = 0;
+    for (const auto& item : weights) width = std::max(width, printable(item.key()).size());
+    for (const auto& item : weights) {
+      const std::string name = printable(item.key());
+      const std::string shape = shape_text(item.value().sizes());
+      out << "  " << name << std::string(width - name.size() + 2, ' ') << shape
+          << std::string(shape.size() < 18 ? 20 - shape.size() : 2, ' ')
+          << dtype_name(item.value().scalar_type()) << "\n";
+    }
+  }
+  out << "total: " << totals_text(totals) << "\n";
+  std::cout << out.str();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const c10::Error& e) {
+    std::cerr << "rmt-inspect: error: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "rmt-inspect: error: " << e.what() << "\n";
+  }
+  return 1;
+}

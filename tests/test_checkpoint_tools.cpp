@@ -1,0 +1,432 @@
+// rmt-inspect and rmt-convert as users run them: on the reference checkpoints (a training
+// checkpoint with an argparse.Namespace, an mmseg checkpoint whose backbone is selected by prefix,
+// the legacy and float16 variants) and on damaged files, checking what they print, their exit
+// status, and that a converted file reads back bit-identical to its source.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <ftw.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+
+#include "reference.h"
+#include "rmt/checkpoint.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Not std::filesystem::remove_all (see test_tools.cpp: LibTorch's exported copy crashes on
+// Debian 12's libstdc++).
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+void remove_tree(const std::string& path) { ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+// Given by CMake (tests/checkpoint_tools.cmake), else next to this test in the build tree.
+std::string tool_path(const std::string& tool) {
+#ifdef RMT_INSPECT_EXE
+  if (tool == "rmt-inspect") return RMT_INSPECT_EXE;
+#endif
+#ifdef RMT_CONVERT_EXE
+  if (tool == "rmt-convert") return RMT_CONVERT_EXE;
+#endif
+  std::error_code ec;
+  const auto self = fs::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path().parent_path() / "examples" / tool).string();
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+bool contains(const std::string& text, const std::string& needle) {
+  return text.find(needle) != std::string::npos;
+}
+
+#define EXPECT_CONTAINS(text, needle) \
+  EXPECT_TRUE(contains(text, needle)) << "expected to find \"" << (needle) << "\" in:\n" << (text)
+#define EXPECT_LACKS(text, needle) \
+  EXPECT_FALSE(contains(text, needle)) << "expected no \"" << (needle) << "\" in:\n" << (text)
+
+// The same names in the same order, the same dtypes and shapes, the same bytes.
+void expect_bit_identical(const rmt::StateDict& actual, const rmt::StateDict& expected) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const auto& a = actual.items()[i];
+    const auto& e = expected.items()[i];
+    ASSERT_EQ(a.key(), e.key()) << "at position " << i;
+    ASSERT_EQ(a.value().scalar_type(), e.value().scalar_type()) << a.key();
+    ASSERT_EQ(a.value().sizes(), e.value().sizes()) << a.key();
+    const at::Tensor x = a.value().contiguous(), y = e.value().contiguous();
+    ASSERT_EQ(x.nbytes(), y.nbytes()) << a.key();
+    EXPECT_EQ(std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()), 0) << a.key();
+  }
+}
+
+class CheckpointTools : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() /
+           ("rmt_test_checkpoint_tools_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { remove_tree(dir_.string()); }
+
+  Result run(const std::string& tool, const std::vector<std::string>& args) {
+    const std::string exe = tool_path(tool);
+    if (!fs::exists(exe)) {
+      ADD_FAILURE() << exe << " does not exist: build the " << tool << " target first";
+      return {};
+    }
+    const auto out = dir_ / ".stdout", err = dir_ / ".stderr";
+    std::string command = quote(exe);
+    for (const auto& a : args) command += " " + quote(a);
+    command += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
+    const int raw = std::system(command.c_str());
+    Result r;
+    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    r.out = slurp(out);
+    r.err = slurp(err);
+    fs::remove(out);
+    fs::remove(err);
+    return r;
+  }
+
+  // What the tool failed with: status 1, one "tool: error: ..." message naming `needle`.
+  void expect_failure(const Result& r, const std::string& tool, const std::string& needle) {
+    EXPECT_EQ(r.status, 1) << r.out << r.err;
+    EXPECT_EQ(r.err.rfind(tool + ": error: ", 0), 0u) << r.err;
+    EXPECT_CONTAINS(r.err, needle);
+  }
+
+  std::string write(const std::string& name, const std::string& bytes) {
+    const auto p = (dir_ / name).string();
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p;
+  }
+
+  // The files in the work directory (to check that nothing half-written stays behind).
+  std::vector<std::string> listing() {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  fs::path dir_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// rmt-inspect
+
+TEST_F(CheckpointTools, InspectTrainingCheckpoint) {
+  const std::string path = rmt::test::data_path("tiny_cls.pth");
+  const Result r = run("rmt-inspect", {path});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const std::string& o = r.out;
+  EXPECT_CONTAINS(o, "file: " + path + "\n");
+  EXPECT_CONTAINS(o, "format: torch.save zip\n");
+  // The entries, with the metadata that is not weights.
+  for (const char* entry : {"model", "optimizer", "lr_scheduler", "scaler", "model_ema"}) {
+    EXPECT_CONTAINS(o, std::string("\n") + entry + ": ");
+  }
+  EXPECT_CONTAINS(o, "epoch: 299\n");
+  EXPECT_CONTAINS(o, "max_accuracy: 82.4");
+  EXPECT_CONTAINS(o, "args: argparse.Namespace\n");
+  EXPECT_CONTAINS(o, "  model = 'RMT_T3'\n");
+  EXPECT_CONTAINS(o, "  batch_size = 128\n");
+  EXPECT_CONTAINS(o, "  epochs = 300\n");
+  EXPECT_CONTAINS(o, "  betas = None\n");
+  EXPECT_CONTAINS(o, "  aa = 'rand-m9-mstd0.5-inc1'\n");
+  // The weights auto selection takes, one key per line with shape and dtype.
+  EXPECT_CONTAINS(o, "weights: entry 'model' (auto): 198 tensors\n");
+  EXPECT_CONTAINS(o, "  patch_embed.proj.0.weight  ");
+  const size_t line = o.find("  patch_embed.proj.0.weight  ");
+  ASSERT_NE(line, std::string::npos);
+  const std::string first = o.substr(line, o.find('\n', line) - line);
+  EXPECT_CONTAINS(first, "[8, 3, 3, 3]");
+  EXPECT_CONTAINS(first, "float32");
+  EXPECT_CONTAINS(o, "  head.weight ");
+  EXPECT_CONTAINS(o, "int64");
+  // 198 tensors; every line of the listing names a key of read_state_dict.
+  const rmt::StateDict weights = rmt::read_state_dict(path);
+  int64_t elements = 0, floating = 0;
+  for (const auto& item : weights) {
+    EXPECT_CONTAINS(o, "\n  " + item.key() + " ");
+    elements += item.value().numel();
+    if (at::isFloatingType(item.value().scalar_type())) floating += item.value().numel();
+  }
+  EXPECT_CONTAINS(o, "total: 198 tensors, ");
+  EXPECT_EQ(elements, 187754);
+  EXPECT_CONTAINS(o, " parameters (floating-point elements)");
+  EXPECT_CONTAINS(o, "187,754 elements in all");
+}
+
+TEST_F(CheckpointTools, InspectDenseBackboneByPrefix) {
+  const std::string path = rmt::test::data_path("tiny_dense.pth");
+  // Without a selection: the mmseg checkpoint's entries, and its state_dict.
+  const Result all = run("rmt-inspect", {path, "--no-keys"});
+  ASSERT_EQ(all.status, 0) << all.err;
+  EXPECT_CONTAINS(all.out, "meta: ");
+  EXPECT_CONTAINS(all.out, "iter: 80000");
+  EXPECT_CONTAINS(all.out, "weights: entry 'state_dict' (auto): 200 tensors\n");
+  EXPECT_LACKS(all.out, "\n  backbone.patch_embed.proj.0.weight ");
+
+  // --key-prefix backbone.: only that state_dict, the prefix removed, the head and neck left out.
+  const Result r = run("rmt-inspect", {path, "--key-prefix", "backbone."});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_CONTAINS(r.out, "format: torch.save zip\n");
+  EXPECT_LACKS(r.out, "meta: ");
+  EXPECT_CONTAINS(r.out, "weights: entry 'state_dict' (auto), keys starting with 'backbone.': ");
+  EXPECT_CONTAINS(r.out, "\n  patch_embed.proj.0.weight ");
+  EXPECT_LACKS(r.out, "backbone.patch_embed");
+  EXPECT_LACKS(r.out, "decode_head");
+  EXPECT_LACKS(r.out, "neck.");
+  rmt::WeightsSelection backbone;
+  backbone.key_prefix = "backbone.";
+  const rmt::StateDict weights = rmt::read_state_dict(path, backbone);
+  EXPECT_CONTAINS(r.out, ": " + std::to_string(weights.size()) + " tensors\n");
+  for (const auto& item : weights) EXPECT_CONTAINS(r.out, "\n  " + item.key() + " ");
+}
+
+TEST_F(CheckpointTools, InspectJson) {
+  const std::string path = rmt::test::data_path("tiny_ls.pth");
+  const Result r = run("rmt-inspect", {path, "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("format"), "torch.save zip");
+  std::map<std::string, nlohmann::json> entries;
+  for (const auto& e : j.at("entries")) entries[e.at("key")] = e;
+  EXPECT_EQ(entries.at("epoch").at("value"), 10);
+  EXPECT_EQ(entries.at("arch").at("value"), "tiny_ls");
+  EXPECT_EQ(entries.at("args").at("type"), "argparse.Namespace");
+  EXPECT_CONTAINS(entries.at("args").at("value").get<std::string>(), "model='tiny_ls'");
+  const auto& w = j.at("weights");
+  EXPECT_EQ(w.at("source"), "entry 'state_dict' (auto)");
+  const rmt::StateDict weights = rmt::read_state_dict(path);
+  ASSERT_EQ(w.at("keys").size(), weights.size());
+  int64_t elements = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const auto& item = weights.items()[i];
+    const auto& k = w.at("keys")[i];
+    EXPECT_EQ(k.at("name"), item.key());
+    EXPECT_EQ(k.at("shape").get<std::vector<int64_t>>(), item.value().sizes().vec());
+    elements += item.value().numel();
+  }
+  EXPECT_EQ(w.at("tensors"), weights.size());
+  EXPECT_EQ(w.at("elements"), elements);
+}
+
+TEST_F(CheckpointTools, InspectSafetensorsAndLegacy) {
+  const Result st = run("rmt-inspect", {rmt::test::data_path("tiny_cls.safetensors")});
+  ASSERT_EQ(st.status, 0) << st.err;
+  EXPECT_CONTAINS(st.out, "format: safetensors\n");
+  EXPECT_CONTAINS(st.out, "weights: the top-level dict (auto): 198 tensors\n");
+  const Result legacy = run("rmt-inspect", {rmt::test::data_path("tiny_cls.legacy.pth")});
+  ASSERT_EQ(legacy.status, 0) << legacy.err;
+  EXPECT_CONTAINS(legacy.out, "format: torch.save legacy\n");
+  const Result half = run("rmt-inspect", {rmt::test::data_path("tiny_cls.fp16.pth")});
+  ASSERT_EQ(half.status, 0) << half.err;
+  EXPECT_CONTAINS(half.out, "float16");
+}
+
+TEST_F(CheckpointTools, InspectFailsClearly) {
+  // Not a checkpoint, truncated, missing, a directory, a missing entry, no key with the prefix.
+  const std::string junk = write("junk.pth", "this is not a checkpoint at all\n");
+  expect_failure(run("rmt-inspect", {junk}), "rmt-inspect", junk + ": not a checkpoint");
+
+  const std::string whole = slurp(rmt::test::data_path("tiny_cls.pth"));
+  const std::string cut = write("cut.pth", whole.substr(0, whole.size() / 2));
+  const Result truncated = run("rmt-inspect", {cut});
+  expect_failure(truncated, "rmt-inspect", cut + ": ");
+  EXPECT_EQ(truncated.out, "");
+
+  const std::string missing = (dir_ / "missing.pth").string();
+  expect_failure(run("rmt-inspect", {missing}), "rmt-inspect", missing + ": cannot open");
+  expect_failure(run("rmt-inspect", {dir_.string()}), "rmt-inspect", "not a regular file");
+
+  const std::string path = rmt::test::data_path("tiny_cls.pth");
+  expect_failure(run("rmt-inspect", {path, "--weights-key", "nope"}), "rmt-inspect",
+                 "no entry 'nope'; entries: model, optimizer");
+  expect_failure(run("rmt-inspect", {path, "--key-prefix", "backbone."}), "rmt-inspect",
+                 "starts with 'backbone.'");
+  // Flipped bytes inside a tensor record: the CRC catches them.
+  std::string flipped = whole;
+  const size_t at = flipped.find("tiny_cls/data/0");
+  ASSERT_NE(at, std::string::npos);
+  flipped[at + 200] ^= 0x55;
+  const std::string damaged = write("damaged.pth", flipped);
+  expect_failure(run("rmt-inspect", {damaged}), "rmt-inspect", damaged + ": ");
+  expect_failure(run("rmt-inspect", {damaged}), "rmt-inspect", "CRC-32 mismatch");
+
+  EXPECT_NE(run("rmt-inspect", {}).status, 0);  // the file is required
+}
+
+// ---------------------------------------------------------------------------------------------
+// rmt-convert
+
+TEST_F(CheckpointTools, ConvertTrainingCheckpoint) {
+  const std::string path = rmt::test::data_path("tiny_cls.pth");
+  const std::string out = (dir_ / "tiny_cls.safetensors").string();
+  const Result r = run("rmt-convert", {path, out});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_CONTAINS(r.out, "wrote " + out + ": 198 tensors, 187754 elements, from entry 'model'");
+  expect_bit_identical(rmt::read_state_dict(out), rmt::read_state_dict(path));
+
+  const rmt::CheckpointContents c = rmt::read_checkpoint(out);
+  EXPECT_EQ(c.format, "safetensors");
+  EXPECT_EQ(c.metadata.at("source"), "tiny_cls.pth");
+  EXPECT_EQ(c.metadata.at("source_format"), "torch.save zip");
+  EXPECT_EQ(c.metadata.at("weights_key"), "model");
+  EXPECT_EQ(c.metadata.at("format"), "pt");
+  EXPECT_EQ(c.metadata.count("arch"), 0u);
+  EXPECT_EQ(listing(), std::vector<std::string>{"tiny_cls.safetensors"});
+
+  // The EMA weights on request; the same file again only with --force.
+  const Result again = run("rmt-convert", {path, out, "--weights-key", "model_ema"});
+  expect_failure(again, "rmt-convert", out + " exists (give --force");
+  const Result ema = run("rmt-convert", {path, out, "--weights-key", "model_ema", "--force"});
+  ASSERT_EQ(ema.status, 0) << ema.err;
+  rmt::WeightsSelection s;
+  s.weights_key = "model_ema";
+  expect_bit_identical(rmt::read_state_dict(out), rmt::read_state_dict(path, s));
+  EXPECT_EQ(rmt::read_checkpoint(out).metadata.at("weights_key"), "model_ema");
+}
+
+TEST_F(CheckpointTools, ConvertEveryFormat) {
+  // The legacy, DistributedDataParallel and float16 variants, and safetensors itself: the same
+  // weights (the float16 file keeps float16).
+  const rmt::StateDict reference = rmt::read_state_dict(rmt::test::data_path("tiny_cls.pth"));
+  for (const char* name : {"tiny_cls.legacy.pth", "tiny_cls.module_prefix.pth",
+                           "tiny_cls.safetensors", "tiny_cls.fp16.pth"}) {
+    SCOPED_TRACE(name);
+    const std::string path = rmt::test::data_path(name);
+    const std::string out = (dir_ / (std::string(name) + ".safetensors")).string();
+    const Result r = run("rmt-convert", {path, out, "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, "");
+    const rmt::StateDict converted = rmt::read_state_dict(out);
+    expect_bit_identical(converted, rmt::read_state_dict(path));
+    ASSERT_EQ(converted.size(), reference.size());
+    EXPECT_EQ(converted.items()[0].key(), reference.items()[0].key());  // module. removed
+    if (std::string(name) == "tiny_cls.fp16.pth") {
+      EXPECT_EQ(converted.items()[0].value().scalar_type(), at::kHalf);
+    }
+  }
+}
+
+TEST_F(CheckpointTools, ConvertDenseBackboneCheckedAgainstItsConfig) {
+  const std::string path = rmt::test::data_path("tiny_dense.pth");
+  const std::string config = (dir_ / "tiny_dense.json").string();
+  std::ofstream(config) << rmt::test::manifest_case("tiny_dense").at("config").dump();
+  const std::string out = (dir_ / "backbone.safetensors").string();
+  const Result r = run("rmt-convert", {path, out, "--key-prefix", "backbone.", "--config",
+                                       config, "--kind", "dense"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_CONTAINS(r.out, "they load into " + config);
+  rmt::WeightsSelection backbone;
+  backbone.key_prefix = "backbone.";
+  expect_bit_identical(rmt::read_state_dict(out), rmt::read_state_dict(path, backbone));
+  const auto meta = rmt::read_checkpoint(out).metadata;
+  EXPECT_EQ(meta.at("weights_key"), "state_dict");
+  EXPECT_EQ(meta.at("key_prefix"), "backbone.");
+  EXPECT_EQ(meta.at("kind"), "dense");
+  const auto written = nlohmann::json::parse(meta.at("config"));
+  EXPECT_EQ(written.at("embed_dims"), rmt::test::manifest_case("tiny_dense").at("config").at("embed_dims"));
+
+  // Without the prefix the head and neck do not belong to the backbone: refused, nothing written.
+  const std::string whole = (dir_ / "whole.safetensors").string();
+  const Result bad = run("rmt-convert", {path, whole, "--config", config, "--kind", "dense"});
+  expect_failure(bad, "rmt-convert", "do not load into the config " + config);
+  EXPECT_CONTAINS(bad.err, "decode_head.conv_seg.weight");
+  EXPECT_FALSE(fs::exists(whole));
+}
+
+TEST_F(CheckpointTools, ConvertWithPresetRefusesWeightsOfAnotherModel) {
+  const std::string out = (dir_ / "rmt_t.safetensors").string();
+  const Result r = run("rmt-convert", {rmt::test::data_path("tiny_cls.pth"), out, "--arch", "rmt_t"});
+  expect_failure(r, "rmt-convert", "do not load into preset rmt_t");
+  EXPECT_TRUE(listing().empty());
+  expect_failure(run("rmt-convert", {rmt::test::data_path("tiny_cls.pth"), out, "--arch", "rmt_x"}),
+                 "rmt-convert", "unknown preset 'rmt_x'");
+  EXPECT_TRUE(listing().empty());
+}
+
+TEST_F(CheckpointTools, ConvertWithPreset) {
+  // The full-size RMT-T weights, when this machine has them.
+  if (!rmt::test::reference_available("rmt_t.pth")) GTEST_SKIP() << "no rmt_t.pth reference";
+  const std::string path = rmt::test::reference_path("rmt_t.pth");
+  const std::string out = (dir_ / "rmt_t.safetensors").string();
+  const Result r = run("rmt-convert", {path, out, "--arch", "rmt_t"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_CONTAINS(r.out, "they load into rmt_t");
+  const auto meta = rmt::read_checkpoint(out).metadata;
+  EXPECT_EQ(meta.at("arch"), "rmt_t");
+  EXPECT_EQ(meta.at("kind"), "classifier");
+  EXPECT_NO_THROW(nlohmann::json::parse(meta.at("config")));
+  expect_bit_identical(rmt::read_state_dict(out), rmt::read_state_dict(path));
+}
+
+TEST_F(CheckpointTools, ConvertNeverOverwritesItsInput) {
+  const std::string original = slurp(rmt::test::data_path("tiny_cls.safetensors"));
+  const std::string input = write("weights.safetensors", original);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{input, input}, {input, input, "--force"},
+        {input, (dir_ / "." / "weights.safetensors").string(), "--force"}}) {
+    expect_failure(run("rmt-convert", args), "rmt-convert", "is the input file");
+  }
+  // A hard link to it is the same file too.
+  const std::string link = (dir_ / "link.safetensors").string();
+  ASSERT_EQ(::link(input.c_str(), link.c_str()), 0);
+  expect_failure(run("rmt-convert", {input, link, "--force"}), "rmt-convert", "is the input file");
+  EXPECT_EQ(slurp(input), original);
+  EXPECT_EQ(listing(), (std::vector<std::string>{"link.safetensors", "weights.safetensors"}));
+}
+
+TEST_F(CheckpointTools, ConvertFailsCleanly) {
+  // Damaged input: an error naming it, no output, no temporary file left.
+  const std::string whole = slurp(rmt::test::data_path("tiny_cls.pth"));
+  const std::string cut = write("cut.pth", whole.substr(0, whole.size() - 100));
+  const std::string out = (dir_ / "out.safetensors").string();
+  expect_failure(run("rmt-convert", {cut, out}), "rmt-convert", cut + ": zip archive");
+  const std::string junk = write("junk.bin", std::string(64, '\x07'));
+  expect_failure(run("rmt-convert", {junk, out}), "rmt-convert", junk + ": not a checkpoint");
+  expect_failure(run("rmt-convert", {rmt::test::data_path("tiny_cls.pth"), out, "--weights-key",
+                                     "optimizer"}),
+                 "rmt-convert", "entry 'optimizer': 'state' is a dict, not a tensor");
+  EXPECT_EQ(listing(), (std::vector<std::string>{"cut.pth", "junk.bin"}));
+
+  // An output that cannot be written: a missing directory.
+  const std::string nowhere = (dir_ / "no" / "such" / "dir.safetensors").string();
+  expect_failure(run("rmt-convert", {rmt::test::data_path("tiny_cls.pth"), nowhere}),
+                 "rmt-convert", "cannot write " + nowhere);
+  // An existing output that is a directory.
+  expect_failure(run("rmt-convert", {rmt::test::data_path("tiny_cls.pth"), dir_.string(), "--force"}),
+                 "rmt-convert", "is a directory");
+  EXPECT_EQ(listing(), (std::vector<std::string>{"cut.pth", "junk.bin"}));
+}
+
+}  // namespace
