@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
+#include "tool_common.h"
 #include "rmt/model.h"
 #include "rmt/preprocess.h"
 
@@ -31,16 +32,7 @@ namespace fs = std::filesystem;
 constexpr const char* kTool = "rmt-classify";
 
 // Exit codes.
-constexpr int kOk = 0, kFatal = 1, kSomeInputsFailed = 2;
-
-torch::Dtype parse_dtype(const std::string& name) {
-  if (name == "float32") return torch::kFloat32;
-  if (name == "float64") return torch::kFloat64;
-  if (name == "float16") return torch::kFloat16;
-  if (name == "bfloat16") return torch::kBFloat16;
-  throw std::invalid_argument("--dtype: expected float32, float64, float16 or bfloat16, found '" +
-                              name + "'");
-}
+constexpr int kOk = 0, kSomeInputsFailed = 2;  // fatal errors: 1 (run_tool)
 
 std::vector<std::string> split_lines(const std::string& text) {
   std::vector<std::string> lines;
@@ -217,14 +209,8 @@ int run(int argc, char** argv) {
   if (arch.empty() && config_path.empty()) {
     throw std::invalid_argument("give --arch NAME or --config FILE.json");
   }
-  const auto dtype = parse_dtype(dtype_name);
-  if (device_name != "cpu" && device_name != "cuda") {
-    throw std::invalid_argument("--device: expected cpu or cuda, found '" + device_name + "'");
-  }
-  if (device_name == "cuda" && !torch::cuda::is_available()) {
-    throw std::runtime_error("--device cuda: no CUDA device is available");
-  }
-  const torch::Device device(device_name);
+  const auto dtype = rmt::tools::parse_dtype(dtype_name);
+  const torch::Device device = rmt::tools::parse_device(device_name);
 
   rmt::PreprocessOptions pre;
   pre.input_size = input_size;
@@ -365,12 +351,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const c10::Error& e) {
-    std::cerr << kTool << ": error: " << e.what_without_backtrace() << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << kTool << ": error: " << e.what() << "\n";
-  }
-  return kFatal;
+  return rmt::tools::run_tool(kTool, [&] { return run(argc, argv); });
 }

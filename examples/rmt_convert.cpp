@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "tool_common.h"
 #include "rmt/checkpoint.h"
 #include "rmt/model.h"
 #include "rmt/state_dict.h"
@@ -206,12 +207,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const c10::Error& e) {
-    std::cerr << "rmt-convert: error: " << e.what_without_backtrace() << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "rmt-convert: error: " << e.what() << "\n";
-  }
-  return 1;
+  return rmt::tools::run_tool("rmt-convert", [&] { return run(argc, argv); });
 }

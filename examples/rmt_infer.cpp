@@ -8,18 +8,10 @@
 #include <torch/cuda.h>
 
 #include "rmt/rmt.h"
+#include "tool_common.h"
 #include "rmt/summary.h"
 
 namespace {
-
-torch::Dtype parse_dtype(const std::string& name) {
-  if (name == "float32") return torch::kFloat32;
-  if (name == "float64") return torch::kFloat64;
-  if (name == "float16") return torch::kFloat16;
-  if (name == "bfloat16") return torch::kBFloat16;
-  throw std::invalid_argument("--dtype: expected float32, float64, float16 or bfloat16, found '" +
-                              name + "'");
-}
 
 int run(int argc, char** argv) {
   CLI::App app{"Runs an RMT model (a preset or a config) with a checkpoint on a .npy image batch."};
@@ -75,14 +67,8 @@ int run(int argc, char** argv) {
     if (value->empty()) throw std::invalid_argument(std::string(name) + " is required (unless --summary)");
   }
 
-  const auto dtype = parse_dtype(dtype_name);
-  if (device_name != "cpu" && device_name != "cuda") {
-    throw std::invalid_argument("--device: expected cpu or cuda, found '" + device_name + "'");
-  }
-  if (device_name == "cuda" && !torch::cuda::is_available()) {
-    throw std::runtime_error("--device cuda: no CUDA device is available");
-  }
-  const torch::Device device(device_name);
+  const auto dtype = rmt::tools::parse_dtype(dtype_name);
+  const torch::Device device = rmt::tools::parse_device(device_name);
 
   std::optional<rmt::Model> model;
   if (!arch.empty()) {
@@ -138,12 +124,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const c10::Error& e) {
-    std::cerr << "rmt-infer: error: " << e.what_without_backtrace() << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "rmt-infer: error: " << e.what() << "\n";
-  }
-  return 1;
+  return rmt::tools::run_tool("rmt-infer", [&] { return run(argc, argv); });
 }

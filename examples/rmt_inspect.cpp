@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "tool_common.h"
 #include "rmt/checkpoint.h"
 #include "rmt/pickle.h"
 
@@ -241,12 +242,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const c10::Error& e) {
-    std::cerr << "rmt-inspect: error: " << e.what_without_backtrace() << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "rmt-inspect: error: " << e.what() << "\n";
-  }
-  return 1;
+  return rmt::tools::run_tool("rmt-inspect", [&] { return run(argc, argv); });
 }

@@ -6,8 +6,8 @@
 # grow in BUILD_DIR/corpus-<target>; crash-*/leak-*/timeout-* files land in BUILD_DIR, and each
 # run's log in BUILD_DIR/fuzz-<target>.log (its last lines: exec count, coverage).
 # Environment: JOBS (build jobs, 2), MAX_LEN (bytes per input, 65536), MERGE=1 (afterwards,
-# add the working-corpus inputs that reach new coverage to fuzz/corpus/<target>: libFuzzer's
-# -merge=1, which keeps the smallest input per feature).
+# add the working-corpus inputs that reach new edges to fuzz/corpus/<target>: libFuzzer's
+# -merge=1 on edge coverage only, -use_counters=0, which keeps the corpus small).
 set -euo pipefail
 
 seconds=${1:-60}
@@ -49,7 +49,7 @@ for target in "${targets[@]}"; do
   tail -n 1 "$build/fuzz-$target.log"
   if [[ ${MERGE:-0} == 1 && $status == 0 ]]; then
     mkdir -p "$root/fuzz/corpus/$target"
-    (cd "$build" && "$build/fuzz/fuzz_$target" -merge=1 -max_len="$max_len" -timeout=30 \
+    (cd "$build" && "$build/fuzz/fuzz_$target" -merge=1 -use_counters=0 -max_len="$max_len" -timeout=30 \
         "$root/fuzz/corpus/$target" "$build/corpus-$target") >"$build/merge-$target.log" 2>&1 ||
       status=1
     tail -n 1 "$build/merge-$target.log"

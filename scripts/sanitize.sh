@@ -5,7 +5,8 @@
 #   scripts/sanitize.sh [BUILD_DIR] [CTEST_ARGS...]       e.g. scripts/sanitize.sh '' -R checkpoint
 #
 # BUILD_DIR defaults to build-sanitize. Environment: JOBS (build jobs, 2), CTEST_JOBS (tests run
-# at once, 1), CC/CXX (clang/clang++; gcc/g++ work too), RMT_SANITIZE_CMAKE_ARGS (more
+# at once, 1), CC/CXX (gcc/g++, whose sanitizer runtimes come with g++ on Debian; clang/clang++
+# work too, with libclang-rt-14-dev), RMT_SANITIZE_CMAKE_ARGS (more
 # configure arguments, e.g. -DTorch_DIR=...). Every sanitizer finding fails the test it happens
 # in. LibTorch itself is not instrumented: only rmt's code (the library, tools and tests) is checked.
 #
@@ -24,8 +25,8 @@ build=${1:-}
 [[ -n $build ]] || build=$root/build-sanitize
 shift $(( $# > 0 ? 1 : 0 ))
 jobs=${JOBS:-2}
-cc=${CC:-clang}
-cxx=${CXX:-clang++}
+cc=${CC:-gcc}
+cxx=${CXX:-g++}
 flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 
 if ! printf 'int main() { return 0; }\n' |

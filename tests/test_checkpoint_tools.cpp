@@ -285,6 +285,32 @@ TEST_F(CheckpointTools, InspectFailsClearly) {
   EXPECT_NE(run("rmt-inspect", {}).status, 0);  // the file is required
 }
 
+TEST_F(CheckpointTools, NothingFromTheFileRuns) {
+  // A legacy torch.save file (a stream of pickles) whose object is os.system("touch PWNED"), as
+  // Python pickles it on Linux: refused, by name and byte offset, and nothing happens.
+  const std::string marker = (dir_ / "PWNED").string();
+  const std::string command = "touch " + marker;
+  std::string bytes;
+  bytes += std::string("\x80\x02\x8a\x0a", 4) + "\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19" + ".";
+  bytes += std::string("\x80\x02M\xe9\x03.", 6);  // protocol version 1001
+  bytes += std::string("\x80\x02}.", 4);          // sys_info
+  const auto n = static_cast<uint32_t>(command.size());
+  bytes += std::string("\x80\x02" "cposix\nsystem\nX", 17) +
+           std::string(reinterpret_cast<const char*>(&n), 4) + command + "\x85R.";
+  const std::string evil = write("evil.pth", bytes);
+  for (const char* tool : {"rmt-inspect", "rmt-convert"}) {
+    SCOPED_TRACE(tool);
+    std::vector<std::string> args{evil};
+    if (std::string(tool) == "rmt-convert") args.push_back((dir_ / "out.safetensors").string());
+    const Result r = run(tool, args);
+    expect_failure(r, tool, evil + ": legacy torch.save: the object pickle: pickle: refusing to "
+                                   "call posix.system (REDUCE): it could run code");
+    EXPECT_CONTAINS(r.err, " at byte ");
+    EXPECT_FALSE(fs::exists(marker));
+  }
+  EXPECT_EQ(listing(), std::vector<std::string>{"evil.pth"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // rmt-convert
 
@@ -386,7 +412,7 @@ TEST_F(CheckpointTools, ConvertWithPreset) {
   const auto meta = rmt::read_checkpoint(out).metadata;
   EXPECT_EQ(meta.at("arch"), "rmt_t");
   EXPECT_EQ(meta.at("kind"), "classifier");
-  EXPECT_NO_THROW(nlohmann::json::parse(meta.at("config")));
+  EXPECT_NO_THROW((void)nlohmann::json::parse(meta.at("config")));
   expect_bit_identical(rmt::read_state_dict(out), rmt::read_state_dict(path));
 }
 
