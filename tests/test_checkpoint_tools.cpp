@@ -412,7 +412,9 @@ TEST_F(CheckpointTools, ConvertWithPreset) {
   const auto meta = rmt::read_checkpoint(out).metadata;
   EXPECT_EQ(meta.at("arch"), "rmt_t");
   EXPECT_EQ(meta.at("kind"), "classifier");
-  EXPECT_NO_THROW((void)nlohmann::json::parse(meta.at("config")));
+  nlohmann::json config;
+  EXPECT_NO_THROW(config = nlohmann::json::parse(meta.at("config")));
+  EXPECT_TRUE(config.contains("embed_dims")) << config;
   expect_bit_identical(rmt::read_state_dict(out), rmt::read_state_dict(path));
 }
 

@@ -42,15 +42,21 @@ TEST_P(CudaModel, MatchesTheAuthors) {
   model.to(torch::kCUDA, param.dtype);
   auto input = rmt::read_npy(find_reference_file(entry.at("input")));
   torch::NoGradGuard no_grad;
-  auto outputs = model.forward(input.to(torch::kCUDA, param.dtype));
-  const auto& files = entry.at("outputs");
-  ASSERT_EQ(outputs.size(), files.size());
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    EXPECT_EQ(outputs[i].device().type(), torch::kCUDA);
-    EXPECT_EQ(outputs[i].scalar_type(), param.dtype);
-    const double error = relative_error(outputs[i], rmt::read_npy(find_reference_file(files[i])));
-    EXPECT_LT(error, param.tolerance) << param.name << " output " << i;
-    std::cout << "[ cuda     ] " << param.name << " " << param.dtype << ": " << error << "\n";
+  // Both the fused CUDA kernels and the authors' op chain on the GPU.
+  for (auto backend : {rmt::nn::AttentionBackend::Fused, rmt::nn::AttentionBackend::Reference}) {
+    model.set_attention_backend(backend);
+    const char* tag = backend == rmt::nn::AttentionBackend::Fused ? "fused" : "reference";
+    auto outputs = model.forward(input.to(torch::kCUDA, param.dtype));
+    const auto& files = entry.at("outputs");
+    ASSERT_EQ(outputs.size(), files.size());
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      EXPECT_EQ(outputs[i].device().type(), torch::kCUDA);
+      EXPECT_EQ(outputs[i].scalar_type(), param.dtype);
+      const double error = relative_error(outputs[i], rmt::read_npy(find_reference_file(files[i])));
+      EXPECT_LT(error, param.tolerance) << param.name << " " << tag << " output " << i;
+      std::cout << "[ cuda     ] " << param.name << " " << tag << " " << param.dtype << ": " << error
+                << "\n";
+    }
   }
 }
 

@@ -26,7 +26,9 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
   auto v = v_proj->forward(x);
   auto local = lepe->forward(v);
   torch::Tensor out;
-  if (options.backend() == AttentionBackend::Reference) {
+  const bool reference = options.backend() == AttentionBackend::Reference ||
+                         (options.backend() == AttentionBackend::Auto && x.is_cuda());
+  if (reference) {
     out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
                                : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
   } else {
