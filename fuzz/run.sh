@@ -46,7 +46,6 @@ for target in "${targets[@]}"; do
       >"$build/fuzz-$target.log" 2>&1 || status=1
   grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)' \
     "$build/fuzz-$target.log" || true
-  tail -n 1 "$build/fuzz-$target.log"
   if [[ ${MERGE:-0} == 1 && $status == 0 ]]; then
     mkdir -p "$root/fuzz/corpus/$target"
     (cd "$build" && "$build/fuzz/fuzz_$target" -merge=1 -use_counters=0 -max_len="$max_len" -timeout=30 \

@@ -841,7 +841,8 @@ TEST(Pickle, LimitsAndBadInput) {
   };
   for (const auto& [input, needle] : cases) {
     SCOPED_TRACE(needle);
-    expect_error([&] { rmt::pickle::read_pickle(input.data(), input.size()); }, needle);
+    const std::string& bytes = input;  // C++17 lambdas cannot capture structured bindings
+    expect_error([&] { rmt::pickle::read_pickle(bytes.data(), bytes.size()); }, needle);
   }
 }
 
