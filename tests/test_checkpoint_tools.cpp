@@ -20,35 +20,17 @@
 #include <ATen/ATen.h>
 
 #include "reference.h"
+#include "tool_runner.h"
 #include "rmt/checkpoint.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-// Not std::filesystem::remove_all (see test_tools.cpp: LibTorch's exported copy crashes on
-// Debian 12's libstdc++).
-int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
-void remove_tree(const std::string& path) { ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+using rmt::test::remove_tree;
 
-// Given by CMake (tests/checkpoint_tools.cmake), else next to this test in the build tree.
-std::string tool_path(const std::string& tool) {
-#ifdef RMT_INSPECT_EXE
-  if (tool == "rmt-inspect") return RMT_INSPECT_EXE;
-#endif
-#ifdef RMT_CONVERT_EXE
-  if (tool == "rmt-convert") return RMT_CONVERT_EXE;
-#endif
-  std::error_code ec;
-  const auto self = fs::read_symlink("/proc/self/exe", ec);
-  return (self.parent_path().parent_path() / "examples" / tool).string();
-}
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
+using rmt::test::quote;
+using rmt::test::tool_path;
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

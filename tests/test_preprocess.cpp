@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 
 #include "reference.h"
+#include "tool_runner.h"
 #include "rmt/image.h"
 #include "rmt/npy.h"
 #include "rmt/preprocess.h"
@@ -34,10 +35,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Not std::filesystem::remove_all: the copy libtorch.so exports (and that wins at link time) calls
-// recursive_directory_iterator::__erase, which Debian 12's libstdc++ lacks, and crashes.
-int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
-void remove_tree(const std::string& path) { ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+using rmt::test::remove_tree;
 using rmt::Image;
 
 // The synthetic test image of make_preprocess_fixtures.py's pattern(): gradients, a wrapping hash

@@ -15,6 +15,7 @@
 #include <ATen/ATen.h>
 
 #include "reference.h"
+#include "tool_runner.h"
 #include "rmt/model.h"
 #include "rmt/state_dict.h"
 #include "rmt/preprocess.h"
@@ -36,30 +37,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Not std::filesystem::remove_all: the copy libtorch.so exports (and that wins at link time) calls
-// recursive_directory_iterator::__erase, which Debian 12's libstdc++ lacks, and crashes.
-int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
-void remove_tree(const std::string& path) { ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+using rmt::test::remove_tree;
 
-// Where the tools are: given by CMake (tests/install_test.cmake), else next to this test in the
-// build tree (build/tests/test_tools -> build/examples/<tool>).
-std::string tool_path(const std::string& tool) {
-#ifdef RMT_CLASSIFY_EXE
-  if (tool == "rmt-classify") return RMT_CLASSIFY_EXE;
-#endif
-#ifdef RMT_INFER_EXE
-  if (tool == "rmt-infer") return RMT_INFER_EXE;
-#endif
-  std::error_code ec;
-  const auto self = fs::read_symlink("/proc/self/exe", ec);
-  return (self.parent_path().parent_path() / "examples" / tool).string();
-}
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
+using rmt::test::quote;
+using rmt::test::tool_path;
 
 struct Result {
   int status = -1;

@@ -1,0 +1,46 @@
+#pragma once
+// Helpers of the tests that run the command-line tools and write scratch files.
+#include <ftw.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace rmt::test {
+
+// Not std::filesystem::remove_all: the copy libtorch.so exports (and that wins at link time) calls
+// recursive_directory_iterator::__erase, which Debian 12's libstdc++ lacks, and crashes.
+inline int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+inline void remove_tree(const std::string& path) {
+  ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+// Where a tool is: given by CMake as RMT_<TOOL>_EXE (tests/*.cmake), else next to the test in the
+// build tree (build/tests/test_x -> build/examples/<tool>). Inline in each test program, so each
+// sees its own definitions.
+inline std::string tool_path(const std::string& tool) {
+#ifdef RMT_CLASSIFY_EXE
+  if (tool == "rmt-classify") return RMT_CLASSIFY_EXE;
+#endif
+#ifdef RMT_INFER_EXE
+  if (tool == "rmt-infer") return RMT_INFER_EXE;
+#endif
+#ifdef RMT_INSPECT_EXE
+  if (tool == "rmt-inspect") return RMT_INSPECT_EXE;
+#endif
+#ifdef RMT_CONVERT_EXE
+  if (tool == "rmt-convert") return RMT_CONVERT_EXE;
+#endif
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path().parent_path() / "examples" / tool).string();
+}
+
+// A shell word: single-quoted, inner quotes escaped.
+inline std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+}  // namespace rmt::test
