@@ -73,13 +73,13 @@ void synchronize(const torch::Device& device) {
 }
 
 Result measure(const Options& opt, const std::string& preset, int64_t batch, int64_t size,
-               rmt::nn::AttentionBackend backend) {
+               rmt::nn::Backend backend) {
   Result r;
   const torch::Device device(opt.device);
   auto model = rmt::Model::from_preset(preset);
   model.to(device, opt.dtype);
   model.eval();
-  model.set_attention_backend(backend);
+  model.set_backend(backend);
   torch::NoGradGuard no_grad;
   auto images = torch::randn({batch, 3, size, size}).to(device, opt.dtype);
   r.baseline_mib = rss_mib_now();
@@ -112,7 +112,7 @@ Result measure(const Options& opt, const std::string& preset, int64_t batch, int
 
 // Runs measure() in a child process and returns its result through a pipe.
 Result measure_isolated(const Options& opt, const std::string& preset, int64_t batch, int64_t size,
-                        rmt::nn::AttentionBackend backend) {
+                        rmt::nn::Backend backend) {
   int fds[2];
   Result r;
   if (pipe(fds) != 0) {
@@ -142,8 +142,8 @@ Result measure_isolated(const Options& opt, const std::string& preset, int64_t b
 }
 
 void row(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
-  const auto fused = measure_isolated(opt, preset, batch, size, rmt::nn::AttentionBackend::Fused);
-  const auto literal = measure_isolated(opt, preset, batch, size, rmt::nn::AttentionBackend::Reference);
+  const auto fused = measure_isolated(opt, preset, batch, size, rmt::nn::Backend::Fused);
+  const auto literal = measure_isolated(opt, preset, batch, size, rmt::nn::Backend::Reference);
   std::printf("| %s | %lldx%lld | %lld |", preset.c_str(), static_cast<long long>(size),
               static_cast<long long>(size), static_cast<long long>(batch));
   for (const auto* r : {&fused, &literal}) {

@@ -62,8 +62,8 @@ std::pair<torch::Tensor, torch::Tensor> VisRetNetImpl::forward_train(const torch
   return {head->forward(pool(tokens)), aux_head->forward(tokens.flatten(1, 2))};
 }
 
-void VisRetNetImpl::set_attention_backend(nn::AttentionBackend backend) {
-  detail::set_attention_backend(layers, backend);
+void VisRetNetImpl::set_backend(nn::Backend backend) {
+  detail::set_backend(layers, backend);
 }
 
 }  // namespace rmt

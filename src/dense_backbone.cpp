@@ -44,8 +44,8 @@ void DenseBackboneImpl::train(bool on) {
   }
 }
 
-void DenseBackboneImpl::set_attention_backend(nn::AttentionBackend backend) {
-  detail::set_attention_backend(layers, backend);
+void DenseBackboneImpl::set_backend(nn::Backend backend) {
+  detail::set_backend(layers, backend);
 }
 
 }  // namespace rmt

@@ -36,11 +36,11 @@ std::vector<torch::Tensor> Model::forward(const torch::Tensor& images) {
 
 void Model::to(torch::Device device, torch::Dtype dtype) { move_to(*module_, device, dtype); }
 
-void Model::set_attention_backend(nn::AttentionBackend backend) {
+void Model::set_backend(nn::Backend backend) {
   if (kind_ == ModelKind::Dense) {
-    dense_backbone()->set_attention_backend(backend);
+    dense_backbone()->set_backend(backend);
   } else {
-    classifier()->set_attention_backend(backend);
+    classifier()->set_backend(backend);
   }
 }
 

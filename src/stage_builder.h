@@ -11,6 +11,6 @@ namespace rmt::detail {
 // BasicLayers with the stochastic depth rates of linspace(0, drop_path_rate, sum(depths)).
 torch::nn::ModuleList build_stages(const Config& config);
 
-void set_attention_backend(torch::nn::ModuleList& stages, nn::AttentionBackend backend);
+void set_backend(torch::nn::ModuleList& stages, nn::Backend backend);
 
 }  // namespace rmt::detail

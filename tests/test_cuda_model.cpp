@@ -43,9 +43,9 @@ TEST_P(CudaModel, MatchesTheAuthors) {
   auto input = rmt::read_npy(find_reference_file(entry.at("input")));
   torch::NoGradGuard no_grad;
   // Both the fused CUDA kernels and the authors' op chain on the GPU.
-  for (auto backend : {rmt::nn::AttentionBackend::Fused, rmt::nn::AttentionBackend::Reference}) {
-    model.set_attention_backend(backend);
-    const char* tag = backend == rmt::nn::AttentionBackend::Fused ? "fused" : "reference";
+  for (auto backend : {rmt::nn::Backend::Fused, rmt::nn::Backend::Reference}) {
+    model.set_backend(backend);
+    const char* tag = backend == rmt::nn::Backend::Fused ? "fused" : "reference";
     auto outputs = model.forward(input.to(torch::kCUDA, param.dtype));
     const auto& files = entry.at("outputs");
     ASSERT_EQ(outputs.size(), files.size());

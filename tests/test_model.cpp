@@ -414,6 +414,37 @@ TEST(MaSA, DecomposedEqualsFullOnASingleRow) {
             1e-3);
 }
 
+// sin/cos are cached per input size; the cache must never hand back stale tables.
+TEST(Modules, RelPosTablesFollowSizeDtypeAndWeights) {
+  rmt::nn::RelPos2d relpos(rmt::nn::RelPos2dOptions(16, 2, 2, 4));
+  torch::NoGradGuard no_grad;
+  auto expect = [&](int64_t h, int64_t w) {  // the authors' formula, computed here in float64
+    auto phase = at::arange(h * w, at::kDouble).unsqueeze(1) * relpos->angle.to(at::kDouble);
+    return std::make_pair(at::sin(phase).reshape({h, w, -1}), at::cos(phase).reshape({h, w, -1}));
+  };
+  auto check = [&](int64_t h, int64_t w, at::ScalarType dtype, double tol) {
+    auto [s, c] = relpos->sin_cos(h, w);
+    auto [es, ec] = expect(h, w);
+    ASSERT_EQ(s.scalar_type(), dtype);
+    ASSERT_EQ(s.sizes(), es.sizes());
+    EXPECT_LT(rmt::test::relative_error(s, es), tol);
+    EXPECT_LT(rmt::test::relative_error(c, ec), tol);
+  };
+  check(3, 4, at::kFloat, 1e-6);
+  auto [s1, c1] = relpos->sin_cos(3, 4);
+  auto [s2, c2] = relpos->sin_cos(3, 4);
+  EXPECT_TRUE(s1.is_same(s2));  // the same size hits the cache
+  check(5, 2, at::kFloat, 1e-6);
+  rmt::move_to(*relpos, torch::kCPU, at::kDouble);
+  check(5, 2, at::kDouble, 1e-15);
+  relpos->angle.mul_(0.5);  // an in-place change, as load_state_dict makes
+  check(5, 2, at::kDouble, 1e-15);
+  relpos->cache = false;
+  auto [s3, c3] = relpos->sin_cos(5, 2);
+  auto [s4, c4] = relpos->sin_cos(5, 2);
+  EXPECT_FALSE(s3.is_same(s4));
+}
+
 TEST(Modules, StemAndMergingHalveAndConvsAreDepthwise) {
   rmt::nn::PatchEmbed stem(3, 8);
   stem->eval();

@@ -46,9 +46,9 @@ LoadedCase load_case(const std::string& name) {
 }
 
 // Runs the case in `dtype` with the given attention backend and returns the worst relative error.
-double worst_error(LoadedCase& c, at::ScalarType dtype, rmt::nn::AttentionBackend backend) {
+double worst_error(LoadedCase& c, at::ScalarType dtype, rmt::nn::Backend backend) {
   c.model.to(torch::kCPU, dtype);
-  c.model.set_attention_backend(backend);
+  c.model.set_backend(backend);
   torch::NoGradGuard no_grad;
   auto outputs = c.model.forward(c.input.to(dtype));
   EXPECT_EQ(outputs.size(), c.expected.size());
@@ -71,8 +71,8 @@ TEST_P(ManifestCase, MatchesTheAuthorsInFloat64AndFloat32) {
     GTEST_SKIP() << checkpoint << " (57 MB) is not in " << RMT_REFERENCE_DIR;
   }
   auto c = load_case(name);
-  for (auto backend : {rmt::nn::AttentionBackend::Fused, rmt::nn::AttentionBackend::Reference}) {
-    const auto tag = backend == rmt::nn::AttentionBackend::Fused ? "fused" : "reference";
+  for (auto backend : {rmt::nn::Backend::Fused, rmt::nn::Backend::Reference}) {
+    const auto tag = backend == rmt::nn::Backend::Fused ? "fused" : "reference";
     const double e64 = worst_error(c, at::kDouble, backend);
     EXPECT_LT(e64, 1e-10) << name << " float64 " << tag;
     const double e32 = worst_error(c, at::kFloat, backend);

@@ -35,7 +35,8 @@ class VisRetNetImpl : public torch::nn::Module {
 
   const Config& config() const { return config_; }
   bool token_label() const { return token_label_; }
-  void set_attention_backend(nn::AttentionBackend backend);
+  // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
+  void set_backend(nn::Backend backend);
 
   nn::PatchEmbed patch_embed{nullptr};
   torch::nn::ModuleList layers{nullptr};

@@ -23,7 +23,8 @@ class DenseBackboneImpl : public torch::nn::Module {
   bool norm_eval = true;
 
   const Config& config() const { return config_; }
-  void set_attention_backend(nn::AttentionBackend backend);
+  // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
+  void set_backend(nn::Backend backend);
 
   nn::PatchEmbed patch_embed{nullptr};
   torch::nn::ModuleList layers{nullptr};

@@ -32,7 +32,8 @@ class Model {
   void to(torch::Device device, torch::Dtype dtype);
   void eval() { module_->eval(); }
   void train(bool on = true) { module_->train(on); }
-  void set_attention_backend(nn::AttentionBackend backend);
+  // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
+  void set_backend(nn::Backend backend);
 
   // Reads and loads a checkpoint; strict unless told otherwise.
   LoadReport load(const std::string& path, const WeightsSelection& selection = {},

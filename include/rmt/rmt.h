@@ -4,6 +4,7 @@
 #include "rmt/classifier.h"
 #include "rmt/config.h"
 #include "rmt/dense_backbone.h"
+#include "rmt/depthwise_conv.h"
 #include "rmt/image.h"
 #include "rmt/model.h"
 #include "rmt/npy.h"

@@ -30,7 +30,7 @@ RetBlockImpl::RetBlockImpl(const RetBlockOptions& options_) : options(options_) 
 torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
                                     const torch::Tensor& cos, const torch::Tensor& decay) {
   const double p = options.drop_path();
-  x = x + pos->forward(x);
+  x = pos->forward_add(x, x);  // x + pos(x)
   auto attention = retention->forward(retention_layer_norm->forward(x), sin, cos, decay);
   if (options.layerscale()) attention = gamma_1 * attention;
   x = x + drop_path(attention, p, is_training());

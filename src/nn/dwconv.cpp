@@ -1,5 +1,7 @@
 #include "rmt/nn/dwconv.h"
 
+#include "rmt/depthwise_conv.h"
+
 namespace rmt::nn {
 
 DWConv2dImpl::DWConv2dImpl(int64_t dim, int64_t kernel_size, int64_t stride, int64_t padding) {
@@ -9,8 +11,17 @@ DWConv2dImpl::DWConv2dImpl(int64_t dim, int64_t kernel_size, int64_t stride, int
                                                        .groups(dim)));
 }
 
-torch::Tensor DWConv2dImpl::forward(const torch::Tensor& x) {
-  return conv->forward(x.permute({0, 3, 1, 2})).permute({0, 2, 3, 1});
+torch::Tensor DWConv2dImpl::forward(const torch::Tensor& x) { return forward_add(x, {}); }
+
+torch::Tensor DWConv2dImpl::forward_add(const torch::Tensor& x, const torch::Tensor& residual) {
+  if (backend == Backend::Reference) {
+    auto y = conv->forward(x.permute({0, 3, 1, 2})).permute({0, 2, 3, 1});
+    return residual.defined() ? y + residual : y;
+  }
+  const auto& o = conv->options;
+  return ops::depthwise_conv2d_nhwc(x, conv->weight, conv->bias, o.stride()->at(0),
+                                    std::get<torch::ExpandingArray<2>>(o.padding())->at(0),
+                                    residual);
 }
 
 }  // namespace rmt::nn

@@ -1,6 +1,7 @@
 #include "rmt/nn/ffn.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 namespace rmt::nn {
 
@@ -11,8 +12,11 @@ FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  auto hidden = at::gelu(fc1->forward(x));
-  hidden = dwconv->forward(hidden) + hidden;
+  auto hidden = fc1->forward(x);
+  // In place when no gradient is recorded: fc1's output has no other user.
+  const bool in_place = backend != Backend::Reference && !at::GradMode::is_enabled();
+  hidden = in_place ? at::gelu_(hidden) : at::gelu(hidden);
+  hidden = dwconv->forward_add(hidden, hidden);  // dwconv(h) + h
   return fc2->forward(hidden);
 }
 

@@ -24,10 +24,9 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
   auto q = q_proj->forward(x);
   auto k = k_proj->forward(x);
   auto v = v_proj->forward(x);
-  auto local = lepe->forward(v);
   torch::Tensor out;
-  const bool reference = options.backend() == AttentionBackend::Reference ||
-                         (options.backend() == AttentionBackend::Auto && x.is_cuda());
+  const bool reference = options.backend() == Backend::Reference ||
+                         (options.backend() == Backend::Auto && x.is_cuda());
   if (reference) {
     out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
                                : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
@@ -35,7 +34,7 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
     out = options.decomposed() ? ops::masa_decomposed(q, k, v, sin, cos, decay, scale)
                                : ops::masa_full(q, k, v, sin, cos, decay, scale);
   }
-  return out_proj->forward(out + local);
+  return out_proj->forward(lepe->forward_add(v, out));  // out + lepe(v)
 }
 
 }  // namespace rmt::nn

@@ -1,6 +1,7 @@
 #include "rmt/nn/relpos.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "rmt/ops.h"
 
@@ -20,9 +21,24 @@ RelPos2dImpl::RelPos2dImpl(const RelPos2dOptions& options_) : options(options_) 
 }
 
 std::pair<torch::Tensor, torch::Tensor> RelPos2dImpl::sin_cos(int64_t height, int64_t width) const {
-  auto index = at::arange(height * width, angle.options());
-  auto phase = index.unsqueeze(1) * angle.unsqueeze(0);  // (HW, head_dim)
-  return {at::sin(phase).reshape({height, width, -1}), at::cos(phase).reshape({height, width, -1})};
+  auto compute = [&]() -> std::pair<torch::Tensor, torch::Tensor> {
+    auto index = at::arange(height * width, angle.options());
+    auto phase = index.unsqueeze(1) * angle.unsqueeze(0);  // (HW, head_dim)
+    return {at::sin(phase).reshape({height, width, -1}),
+            at::cos(phase).reshape({height, width, -1})};
+  };
+  // Under autograd the tables would carry angle's graph (a parameter only if a user made it one).
+  if (!cache || (at::GradMode::is_enabled() && angle.requires_grad())) return compute();
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  const bool same = cached_.height == height && cached_.width == width &&
+                    cached_.angle.defined() && cached_.angle.is_same(angle) &&
+                    cached_.data == angle.data_ptr() && cached_.version == angle._version() &&
+                    cached_.sin.dtype() == angle.dtype() && cached_.sin.device() == angle.device();
+  if (!same) {
+    auto [s, c] = compute();
+    cached_ = {height, width, angle, angle.data_ptr(), angle._version(), s, c};
+  }
+  return {cached_.sin, cached_.cos};
 }
 
 torch::Tensor RelPos2dImpl::mask_1d(int64_t length) const {

@@ -1,7 +1,6 @@
 // CPU kernel core of MaSA (see masa_cpu_kernels.h).
 //
-// Vectorization: explicit SIMD through GCC's vector extensions (32-byte vectors, see Simd below)
-// running across keys (score rows against transposed keys, exp, max) or across channels (the value
+// Vectorization: explicit SIMD through GCC's vector extensions (ops/cpu_simd.h) running across keys (score rows against transposed keys, exp, max) or across channels (the value
 // accumulators), with a polynomial exp of our own, so nothing depends on -ffast-math or on libm's
 // vector entry points. Two options are applied to this file's own functions only (the pragma comes
 // after every #include, so no inline function of another header is compiled differently here and
@@ -9,16 +8,10 @@
 //   - no-trapping-math: lets the scalar clamp in exp() be a max instead of a branch;
 //   - fp-contract=fast: a*b+c may become an FMA (one rounding less than the reference chain, far
 //     inside the parity tolerances).
-// Each entry point is compiled twice, for the baseline ISA and for AVX2+FMA (GCC `target` +
-// `flatten`, so the whole kernel is inlined into, and compiled for, each variant), and the
-// variant is chosen once at run time from cpuid.
+// Each entry point is compiled twice, for the baseline ISA and for AVX2+FMA, and the variant is
+// chosen once at run time (cpu_simd.h).
 
 #include "ops/masa_cpu_kernels.h"
-
-// 32-byte vector arguments of the always-inlined helpers below: no ABI crosses a call boundary.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -26,24 +19,11 @@
 #include <cstring>
 #include <limits>
 
+#include "ops/cpu_simd.h"
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math", "fp-contract=fast")
-#endif
-
-#if defined(__GNUC__)
-#define RMT_ALWAYS_INLINE inline __attribute__((always_inline))
-#define RMT_FLATTEN __attribute__((flatten))
-#else
-#define RMT_ALWAYS_INLINE inline
-#define RMT_FLATTEN
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define RMT_HAVE_AVX2_VARIANT 1
-#define RMT_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define RMT_HAVE_AVX2_VARIANT 0
 #endif
 
 namespace rmt::ops::cpu {
@@ -107,58 +87,6 @@ RMT_ALWAYS_INLINE double exp_nonpos(double x) {
   double scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
-}
-
-// Explicit SIMD through GCC's vector extensions: 32-byte vectors (8 floats / 4 doubles). The
-// AVX2 variant maps each to one ymm register, the baseline build to two SSE registers; no
-// intrinsics, so the same source serves both. Loops run across keys (score rows) or channels
-// (accumulators), never as reductions whose order the compiler would have to change.
-template <class A>
-struct Simd;
-template <>
-struct Simd<float> {
-  typedef float V __attribute__((vector_size(32)));
-  typedef int32_t I __attribute__((vector_size(32)));
-  static constexpr int W = 8;
-};
-template <>
-struct Simd<double> {
-  typedef double V __attribute__((vector_size(32)));
-  typedef int64_t I __attribute__((vector_size(32)));
-  static constexpr int W = 4;
-};
-template <class A>
-using VecT = typename Simd<A>::V;
-
-template <class A>
-RMT_ALWAYS_INLINE VecT<A> vload(const A* p) {
-  VecT<A> v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-template <class A>
-RMT_ALWAYS_INLINE void vstore(A* p, const VecT<A>& v) {
-  __builtin_memcpy(p, &v, sizeof v);
-}
-template <class A>
-RMT_ALWAYS_INLINE VecT<A> vbcast(A x) {
-  return VecT<A>{} + x;
-}
-template <class A>
-RMT_ALWAYS_INLINE VecT<A> vabs(const VecT<A>& x) {
-  return x < 0 ? -x : x;
-}
-template <class A>
-RMT_ALWAYS_INLINE A hsum(const VecT<A>& v) {
-  A r = 0;
-  for (int u = 0; u < Simd<A>::W; ++u) r += v[u];
-  return r;
-}
-template <class A>
-RMT_ALWAYS_INLINE A hmax(const VecT<A>& v) {
-  A r = v[0];
-  for (int u = 1; u < Simd<A>::W; ++u) r = v[u] > r ? v[u] : r;
-  return r;
 }
 
 // The vector form of exp_nonpos (same steps, same constants).
@@ -349,15 +277,120 @@ RMT_ALWAYS_INLINE void block_update(A* __restrict acc, A corr, const A* __restri
   for (int64_t c = 0; c < dv; ++c) acc[c] = acc[c] * corr + tmp[c];
 }
 
+// Queries that go through the forward together: the score tile and the value update of a group
+// load each key (column of kt) and each value row once for all G queries, with G independent
+// accumulator chains per vector; 4 x 2 vectors of accumulators fit the 16 ymm registers of AVX2.
+constexpr int kGroup = 4;
+
+// Scores of the g <= kGroup queries [i, i + g) against keys [kb, kb + nb), mask included, into
+// s[r * kBK + j]; the padding past nb gets -inf. The same sums in the same order as
+// masked_scores, query by query.
+template <class A>
+RMT_ALWAYS_INLINE void masked_scores_group(A* __restrict s, const Problem<A>& p, int64_t i, int g,
+                                           int64_t kb, int64_t nb) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W, G = kGroup;
+  const int64_t nbv = whole_vectors<A>(nb), d = p.d;
+  const A* q[G];
+  for (int r = 0; r < G; ++r) q[r] = p.q + (i + std::min(r, g - 1)) * d;  // short group: repeat
+  const A* kt = p.kt + kb;
+  int64_t j = 0;
+  for (; j + 2 * W <= nbv; j += 2 * W) {
+    V a0[G] = {}, a1[G] = {};
+    for (int64_t c = 0; c < d; ++c) {
+      const V k0 = vload(kt + c * p.ldk + j), k1 = vload(kt + c * p.ldk + j + W);
+      for (int r = 0; r < G; ++r) {
+        const V qc = vbcast(q[r][c]);
+        a0[r] += qc * k0;
+        a1[r] += qc * k1;
+      }
+    }
+    for (int r = 0; r < G; ++r) {  // constant indices keep a0 and a1 in registers
+      if (r < g) {
+        vstore(s + r * kBK + j, a0[r]);
+        vstore(s + r * kBK + j + W, a1[r]);
+      }
+    }
+  }
+  for (; j < nbv; j += W) {
+    V a0[G] = {};
+    for (int64_t c = 0; c < d; ++c) {
+      const V k0 = vload(kt + c * p.ldk + j);
+      for (int r = 0; r < G; ++r) a0[r] += vbcast(q[r][c]) * k0;
+    }
+    for (int r = 0; r < G; ++r) {
+      if (r < g) vstore(s + r * kBK + j, a0[r]);
+    }
+  }
+  const A* __restrict ky = p.ky + kb;
+  const A* __restrict kx = p.kx + kb;
+  const V vdecay = vbcast(p.decay);
+  for (int r = 0; r < g; ++r) {
+    A* __restrict sr = s + r * kBK;
+    const V vqy = vbcast(p.qy[i + r]), vqx = vbcast(p.qx[i + r]);
+    for (int64_t jj = 0; jj < nbv; jj += W) {
+      const V dist = vabs<A>(vqy - vload(ky + jj)) + vabs<A>(vqx - vload(kx + jj));
+      vstore(sr + jj, vload(sr + jj) + vdecay * dist);
+    }
+    for (int64_t jj = nb; jj < nbv; ++jj) sr[jj] = -std::numeric_limits<A>::infinity();
+  }
+}
+
+// acc[r * dv + c] = acc[r * dv + c] * corr[r] + sum_j w[r * kBK + j] * rows[j * dv + c] for the
+// g <= kGroup queries of a group, dv a multiple of the vector width: block_update for G queries at
+// once, two vectors of channels at a time.
+template <class A>
+RMT_ALWAYS_INLINE void block_update_group(A* __restrict acc, const A* __restrict corr,
+                                          const A* __restrict w, const A* __restrict rows,
+                                          int64_t dv, int64_t nb, int g) {
+  using V = VecT<A>;
+  constexpr int W = Simd<A>::W, G = kGroup;
+  int64_t c = 0;
+  for (; c + 2 * W <= dv; c += 2 * W) {
+    V a0[G] = {}, a1[G] = {};
+    for (int64_t j = 0; j < nb; ++j) {
+      const V v0 = vload(rows + j * dv + c), v1 = vload(rows + j * dv + c + W);
+      for (int r = 0; r < G; ++r) {
+        const V wr = vbcast(w[r * kBK + j]);
+        a0[r] += wr * v0;
+        a1[r] += wr * v1;
+      }
+    }
+    for (int r = 0; r < G; ++r) {
+      if (r >= g) continue;
+      A* out = acc + r * dv + c;
+      const V vc = vbcast(corr[r]);
+      vstore(out, vload(out) * vc + a0[r]);
+      vstore(out + W, vload(out + W) * vc + a1[r]);
+    }
+  }
+  for (; c < dv; c += W) {
+    V a0[G] = {};
+    for (int64_t j = 0; j < nb; ++j) {
+      const V v0 = vload(rows + j * dv + c);
+      for (int r = 0; r < G; ++r) a0[r] += vbcast(w[r * kBK + j]) * v0;
+    }
+    for (int r = 0; r < G; ++r) {
+      if (r >= g) continue;
+      A* out = acc + r * dv + c;
+      vstore(out, vload(out) * vbcast(corr[r]) + a0[r]);
+    }
+  }
+}
+
 template <class A>
 RMT_ALWAYS_INLINE void forward_impl(const Problem<A>& p, int64_t i0, int64_t i1, A* o, A* lse,
                                     A* work) {
+  constexpr int G = kGroup;
   const int64_t dv = p.dv;
-  A* s = work;
-  A* acc = s + kBK;
+  // Values in whole vectors go a group of queries at a time; other widths query by query.
+  const bool grouped = dv % Simd<A>::W == 0;
+  A* s = work;  // G score rows of kBK
+  A* acc = s + G * kBK;
   A* mrow = acc + kBQ * dv;
   A* lrow = mrow + kBQ;
-  A* tmp = lrow + kBQ;
+  A* corr = lrow + kBQ;
+  A* tmp = corr + kBQ;
   for (int64_t ib = i0; ib < i1; ib += kBQ) {
     const int64_t mq = std::min(kBQ, i1 - ib);
     for (int64_t r = 0; r < mq; ++r) {
@@ -369,17 +402,30 @@ RMT_ALWAYS_INLINE void forward_impl(const Problem<A>& p, int64_t i0, int64_t i1,
     for (int64_t kb = 0; kb < p.n; kb += kBK) {
       const int64_t nb = std::min(kBK, p.n - kb);
       const int64_t nbv = whole_vectors<A>(nb);
-      for (int64_t r = 0; r < mq; ++r) {
-        masked_scores(s, p, ib + r, kb, nb);
-        const A bm = max_of(s, nbv);
-        const A mnew = bm > mrow[r] ? bm : mrow[r];
-        // 0 for the first block (mrow = -inf): no libm call for rows of one block.
-        const A corr = mrow[r] == -std::numeric_limits<A>::infinity() ? A(0)
-                                                                      : std::exp(mrow[r] - mnew);
-        const A sum = exp_and_sum(s, mnew, nbv);
-        lrow[r] = lrow[r] * corr + sum;
-        block_update(acc + r * dv, corr, s, p.v + kb * dv, dv, nb, tmp);
-        mrow[r] = mnew;
+      const int64_t step = grouped ? G : 1;
+      for (int64_t r0 = 0; r0 < mq; r0 += step) {
+        const int g = static_cast<int>(std::min<int64_t>(step, mq - r0));
+        if (grouped) {
+          masked_scores_group(s, p, ib + r0, g, kb, nb);
+        } else {
+          masked_scores(s, p, ib + r0, kb, nb);
+        }
+        for (int u = 0; u < g; ++u) {
+          const int64_t r = r0 + u;
+          A* sr = s + u * kBK;
+          const A bm = max_of(sr, nbv);
+          const A mnew = bm > mrow[r] ? bm : mrow[r];
+          // 0 for the first block (mrow = -inf): no libm call for rows of one block.
+          corr[u] = mrow[r] == -std::numeric_limits<A>::infinity() ? A(0)
+                                                                  : std::exp(mrow[r] - mnew);
+          lrow[r] = lrow[r] * corr[u] + exp_and_sum(sr, mnew, nbv);
+          mrow[r] = mnew;
+        }
+        if (grouped) {
+          block_update_group(acc + r0 * dv, corr, s, p.v + kb * dv, dv, nb, g);
+        } else {
+          block_update(acc + r0 * dv, corr[0], s, p.v + kb * dv, dv, nb, tmp);
+        }
       }
     }
     for (int64_t r = 0; r < mq; ++r) {
@@ -505,7 +551,8 @@ RMT_DEFINE_VARIANT(avx2, RMT_TARGET_AVX2)
 #endif
 #undef RMT_DEFINE_VARIANT
 
-// RMT_MASA_CPU_ISA=baseline forces the baseline variant (to test it on an AVX2 machine).
+}  // namespace
+
 bool use_avx2() {
 #if RMT_HAVE_AVX2_VARIANT
   static const bool yes = [] {
@@ -519,10 +566,8 @@ bool use_avx2() {
 #endif
 }
 
-}  // namespace
-
 int64_t workspace_size(int64_t d, int64_t dv) {
-  const int64_t fwd = kBK + kBQ * (dv + 2) + dv;
+  const int64_t fwd = kGroup * kBK + kBQ * (dv + 3) + dv;
   const int64_t dq = 2 * kBK + 2 * d;
   const int64_t dkv = 8 * kBK + 2 * (d + dv) * kBK;
   return std::max({fwd, dq, dkv});

@@ -3,6 +3,8 @@
 
 #include <torch/nn/modules/conv.h>
 
+#include "rmt/nn/backend.h"
+
 namespace rmt::nn {
 
 class DWConv2dImpl : public torch::nn::Module {
@@ -10,8 +12,11 @@ class DWConv2dImpl : public torch::nn::Module {
   DWConv2dImpl(int64_t dim, int64_t kernel_size, int64_t stride, int64_t padding);
   // x: (B, H, W, C) -> (B, H', W', C)
   torch::Tensor forward(const torch::Tensor& x);
+  // forward(x) + residual in one pass over memory (see rmt/depthwise_conv.h).
+  torch::Tensor forward_add(const torch::Tensor& x, const torch::Tensor& residual);
 
   torch::nn::Conv2d conv{nullptr};
+  Backend backend = Backend::Auto;  // Reference: at::conv2d on the permuted view, then the add
 };
 TORCH_MODULE(DWConv2d);
 

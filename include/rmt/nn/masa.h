@@ -8,20 +8,12 @@
 
 namespace rmt::nn {
 
-enum class AttentionBackend {
-  // Fused on the CPU; the authors' op chain on CUDA, until the CUDA kernels have been validated on
-  // a GPU (they compile, but no GPU has run them yet: see benchmarks/masa_ops_notes.md).
-  Auto,
-  Fused,      // the rmt::masa_* torch operators (fused CPU and CUDA kernels)
-  Reference,  // the authors' op chain, materialized masks and all
-};
-
 struct MaSAOptions {
   MaSAOptions(int64_t embed_dim, int64_t num_heads) : embed_dim_(embed_dim), num_heads_(num_heads) {}
   TORCH_ARG(int64_t, embed_dim);
   TORCH_ARG(int64_t, num_heads);
   TORCH_ARG(bool, decomposed) = false;
-  TORCH_ARG(AttentionBackend, backend) = AttentionBackend::Auto;
+  TORCH_ARG(Backend, backend) = Backend::Auto;
 };
 
 class MaSAImpl : public torch::nn::Module {

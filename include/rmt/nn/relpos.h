@@ -4,6 +4,9 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <cstdint>
+#include <mutex>
+
 namespace rmt::nn {
 
 struct RelPos2dOptions {
@@ -21,6 +24,8 @@ class RelPos2dImpl : public torch::nn::Module {
   explicit RelPos2dImpl(const RelPos2dOptions& options);
 
   // sin and cos of (flattened position index * angle): each (H, W, head_dim), in the buffers' dtype.
+  // They depend only on the input size: the last pair is kept and returned again while the size
+  // and `angle` (same tensor, no in-place change since) stay the same, unless `cache` is off.
   std::pair<torch::Tensor, torch::Tensor> sin_cos(int64_t height, int64_t width) const;
   // decay[h] * |i - j|: (heads, length, length), the decomposed MaSA's 1D masks.
   torch::Tensor mask_1d(int64_t length) const;
@@ -32,7 +37,21 @@ class RelPos2dImpl : public torch::nn::Module {
   torch::Tensor angle;
   // decay: (heads,), log(1 - 2^(-initial_value - heads_range * h / heads)).
   torch::Tensor decay;
-};
+  bool cache = true;  // off for Backend::Reference: the authors recompute the tables every call
+
+ private:
+  struct Tables {
+    int64_t height = -1, width = -1;
+    // `angle` when computed (held, so that its TensorImpl stays the one compared), with its
+    // storage, dtype, device and in-place version counter then: Module::to swaps the storage of
+    // the same TensorImpl, load_state_dict writes into it.
+    torch::Tensor angle;
+    const void* data = nullptr;
+    int64_t version = 0;
+    torch::Tensor sin, cos;
+  };
+  mutable std::mutex cache_mutex_;  // forward may run on several threads at once
+  mutable Tables cached_;};
 TORCH_MODULE(RelPos2d);
 
 }  // namespace rmt::nn

@@ -1,0 +1,94 @@
+#pragma once
+// Portable SIMD for the CPU kernels (MaSA, depthwise conv): GCC vector extensions of 32 bytes
+// (8 floats / 4 doubles). The AVX2 variant of a kernel maps each to one ymm register, the baseline
+// build to two SSE registers; no intrinsics, so one source serves both. Kernels are compiled twice
+// (baseline and `RMT_TARGET_AVX2`, each `RMT_FLATTEN` so these helpers inline into, and compile for,
+// the variant) and pick one at run time with use_avx2().
+//
+// The helpers only move, compare and add: no product that a translation unit's fp-contract setting
+// could fuse, so they mean the same in every unit that includes them.
+
+// 32-byte vector arguments of the always-inlined helpers: no ABI crosses a call boundary.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+#include <cstdint>
+
+#if defined(__GNUC__)
+#define RMT_ALWAYS_INLINE inline __attribute__((always_inline))
+#define RMT_FLATTEN __attribute__((flatten))
+#else
+#define RMT_ALWAYS_INLINE inline
+#define RMT_FLATTEN
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define RMT_HAVE_AVX2_VARIANT 1
+#define RMT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define RMT_HAVE_AVX2_VARIANT 0
+#endif
+
+namespace rmt::ops::cpu {
+
+// True when the CPU has AVX2 and FMA, unless RMT_MASA_CPU_ISA=baseline forces the baseline
+// variants (to test them on an AVX2 machine). Decided once.
+bool use_avx2();
+
+template <class A>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(32)));
+  typedef int32_t I __attribute__((vector_size(32)));
+  static constexpr int W = 8;
+};
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(32)));
+  typedef int64_t I __attribute__((vector_size(32)));
+  static constexpr int W = 4;
+};
+template <class A>
+using VecT = typename Simd<A>::V;
+
+template <class A>
+RMT_ALWAYS_INLINE VecT<A> vload(const A* p) {
+  VecT<A> v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class A>
+RMT_ALWAYS_INLINE void vstore(A* p, const VecT<A>& v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
+// x into lane 0, then a shuffle that copies lane 0 everywhere: one broadcast instruction in an
+// AVX2 kernel. The obvious forms are worse: `VecT<A>{} + x` costs an add (0 + x is no identity for
+// x = -0), and a vector literal {x, x, ...} is split into eight inserts when the helper is lowered
+// for the baseline ISA before it is inlined into an AVX2 kernel (GCC 12).
+template <class A>
+RMT_ALWAYS_INLINE VecT<A> vbcast(A x) {
+  VecT<A> v{};
+  __builtin_memcpy(&v, &x, sizeof x);
+  return __builtin_shuffle(v, typename Simd<A>::I{});
+}
+
+template <class A>
+RMT_ALWAYS_INLINE VecT<A> vabs(const VecT<A>& x) {
+  return x < 0 ? -x : x;
+}
+template <class A>
+RMT_ALWAYS_INLINE A hsum(const VecT<A>& v) {
+  A r = 0;
+  for (int u = 0; u < Simd<A>::W; ++u) r += v[u];
+  return r;
+}
+template <class A>
+RMT_ALWAYS_INLINE A hmax(const VecT<A>& v) {
+  A r = v[0];
+  for (int u = 1; u < Simd<A>::W; ++u) r = v[u] > r ? v[u] : r;
+  return r;
+}
+
+}  // namespace rmt::ops::cpu
