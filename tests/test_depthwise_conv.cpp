@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
 #include <string>
@@ -65,6 +66,36 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(c.width) + "x" + std::to_string(c.channels) + "_k" +
              std::to_string(c.k);
     });
+
+// The FFN's middle, in place: every thread count splits the rows into shares whose edges (and
+// the images' edges) the halo logic must get right.
+TEST_P(DepthwiseConv, GeluConvAddInPlaceMatchesATen) {
+  const auto c = GetParam();
+  at::NoGradGuard no_grad;
+  const int threads = at::get_num_threads();
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    for (const int t : {1, 2, 3, 5}) {
+      at::set_num_threads(t);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+      const auto opt = at::TensorOptions().dtype(dtype);
+      const auto h = at::randn({c.batch, c.height, c.width, c.channels}, gen, opt) * 2;
+      const auto w = at::randn({c.channels, 1, c.k, c.k}, gen, opt);
+      const auto b = at::randn({c.channels}, gen, opt);
+      const auto g = at::gelu(h.to(at::kDouble));
+      const auto want = expected(g, w, b, g);
+      const auto kept = h.clone();
+      const auto copy = rmt::ops::gelu_depthwise_conv2d_add(h, w, b, c.k / 2, false);
+      EXPECT_TRUE(at::equal(h, kept)) << "reuse_input = false must leave h alone";
+      auto work = h.clone();
+      const auto in_place = rmt::ops::gelu_depthwise_conv2d_add(work, w, b, c.k / 2, true);
+      EXPECT_EQ(in_place.data_ptr(), work.data_ptr());
+      const double tol = dtype == at::kDouble ? 1e-13 : 1e-6;
+      EXPECT_LT(relative_error(copy, want), tol) << at::toString(dtype) << " threads " << t;
+      EXPECT_LT(relative_error(in_place, want), tol) << at::toString(dtype) << " threads " << t;
+    }
+  }
+  at::set_num_threads(threads);
+}
 
 TEST(DepthwiseConvFallback, AutogradAndOtherConfigurations) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);

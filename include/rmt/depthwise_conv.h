@@ -1,7 +1,7 @@
 #pragma once
 // Depthwise 2-D convolution on channels-last (B, H, W, C) tensors, with an optional tensor added
 // to the result in the same pass: the three convolutions of an RMT block (CPE `x + pos(x)`, LCE
-// `attention + lepe(v)`, the FFN's `dwconv(h) + h`).
+// `attention + lepe(v)`, the FFN's `dwconv(gelu(h)) + gelu(h)`).
 
 #include <ATen/ATen.h>
 
@@ -17,5 +17,14 @@ namespace rmt::ops {
 at::Tensor depthwise_conv2d_nhwc(const at::Tensor& x, const at::Tensor& weight,
                                  const at::Tensor& bias, int64_t stride, int64_t padding,
                                  const at::Tensor& residual = {});
+
+// The FFN's middle: g = gelu(h) (exact, erf form), then conv(g, weight, bias, stride 1, padding)
+// + g. With reuse_input, when the CPU kernel applies (as above, h contiguous), h is overwritten
+// with the result and returned: one read and one write of the FFN's widest tensor, no second
+// buffer of its size. Otherwise (or when it does not apply) h is left as it is and a new tensor is
+// returned, computed by at::gelu and depthwise_conv2d_nhwc. Float GELU uses the erf approximation
+// of LibTorch's own vectorized at::gelu (absolute error below 1.5e-7); double uses libm's erf.
+at::Tensor gelu_depthwise_conv2d_add(const at::Tensor& h, const at::Tensor& weight,
+                                     const at::Tensor& bias, int64_t padding, bool reuse_input);
 
 }  // namespace rmt::ops

@@ -1,5 +1,7 @@
 #include "rmt/nn/block.h"
 
+#include <ATen/core/grad_mode.h>
+
 namespace rmt::nn {
 
 torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {
@@ -30,13 +32,17 @@ RetBlockImpl::RetBlockImpl(const RetBlockOptions& options_) : options(options_) 
 torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
                                     const torch::Tensor& cos, const torch::Tensor& decay) {
   const double p = options.drop_path();
-  x = pos->forward_add(x, x);  // x + pos(x)
-  auto attention = retention->forward(retention_layer_norm->forward(x), sin, cos, decay);
-  if (options.layerscale()) attention = gamma_1 * attention;
-  x = x + drop_path(attention, p, is_training());
-  auto mlp = ffn->forward(final_layer_norm->forward(x));
-  if (options.layerscale()) mlp = gamma_2 * mlp;
-  return x + drop_path(mlp, p, is_training());
+  x = pos->forward_add(x, x);  // x + pos(x): a new tensor, ours to update in place below
+  // In place when no gradient is recorded (and not for the authors' literal op sequence): two
+  // tensors of the block's size fewer to allocate.
+  const bool in_place = !at::GradMode::is_enabled() && retention->options.backend() != Backend::Reference;
+  auto residual = [&](torch::Tensor& acc, const torch::Tensor& branch, const torch::Tensor& gamma) {
+    auto b = gamma.defined() ? (in_place ? branch.mul_(gamma) : gamma * branch) : branch;
+    b = drop_path(b, p, is_training());
+    return in_place ? acc.add_(b) : acc + b;
+  };
+  x = residual(x, retention->forward(retention_layer_norm->forward(x), sin, cos, decay), gamma_1);
+  return residual(x, ffn->forward(final_layer_norm->forward(x)), gamma_2);
 }
 
 }  // namespace rmt::nn

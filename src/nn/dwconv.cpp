@@ -24,4 +24,15 @@ torch::Tensor DWConv2dImpl::forward_add(const torch::Tensor& x, const torch::Ten
                                     residual);
 }
 
+torch::Tensor DWConv2dImpl::forward_gelu_add(const torch::Tensor& h, bool reuse_input) {
+  const auto& o = conv->options;
+  if (backend == Backend::Reference || o.stride()->at(0) != 1) {
+    const auto g = at::gelu(h);
+    return forward_add(g, g);
+  }
+  return ops::gelu_depthwise_conv2d_add(h, conv->weight, conv->bias,
+                                        std::get<torch::ExpandingArray<2>>(o.padding())->at(0),
+                                        reuse_input);
+}
+
 }  // namespace rmt::nn

@@ -1,8 +1,5 @@
 #include "rmt/nn/ffn.h"
 
-#include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
-
 namespace rmt::nn {
 
 FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
@@ -12,11 +9,8 @@ FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  auto hidden = fc1->forward(x);
-  // In place when no gradient is recorded: fc1's output has no other user.
-  const bool in_place = backend != Backend::Reference && !at::GradMode::is_enabled();
-  hidden = in_place ? at::gelu_(hidden) : at::gelu(hidden);
-  hidden = dwconv->forward_add(hidden, hidden);  // dwconv(h) + h
+  // dwconv(gelu(h)) + gelu(h), in fc1's output buffer (nothing else uses it) when it can.
+  auto hidden = dwconv->forward_gelu_add(fc1->forward(x), /*reuse_input=*/true);
   return fc2->forward(hidden);
 }
 

@@ -2,9 +2,10 @@
 //
 // Why a kernel of our own: LibTorch's CPU convolution takes the (B, C, H, W) view of a
 // channels-last tensor through oneDNN, which reorders it to a blocked layout and back, and the
-// residual adds of the block are one more pass over memory each. Here every output vector of
-// channels is bias + sum over the k*k taps + residual, read straight from the (B, H, W, C) input:
-// one read of x (its rows stay in cache across the k output rows that use them), one write of y.
+// residual adds (and the FFN's GELU) of the block are one more pass over memory each. Here every
+// output vector of channels is bias + sum over the k*k taps + residual, read straight from
+// (B, H, W, C) rows: one read of the input (its rows stay in cache across the k output rows that
+// use them), one write of the output.
 
 #include "rmt/depthwise_conv.h"
 
@@ -12,13 +13,19 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "ops/cpu_simd.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
-#pragma GCC optimize("fp-contract=fast")  // a*b+c may be an FMA: far inside parity tolerances
+#pragma GCC optimize("no-trapping-math", "fp-contract=fast")  // far inside parity tolerances
 #endif
+
+#include "ops/cpu_math.h"  // after the pragma: its functions take this file's options
 
 namespace rmt::ops {
 namespace {
@@ -27,72 +34,33 @@ struct ConvShape {
   int64_t batch, height, width, channels, k;
 };
 
-// One output pixel: bias + the taps (ki, kj) in [ki0, ki1) x [kj0, kj1) (+ residual), every block
-// of channels. wt: (k * k, C), tap-major so that a tap's weights are one vector load per block of
-// channels; `origin` indexes input pixel (h - pad, w - pad) (an index, not a pointer: it may lie
-// before the tensor when the taps that would read there are skipped). With FULL, every tap of a
-// compile-time K is used and the tap loops unroll.
-template <int K, bool FULL, bool RES, class A>
-RMT_ALWAYS_INLINE void conv_pixel(const A* __restrict x, const A* __restrict wt,
-                                  const A* __restrict bias, const A* __restrict res,
-                                  A* __restrict y, int64_t C, int64_t k, int64_t row_stride,
-                                  int64_t origin, int64_t at, int64_t ki0, int64_t ki1,
-                                  int64_t kj0, int64_t kj1) {
-  using V = cpu::VecT<A>;
-  constexpr int W = cpu::Simd<A>::W;
-  if (FULL) {
-    ki0 = kj0 = 0;
-    ki1 = kj1 = k = K;
-  }
-  const int64_t Cv = C / W * W;
-  for (int64_t c = 0; c < Cv; c += W) {
-    V acc = cpu::vload(bias + c);
-    for (int64_t ki = ki0; ki < ki1; ++ki) {
-      for (int64_t kj = kj0; kj < kj1; ++kj) {
-        acc += cpu::vload(wt + (ki * k + kj) * C + c) *
-               cpu::vload(x + (origin + ki * row_stride + kj * C + c));
-      }
-    }
-    if (RES) acc += cpu::vload(res + at + c);
-    cpu::vstore(y + at + c, acc);
-  }
-  for (int64_t c = Cv; c < C; ++c) {
-    A acc = bias[c];
-    for (int64_t ki = ki0; ki < ki1; ++ki) {
-      for (int64_t kj = kj0; kj < kj1; ++kj) {
-        acc += wt[(ki * k + kj) * C + c] * x[origin + ki * row_stride + kj * C + c];
-      }
-    }
-    if (RES) acc += res[at + c];
-    y[at + c] = acc;
-  }
-}
-
-// kPixels neighbouring output pixels whose taps all fall inside the image: each tap's weights are
-// loaded once for all of them (loads, not FMAs, bound this loop).
+// Neighbouring output pixels computed together where all their taps fall inside the image: each
+// tap's weights are loaded once for all of them (loads, not FMAs, bound this loop).
 constexpr int kPixels = 4;
 
+// Output pixels [w, w + kPixels) of one row, every tap inside the image. rows[ki]: input row
+// h + ki - pad; wt: (K * K, C), tap-major so that a tap's weights are one vector load per block of
+// channels.
 template <int K, bool RES, class A>
-RMT_ALWAYS_INLINE void conv_pixels(const A* __restrict x, const A* __restrict wt,
+RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
                                    const A* __restrict bias, const A* __restrict res,
-                                   A* __restrict y, int64_t C, int64_t row_stride, int64_t origin,
-                                   int64_t at) {
+                                   A* __restrict out, int64_t C, int64_t w) {
   using V = cpu::VecT<A>;
-  constexpr int W = cpu::Simd<A>::W, P = kPixels;
-  const int64_t Cv = C / W * W;
+  constexpr int W = cpu::Simd<A>::W, P = kPixels, pad = (K - 1) / 2;
+  const int64_t Cv = C / W * W, first = (w - pad) * C;  // input pixel of tap (ki, 0) of pixel w
   for (int64_t c = 0; c < Cv; c += W) {
     V acc[P];
     for (int u = 0; u < P; ++u) acc[u] = cpu::vload(bias + c);
     for (int ki = 0; ki < K; ++ki) {
       for (int kj = 0; kj < K; ++kj) {
         const V wv = cpu::vload(wt + (ki * K + kj) * C + c);
-        const A* src = x + (origin + ki * row_stride + kj * C + c);
+        const A* src = rows[ki] + (first + kj * C + c);
         for (int u = 0; u < P; ++u) acc[u] += wv * cpu::vload(src + u * C);
       }
     }
     for (int u = 0; u < P; ++u) {
-      if (RES) acc[u] += cpu::vload(res + at + u * C + c);
-      cpu::vstore(y + at + u * C + c, acc[u]);
+      if (RES) acc[u] += cpu::vload(res + (w + u) * C + c);
+      cpu::vstore(out + (w + u) * C + c, acc[u]);
     }
   }
   for (int64_t c = Cv; c < C; ++c) {
@@ -100,94 +68,177 @@ RMT_ALWAYS_INLINE void conv_pixels(const A* __restrict x, const A* __restrict wt
       A acc = bias[c];
       for (int ki = 0; ki < K; ++ki) {
         for (int kj = 0; kj < K; ++kj) {
-          acc += wt[(ki * K + kj) * C + c] * x[origin + ki * row_stride + (kj + u) * C + c];
+          acc += wt[(ki * K + kj) * C + c] * rows[ki][first + (kj + u) * C + c];
         }
       }
-      if (RES) acc += res[at + u * C + c];
-      y[at + u * C + c] = acc;
+      if (RES) acc += res[(w + u) * C + c];
+      out[(w + u) * C + c] = acc;
     }
   }
 }
 
-// Output rows [row0, row1) of the flattened (batch * height) index. K > 0 fixes the kernel size
-// at compile time (3 and 5 in RMT), and pixels whose taps all fall inside the image take the
-// unrolled path; K == 0 reads the size from the shape.
-template <int K, bool RES, class A>
-RMT_ALWAYS_INLINE void conv_rows(const ConvShape& s, const A* x, const A* wt, const A* bias,
-                                 const A* res, A* y, int64_t row0, int64_t row1) {
-  const int64_t k = K > 0 ? K : s.k, pad = (k - 1) / 2, C = s.channels;
-  const int64_t row_stride = s.width * C;
-  for (int64_t row = row0; row < row1; ++row) {
-    const int64_t b = row / s.height, h = row % s.height;
-    const int64_t ki0 = std::max<int64_t>(0, pad - h), ki1 = std::min(k, s.height + pad - h);
-    const bool full_rows = K > 0 && ki0 == 0 && ki1 == k;
-    for (int64_t w = 0; w < s.width;) {
-      const int64_t kj0 = std::max<int64_t>(0, pad - w), kj1 = std::min(k, s.width + pad - w);
-      const int64_t at = (row * s.width + w) * C;
-      const int64_t origin = ((b * s.height + h - pad) * s.width + w - pad) * C;
-      if (full_rows && kj0 == 0 && w + kPixels - 1 + pad < s.width) {
-        conv_pixels<K, RES>(x, wt, bias, res, y, C, row_stride, origin, at);
-        w += kPixels;
-      } else if (full_rows && kj0 == 0 && kj1 == k) {
-        conv_pixel<K, true, RES>(x, wt, bias, res, y, C, k, row_stride, origin, at, 0, k, 0, k);
-        ++w;
-      } else {
-        conv_pixel<K, false, RES>(x, wt, bias, res, y, C, k, row_stride, origin, at, ki0, ki1,
-                                  kj0, kj1);
-        ++w;
+// One output pixel w, any kernel size, taps outside the image (null rows, columns past the edges)
+// skipped.
+template <bool RES, class A>
+RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
+                                  const A* __restrict bias, const A* __restrict res,
+                                  A* __restrict out, int64_t C, int64_t width, int64_t k,
+                                  int64_t w) {
+  using V = cpu::VecT<A>;
+  constexpr int W = cpu::Simd<A>::W;
+  const int64_t pad = (k - 1) / 2, Cv = C / W * W;
+  const int64_t kj0 = std::max<int64_t>(0, pad - w), kj1 = std::min(k, width + pad - w);
+  const int64_t first = (w - pad) * C;
+  for (int64_t c = 0; c < Cv; c += W) {
+    V acc = cpu::vload(bias + c);
+    for (int64_t ki = 0; ki < k; ++ki) {
+      if (!rows[ki]) continue;
+      for (int64_t kj = kj0; kj < kj1; ++kj) {
+        acc += cpu::vload(wt + (ki * k + kj) * C + c) * cpu::vload(rows[ki] + (first + kj * C + c));
       }
     }
+    if (RES) acc += cpu::vload(res + w * C + c);
+    cpu::vstore(out + w * C + c, acc);
+  }
+  for (int64_t c = Cv; c < C; ++c) {
+    A acc = bias[c];
+    for (int64_t ki = 0; ki < k; ++ki) {
+      if (!rows[ki]) continue;
+      for (int64_t kj = kj0; kj < kj1; ++kj) acc += wt[(ki * k + kj) * C + c] * rows[ki][first + kj * C + c];
+    }
+    if (RES) acc += res[w * C + c];
+    out[w * C + c] = acc;
+  }
+}
+
+// One output row from its k input rows (rows[ki] = input row h + ki - pad, null outside the image)
+// and, with RES, the residual row. K > 0 fixes the kernel size at compile time (3 and 5 in RMT) and
+// lets the interior take conv_pixels; K == 0 reads it from the shape.
+template <int K, bool RES, class A>
+RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const A* wt,
+                                const A* bias, const A* res, A* out) {
+  const int64_t k = K > 0 ? K : s.k, pad = (k - 1) / 2;
+  bool all_rows = K > 0;
+  for (int64_t ki = 0; ki < k; ++ki) all_rows = all_rows && rows[ki];
+  for (int64_t w = 0; w < s.width;) {
+    if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
+      conv_pixels<(K > 0 ? K : 1), RES>(rows, wt, bias, res, out, s.channels, w);
+      w += kPixels;
+    } else {
+      conv_pixel<RES>(rows, wt, bias, res, out, s.channels, s.width, k, w);
+      ++w;
+    }
   }
 }
 
 template <class A>
-RMT_ALWAYS_INLINE void conv_rows_any(const ConvShape& s, const A* x, const A* wt, const A* bias,
-                                     const A* res, A* y, int64_t row0, int64_t row1) {
+RMT_ALWAYS_INLINE void conv_row_any(const ConvShape& s, const A* const* rows, const A* wt,
+                                    const A* bias, const A* res, A* out) {
   if (res) {
-    if (s.k == 3) return conv_rows<3, true>(s, x, wt, bias, res, y, row0, row1);
-    if (s.k == 5) return conv_rows<5, true>(s, x, wt, bias, res, y, row0, row1);
-    return conv_rows<0, true>(s, x, wt, bias, res, y, row0, row1);
+    if (s.k == 3) return conv_row<3, true>(s, rows, wt, bias, res, out);
+    if (s.k == 5) return conv_row<5, true>(s, rows, wt, bias, res, out);
+    return conv_row<0, true>(s, rows, wt, bias, res, out);
   }
-  if (s.k == 3) return conv_rows<3, false>(s, x, wt, bias, res, y, row0, row1);
-  if (s.k == 5) return conv_rows<5, false>(s, x, wt, bias, res, y, row0, row1);
-  conv_rows<0, false>(s, x, wt, bias, res, y, row0, row1);
+  if (s.k == 3) return conv_row<3, false>(s, rows, wt, bias, res, out);
+  if (s.k == 5) return conv_row<5, false>(s, rows, wt, bias, res, out);
+  conv_row<0, false>(s, rows, wt, bias, res, out);
 }
 
+// The input rows of output row h of image b, read from a (B, H, W, C) tensor.
 template <class A>
-RMT_FLATTEN void conv_rows_base(const ConvShape& s, const A* x, const A* wt, const A* bias,
-                                const A* res, A* y, int64_t row0, int64_t row1) {
-  conv_rows_any(s, x, wt, bias, res, y, row0, row1);
+RMT_ALWAYS_INLINE void rows_of(const ConvShape& s, const A* x, int64_t b, int64_t h,
+                               const A** rows) {
+  const int64_t pad = (s.k - 1) / 2;
+  for (int64_t ki = 0; ki < s.k; ++ki) {
+    const int64_t hh = h + ki - pad;
+    rows[ki] = hh >= 0 && hh < s.height ? x + (b * s.height + hh) * s.width * s.channels : nullptr;
+  }
 }
+
+// y rows [row0, row1) of the flattened (batch * height) index, out of place.
+template <class A>
+RMT_ALWAYS_INLINE void conv_rows(const ConvShape& s, const A* x, const A* wt, const A* bias,
+                                 const A* res, A* y, int64_t row0, int64_t row1) {
+  const int64_t row_size = s.width * s.channels;
+  std::vector<const A*> rows(s.k);
+  for (int64_t row = row0; row < row1; ++row) {
+    rows_of(s, x, row / s.height, row % s.height, rows.data());
+    conv_row_any(s, rows.data(), wt, bias, res ? res + row * row_size : nullptr,
+                 y + row * row_size);
+  }
+}
+
+// One thread's share of the in-place FFN middle, h <- conv(gelu(h)) + gelu(h), for the rows
+// [row0, row1): the k rows of the window live activated in a ring, and output row h overwrites
+// input row h, which the ring already holds; rows past either end of the share come from `halo`
+// (activated before any thread wrote), since the neighbouring shares overwrite them.
+template <class A>
+RMT_ALWAYS_INLINE void gelu_conv_rows_in_place(const ConvShape& s, A* h_data, const A* wt,
+                                               const A* bias, int64_t row0, int64_t row1,
+                                               const A* halo_above, const A* halo_below) {
+  const int64_t k = s.k, pad = (k - 1) / 2, row_size = s.width * s.channels;
+  std::vector<A> ring(k * row_size);
+  std::vector<const A*> rows(k);
+  // Activated image row hh of image b into its ring slot.
+  auto load = [&](int64_t b, int64_t hh) {
+    A* slot = ring.data() + (hh % k) * row_size;
+    const int64_t flat = b * s.height + hh;
+    if (flat < row0) {
+      std::memcpy(slot, halo_above + (row0 - flat - 1) * row_size, row_size * sizeof(A));
+    } else if (flat >= row1) {
+      std::memcpy(slot, halo_below + (flat - row1) * row_size, row_size * sizeof(A));
+    } else {
+      cpu::gelu(h_data + flat * row_size, slot, row_size);
+    }
+  };
+  for (int64_t row = row0; row < row1; ++row) {
+    const int64_t b = row / s.height, h = row % s.height;
+    if (row == row0 || h == 0) {  // a new window: every row of it
+      for (int64_t hh = std::max<int64_t>(0, h - pad); hh <= std::min(s.height - 1, h + pad); ++hh)
+        load(b, hh);
+    } else if (h + pad < s.height) {  // the window slides by one row
+      load(b, h + pad);
+    }
+    for (int64_t ki = 0; ki < k; ++ki) {
+      const int64_t hh = h + ki - pad;
+      rows[ki] = hh >= 0 && hh < s.height ? ring.data() + (hh % k) * row_size : nullptr;
+    }
+    conv_row_any(s, rows.data(), wt, bias, ring.data() + (h % k) * row_size,
+                 h_data + row * row_size);
+  }
+}
+
+// Baseline and AVX2 variants of the two drivers, picked once at run time (cpu_simd.h).
+#define RMT_DEFINE_VARIANT(SUFFIX, ATTR)                                                          \
+  template <class A>                                                                              \
+  ATTR RMT_FLATTEN void conv_rows_##SUFFIX(const ConvShape& s, const A* x, const A* wt,           \
+                                           const A* bias, const A* res, A* y, int64_t row0,       \
+                                           int64_t row1) {                                        \
+    conv_rows(s, x, wt, bias, res, y, row0, row1);                                                \
+  }                                                                                               \
+  template <class A>                                                                              \
+  ATTR RMT_FLATTEN void gelu_conv_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,  \
+                                           int64_t row0, int64_t row1, const A* above,            \
+                                           const A* below) {                                      \
+    gelu_conv_rows_in_place(s, h, wt, bias, row0, row1, above, below);                            \
+  }                                                                                               \
+  template <class A>                                                                              \
+  ATTR RMT_FLATTEN void gelu_##SUFFIX(const A* in, A* out, int64_t n) {                           \
+    cpu::gelu(in, out, n);                                                                        \
+  }
+
+RMT_DEFINE_VARIANT(base, )
+#if RMT_HAVE_AVX2_VARIANT
+RMT_DEFINE_VARIANT(avx2, RMT_TARGET_AVX2)
+#endif
+#undef RMT_DEFINE_VARIANT
 
 #if RMT_HAVE_AVX2_VARIANT
-template <class A>
-RMT_TARGET_AVX2 RMT_FLATTEN void conv_rows_avx2(const ConvShape& s, const A* x, const A* wt,
-                                                const A* bias, const A* res, A* y, int64_t row0,
-                                                int64_t row1) {
-  conv_rows_any(s, x, wt, bias, res, y, row0, row1);
-}
+#define RMT_CALL_VARIANT(NAME, ...) \
+  (cpu::use_avx2() ? NAME##_avx2(__VA_ARGS__) : NAME##_base(__VA_ARGS__))
+#else
+#define RMT_CALL_VARIANT(NAME, ...) NAME##_base(__VA_ARGS__)
 #endif
-
-template <class A>
-void conv_cpu(const ConvShape& s, const at::Tensor& x, const at::Tensor& weight,
-              const at::Tensor& bias, const at::Tensor& residual, at::Tensor& y) {
-  // (C, 1, k, k) -> (k * k, C)
-  const auto wt = weight.reshape({s.channels, s.k * s.k}).t().contiguous();
-  const A* xp = x.data_ptr<A>();
-  const A* wp = wt.data_ptr<A>();
-  const auto b = bias.defined() ? bias : at::zeros({s.channels}, x.options());
-  const A* bp = b.data_ptr<A>();
-  const A* rp = residual.defined() ? residual.data_ptr<A>() : nullptr;
-  A* yp = y.data_ptr<A>();
-  const int64_t row_cost = s.width * s.channels * s.k * s.k;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, row_cost));
-  at::parallel_for(0, s.batch * s.height, grain, [&](int64_t row0, int64_t row1) {
-#if RMT_HAVE_AVX2_VARIANT
-    if (cpu::use_avx2()) return conv_rows_avx2(s, xp, wp, bp, rp, yp, row0, row1);
-#endif
-    conv_rows_base(s, xp, wp, bp, rp, yp, row0, row1);
-  });
-}
 
 bool records_gradient(std::initializer_list<const at::Tensor*> ts) {
   if (!at::GradMode::is_enabled()) return false;
@@ -197,36 +248,58 @@ bool records_gradient(std::initializer_list<const at::Tensor*> ts) {
   return false;
 }
 
+void check_arguments(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                     const at::Tensor& bias) {
+  TORCH_CHECK(x.dim() == 4, op, ": expected x of shape (B, H, W, C), got ", x.sizes());
+  const int64_t channels = x.size(3);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == channels && weight.size(1) == 1 &&
+                  weight.size(2) == weight.size(3),
+              op, ": expected weight of shape (", channels, ", 1, k, k) for x with ", channels,
+              " channels, got ", weight.sizes());
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == channels), op,
+              ": expected bias of shape (", channels, "), got ", bias.sizes());
+}
+
+// Whether the CPU kernels take this call (see the header); the rest goes to at::conv2d.
+bool kernel_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                    int64_t stride, int64_t padding, const at::Tensor& residual) {
+  const int64_t k = weight.size(2);
+  auto same = [&](const at::Tensor& t) {
+    return !t.defined() || (t.scalar_type() == x.scalar_type() && t.device() == x.device());
+  };
+  return x.device().is_cpu() &&
+         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) && stride == 1 &&
+         k % 2 == 1 && padding == (k - 1) / 2 && same(weight) && same(bias) &&
+         !records_gradient({&x, &weight, &bias, &residual});
+}
+
+// The kernels' weights (k * k, C) and bias (zeros when there is none).
+std::pair<at::Tensor, at::Tensor> kernel_weights(const at::Tensor& x, const at::Tensor& weight,
+                                                 const at::Tensor& bias) {
+  const int64_t channels = x.size(3), k = weight.size(2);
+  return {weight.reshape({channels, k * k}).t().contiguous(),
+          bias.defined() ? bias.contiguous() : at::zeros({channels}, x.options())};
+}
+
+at::Tensor composite(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                     int64_t stride, int64_t padding) {
+  return at::conv2d(x.permute({0, 3, 1, 2}), weight, bias, stride, padding, 1, x.size(3))
+      .permute({0, 2, 3, 1});
+}
+
 }  // namespace
 
 at::Tensor depthwise_conv2d_nhwc(const at::Tensor& x, const at::Tensor& weight,
                                  const at::Tensor& bias, int64_t stride, int64_t padding,
                                  const at::Tensor& residual) {
-  TORCH_CHECK(x.dim() == 4, "depthwise_conv2d_nhwc: expected x of shape (B, H, W, C), got ",
-              x.sizes());
-  const int64_t channels = x.size(3);
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == channels && weight.size(1) == 1 &&
-                  weight.size(2) == weight.size(3),
-              "depthwise_conv2d_nhwc: expected weight of shape (", channels,
-              ", 1, k, k) for x with ", channels, " channels, got ", weight.sizes());
-  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == channels),
-              "depthwise_conv2d_nhwc: expected bias of shape (", channels, "), got ", bias.sizes());
-  const int64_t k = weight.size(2);
-  const bool fast = x.device().is_cpu() && (x.scalar_type() == at::kFloat ||
-                                            x.scalar_type() == at::kDouble) &&
-                    stride == 1 && k % 2 == 1 && padding == (k - 1) / 2 &&
-                    weight.scalar_type() == x.scalar_type() && weight.device() == x.device() &&
-                    (!bias.defined() ||
-                     (bias.scalar_type() == x.scalar_type() && bias.device() == x.device())) &&
-                    !records_gradient({&x, &weight, &bias, &residual});
+  check_arguments("depthwise_conv2d_nhwc", x, weight, bias);
   auto check_residual = [&](at::IntArrayRef out) {
     TORCH_CHECK(!residual.defined() || residual.sizes() == out,
                 "depthwise_conv2d_nhwc: expected residual of the output's shape ", out, ", got ",
                 residual.sizes());
   };
-  if (!fast) {
-    auto y = at::conv2d(x.permute({0, 3, 1, 2}), weight, bias, stride, padding, 1, channels)
-                 .permute({0, 2, 3, 1});
+  if (!kernel_applies(x, weight, bias, stride, padding, residual)) {
+    auto y = composite(x, weight, bias, stride, padding);
     check_residual(y.sizes());
     return residual.defined() ? y + residual : y;
   }
@@ -235,16 +308,67 @@ at::Tensor depthwise_conv2d_nhwc(const at::Tensor& x, const at::Tensor& weight,
                                       residual.device() == x.device()),
               "depthwise_conv2d_nhwc: residual must be a ", x.scalar_type(), " tensor on ",
               x.device(), ", got ", residual.scalar_type(), " on ", residual.device());
-  const ConvShape s{x.size(0), x.size(1), x.size(2), channels, k};
+  const ConvShape s{x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2)};
   const auto xc = x.contiguous();
   const auto rc = residual.defined() ? residual.contiguous() : residual;
-  const auto bc = bias.defined() ? bias.contiguous() : bias;
+  const auto [wt, b] = kernel_weights(x, weight, bias);
   auto y = at::empty(x.sizes(), x.options());
   if (y.numel() == 0) return y;
+  const int64_t row_cost = s.width * s.channels * s.k * s.k;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, row_cost));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "depthwise_conv2d_nhwc", [&] {
-    conv_cpu<scalar_t>(s, xc, weight, bc, rc, y);
+    const scalar_t* rp = rc.defined() ? rc.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, s.batch * s.height, grain, [&](int64_t row0, int64_t row1) {
+      RMT_CALL_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
+                       b.data_ptr<scalar_t>(), rp, y.data_ptr<scalar_t>(), row0, row1);
+    });
   });
   return y;
+}
+
+at::Tensor gelu_depthwise_conv2d_add(const at::Tensor& h, const at::Tensor& weight,
+                                     const at::Tensor& bias, int64_t padding, bool reuse_input) {
+  check_arguments("gelu_depthwise_conv2d_add", h, weight, bias);
+  if (!reuse_input || !h.is_contiguous() ||
+      !kernel_applies(h, weight, bias, 1, padding, {})) {
+    const auto g = at::gelu(h);
+    return depthwise_conv2d_nhwc(g, weight, bias, 1, padding, g);
+  }
+  const ConvShape s{h.size(0), h.size(1), h.size(2), h.size(3), weight.size(2)};
+  if (h.numel() == 0) return h;
+  const auto [wt, b] = kernel_weights(h, weight, bias);
+  const int64_t rows = s.batch * s.height, row_size = s.width * s.channels;
+  const int64_t pad = (s.k - 1) / 2;
+  // Contiguous shares of rows, one per thread, and each share's halo: the activated rows just
+  // outside it (same image only) that a neighbour will overwrite, taken before anyone writes.
+  const int64_t shares = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
+  const int64_t per_share = (rows + shares - 1) / shares;
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "gelu_depthwise_conv2d_add", [&] {
+    scalar_t* data = h.data_ptr<scalar_t>();
+    std::vector<scalar_t> above(shares * pad * row_size), below(shares * pad * row_size);
+    for (int64_t i = 0; i < shares; ++i) {
+      const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
+      for (int64_t d = 1; d <= pad && r0 < r1; ++d) {  // rows r0 - d and r1 - 1 + d
+        if ((r0 % s.height) - d >= 0) {
+          RMT_CALL_VARIANT(gelu, data + (r0 - d) * row_size,
+                           above.data() + (i * pad + d - 1) * row_size, row_size);
+        }
+        if (((r1 - 1) % s.height) + d < s.height) {
+          RMT_CALL_VARIANT(gelu, data + (r1 - 1 + d) * row_size,
+                           below.data() + (i * pad + d - 1) * row_size, row_size);
+        }
+      }
+    }
+    at::parallel_for(0, shares, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
+        if (r0 >= r1) continue;
+        RMT_CALL_VARIANT(gelu_conv, s, data, wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), r0,
+                         r1, above.data() + i * pad * row_size, below.data() + i * pad * row_size);
+      }
+    });
+  });
+  return h;
 }
 
 }  // namespace rmt::ops

@@ -26,117 +26,13 @@
 #pragma GCC optimize("no-trapping-math", "fp-contract=fast")
 #endif
 
+#include "ops/cpu_math.h"  // after the pragma: its functions take this file's options
+
 namespace rmt::ops::cpu {
 namespace {
 
 constexpr int64_t kBQ = 16;   // queries sharing one key block while it sits in L1
 constexpr int64_t kBK = 128;  // keys per block: one score row of kBK values per query
-
-// exp(x) for x <= 0 (the only arguments softmax needs once the row maximum is subtracted),
-// branch-free so that a loop over it vectorizes: Cody-Waite reduction x = n ln2 + r with
-// |r| <= ln2/2, a Taylor polynomial for e^r (truncation error below one ulp), and 2^n built in the
-// exponent bits. Arguments below the clamp give e^clamp (~1e-38 / 1e-308), which is zero next to
-// the row maximum's term of 1. NaN propagates.
-RMT_ALWAYS_INLINE float exp_nonpos(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float t = x * 1.44269504088896341f + shift;
-  const float n = t - shift;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.98412698e-4f;
-  p = p * r + 1.38888889e-3f;
-  p = p * r + 8.33333333e-3f;
-  p = p * r + 4.16666667e-2f;
-  p = p * r + 1.66666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  uint32_t bits;
-  std::memcpy(&bits, &t, sizeof bits);
-  bits = (bits << 23) + (127u << 23);  // the low bits of t hold n
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
-RMT_ALWAYS_INLINE double exp_nonpos(double x) {
-  x = x < -708.0 ? -708.0 : x;
-  const double shift = 6755399441055744.0;  // 1.5 * 2^52
-  const double t = x * 1.4426950408889634 + shift;
-  const double n = t - shift;
-  double r = x - n * 6.93147180369123816490e-01;
-  r = r - n * 1.90821492927058770002e-10;
-  double p = 1.6059043836821613e-10;
-  p = p * r + 2.08767569878681e-09;
-  p = p * r + 2.505210838544172e-08;
-  p = p * r + 2.755731922398589e-07;
-  p = p * r + 2.7557319223985893e-06;
-  p = p * r + 2.48015873015873e-05;
-  p = p * r + 0.0001984126984126984;
-  p = p * r + 0.001388888888888889;
-  p = p * r + 0.008333333333333333;
-  p = p * r + 0.041666666666666664;
-  p = p * r + 0.16666666666666666;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  uint64_t bits;
-  std::memcpy(&bits, &t, sizeof bits);
-  bits = (bits << 52) + (uint64_t{1023} << 52);
-  double scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
-// The vector form of exp_nonpos (same steps, same constants).
-RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {
-  using V = VecT<float>;
-  using I = Simd<float>::I;
-  const V lo = vbcast(-87.0f), shift = vbcast(12582912.0f);
-  const V x = arg < lo ? lo : arg;
-  const V t = x * 1.44269504088896341f + shift;
-  const V n = t - shift;
-  V r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  V p = vbcast(1.98412698e-4f);
-  p = p * r + 1.38888889e-3f;
-  p = p * r + 8.33333333e-3f;
-  p = p * r + 4.16666667e-2f;
-  p = p * r + 1.66666667e-1f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const I bits = ((I)t << 23) + (127 << 23);  // vector casts are bit casts
-  return p * (V)bits;
-}
-
-RMT_ALWAYS_INLINE VecT<double> vexp_nonpos(const VecT<double>& arg) {
-  using V = VecT<double>;
-  using I = Simd<double>::I;
-  const V lo = vbcast(-708.0), shift = vbcast(6755399441055744.0);
-  const V x = arg < lo ? lo : arg;
-  const V t = x * 1.4426950408889634 + shift;
-  const V n = t - shift;
-  V r = x - n * 6.93147180369123816490e-01;
-  r = r - n * 1.90821492927058770002e-10;
-  V p = vbcast(1.6059043836821613e-10);
-  p = p * r + 2.08767569878681e-09;
-  p = p * r + 2.505210838544172e-08;
-  p = p * r + 2.755731922398589e-07;
-  p = p * r + 2.7557319223985893e-06;
-  p = p * r + 2.48015873015873e-05;
-  p = p * r + 0.0001984126984126984;
-  p = p * r + 0.001388888888888889;
-  p = p * r + 0.008333333333333333;
-  p = p * r + 0.041666666666666664;
-  p = p * r + 0.16666666666666666;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  const I bits = ((I)t << 52) + (int64_t{1023} << 52);
-  return p * (V)bits;
-}
 
 // out[j] = sum_c x[c] * mt[c * ld + j] for j < nbv (a multiple of the vector width): a row of dot
 // products against the columns of a transposed matrix. Up to U vectors of keys accumulate at once

@@ -14,6 +14,9 @@ class DWConv2dImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   // forward(x) + residual in one pass over memory (see rmt/depthwise_conv.h).
   torch::Tensor forward_add(const torch::Tensor& x, const torch::Tensor& residual);
+  // g + forward(g) for g = gelu(h), the FFN's middle. With reuse_input, h's memory may hold the
+  // result (see rmt/depthwise_conv.h): pass it only for a tensor nothing else uses.
+  torch::Tensor forward_gelu_add(const torch::Tensor& h, bool reuse_input);
 
   torch::nn::Conv2d conv{nullptr};
   Backend backend = Backend::Auto;  // Reference: at::conv2d on the permuted view, then the add

@@ -15,7 +15,6 @@ class FeedForwardImpl : public torch::nn::Module {
 
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   DWConv2d dwconv{nullptr};
-  Backend backend = Backend::Auto;  // Reference: GELU out of place, as the authors
 };
 TORCH_MODULE(FeedForward);
 

@@ -1,0 +1,161 @@
+#pragma once
+// Elementary functions for the CPU kernels, scalar and vector (cpu_simd.h), branch-free so that
+// loops over them vectorize, with no dependence on -ffast-math or libm's vector entry points.
+//
+// Include it after `#pragma GCC optimize("no-trapping-math", "fp-contract=fast")` (as both kernel
+// files do), and <cmath>, <cstdint>, <cstring> and cpu_simd.h before that pragma, so that only
+// this header's functions take the options: its products may then contract to FMAs, identically
+// in every unit that includes it.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "ops/cpu_simd.h"
+
+namespace rmt::ops::cpu {
+
+// exp(x) for x <= 0 (the only arguments softmax needs once the row maximum is subtracted),
+// branch-free so that a loop over it vectorizes: Cody-Waite reduction x = n ln2 + r with
+// |r| <= ln2/2, a Taylor polynomial for e^r (truncation error below one ulp), and 2^n built in the
+// exponent bits. Arguments below the clamp give e^clamp (~1e-38 / 1e-308), which is zero next to
+// the row maximum's term of 1. NaN propagates.
+RMT_ALWAYS_INLINE float exp_nonpos(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + shift;
+  const float n = t - shift;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.98412698e-4f;
+  p = p * r + 1.38888889e-3f;
+  p = p * r + 8.33333333e-3f;
+  p = p * r + 4.16666667e-2f;
+  p = p * r + 1.66666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  uint32_t bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  bits = (bits << 23) + (127u << 23);  // the low bits of t hold n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+RMT_ALWAYS_INLINE double exp_nonpos(double x) {
+  x = x < -708.0 ? -708.0 : x;
+  const double shift = 6755399441055744.0;  // 1.5 * 2^52
+  const double t = x * 1.4426950408889634 + shift;
+  const double n = t - shift;
+  double r = x - n * 6.93147180369123816490e-01;
+  r = r - n * 1.90821492927058770002e-10;
+  double p = 1.6059043836821613e-10;
+  p = p * r + 2.08767569878681e-09;
+  p = p * r + 2.505210838544172e-08;
+  p = p * r + 2.755731922398589e-07;
+  p = p * r + 2.7557319223985893e-06;
+  p = p * r + 2.48015873015873e-05;
+  p = p * r + 0.0001984126984126984;
+  p = p * r + 0.001388888888888889;
+  p = p * r + 0.008333333333333333;
+  p = p * r + 0.041666666666666664;
+  p = p * r + 0.16666666666666666;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  uint64_t bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  bits = (bits << 52) + (uint64_t{1023} << 52);
+  double scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// The vector form of exp_nonpos (same steps, same constants).
+RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {
+  using V = VecT<float>;
+  using I = Simd<float>::I;
+  const V lo = vbcast(-87.0f), shift = vbcast(12582912.0f);
+  const V x = arg < lo ? lo : arg;
+  const V t = x * 1.44269504088896341f + shift;
+  const V n = t - shift;
+  V r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = vbcast(1.98412698e-4f);
+  p = p * r + 1.38888889e-3f;
+  p = p * r + 8.33333333e-3f;
+  p = p * r + 4.16666667e-2f;
+  p = p * r + 1.66666667e-1f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const I bits = ((I)t << 23) + (127 << 23);  // vector casts are bit casts
+  return p * (V)bits;
+}
+
+RMT_ALWAYS_INLINE VecT<double> vexp_nonpos(const VecT<double>& arg) {
+  using V = VecT<double>;
+  using I = Simd<double>::I;
+  const V lo = vbcast(-708.0), shift = vbcast(6755399441055744.0);
+  const V x = arg < lo ? lo : arg;
+  const V t = x * 1.4426950408889634 + shift;
+  const V n = t - shift;
+  V r = x - n * 6.93147180369123816490e-01;
+  r = r - n * 1.90821492927058770002e-10;
+  V p = vbcast(1.6059043836821613e-10);
+  p = p * r + 2.08767569878681e-09;
+  p = p * r + 2.505210838544172e-08;
+  p = p * r + 2.755731922398589e-07;
+  p = p * r + 2.7557319223985893e-06;
+  p = p * r + 2.48015873015873e-05;
+  p = p * r + 0.0001984126984126984;
+  p = p * r + 0.001388888888888889;
+  p = p * r + 0.008333333333333333;
+  p = p * r + 0.041666666666666664;
+  p = p * r + 0.16666666666666666;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const I bits = ((I)t << 52) + (int64_t{1023} << 52);
+  return p * (V)bits;
+}
+
+// erf for float vectors: Abramowitz & Stegun 7.1.26, erf(z) = 1 - t (a1 + t (a2 + ... a5 t)) e^-z^2
+// with t = 1 / (1 + p z) for z >= 0, the sign restored after; absolute error below 1.5e-7, the
+// formula (and accuracy) of LibTorch's own vectorized float erf behind at::gelu.
+RMT_ALWAYS_INLINE VecT<float> verf(const VecT<float>& x) {
+  using V = VecT<float>;
+  const V z = vabs<float>(x);
+  const V t = 1.0f / (1.0f + 0.3275911f * z);
+  V poly = vbcast(1.061405429f);
+  poly = poly * t - 1.453152027f;
+  poly = poly * t + 1.421413741f;
+  poly = poly * t - 0.284496736f;
+  poly = poly * t + 0.254829592f;
+  const V r = 1.0f - poly * t * vexp_nonpos(-(z * z));
+  return x < 0 ? -r : r;
+}
+
+// The exact GELU, x / 2 (1 + erf(x / sqrt 2)), over n elements (vectors, then a scalar tail).
+RMT_ALWAYS_INLINE void gelu(const float* __restrict in, float* __restrict out, int64_t n) {
+  using V = VecT<float>;
+  constexpr int W = Simd<float>::W;
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const V x = vload(in + i);
+    vstore(out + i, 0.5f * x * (1.0f + verf(x * 0.70710678118654752f)));
+  }
+  for (; i < n; ++i) {
+    V x = vbcast(in[i]);
+    x = 0.5f * x * (1.0f + verf(x * 0.70710678118654752f));
+    out[i] = x[0];
+  }
+}
+
+// Double: libm's erf, element by element (double is for parity checks, not for speed).
+inline void gelu(const double* __restrict in, double* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = 0.5 * in[i] * (1.0 + std::erf(in[i] * 0.70710678118654752440));
+}
+
+}  // namespace rmt::ops::cpu
