@@ -1,13 +1,17 @@
-// End-to-end throughput and peak memory of RMT models: the library's path (fused MaSA operators)
-// against the literal path (the authors' op chain: materialized masks and score matrices, the same
-// permutes), in one run on one machine.
+// End-to-end throughput and peak memory of RMT models: the library's path (Backend::Fused) against
+// the literal path (Backend::Reference: the authors' op sequence, materialized masks and score
+// matrices, the same permutes, at::conv2d on permuted views), in one run on one machine.
 //
 //   bench_models [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N]
-//                [--models rmt_t,rmt_s,rmt_b,rmt_l] [--batches 1,16] [--dense 512,1024]
+//                [--min-seconds S] [--models rmt_t,rmt_s,rmt_b,rmt_l] [--batches 1,16]
+//                [--dense 512,1024] [--dense-model rmt_t_dense]
 //
-// Each measurement runs in a child process of its own, so that its peak resident memory (CPU) is
-// its own; on CUDA the caching allocator's peak is reported. Times are the median of --repeats runs
-// after one warm-up run. Random weights: speed does not depend on their values.
+// Speed: one child process builds the model and times the two paths alternately (fused, literal,
+// fused, literal, ...) after one warm-up run of each, at least --repeats times and until each path
+// has run --min-seconds (default 10), and reports the median time of each. Alternating within one process makes the ratio robust to a machine whose speed drifts (a
+// shared VM): both paths see the same conditions. Memory: each path runs one forward in a child
+// process of its own, whose peak resident set (CPU) or caching-allocator peak (CUDA) is reported.
+// Random weights: speed does not depend on their values.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,18 +38,12 @@ namespace {
 struct Options {
   std::string device = "cpu";
   at::ScalarType dtype = at::kFloat;
-  int repeats = 3;
+  int repeats = 3;        // at least this many timed runs of each path
+  double min_seconds = 10;  // and more until each path has run this long
   std::vector<std::string> models{"rmt_t", "rmt_s", "rmt_b", "rmt_l"};
   std::vector<int64_t> batches{1, 16};
   std::vector<int64_t> dense_sizes{512, 1024};
   std::string dense_model = "rmt_t_dense";
-};
-
-struct Result {
-  double seconds = 0;       // median per forward
-  double peak_mib = 0;      // CPU: peak RSS of the child; CUDA: allocator peak
-  double baseline_mib = 0;  // CPU: RSS after building the model, before the first forward
-  char error[256] = {0};
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -56,108 +54,138 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-double rss_mib_now() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  long pages = 0, resident = 0;
-  if (f) {
-    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
-}
-
 void synchronize(const torch::Device& device) {
 #ifdef RMT_WITH_CUDA
   if (device.is_cuda()) c10::cuda::device_synchronize();
 #endif
 }
 
-Result measure(const Options& opt, const std::string& preset, int64_t batch, int64_t size,
-               rmt::nn::Backend backend) {
-  Result r;
-  const torch::Device device(opt.device);
+struct Speed {
+  double fused = 0, literal = 0;  // median seconds per forward
+};
+
+rmt::Model build(const Options& opt, const std::string& preset, const torch::Device& device) {
   auto model = rmt::Model::from_preset(preset);
   model.to(device, opt.dtype);
   model.eval();
-  model.set_backend(backend);
+  return model;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+Speed measure_speed(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
+  const torch::Device device(opt.device);
+  auto model = build(opt, preset, device);
   torch::NoGradGuard no_grad;
   auto images = torch::randn({batch, 3, size, size}).to(device, opt.dtype);
-  r.baseline_mib = rss_mib_now();
-#ifdef RMT_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
-#endif
-  std::vector<double> times;
-  for (int i = 0; i <= opt.repeats; ++i) {
+  auto timed = [&](rmt::nn::Backend backend) {
+    model.set_backend(backend);
     synchronize(device);
     const auto start = std::chrono::steady_clock::now();
     auto out = model.forward(images);
     synchronize(device);
-    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-    if (i > 0) times.push_back(elapsed.count());  // run 0 warms up
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  timed(rmt::nn::Backend::Fused);  // warm-up
+  timed(rmt::nn::Backend::Reference);
+  std::vector<double> fused, literal;
+  double spent = 0;
+  for (int i = 0; i < opt.repeats || spent < opt.min_seconds; ++i) {
+    fused.push_back(timed(rmt::nn::Backend::Fused));
+    literal.push_back(timed(rmt::nn::Backend::Reference));
+    spent += std::min(fused.back(), literal.back());
   }
-  std::sort(times.begin(), times.end());
-  r.seconds = times[times.size() / 2];
-  if (device.is_cuda()) {
-#ifdef RMT_WITH_CUDA
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    r.peak_mib = stats.allocated_bytes[0].peak / double(1 << 20);
-#endif
-  } else {
-    struct rusage usage {};
-    getrusage(RUSAGE_SELF, &usage);
-    r.peak_mib = usage.ru_maxrss / 1024.0;  // kilobytes on Linux
-  }
-  return r;
+  return {median(fused), median(literal)};
 }
 
-// Runs measure() in a child process and returns its result through a pipe.
-Result measure_isolated(const Options& opt, const std::string& preset, int64_t batch, int64_t size,
-                        rmt::nn::Backend backend) {
+// Peak memory of one forward (after building the model and the input).
+double measure_peak(const Options& opt, const std::string& preset, int64_t batch, int64_t size,
+                    rmt::nn::Backend backend) {
+  const torch::Device device(opt.device);
+  auto model = build(opt, preset, device);
+  model.set_backend(backend);
+  torch::NoGradGuard no_grad;
+  auto images = torch::randn({batch, 3, size, size}).to(device, opt.dtype);
+#ifdef RMT_WITH_CUDA
+  const int index = device.index() < 0 ? 0 : device.index();
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(index);
+#endif
+  model.forward(images);
+  synchronize(device);
+  if (device.is_cuda()) {
+#ifdef RMT_WITH_CUDA
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    return stats.allocated_bytes[0].peak / double(1 << 20);
+#endif
+  }
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;  // kilobytes on Linux
+}
+
+// Runs `work` in a child process and returns what it wrote (a trivially copyable T) through a
+// pipe, or the error it threw.
+template <class T, class F>
+bool isolated(F work, T& result, std::string& error) {
+  struct Message {
+    T value;
+    char error[256];
+  } message{};
   int fds[2];
-  Result r;
   if (pipe(fds) != 0) {
-    std::snprintf(r.error, sizeof r.error, "pipe failed");
-    return r;
+    error = "pipe failed";
+    return false;
   }
   const pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
-    Result child;
+    Message out{};
     try {
-      child = measure(opt, preset, batch, size, backend);
+      out.value = work();
     } catch (const std::exception& e) {
-      std::snprintf(child.error, sizeof child.error, "%s", e.what());
+      std::snprintf(out.error, sizeof out.error, "%s", e.what());
     }
-    if (write(fds[1], &child, sizeof child) != static_cast<ssize_t>(sizeof child)) _exit(2);
+    if (write(fds[1], &out, sizeof out) != static_cast<ssize_t>(sizeof out)) _exit(2);
     _exit(0);
   }
   close(fds[1]);
-  if (read(fds[0], &r, sizeof r) != static_cast<ssize_t>(sizeof r)) {
-    std::snprintf(r.error, sizeof r.error, "the measuring process died (out of memory?)");
-  }
+  const bool got = read(fds[0], &message, sizeof message) == static_cast<ssize_t>(sizeof message);
   close(fds[0]);
   int status = 0;
   waitpid(pid, &status, 0);
-  return r;
+  if (!got) {
+    error = "the measuring process died (out of memory?)";
+    return false;
+  }
+  if (message.error[0]) {
+    error = message.error;
+    return false;
+  }
+  result = message.value;
+  return true;
 }
 
 void row(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
-  const auto fused = measure_isolated(opt, preset, batch, size, rmt::nn::Backend::Fused);
-  const auto literal = measure_isolated(opt, preset, batch, size, rmt::nn::Backend::Reference);
   std::printf("| %s | %lldx%lld | %lld |", preset.c_str(), static_cast<long long>(size),
               static_cast<long long>(size), static_cast<long long>(batch));
-  for (const auto* r : {&fused, &literal}) {
-    if (r->error[0]) {
-      std::printf(" error: %s | |", r->error);
-    } else {
-      std::printf(" %.2f | %.0f |", batch / r->seconds, r->peak_mib);
-    }
-  }
-  if (!fused.error[0] && !literal.error[0]) {
-    std::printf(" %.2fx | %.2f |\n", literal.seconds / fused.seconds,
-                fused.peak_mib / literal.peak_mib);
+  Speed speed;
+  double fused_peak = 0, literal_peak = 0;
+  std::string error;
+  const bool ok =
+      isolated([&] { return measure_speed(opt, preset, batch, size); }, speed, error) &&
+      isolated([&] { return measure_peak(opt, preset, batch, size, rmt::nn::Backend::Fused); },
+               fused_peak, error) &&
+      isolated([&] { return measure_peak(opt, preset, batch, size, rmt::nn::Backend::Reference); },
+               literal_peak, error);
+  if (!ok) {
+    std::printf(" error: %s | | | | | |\n", error.c_str());
   } else {
-    std::printf(" | |\n");
+    std::printf(" %.2f | %.0f | %.2f | %.0f | %.2fx | %.2f |\n", batch / speed.fused, fused_peak,
+                batch / speed.literal, literal_peak, speed.literal / speed.fused,
+                fused_peak / literal_peak);
   }
   std::fflush(stdout);
 }
@@ -182,6 +210,8 @@ int main(int argc, char** argv) {
       opt.dtype = d == "float16" ? at::kHalf : d == "bfloat16" ? at::kBFloat16 : at::kFloat;
     } else if (a == "--repeats") {
       opt.repeats = std::max(1, std::stoi(value()));
+    } else if (a == "--min-seconds") {
+      opt.min_seconds = std::stod(value());
     } else if (a == "--models") {
       opt.models = split(value());
     } else if (a == "--batches") {
@@ -195,6 +225,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N] "
+                   "[--min-seconds S] "
                    "[--models a,b] [--batches 1,16] [--dense 512,1024] [--dense-model rmt_t_dense]\n",
                    argv[0]);
       return a == "--help" ? 0 : 1;
@@ -205,8 +236,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   // No ATen call that starts the thread pool before fork(): each child starts its own.
-  std::printf("# RMT end to end: %s, %s, %ld cores, median of %d runs\n\n", opt.device.c_str(),
-              c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN), opt.repeats);
+  std::printf("# RMT end to end: %s, %s, %ld cores; median of >= %d alternating runs and >= %g s "
+              "per path\n\n",
+              opt.device.c_str(), c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN),
+              opt.repeats, opt.min_seconds);
   const char* memory = opt.device == "cuda" ? "peak GPU MiB" : "peak RSS MiB";
   std::printf("| model | input | batch | library img/s | library %s | literal img/s | literal %s | speed-up | memory ratio |\n",
               memory, memory);
