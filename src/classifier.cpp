@@ -64,6 +64,7 @@ std::pair<torch::Tensor, torch::Tensor> VisRetNetImpl::forward_train(const torch
 
 void VisRetNetImpl::set_backend(nn::Backend backend) {
   detail::set_backend(layers, backend);
+  patch_embed->backend = backend;
 }
 
 }  // namespace rmt

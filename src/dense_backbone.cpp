@@ -46,6 +46,7 @@ void DenseBackboneImpl::train(bool on) {
 
 void DenseBackboneImpl::set_backend(nn::Backend backend) {
   detail::set_backend(layers, backend);
+  patch_embed->backend = backend;
 }
 
 }  // namespace rmt

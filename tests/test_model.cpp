@@ -464,4 +464,35 @@ TEST(Modules, StemAndMergingHalveAndConvsAreDepthwise) {
   EXPECT_FLOAT_EQ(y.index({0, 3, 3, 2}).item<float>(), lce->conv->weight.index({2, 0, 2, 2}).item<float>());
 }
 
+// The fused stem and merging fold each eval BatchNorm into its conv; with non-trivial running
+// statistics they must agree with LibTorch's conv then BatchNorm (the Reference backend).
+TEST(Modules, FoldedBatchNormsMatchConvThenBatchNorm) {
+  auto randomize = [](torch::nn::Module& m) {
+    torch::NoGradGuard no_grad;
+    for (auto& b : m.named_buffers()) {
+      if (b.key().find("running_mean") != std::string::npos) b.value().normal_();
+      if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2.0);
+    }
+    for (auto& p : m.named_parameters()) p.value().normal_();
+  };
+  rmt::nn::PatchEmbed stem(3, 8);
+  rmt::nn::PatchMerging merge(8, 12);
+  randomize(*stem);
+  randomize(*merge);
+  rmt::move_to(*stem, torch::kCPU, at::kDouble);
+  rmt::move_to(*merge, torch::kCPU, at::kDouble);
+  stem->eval();
+  merge->eval();
+  torch::NoGradGuard no_grad;
+  const auto images = torch::randn({2, 3, 17, 12}, at::kDouble);
+  const auto tokens = torch::randn({2, 5, 6, 8}, at::kDouble);
+  stem->backend = merge->backend = rmt::nn::Backend::Reference;
+  const auto stem_ref = stem->forward(images);
+  const auto merge_ref = merge->forward(tokens);
+  stem->backend = merge->backend = rmt::nn::Backend::Fused;
+  EXPECT_LT(rmt::test::relative_error(stem->forward(images), stem_ref), 1e-13);
+  EXPECT_LT(rmt::test::relative_error(merge->forward(tokens), merge_ref), 1e-13);
+  EXPECT_GT(merge_ref.abs().max().item<double>(), 1.0);  // non-trivial statistics at work
+}
+
 }  // namespace

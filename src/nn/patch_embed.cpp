@@ -1,5 +1,10 @@
 #include "rmt/nn/patch_embed.h"
 
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "nn/conv_bn.h"
+
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
@@ -24,7 +29,17 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim) {
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& x) {
-  return proj->forward(x).permute({0, 2, 3, 1});
+  if (backend == Backend::Reference || at::GradMode::is_enabled()) {
+    return proj->forward(x).permute({0, 2, 3, 1});
+  }
+  // (conv, BatchNorm) pairs at 0, 3, 6, 9 with GELU after the first three.
+  auto y = x;
+  for (size_t i = 0; i < 10; i += 3) {
+    y = detail::conv_bn(*proj[i]->as<torch::nn::Conv2dImpl>(),
+                        *proj[i + 1]->as<torch::nn::BatchNorm2dImpl>(), y, backend);
+    if (i < 9) at::gelu_(y);
+  }
+  return y.permute({0, 2, 3, 1});
 }
 
 }  // namespace rmt::nn

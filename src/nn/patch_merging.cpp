@@ -1,5 +1,7 @@
 #include "rmt/nn/patch_merging.h"
 
+#include "nn/conv_bn.h"
+
 namespace rmt::nn {
 
 PatchMergingImpl::PatchMergingImpl(int64_t dim, int64_t out_dim) {
@@ -9,7 +11,7 @@ PatchMergingImpl::PatchMergingImpl(int64_t dim, int64_t out_dim) {
 }
 
 torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) {
-  auto y = norm->forward(reduction->forward(x.permute({0, 3, 1, 2}).contiguous()));
+  auto y = detail::conv_bn(*reduction, *norm, x.permute({0, 3, 1, 2}).contiguous(), backend);
   return y.permute({0, 2, 3, 1});
 }
 

@@ -3,6 +3,8 @@
 
 #include <torch/nn/modules/container/sequential.h>
 
+#include "rmt/nn/backend.h"
+
 namespace rmt::nn {
 
 class PatchEmbedImpl : public torch::nn::Module {
@@ -12,6 +14,7 @@ class PatchEmbedImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::nn::Sequential proj{nullptr};
+  Backend backend = Backend::Auto;  // not Reference: BatchNorms folded, GELU in place at inference
 };
 TORCH_MODULE(PatchEmbed);
 

@@ -4,6 +4,8 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 
+#include "rmt/nn/backend.h"
+
 namespace rmt::nn {
 
 class PatchMergingImpl : public torch::nn::Module {
@@ -14,6 +16,7 @@ class PatchMergingImpl : public torch::nn::Module {
 
   torch::nn::Conv2d reduction{nullptr};
   torch::nn::BatchNorm2d norm{nullptr};
+  Backend backend = Backend::Auto;  // not Reference: the BatchNorm folded into the conv at inference
 };
 TORCH_MODULE(PatchMerging);
 
