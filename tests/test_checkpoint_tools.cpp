@@ -32,15 +32,9 @@ using rmt::test::remove_tree;
 using rmt::test::quote;
 using rmt::test::tool_path;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using rmt::test::slurp;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
+using Result = rmt::test::ToolResult;
 
 bool contains(const std::string& text, const std::string& needle) {
   return text.find(needle) != std::string::npos;
@@ -77,22 +71,9 @@ class CheckpointTools : public ::testing::Test {
   void TearDown() override { remove_tree(dir_.string()); }
 
   Result run(const std::string& tool, const std::vector<std::string>& args) {
-    const std::string exe = tool_path(tool);
-    if (!fs::exists(exe)) {
-      ADD_FAILURE() << exe << " does not exist: build the " << tool << " target first";
-      return {};
-    }
-    const auto out = dir_ / ".stdout", err = dir_ / ".stderr";
-    std::string command = quote(exe);
-    for (const auto& a : args) command += " " + quote(a);
-    command += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
-    const int raw = std::system(command.c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    fs::remove(out);
-    fs::remove(err);
+    bool exists = false;
+    auto r = rmt::test::run_tool(tool, args, dir_, &exists);
+    if (!exists) ADD_FAILURE() << tool_path(tool) << " does not exist: build the " << tool << " target first";
     return r;
   }
 

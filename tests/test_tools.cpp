@@ -20,18 +20,7 @@
 #include "rmt/state_dict.h"
 #include "rmt/preprocess.h"
 
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STB_IMAGE_WRITE_STATIC
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#endif
-#include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "image_writer.h"
 
 namespace {
 
@@ -40,12 +29,10 @@ namespace fs = std::filesystem;
 using rmt::test::remove_tree;
 
 using rmt::test::quote;
+using rmt::test::slurp;
 using rmt::test::tool_path;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
+using Result = rmt::test::ToolResult;
 
 class Tools : public ::testing::Test {
  protected:
@@ -61,20 +48,9 @@ class Tools : public ::testing::Test {
   void TearDown() override { remove_tree(dir_.string()); }
 
   Result run(const std::string& tool, const std::vector<std::string>& args) {
-    const std::string exe = tool_path(tool);
-    if (!fs::exists(exe)) {
-      ADD_FAILURE() << exe << " does not exist: build the " << tool << " target first";
-      return {};
-    }
-    const auto out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    std::string command = quote(exe);
-    for (const auto& a : args) command += " " + quote(a);
-    command += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
-    const int raw = std::system(command.c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
+    bool exists = false;
+    auto r = rmt::test::run_tool(tool, args, dir_, &exists);
+    if (!exists) ADD_FAILURE() << tool_path(tool) << " does not exist: build the " << tool << " target first";
     return r;
   }
 
@@ -83,11 +59,6 @@ class Tools : public ::testing::Test {
                                      "--input-size", "64", "--topk", "3"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
-  }
-
-  static std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
   // A 48x40 test image with a pattern depending on `seed`.

@@ -2,9 +2,15 @@
 // Helpers of the tests that run the command-line tools and write scratch files.
 #include <ftw.h>
 
+#include <sys/wait.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <vector>
 
 namespace rmt::test {
 
@@ -41,6 +47,39 @@ inline std::string quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return out + "'";
+}
+
+// A whole file as bytes ("" when it cannot be read).
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct ToolResult {
+  int status = -1;  // exit status; -1 when the tool did not exit normally (or does not exist)
+  std::string out, err;
+};
+
+// Runs a tool with `args` (no shell interpretation of them), stdin closed, and captures its exit
+// status, stdout and stderr through files in `scratch`. A missing executable is a test failure
+// (the caller adds it: `exists` is false).
+inline ToolResult run_tool(const std::string& tool, const std::vector<std::string>& args,
+                           const std::filesystem::path& scratch, bool* exists = nullptr) {
+  const std::string exe = tool_path(tool);
+  if (exists) *exists = std::filesystem::exists(exe);
+  if (!std::filesystem::exists(exe)) return {};
+  const auto out = scratch / ".tool-stdout", err = scratch / ".tool-stderr";
+  std::string command = quote(exe);
+  for (const auto& a : args) command += " " + quote(a);
+  command += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
+  const int raw = std::system(command.c_str());
+  ToolResult r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
 }
 
 }  // namespace rmt::test
