@@ -32,8 +32,9 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& x) {
   if (backend == Backend::Reference || at::GradMode::is_enabled()) {
     return proj->forward(x).permute({0, 2, 3, 1});
   }
-  // (conv, BatchNorm) pairs at 0, 3, 6, 9 with GELU after the first three.
-  auto y = x;
+  // (conv, BatchNorm) pairs at 0, 3, 6, 9 with GELU after the first three. Channels-last from the
+  // start, so that the convs keep that layout and the (B, H, W, C) result needs no copy.
+  auto y = x.contiguous(at::MemoryFormat::ChannelsLast);
   for (size_t i = 0; i < 10; i += 3) {
     y = detail::conv_bn(*proj[i]->as<torch::nn::Conv2dImpl>(),
                         *proj[i + 1]->as<torch::nn::BatchNorm2dImpl>(), y, backend);

@@ -11,7 +11,11 @@ PatchMergingImpl::PatchMergingImpl(int64_t dim, int64_t out_dim) {
 }
 
 torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) {
-  auto y = detail::conv_bn(*reduction, *norm, x.permute({0, 3, 1, 2}).contiguous(), backend);
+  // The authors copy to (B, C, H, W); the fused path hands the conv the channels-last view, whose
+  // result comes back channels-last, i.e. (B, H, W, C) contiguous after the permute.
+  auto nchw = x.permute({0, 3, 1, 2});
+  if (backend == Backend::Reference) nchw = nchw.contiguous();
+  auto y = detail::conv_bn(*reduction, *norm, nchw, backend);
   return y.permute({0, 2, 3, 1});
 }
 
