@@ -71,15 +71,14 @@ RMT_ALWAYS_INLINE int64_t whole_vectors(int64_t nb) {
   return (nb + W - 1) / W * W;
 }
 
-// Scores of query i against keys [kb, kb + nb) of the problem, mask included, into s[0, nbv);
-// the padding past nb gets -inf (zero weight).
+// s[j] += decay * distance(query i, key kb + j) over s[0, nbv) (dot products already there); the
+// padding past nb gets -inf (zero weight).
 template <class A>
-RMT_ALWAYS_INLINE void masked_scores(A* __restrict s, const Problem<A>& p, int64_t i, int64_t kb,
-                                     int64_t nb) {
+RMT_ALWAYS_INLINE void add_mask(A* __restrict s, const Problem<A>& p, int64_t i, int64_t kb,
+                                int64_t nb) {
   using V = VecT<A>;
   constexpr int W = Simd<A>::W;
   const int64_t nbv = whole_vectors<A>(nb);
-  dot_columns(s, p.q + i * p.d, p.kt + kb, p.ldk, p.d, nbv);
   const A* __restrict ky = p.ky + kb;
   const A* __restrict kx = p.kx + kb;
   const V vqy = vbcast(p.qy[i]), vqx = vbcast(p.qx[i]), vdecay = vbcast(p.decay);
@@ -88,6 +87,14 @@ RMT_ALWAYS_INLINE void masked_scores(A* __restrict s, const Problem<A>& p, int64
     vstore(s + j, vload(s + j) + vdecay * dist);
   }
   for (int64_t j = nb; j < nbv; ++j) s[j] = -std::numeric_limits<A>::infinity();
+}
+
+// Scores of query i against keys [kb, kb + nb) of the problem, mask included, into s[0, nbv).
+template <class A>
+RMT_ALWAYS_INLINE void masked_scores(A* __restrict s, const Problem<A>& p, int64_t i, int64_t kb,
+                                     int64_t nb) {
+  dot_columns(s, p.q + i * p.d, p.kt + kb, p.ldk, p.d, whole_vectors<A>(nb));
+  add_mask(s, p, i, kb, nb);
 }
 
 // Over s[0, nbv), nbv a multiple of the vector width.
@@ -218,18 +225,7 @@ RMT_ALWAYS_INLINE void masked_scores_group(A* __restrict s, const Problem<A>& p,
       if (r < g) vstore(s + r * kBK + j, a0[r]);
     }
   }
-  const A* __restrict ky = p.ky + kb;
-  const A* __restrict kx = p.kx + kb;
-  const V vdecay = vbcast(p.decay);
-  for (int r = 0; r < g; ++r) {
-    A* __restrict sr = s + r * kBK;
-    const V vqy = vbcast(p.qy[i + r]), vqx = vbcast(p.qx[i + r]);
-    for (int64_t jj = 0; jj < nbv; jj += W) {
-      const V dist = vabs<A>(vqy - vload(ky + jj)) + vabs<A>(vqx - vload(kx + jj));
-      vstore(sr + jj, vload(sr + jj) + vdecay * dist);
-    }
-    for (int64_t jj = nb; jj < nbv; ++jj) sr[jj] = -std::numeric_limits<A>::infinity();
-  }
+  for (int r = 0; r < g; ++r) add_mask(s + r * kBK, p, i + r, kb, nb);
 }
 
 // acc[r * dv + c] = acc[r * dv + c] * corr[r] + sum_j w[r * kBK + j] * rows[j * dv + c] for the
