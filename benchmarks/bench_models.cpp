@@ -5,6 +5,7 @@
 //   bench_models [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N]
 //                [--min-seconds S] [--models rmt_t,rmt_s,rmt_b,rmt_l] [--batches 1,16]
 //                [--dense 512,1024] [--dense-model rmt_t_dense]
+//                [--train rmt_t] [--train-batch 4] [--train-size 224]
 //
 // Speed: one child process builds the model and times the two paths alternately (fused, literal,
 // fused, literal, ...) after one warm-up run of each, at least --repeats times and until each path
@@ -12,6 +13,11 @@
 // shared VM): both paths see the same conditions. Memory: each path runs one forward in a child
 // process of its own, whose peak resident set (CPU) or caching-allocator peak (CUDA) is reported.
 // Random weights: speed does not depend on their values.
+//
+// Training memory (--train, "none" to skip): the peak memory of one training step (forward and
+// backward of a loss on the output, BatchNorm and stochastic depth in training mode) without and
+// with activation checkpointing (use_checkpoints / use_checkpoint on every stage), each in a child
+// process of its own.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +50,8 @@ struct Options {
   std::vector<int64_t> batches{1, 16};
   std::vector<int64_t> dense_sizes{512, 1024};
   std::string dense_model = "rmt_t_dense";
+  std::string train_model = "rmt_t";
+  int64_t train_batch = 4, train_size = 224;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -124,6 +132,35 @@ double measure_peak(const Options& opt, const std::string& preset, int64_t batch
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss / 1024.0;  // kilobytes on Linux
+}
+
+// Peak memory of one training step, with activation checkpointing in every stage or without.
+double measure_train_peak(const Options& opt, bool checkpoint) {
+  const torch::Device device(opt.device);
+  auto p = rmt::preset(opt.train_model);
+  p.config.use_checkpoint = checkpoint;
+  p.config.use_checkpoints.assign(p.config.depths.size(), checkpoint);
+  rmt::Model model(p.config, p.kind);
+  model.to(device, opt.dtype);
+  model.train();
+  auto images = torch::randn({opt.train_batch, 3, opt.train_size, opt.train_size}).to(device, opt.dtype);
+#ifdef RMT_WITH_CUDA
+  const int index = device.index() < 0 ? 0 : device.index();
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(index);
+#endif
+  auto loss = torch::zeros({}, images.options());
+  for (const auto& out : model.forward(images)) loss = loss + out.to(at::kFloat).square().mean();
+  loss.backward();
+  synchronize(device);
+  if (device.is_cuda()) {
+#ifdef RMT_WITH_CUDA
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    return stats.allocated_bytes[0].peak / double(1 << 20);
+#endif
+  }
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
 }
 
 // Runs `work` in a child process and returns what it wrote (a trivially copyable T) through a
@@ -222,11 +259,18 @@ int main(int argc, char** argv) {
     } else if (a == "--dense") {
       opt.dense_sizes.clear();
       for (const auto& s : split(value())) opt.dense_sizes.push_back(std::stoll(s));
+    } else if (a == "--train") {
+      opt.train_model = value();
+    } else if (a == "--train-batch") {
+      opt.train_batch = std::max(1LL, std::stoll(value()));
+    } else if (a == "--train-size") {
+      opt.train_size = std::max(1LL, std::stoll(value()));
     } else {
       std::fprintf(stderr,
                    "usage: %s [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N] "
                    "[--min-seconds S] "
-                   "[--models a,b] [--batches 1,16] [--dense 512,1024] [--dense-model rmt_t_dense]\n",
+                   "[--models a,b] [--batches 1,16] [--dense 512,1024] [--dense-model rmt_t_dense] "
+                   "[--train rmt_t|none] [--train-batch 4] [--train-size 224]\n",
                    argv[0]);
       return a == "--help" ? 0 : 1;
     }
@@ -248,5 +292,21 @@ int main(int argc, char** argv) {
     for (const auto b : opt.batches) row(opt, m, b, 224);
   }
   for (const auto s : opt.dense_sizes) row(opt, opt.dense_model, 1, s);
+  if (opt.train_model != "none") {
+    std::printf("\n# Training step (forward + backward), activation checkpointing off and on\n\n");
+    std::printf("| model | input | batch | %s | %s, checkpointed | ratio |\n|---|---|---:|---:|---:|---:|\n",
+                memory, memory);
+    double plain = 0, checkpointed = 0;
+    std::string error;
+    std::printf("| %s | %lldx%lld | %lld |", opt.train_model.c_str(),
+                static_cast<long long>(opt.train_size), static_cast<long long>(opt.train_size),
+                static_cast<long long>(opt.train_batch));
+    if (isolated([&] { return measure_train_peak(opt, false); }, plain, error) &&
+        isolated([&] { return measure_train_peak(opt, true); }, checkpointed, error)) {
+      std::printf(" %.0f | %.0f | %.2f |\n", plain, checkpointed, checkpointed / plain);
+    } else {
+      std::printf(" error: %s | | |\n", error.c_str());
+    }
+  }
   return 0;
 }

@@ -32,7 +32,8 @@ int run(int argc, char** argv) {
   app.add_option("--key-prefix", key_prefix, "keep only keys with this prefix, removed (e.g. backbone.)");
   app.add_flag("--non-strict", non_strict, "load the matching keys and report the others instead of failing");
   app.add_option("--input", input, "float .npy, (B, C, H, W) (required unless --summary)");
-  app.add_option("--output", output, "output prefix: PREFIX.npy or PREFIX.feature{i}.npy (required unless --summary)");
+  app.add_option("--output", output, "output prefix: PREFIX.npy, or PREFIX.stage{i}.npy per selected stage i (dense) "
+                 "(required unless --summary)");
   bool summary = false, per_layer = false;
   std::vector<int64_t> input_size{224, 224};
   app.add_flag("--summary", summary,
@@ -56,7 +57,8 @@ int run(int argc, char** argv) {
   if (summary) {
     const rmt::Model summarized = !arch.empty()
         ? rmt::Model::from_preset(arch)
-        : rmt::Model(rmt::config_from_json_file(config_path), rmt::model_kind_from_string(kind_name));
+        : rmt::Model(rmt::config_from_json_file(config_path, rmt::model_kind_from_string(kind_name)),
+                     rmt::model_kind_from_string(kind_name));
     const int64_t h = input_size.front(), w = input_size.back();
     std::cout << rmt::format_summary(rmt::summarize(summarized, h, w),
                                      !arch.empty() ? arch : config_path, per_layer);
@@ -74,7 +76,8 @@ int run(int argc, char** argv) {
   if (!arch.empty()) {
     model.emplace(rmt::Model::from_preset(arch));
   } else {
-    model.emplace(rmt::config_from_json_file(config_path), rmt::model_kind_from_string(kind_name));
+    const auto kind = rmt::model_kind_from_string(kind_name);
+    model.emplace(rmt::config_from_json_file(config_path, kind), kind);
   }
   rmt::WeightsSelection selection;
   selection.weights_key = weights_key;
@@ -91,11 +94,22 @@ int run(int argc, char** argv) {
   }
   // cuDNN convolutions would otherwise use TF32 (a 10-bit mantissa) for float32 on Ampere and newer.
   at::globalContext().setAllowTF32CuDNN(false);
+  // Dense outputs are named by the stage they hold.
+  std::vector<int64_t> stages;
+  if (model->kind() == rmt::ModelKind::Dense) {
+    stages = model->config().selected_stages();
+    if (stages.empty()) {
+      throw std::invalid_argument("the config's out_indices selects none of the " +
+                                  std::to_string(model->config().num_stages()) +
+                                  " stages: nothing to write");
+    }
+  }
   torch::NoGradGuard no_grad;
   auto outputs = model->forward(images.to(device, dtype));
   if (!compare.empty() && compare.size() != outputs.size()) {
     throw std::invalid_argument("--compare: the model has " + std::to_string(outputs.size()) +
-                                " outputs, found " + std::to_string(compare.size()) + " reference files");
+                                " outputs (dense: one per selected stage, in stage order), found " +
+                                std::to_string(compare.size()) + " reference files");
   }
   for (size_t i = 0; i < compare.size(); ++i) {
     auto expected = rmt::read_npy(compare[i]).to(at::kDouble);
@@ -107,13 +121,13 @@ int run(int argc, char** argv) {
       throw std::invalid_argument(message.str());
     }
     const double error = ((actual - expected).norm() / expected.norm()).item<double>();
-    std::cout << "output " << i << " " << actual.sizes() << ": relative error " << error << " vs "
+    const auto label = stages.empty() ? "output " + std::to_string(i) : "stage " + std::to_string(stages[i]);
+    std::cout << label << " " << actual.sizes() << ": relative error " << error << " vs "
               << compare[i] << "\n";
   }
   if (model->kind() == rmt::ModelKind::Dense) {
-    const auto& indices = model->config().out_indices;
     for (size_t i = 0; i < outputs.size(); ++i) {
-      rmt::write_npy(output + ".feature" + std::to_string(indices[i]) + ".npy", outputs[i]);
+      rmt::write_npy(output + ".stage" + std::to_string(stages[i]) + ".npy", outputs[i]);
     }
   } else {
     rmt::write_npy(output + ".npy", outputs.front());

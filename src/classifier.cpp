@@ -9,11 +9,12 @@ namespace rmt {
 
 VisRetNetImpl::VisRetNetImpl(const Config& config, bool token_label)
     : config_(config), token_label_(token_label) {
-  config_.validate();
+  const auto kind = token_label_ ? ModelKind::TokenLabel : ModelKind::Classifier;
+  config_.validate(kind);
   patch_embed = register_module("patch_embed",
                                 nn::PatchEmbed(config_.in_chans, config_.embed_dims.front()));
-  layers = register_module("layers", detail::build_stages(config_));
-  const auto features = config_.embed_dims.back();
+  layers = register_module("layers", detail::build_stages(config_, kind));
+  const auto features = config_.embed_dims.back();  // the authors' num_features = embed_dims[-1]
   proj = register_module("proj", torch::nn::Linear(features, config_.projection));
   norm = register_module("norm", torch::nn::BatchNorm2d(config_.projection));
   if (config_.num_classes > 0) {
@@ -46,20 +47,27 @@ torch::Tensor VisRetNetImpl::forward_features(const torch::Tensor& images) {
   return pool(run_stages(images));
 }
 
+torch::Tensor VisRetNetImpl::apply_head(const torch::Tensor& pooled) {
+  return head ? head->forward(pooled) : pooled;
+}
+
+torch::Tensor VisRetNetImpl::apply_aux_head(const torch::Tensor& tokens) {
+  auto flat = tokens.flatten(1, 2);  // (b hw c)
+  return aux_head ? aux_head->forward(flat) : flat;
+}
+
 torch::Tensor VisRetNetImpl::forward(const torch::Tensor& images) {
   auto tokens = run_stages(images);
-  auto pooled = pool(tokens);
-  if (!head) return pooled;
-  auto logits = head->forward(pooled);
-  if (!aux_head) return logits;
-  auto token_logits = aux_head->forward(tokens.flatten(1, 2));  // (b hw classes)
-  return logits + 0.5 * std::get<0>(token_logits.max(1));
+  auto logits = apply_head(pool(tokens));
+  if (!token_label_) return logits;
+  // Without heads (num_classes <= 0) both are identities and the sum broadcasts as PyTorch's does.
+  return logits + 0.5 * std::get<0>(apply_aux_head(tokens).max(1));
 }
 
 std::pair<torch::Tensor, torch::Tensor> VisRetNetImpl::forward_train(const torch::Tensor& images) {
-  TORCH_CHECK(aux_head, "forward_train: this model has no token-labeling head (aux_head)");
+  TORCH_CHECK(token_label_, "forward_train: this model has no token-labeling head (aux_head)");
   auto tokens = run_stages(images);
-  return {head->forward(pool(tokens)), aux_head->forward(tokens.flatten(1, 2))};
+  return {apply_head(pool(tokens)), apply_aux_head(tokens)};
 }
 
 void VisRetNetImpl::set_backend(nn::Backend backend) {

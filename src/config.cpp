@@ -1,12 +1,17 @@
 #include "rmt/config.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <map>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 
+#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
+
+#include "rmt/nn/relpos.h"
 
 namespace rmt {
 
@@ -16,12 +21,19 @@ namespace {
   throw std::invalid_argument("rmt::Config: " + message);
 }
 
+std::string number(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+// "[a, b, c]", the first 10 entries of a longer list then "...": messages stay short.
 template <typename T>
 std::string list(const std::vector<T>& values) {
   std::ostringstream out;
-  out << '[';
-  for (size_t i = 0; i < values.size(); ++i) out << (i ? ", " : "") << values[i];
-  out << ']';
+  out << (std::is_same<T, bool>::value ? std::boolalpha : std::noboolalpha) << '[';
+  for (size_t i = 0; i < values.size() && i < 10; ++i) out << (i ? ", " : "") << values[i];
+  out << (values.size() > 10 ? ", ...]" : "]");
   return out.str();
 }
 
@@ -59,16 +71,6 @@ const std::map<std::string, Config>& base_presets() {
   return presets;
 }
 
-template <typename T>
-void read_field(const nlohmann::json& object, const char* key, T& out) {
-  if (!object.contains(key)) return;
-  try {
-    out = object.at(key).get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    invalid(std::string("field '") + key + "' has the wrong type (" + e.what() + ")");
-  }
-}
-
 }  // namespace
 
 std::string to_string(ModelKind kind) {
@@ -88,82 +90,282 @@ ModelKind model_kind_from_string(const std::string& name) {
                               "': expected classifier, token_label or dense");
 }
 
+namespace {
+
+const Config& defaults() {
+  static const Config config;
+  return config;
+}
+
+const char* constructor_of(ModelKind kind) {
+  switch (kind) {
+    case ModelKind::Classifier: return "the classifier (VisRetNet of classfication_release)";
+    case ModelKind::TokenLabel:
+      return "the token-label classifier (VisRetNet of classification_token_label_release)";
+    case ModelKind::Dense: return "the dense backbone (RMT of the segmentation/detection code)";
+  }
+  return "unknown";
+}
+
+bool is_classifier(ModelKind kind) { return kind != ModelKind::Dense; }
+
+// A per-stage list must have an entry for every stage; the message says when the value is the
+// default, i.e. most likely a field the user did not write.
+template <typename T>
+void check_per_stage(const char* name, const std::vector<T>& values, const std::vector<T>& fallback,
+                     const std::vector<int64_t>& depths, const char* why = "") {
+  if (values.size() >= depths.size()) return;
+  std::string message = std::string(name) + " " + list(values) + " has " +
+                        std::to_string(values.size()) + " entries but depths " + list(depths) +
+                        " has " + std::to_string(depths.size()) +
+                        " stages: expected one entry per stage";
+  if (values == fallback) {
+    message += " (" + std::string(name) + " was not given, and its default has " +
+               std::to_string(fallback.size()) + " entries" + why + ")";
+  }
+  invalid(message);
+}
+
+// What the authors compute in float32: the decay must be finite for every head, else the masks hold
+// -inf * 0 = NaN.
+void check_decay(size_t stage, double initial_value, double heads_range, int64_t heads) {
+  const auto where = "stage " + std::to_string(stage) + ": init_values[" + std::to_string(stage) +
+                     "] = " + number(initial_value) + " and heads_ranges[" +
+                     std::to_string(stage) + "] = " + number(heads_range);
+  if (!std::isfinite(initial_value) || !std::isfinite(heads_range)) {
+    invalid(where + ": expected finite numbers");
+  }
+  const auto decay = nn::retention_decay(initial_value, heads_range, heads);
+  for (int64_t h = 0; h < heads; ++h) {
+    const float value = decay[h].item<float>();
+    if (std::isfinite(value)) continue;
+    invalid(where + " give head " + std::to_string(h) + " of " + std::to_string(heads) +
+            " the decay log(1 - 2^-(" + number(initial_value) + " + " + number(heads_range) +
+            " * " + std::to_string(h) + " / " + std::to_string(heads) + ")) = " + number(value) +
+            " in float32, as the authors compute it: the retention would be NaN. Every head needs "
+            "init_value + heads_range * h / num_heads > 0 (and not within ~1e-7 of 0)");
+  }
+}
+
+}  // namespace
+
 void Config::validate() const {
   const size_t stages = depths.size();
-  if (stages == 0) invalid("depths is empty: expected one entry per stage");
-  auto same_length = [&](const char* name, size_t size) {
-    if (size != stages) {
-      invalid(std::string(name) + " has " + std::to_string(size) + " entries, expected " +
-              std::to_string(stages) + " (one per stage, as depths)");
+  if (embed_dims.empty()) invalid("embed_dims is empty: the stem needs embed_dims[0]");
+  check_per_stage("embed_dims", embed_dims, defaults().embed_dims, depths);
+  check_per_stage("num_heads", num_heads, defaults().num_heads, depths);
+  check_per_stage("init_values", init_values, defaults().init_values, depths);
+  check_per_stage("heads_ranges", heads_ranges, defaults().heads_ranges, depths);
+  check_per_stage("mlp_ratios", mlp_ratios, defaults().mlp_ratios, depths);
+  check_per_stage("chunkwise_recurrents", chunkwise_recurrents, defaults().chunkwise_recurrents, depths);
+  check_per_stage("layerscales", layerscales, defaults().layerscales, depths);
+  if (in_chans < 1) invalid("in_chans = " + std::to_string(in_chans) + ": expected at least 1");
+  for (size_t i = 0; i < embed_dims.size(); ++i) {
+    if (embed_dims[i] < 1) {
+      invalid("embed_dims[" + std::to_string(i) + "] = " + std::to_string(embed_dims[i]) +
+              ": expected at least 1");
     }
-  };
-  same_length("embed_dims", embed_dims.size());
-  same_length("num_heads", num_heads.size());
-  same_length("init_values", init_values.size());
-  same_length("heads_ranges", heads_ranges.size());
-  same_length("mlp_ratios", mlp_ratios.size());
-  same_length("chunkwise_recurrents", chunkwise_recurrents.size());
-  same_length("layerscales", layerscales.size());
-  if (in_chans <= 0) invalid("in_chans must be positive, found " + std::to_string(in_chans));
+  }
+  if (embed_dims[0] < 2) {
+    invalid("embed_dims[0] = " + std::to_string(embed_dims[0]) +
+            ": the stem's first convolutions have embed_dims[0] // 2 channels, so it must be at "
+            "least 2 (with 0 channels the output would not depend on the image)");
+  }
   for (size_t i = 0; i < stages; ++i) {
-    const auto stage = "stage " + std::to_string(i) + ": ";
-    if (depths[i] < 1) invalid(stage + "depth must be at least 1, found " + std::to_string(depths[i]));
-    if (embed_dims[i] < 2) invalid(stage + "embed_dim must be at least 2, found " + std::to_string(embed_dims[i]));
-    if (num_heads[i] < 1) invalid(stage + "num_heads must be at least 1, found " + std::to_string(num_heads[i]));
-    if (embed_dims[i] % num_heads[i] != 0) {
-      invalid(stage + "embed_dim " + std::to_string(embed_dims[i]) +
-              " is not divisible by num_heads " + std::to_string(num_heads[i]));
+    const auto at = "[" + std::to_string(i) + "] = ";
+    if (depths[i] < 0) invalid("depths" + at + std::to_string(depths[i]) + ": expected >= 0 blocks");
+    if (num_heads[i] < 1) invalid("num_heads" + at + std::to_string(num_heads[i]) + ": expected >= 1");
+    if (depths[i] == 0) continue;  // no block: the stage's heads, decay and FFN are never used
+    const auto dim = embed_dims[i], heads = num_heads[i];
+    if (dim % heads != 0) {
+      invalid("stage " + std::to_string(i) + ": embed_dims" + at + std::to_string(dim) +
+              " is not divisible by num_heads" + at + std::to_string(heads));
     }
-    const auto head_dim = embed_dims[i] / num_heads[i];
-    if (head_dim % 2 != 0) {
-      invalid(stage + "head dim " + std::to_string(head_dim) + " (embed_dim " +
-              std::to_string(embed_dims[i]) + " / num_heads " + std::to_string(num_heads[i]) +
-              ") is odd: the theta-shift rotates pairs of channels, so it must be even");
+    if ((dim / heads) % 2 != 0) {
+      invalid("stage " + std::to_string(i) + ": head dimension embed_dims[" + std::to_string(i) +
+              "] / num_heads[" + std::to_string(i) + "] = " + std::to_string(dim) + " / " +
+              std::to_string(heads) + " = " + std::to_string(dim / heads) +
+              " is odd: the theta shift rotates pairs of channels, so it must be even");
     }
-    if (!(init_values[i] > 0)) {
-      invalid(stage + "init_value must be positive (the decay log(1 - 2^-x) needs x > 0), found " +
-              std::to_string(init_values[i]));
+    check_decay(i, init_values[i], heads_ranges[i], heads);
+    const double width = mlp_ratios[i] * static_cast<double>(dim);
+    if (width >= 0x1p40) {
+      invalid("mlp_ratios" + at + number(mlp_ratios[i]) + " gives stage " + std::to_string(i) +
+              " an FFN width of " + number(width) + ": too large");
     }
-    if (!(heads_ranges[i] >= 0)) invalid(stage + "heads_range must be >= 0, found " + std::to_string(heads_ranges[i]));
-    if (!(mlp_ratios[i] > 0) || static_cast<int64_t>(mlp_ratios[i] * embed_dims[i]) < 1) {
-      invalid(stage + "mlp_ratio must give an FFN width of at least 1, found " + std::to_string(mlp_ratios[i]));
+    if (!(width >= 1)) {  // Python's int() truncates toward zero
+      invalid("mlp_ratios" + at + number(mlp_ratios[i]) + " gives stage " + std::to_string(i) +
+              " an FFN width of int(" + number(mlp_ratios[i]) + " * " + std::to_string(dim) +
+              ") = " + (std::isfinite(width) ? std::to_string(static_cast<int64_t>(width)) : "nan") +
+              ": it must be at least 1");
     }
   }
-  if (projection < 1) invalid("projection must be positive, found " + std::to_string(projection));
-  if (num_classes < 0) invalid("num_classes must be >= 0, found " + std::to_string(num_classes));
-  if (!(drop_path_rate >= 0 && drop_path_rate < 1)) {
-    invalid("drop_path_rate must be in [0, 1), found " + std::to_string(drop_path_rate));
+  if (!std::isfinite(layer_init_values)) {
+    invalid("layer_init_values = " + number(layer_init_values) + ": expected a finite number");
   }
-  std::set<int64_t> seen;
-  for (const auto index : out_indices) {
-    if (index < 0 || index >= static_cast<int64_t>(stages)) {
-      invalid("out_indices " + list(out_indices) + " has " + std::to_string(index) +
-              ": expected stage indices in [0, " + std::to_string(stages) + ")");
-    }
-    if (!seen.insert(index).second) invalid("out_indices " + list(out_indices) + " repeats " + std::to_string(index));
+  if (!std::isfinite(drop_path_rate)) {
+    invalid("drop_path_rate = " + number(drop_path_rate) + ": expected a finite number");
   }
 }
 
-std::string Config::to_json() const {
-  nlohmann::json j;
-  j["embed_dims"] = embed_dims;
-  j["depths"] = depths;
-  j["num_heads"] = num_heads;
-  j["init_values"] = init_values;
-  j["heads_ranges"] = heads_ranges;
-  j["mlp_ratios"] = mlp_ratios;
-  j["chunkwise_recurrents"] = chunkwise_recurrents;
-  j["layerscales"] = layerscales;
-  j["layer_init_values"] = layer_init_values;
-  j["projection"] = projection;
-  j["num_classes"] = num_classes;
-  j["drop_path_rate"] = drop_path_rate;
-  j["in_chans"] = in_chans;
-  j["out_indices"] = out_indices;
-  return j.dump();
+void Config::validate(ModelKind kind) const {
+  validate();
+  const size_t stages = depths.size();
+  if (is_classifier(kind)) {
+    check_per_stage("use_checkpoints", use_checkpoints, defaults().use_checkpoints, depths,
+                    ", as in the authors' VisRetNet, which needs it for more than 4 stages");
+    if (projection < 1) {
+      invalid("projection = " + std::to_string(projection) + ": " + constructor_of(kind) +
+              " needs at least 1 (with 0 the output would not depend on the image)");
+    }
+    // proj (and aux_head) take embed_dims[-1] features: the last stage's width, or the stem's.
+    const auto last = stages > 0 ? stages - 1 : 0;
+    if (embed_dims.back() != embed_dims[last]) {
+      invalid("embed_dims " + list(embed_dims) + " has " + std::to_string(embed_dims.size()) +
+              " entries for " + std::to_string(stages) + " stages: the authors' proj takes " +
+              "embed_dims[-1] = " + std::to_string(embed_dims.back()) + " features but the " +
+              (stages > 0 ? "last stage" : "stem") + " gives embed_dims[" + std::to_string(last) +
+              "] = " + std::to_string(embed_dims[last]));
+    }
+    if (kind == ModelKind::TokenLabel && num_classes <= 0) {
+      // No heads: pooled (B, projection) + 0.5 * max over tokens (B, C); broadcasting as PyTorch.
+      const auto channels = embed_dims.back();
+      if (projection != channels && projection != 1 && channels != 1) {
+        invalid("num_classes = " + std::to_string(num_classes) +
+                " leaves the token-label model without heads, and its output, the pooled features "
+                "(projection = " + std::to_string(projection) +
+                ") + 0.5 * the maximum over tokens of the last stage's features (embed_dims[-1] = " +
+                std::to_string(channels) +
+                "), cannot be added (the authors' code fails to broadcast): make projection equal "
+                "embed_dims[-1]");
+      }
+    }
+  } else {
+    if (embed_dims.size() < 4) {
+      invalid("embed_dims " + list(embed_dims) + " has " + std::to_string(embed_dims.size()) +
+              " entries: " + constructor_of(kind) + " builds four extra_norms from embed_dims[0] "
+              "to embed_dims[3] whatever the number of stages, so it needs at least 4");
+    }
+    if (out_indices != defaults().out_indices) {
+      const auto available = std::min<size_t>(stages, 4);
+      for (const auto index : out_indices) {
+        if (index >= 0 && index < static_cast<int64_t>(available)) continue;
+        std::string why = "depths has " + std::to_string(stages) + " stages";
+        if (stages > 4 && index >= 4) why = "the authors' backbone has extra_norms for stages 0 to 3 only";
+        invalid("out_indices " + list(out_indices) + " has " + std::to_string(index) + ": " +
+                (available ? "expected stage indices from 0 to " + std::to_string(available - 1)
+                           : std::string("there is no stage to select")) +
+                " (" + why + ")");
+      }
+    }
+  }
 }
 
-Config config_from_json(const std::string& json_text) {
+std::vector<int64_t> Config::selected_stages() const {
+  const int64_t available = std::min<int64_t>(num_stages(), 4);
+  std::vector<int64_t> stages;
+  for (int64_t i = 0; i < available; ++i) {
+    if (std::find(out_indices.begin(), out_indices.end(), i) != out_indices.end()) stages.push_back(i);
+  }
+  return stages;
+}
+
+namespace {
+
+const std::vector<std::string>& common_keys() {
+  static const std::vector<std::string> keys = {
+      "in_chans", "embed_dims", "depths", "num_heads", "init_values", "heads_ranges", "mlp_ratios",
+      "drop_path_rate", "patch_norm", "chunkwise_recurrents", "projection", "layerscales",
+      "layer_init_values"};
+  return keys;
+}
+
+std::vector<std::string> keys_of(ModelKind kind) {
+  auto keys = common_keys();
+  switch (kind) {
+    case ModelKind::Classifier: keys.insert(keys.end(), {"num_classes", "use_checkpoints"}); break;
+    case ModelKind::TokenLabel:
+      keys.insert(keys.end(), {"num_classes", "use_checkpoints", "token_label"});
+      break;
+    case ModelKind::Dense: keys.insert(keys.end(), {"out_indices", "use_checkpoint", "norm_eval"}); break;
+  }
+  return keys;
+}
+
+bool contains(const std::vector<std::string>& keys, const std::string& key) {
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
+}
+
+std::string shown(const nlohmann::json& value) {
+  auto text = value.dump();
+  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
+}
+
+// JSON values read as the authors' Python reads them, strictly where Python would fail.
+int64_t as_integer(const nlohmann::json& value, const std::string& where) {
+  if (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(INT64_MAX)) {
+    invalid(where + " = " + shown(value) + " is too large");
+  }
+  if (!value.is_number_integer()) invalid(where + " is " + shown(value) + ": expected an integer");
+  return value.get<int64_t>();
+}
+
+double as_number(const nlohmann::json& value, const std::string& where) {
+  if (!value.is_number()) invalid(where + " is " + shown(value) + ": expected a number");
+  return value.get<double>();
+}
+
+bool as_flag(const nlohmann::json& value, const std::string& where) {
+  if (value.is_boolean()) return value.get<bool>();
+  if (value.is_number_integer()) return value.get<int64_t>() != 0;  // Python's truthiness
+  invalid(where + " is " + shown(value) + ": expected true or false (or an integer, 0 being false)");
+}
+
+template <typename T, typename Read>
+std::vector<T> as_list(const nlohmann::json& value, const std::string& key, Read read) {
+  if (!value.is_array()) invalid(key + " is " + shown(value) + ": expected a list");
+  std::vector<T> out;
+  for (size_t i = 0; i < value.size(); ++i) {
+    out.push_back(read(value[i], key + "[" + std::to_string(i) + "]"));
+  }
+  return out;
+}
+
+std::vector<int64_t> integers(const nlohmann::json& v, const std::string& key) {
+  return as_list<int64_t>(v, key, as_integer);
+}
+std::vector<double> numbers(const nlohmann::json& v, const std::string& key) {
+  return as_list<double>(v, key, as_number);
+}
+std::vector<bool> flags(const nlohmann::json& v, const std::string& key) {
+  return as_list<bool>(v, key, as_flag);
+}
+
+// Why `key` is not an argument of `kind`'s constructor (kind unset: of no kind).
+[[noreturn]] void refuse_key(const std::string& key, const std::vector<std::string>& accepted,
+                             const ModelKind* kind) {
+  if (key == "norm_layer") {
+    invalid("'norm_layer' is a Python class in the authors' constructors and has no effect there "
+            "(PatchEmbed and PatchMerging ignore it): leave it out");
+  }
+  std::string owners;
+  for (const auto other : {ModelKind::Classifier, ModelKind::TokenLabel, ModelKind::Dense}) {
+    if (contains(keys_of(other), key)) owners += (owners.empty() ? "" : " and ") + to_string(other);
+  }
+  if (kind && !owners.empty()) {
+    std::string hint;
+    if (key == "use_checkpoint") hint = "; the classifiers take use_checkpoints, one flag per stage";
+    if (key == "use_checkpoints") hint = "; the dense backbone takes use_checkpoint, one flag for all stages";
+    if (key == "token_label") hint = "; use the kind token_label";
+    invalid("'" + key + "' is not an argument of " + constructor_of(*kind) + " but of the kind " +
+            owners + hint);
+  }
+  std::string names;
+  for (const auto& k : accepted) names += (names.empty() ? "" : ", ") + k;
+  invalid("unknown field '" + key + "': expected one of " + names);
+}
+
+Config parse(const std::string& json_text, const ModelKind* kind) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(json_text);
@@ -171,39 +373,113 @@ Config config_from_json(const std::string& json_text) {
     invalid(std::string("not valid JSON: ") + e.what());
   }
   if (!j.is_object()) invalid("expected a JSON object, found " + std::string(j.type_name()));
-  static const std::set<std::string> known = {
-      "embed_dims", "depths", "num_heads", "init_values", "heads_ranges", "mlp_ratios",
-      "chunkwise_recurrents", "layerscales", "layer_init_values", "projection", "num_classes",
-      "drop_path_rate", "in_chans", "out_indices"};
-  for (const auto& item : j.items()) {
-    if (!known.count(item.key())) invalid("unknown field '" + item.key() + "'");
+  std::vector<std::string> accepted;
+  if (kind) {
+    accepted = keys_of(*kind);
+  } else {
+    for (const auto any : {ModelKind::Classifier, ModelKind::TokenLabel, ModelKind::Dense}) {
+      for (const auto& key : keys_of(any)) {
+        if (!contains(accepted, key)) accepted.push_back(key);
+      }
+    }
   }
   Config c;
-  read_field(j, "embed_dims", c.embed_dims);
-  read_field(j, "depths", c.depths);
-  read_field(j, "num_heads", c.num_heads);
-  read_field(j, "init_values", c.init_values);
-  read_field(j, "heads_ranges", c.heads_ranges);
-  read_field(j, "mlp_ratios", c.mlp_ratios);
-  read_field(j, "chunkwise_recurrents", c.chunkwise_recurrents);
-  read_field(j, "layerscales", c.layerscales);
-  read_field(j, "layer_init_values", c.layer_init_values);
-  read_field(j, "projection", c.projection);
-  read_field(j, "num_classes", c.num_classes);
-  read_field(j, "drop_path_rate", c.drop_path_rate);
-  read_field(j, "in_chans", c.in_chans);
-  read_field(j, "out_indices", c.out_indices);
-  c.validate();
+  for (const auto& item : j.items()) {
+    const auto& key = item.key();
+    const auto& v = item.value();
+    if (!contains(accepted, key)) refuse_key(key, accepted, kind);
+    if (key == "embed_dims") c.embed_dims = integers(v, key);
+    else if (key == "depths") c.depths = integers(v, key);
+    else if (key == "num_heads") c.num_heads = integers(v, key);
+    else if (key == "init_values") c.init_values = numbers(v, key);
+    else if (key == "heads_ranges") c.heads_ranges = numbers(v, key);
+    else if (key == "mlp_ratios") c.mlp_ratios = numbers(v, key);
+    else if (key == "chunkwise_recurrents") c.chunkwise_recurrents = flags(v, key);
+    else if (key == "layerscales") c.layerscales = flags(v, key);
+    else if (key == "layer_init_values") c.layer_init_values = as_number(v, key);
+    else if (key == "projection") c.projection = as_integer(v, key);
+    else if (key == "num_classes") c.num_classes = as_integer(v, key);
+    else if (key == "drop_path_rate") c.drop_path_rate = as_number(v, key);
+    else if (key == "in_chans") c.in_chans = as_integer(v, key);
+    else if (key == "patch_norm") c.patch_norm = as_flag(v, key);
+    else if (key == "use_checkpoints") c.use_checkpoints = flags(v, key);
+    else if (key == "out_indices") c.out_indices = integers(v, key);
+    else if (key == "use_checkpoint") c.use_checkpoint = as_flag(v, key);
+    else if (key == "norm_eval") c.norm_eval = as_flag(v, key);
+    else if (key == "token_label" && !as_flag(v, key)) {
+      invalid("token_label is " + shown(v) +
+              ": without token labeling the authors' model is the plain classifier; use the kind "
+              "classifier");
+    }
+  }
+  if (kind) {
+    c.validate(*kind);
+  } else {
+    c.validate();
+  }
   return c;
 }
 
-Config config_from_json_file(const std::string& path) {
+nlohmann::ordered_json to_json_object(const Config& c, const std::vector<std::string>& keys) {
+  nlohmann::ordered_json j;
+  for (const auto& key : keys) {
+    if (key == "embed_dims") j[key] = c.embed_dims;
+    else if (key == "depths") j[key] = c.depths;
+    else if (key == "num_heads") j[key] = c.num_heads;
+    else if (key == "init_values") j[key] = c.init_values;
+    else if (key == "heads_ranges") j[key] = c.heads_ranges;
+    else if (key == "mlp_ratios") j[key] = c.mlp_ratios;
+    else if (key == "chunkwise_recurrents") j[key] = c.chunkwise_recurrents;
+    else if (key == "layerscales") j[key] = c.layerscales;
+    else if (key == "layer_init_values") j[key] = c.layer_init_values;
+    else if (key == "projection") j[key] = c.projection;
+    else if (key == "num_classes") j[key] = c.num_classes;
+    else if (key == "drop_path_rate") j[key] = c.drop_path_rate;
+    else if (key == "in_chans") j[key] = c.in_chans;
+    else if (key == "patch_norm") j[key] = c.patch_norm;
+    else if (key == "use_checkpoints") j[key] = c.use_checkpoints;
+    else if (key == "out_indices") j[key] = c.out_indices;
+    else if (key == "use_checkpoint") j[key] = c.use_checkpoint;
+    else if (key == "norm_eval") j[key] = c.norm_eval;
+  }
+  return j;
+}
+
+std::string read_text(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open config file '" + path + "'");
   std::stringstream text;
   text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+std::string Config::to_json(ModelKind kind) const { return to_json_object(*this, keys_of(kind)).dump(); }
+
+std::string Config::to_json() const {
+  auto keys = common_keys();
+  keys.insert(keys.end(), {"num_classes", "use_checkpoints", "out_indices", "use_checkpoint", "norm_eval"});
+  return to_json_object(*this, keys).dump();
+}
+
+Config config_from_json(const std::string& json_text, ModelKind kind) { return parse(json_text, &kind); }
+
+Config config_from_json(const std::string& json_text) { return parse(json_text, nullptr); }
+
+Config config_from_json_file(const std::string& path, ModelKind kind) {
+  const auto text = read_text(path);
   try {
-    return config_from_json(text.str());
+    return config_from_json(text, kind);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(path + ": " + e.what());
+  }
+}
+
+Config config_from_json_file(const std::string& path) {
+  const auto text = read_text(path);
+  try {
+    return config_from_json(text);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(path + ": " + e.what());
   }

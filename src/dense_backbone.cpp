@@ -1,5 +1,7 @@
 #include "rmt/dense_backbone.h"
 
+#include <algorithm>
+
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/normalization.h>
 
@@ -9,13 +11,14 @@
 namespace rmt {
 
 DenseBackboneImpl::DenseBackboneImpl(const Config& config) : config_(config) {
-  config_.validate();
+  config_.validate(ModelKind::Dense);
   patch_embed = register_module("patch_embed",
                                 nn::PatchEmbed(config_.in_chans, config_.embed_dims.front()));
-  layers = register_module("layers", detail::build_stages(config_));
+  layers = register_module("layers", detail::build_stages(config_, ModelKind::Dense));
   extra_norms = register_module("extra_norms", torch::nn::ModuleList());
-  for (const auto dim : config_.embed_dims) {
-    extra_norms->push_back(torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5)));
+  for (size_t i = 0; i < 4; ++i) {
+    extra_norms->push_back(
+        torch::nn::LayerNorm(torch::nn::LayerNormOptions({config_.embed_dims[i]}).eps(1e-5)));
   }
 }
 
@@ -23,7 +26,8 @@ std::vector<torch::Tensor> DenseBackboneImpl::forward(const torch::Tensor& image
   check_images(images, config_.in_chans, *this);
   auto x = patch_embed->forward(images);
   std::vector<torch::Tensor> outputs;
-  const auto& wanted = config_.out_indices;
+  const auto wanted = config_.selected_stages();
+  // Every stage runs, as the authors' (in training, their BatchNorms update and stochastic depth draws).
   for (int64_t i = 0; i < config_.num_stages(); ++i) {
     auto stage = layers[i]->as<nn::BasicLayerImpl>()->forward_stage(x);
     if (std::find(wanted.begin(), wanted.end(), i) != wanted.end()) {
@@ -37,7 +41,7 @@ std::vector<torch::Tensor> DenseBackboneImpl::forward(const torch::Tensor& image
 
 void DenseBackboneImpl::train(bool on) {
   torch::nn::Module::train(on);
-  if (on && norm_eval) {
+  if (on && freeze_batchnorm) {
     for (const auto& module : modules(/*include_self=*/false)) {
       if (module->as<torch::nn::BatchNorm2dImpl>()) module->eval();
     }

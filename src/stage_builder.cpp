@@ -6,7 +6,7 @@
 
 namespace rmt::detail {
 
-torch::nn::ModuleList build_stages(const Config& config) {
+torch::nn::ModuleList build_stages(const Config& config, ModelKind kind) {
   const auto stages = config.num_stages();
   const int64_t total_depth = std::accumulate(config.depths.begin(), config.depths.end(), int64_t{0});
   // The authors take the rates from a float32 linspace; keep that for identical training behaviour.
@@ -21,6 +21,7 @@ torch::nn::ModuleList build_stages(const Config& config) {
     const auto dim = config.embed_dims[i];
     // Python's int(): truncation toward zero.
     const auto ffn_dim = static_cast<int64_t>(config.mlp_ratios[i] * static_cast<double>(dim));
+    const bool checkpoint = kind == ModelKind::Dense ? config.use_checkpoint : config.use_checkpoints[i];
     layers->push_back(nn::BasicLayer(
         nn::BasicLayerOptions(dim, depth, config.num_heads[i])
             .init_value(config.init_values[i])
@@ -30,7 +31,8 @@ torch::nn::ModuleList build_stages(const Config& config) {
             .decomposed(config.chunkwise_recurrents[i])
             .out_dim(i + 1 < stages ? config.embed_dims[i + 1] : 0)
             .layerscale(config.layerscales[i])
-            .layer_init_values(config.layer_init_values)));
+            .layer_init_values(config.layer_init_values)
+            .checkpoint(checkpoint)));
     first += depth;
   }
   return layers;

@@ -8,8 +8,10 @@
 
 namespace rmt::detail {
 
-// BasicLayers with the stochastic depth rates of linspace(0, drop_path_rate, sum(depths)).
-torch::nn::ModuleList build_stages(const Config& config);
+// BasicLayers with the stochastic depth rates of linspace(0, drop_path_rate, sum(depths)), and
+// activation checkpointing as the kind's constructor takes it (use_checkpoints per stage for the
+// classifiers, use_checkpoint for every stage of the dense backbone). config.validate(kind) first.
+torch::nn::ModuleList build_stages(const Config& config, ModelKind kind);
 
 void set_backend(torch::nn::ModuleList& stages, nn::Backend backend);
 

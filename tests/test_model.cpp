@@ -127,25 +127,76 @@ TEST(Config, RejectsWhatTheModelCannotBe) {
             std::string::npos);
   EXPECT_NE(error_of([] { rmt::config_from_json("[1, 2]"); }).find("expected a JSON object"), std::string::npos);
   EXPECT_NE(error_of([] { rmt::config_from_json("{"); }).find("not valid JSON"), std::string::npos);
-  EXPECT_NE(error_of([] { rmt::config_from_json("{\"depths\": \"two\"}"); }).find("'depths' has the wrong type"),
+  EXPECT_NE(error_of([] { rmt::config_from_json("{\"depths\": \"two\"}"); }).find("depths is \"two\": expected a list"),
             std::string::npos);
   auto c = tiny_config();
   c.num_heads[1] = 3;  // 16 / 3
-  EXPECT_NE(error_of([&] { c.validate(); }).find("stage 1: embed_dim 16 is not divisible by num_heads 3"),
+  EXPECT_NE(error_of([&] { c.validate(); }).find("stage 1: embed_dims[1] = 16 is not divisible by num_heads[1] = 3"),
             std::string::npos);
   c = tiny_config();
   c.num_heads[2] = 16;  // head dim 1
-  EXPECT_NE(error_of([&] { c.validate(); }).find("head dim 1"), std::string::npos);
+  EXPECT_NE(error_of([&] { c.validate(); }).find("head dimension"), std::string::npos);
   c = tiny_config();
-  c.depths.pop_back();
-  EXPECT_NE(error_of([&] { c.validate(); }).find("embed_dims has 4 entries, expected 3"), std::string::npos);
+  c.depths.push_back(1);  // 5 stages, 4-entry lists
+  EXPECT_NE(error_of([&] { c.validate(); }).find("embed_dims [8, 16, 16, 32] has 4 entries but depths [1, 1, 1, 1, 1] has 5 stages"),
+            std::string::npos);
   c = tiny_config();
   c.out_indices = {0, 4};
-  EXPECT_NE(error_of([&] { c.validate(); }).find("expected stage indices in [0, 4)"), std::string::npos);
+  EXPECT_NO_THROW(c.validate(rmt::ModelKind::Classifier));  // not a classifier's argument
+  EXPECT_NE(error_of([&] { c.validate(rmt::ModelKind::Dense); }).find("out_indices [0, 4] has 4: expected stage indices from 0 to 3"),
+            std::string::npos);
   c = tiny_config();
   c.init_values[0] = 0;
-  EXPECT_NE(error_of([&] { c.validate(); }).find("init_value must be positive"), std::string::npos);
+  EXPECT_NE(error_of([&] { c.validate(); }).find("init_values[0] = 0"), std::string::npos);
   EXPECT_THROW((void)rmt::VisRetNet(c), std::invalid_argument);
+}
+
+// The authors' argument names per kind; another kind's argument is refused by name.
+TEST(Config, EachKindReadsTheArgumentsOfItsConstructor) {
+  using rmt::ModelKind;
+  const std::string stages3 = R"("embed_dims": [8, 16, 16], "depths": [1, 1, 1], "num_heads": [2, 2, 4])";
+  // Fewer than 4 stages: the 4-entry defaults of the other lists are read as the authors index them.
+  auto c = rmt::config_from_json("{" + stages3 + R"(, "use_checkpoints": [1, 0, true], "num_classes": 3})",
+                                 ModelKind::Classifier);
+  EXPECT_EQ(c.use_checkpoints, (std::vector<bool>{true, false, true}));
+  EXPECT_NO_THROW(rmt::Model(c, ModelKind::Classifier));
+  EXPECT_NO_THROW(rmt::Model(c, ModelKind::TokenLabel));
+  EXPECT_NE(error_of([&] { rmt::config_from_json("{" + stages3 + R"(, "out_indices": [0]})", ModelKind::Classifier); })
+                .find("'out_indices' is not an argument of the classifier"),
+            std::string::npos);
+  auto d = rmt::config_from_json(
+      R"({"embed_dims": [8, 16, 16, 24], "depths": [1, 1, 1], "num_heads": [2, 2, 4], "use_checkpoint": 1,
+          "norm_eval": false, "out_indices": [2, 0, 2], "chunkwise_recurrents": [0, 1, 0]})",
+      ModelKind::Dense);
+  EXPECT_TRUE(d.use_checkpoint);
+  EXPECT_FALSE(d.norm_eval);
+  EXPECT_EQ(d.chunkwise_recurrents, (std::vector<bool>{false, true, false}));
+  EXPECT_EQ(d.selected_stages(), (std::vector<int64_t>{0, 2}));
+  EXPECT_NE(error_of([&] { rmt::config_from_json(R"({"num_classes": 3})", ModelKind::Dense); })
+                .find("'num_classes' is not an argument of the dense backbone"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { rmt::config_from_json(R"({"use_checkpoints": [true]})", ModelKind::Dense); })
+                .find("takes use_checkpoint, one flag for all stages"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { rmt::config_from_json(R"({"norm_layer": "LayerNorm"})", ModelKind::Dense); })
+                .find("'norm_layer' is a Python class"),
+            std::string::npos);
+  // Strict JSON types where Python would fail; flags as Python's truthiness of integers.
+  EXPECT_NE(error_of([&] { rmt::config_from_json(R"({"embed_dims": [64.5, 128, 256, 512]})"); })
+                .find("embed_dims[0] is 64.5: expected an integer"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { rmt::config_from_json(R"({"layerscales": [0, 0.5, 0, 0]})"); })
+                .find("layerscales[1] is 0.5: expected true or false"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { rmt::config_from_json(R"({"out_indices": 3})", ModelKind::Dense); })
+                .find("out_indices is 3: expected a list"),
+            std::string::npos);
+  // Round trips, per kind and for every field.
+  for (const auto kind : {ModelKind::Classifier, ModelKind::TokenLabel, ModelKind::Dense}) {
+    const auto preset = rmt::preset(kind == ModelKind::Dense ? "rmt_b_dense" : "rmt_b").config;
+    EXPECT_EQ(rmt::config_from_json(preset.to_json(kind), kind).to_json(), preset.to_json());
+  }
+  EXPECT_EQ(rmt::config_from_json(d.to_json()).to_json(), d.to_json());
 }
 
 // --- modules -------------------------------------------------------------------------------------
@@ -195,16 +246,43 @@ TEST(Shapes, OddAndNonSquareInputs) {
   }
 }
 
-TEST(Dense, OutIndicesSelectStages) {
+TEST(Dense, OutIndicesSelectStagesInStageOrderEachOnce) {
   auto c = tiny_config();
-  c.out_indices = {1, 3};
-  rmt::DenseBackbone dense(c);
-  dense->eval();
+  torch::manual_seed(4);
+  rmt::DenseBackbone all(c);
+  all->eval();
   torch::NoGradGuard no_grad;
-  auto features = dense->forward(torch::randn({1, 3, 32, 32}));
-  ASSERT_EQ(features.size(), 2u);
-  EXPECT_EQ(features[0].size(1), 16);
-  EXPECT_EQ(features[1].size(1), 32);
+  const auto images = torch::randn({1, 3, 32, 32});
+  const auto every = all->forward(images);
+  for (const auto& indices : std::vector<std::vector<int64_t>>{{1, 3}, {3, 1}, {3, 1, 3}}) {
+    c.out_indices = indices;
+    rmt::DenseBackbone dense(c);
+    rmt::load_state_dict(*dense, rmt::state_dict(*all));
+    dense->eval();
+    auto features = dense->forward(images);
+    ASSERT_EQ(features.size(), 2u);
+    EXPECT_TRUE(at::equal(features[0], every[1]));
+    EXPECT_TRUE(at::equal(features[1], every[3]));
+  }
+  // The default (0, 1, 2, 3) is every stage there is, up to four.
+  c = tiny_config();
+  c.depths = {1, 1, 1};
+  EXPECT_EQ(c.selected_stages(), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(rmt::DenseBackbone(c)->forward(images).size(), 3u);
+}
+
+TEST(TokenLabel, WithoutHeadsTheOutputIsPooledPlusHalfTheRawTokenMaximum) {
+  auto c = tiny_config();
+  c.num_classes = 0;
+  c.projection = 32;  // = embed_dims[-1]: the authors' sum broadcasts
+  rmt::VisRetNet net(c, /*token_label=*/true);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({2, 3, 32, 48});
+  auto [pooled, tokens] = net->forward_train(x);
+  EXPECT_EQ(tokens.sizes(), (std::vector<int64_t>{2, 2, 32}));
+  EXPECT_TRUE(at::allclose(pooled, net->forward_features(x)));
+  EXPECT_TRUE(at::allclose(net->forward(x), pooled + 0.5 * std::get<0>(tokens.max(1)), 1e-6, 1e-6));
 }
 
 TEST(TokenLabel, EvalOutputIsHeadPlusHalfTheTokenMaximum) {
@@ -266,17 +344,27 @@ TEST(Training, BatchNormUpdatesItsStatisticsAndGradientsReachEveryParameter) {
   }
 }
 
-TEST(Training, DenseKeepsBatchNormFrozenWithNormEval) {
-  rmt::DenseBackbone dense(tiny_config());
+// norm_eval is accepted and, as in the authors' code (their test for nn.BatchNorm2d misses their
+// SyncBatchNorm layers), changes nothing: BatchNorm trains. freeze_batchnorm freezes it.
+TEST(Training, DenseBatchNormTrainsAsTheAuthorsUnlessFrozen) {
+  auto c = tiny_config();
+  c.norm_eval = true;
+  rmt::DenseBackbone dense(c);
+  dense->train();
+  EXPECT_TRUE(dense->patch_embed->proj[1]->is_training());
+  auto running_var = [&] {
+    return dense->layers[0]->as<rmt::nn::BasicLayerImpl>()->downsample->norm->running_var.clone();
+  };
+  auto before = running_var();
+  dense->forward(torch::randn({2, 3, 16, 16}));
+  EXPECT_FALSE(at::equal(before, running_var()));
+  dense->freeze_batchnorm = true;
   dense->train();
   EXPECT_TRUE(dense->is_training());
   EXPECT_FALSE(dense->patch_embed->proj[1]->is_training());
-  auto before = dense->layers[0]->as<rmt::nn::BasicLayerImpl>()->downsample->norm->running_var.clone();
+  before = running_var();
   dense->forward(torch::randn({2, 3, 16, 16}));
-  EXPECT_TRUE(at::equal(before, dense->layers[0]->as<rmt::nn::BasicLayerImpl>()->downsample->norm->running_var));
-  dense->norm_eval = false;
-  dense->train();
-  EXPECT_TRUE(dense->patch_embed->proj[1]->is_training());
+  EXPECT_TRUE(at::equal(before, running_var()));
 }
 
 // Central differences against autograd, float64, on the input and on parameters of every kind

@@ -14,12 +14,14 @@ namespace rmt {
 
 class VisRetNetImpl : public torch::nn::Module {
  public:
-  // token_label adds `aux_head`; config.validate() is called first.
+  // token_label adds `aux_head`; config.validate(Classifier or TokenLabel) is called first.
   explicit VisRetNetImpl(const Config& config, bool token_label = false);
 
   // images: (B, in_chans, H, W), floating point, on the model's device and dtype.
-  // Returns logits (B, num_classes). With token labeling, the eval output of the authors:
-  // head(pooled) + 0.5 * max over tokens of aux_head(tokens) (in train mode too; see forward_train).
+  // Returns logits (B, num_classes), or the pooled features (B, projection) when num_classes <= 0
+  // (the authors' head is then an identity). With token labeling, the eval output of the authors:
+  // head(pooled) + 0.5 * max over tokens of aux_head(tokens) (in train mode too; see forward_train),
+  // both heads identities when num_classes <= 0.
   torch::Tensor forward(const torch::Tensor& images);
 
   // Token labeling in training: {head(pooled) (B, classes), aux_head(tokens) (B, H*W, classes)}.
@@ -42,11 +44,13 @@ class VisRetNetImpl : public torch::nn::Module {
   torch::nn::ModuleList layers{nullptr};
   torch::nn::Linear proj{nullptr};
   torch::nn::BatchNorm2d norm{nullptr};
-  torch::nn::Linear head{nullptr};      // null when num_classes == 0 (identity)
-  torch::nn::Linear aux_head{nullptr};  // token labeling only
+  torch::nn::Linear head{nullptr};      // null when num_classes <= 0 (identity)
+  torch::nn::Linear aux_head{nullptr};  // token labeling only; null when num_classes <= 0 (identity)
 
  private:
   torch::Tensor run_stages(const torch::Tensor& images);
+  torch::Tensor apply_head(const torch::Tensor& pooled);
+  torch::Tensor apply_aux_head(const torch::Tensor& tokens);
   Config config_;
   bool token_label_;
 };

@@ -11,16 +11,18 @@ namespace rmt {
 
 class DenseBackboneImpl : public torch::nn::Module {
  public:
-  // config.out_indices selects the returned stages; projection and num_classes are unused.
+  // config.validate(Dense) is called first; projection is unused (as in the authors' RMT).
   explicit DenseBackboneImpl(const Config& config);
 
-  // images: (B, in_chans, H, W). Returns, for each i in out_indices, stage i's features before its
-  // downsampling, through extra_norms[i] (LayerNorm, eps 1e-5), as NCHW (B, C_i, H_i, W_i).
+  // images: (B, in_chans, H, W). Returns, for each stage i of config.selected_stages() (the stages
+  // out_indices names, in stage order, each once), stage i's features before its downsampling,
+  // through extra_norms[i] (LayerNorm, eps 1e-5), as NCHW (B, C_i, H_i, W_i).
   std::vector<torch::Tensor> forward(const torch::Tensor& images);
 
-  // Keeps every BatchNorm in eval mode while training when norm_eval is set (the authors' default).
+  // With freeze_batchnorm, train() leaves every BatchNorm in eval mode (running statistics used and
+  // kept). Off by default, as the authors' code behaves whatever norm_eval says (see Config).
   void train(bool on = true) override;
-  bool norm_eval = true;
+  bool freeze_batchnorm = false;
 
   const Config& config() const { return config_; }
   // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
@@ -28,6 +30,7 @@ class DenseBackboneImpl : public torch::nn::Module {
 
   nn::PatchEmbed patch_embed{nullptr};
   torch::nn::ModuleList layers{nullptr};
+  // Four LayerNorms over embed_dims[0..3], whatever the number of stages (as the authors build them).
   torch::nn::ModuleList extra_norms{nullptr};
 
  private:

@@ -14,10 +14,14 @@ RelPos2dImpl::RelPos2dImpl(const RelPos2dOptions& options_) : options(options_) 
   auto exponent = at::linspace(0, 1, head_dim / 2, at::kFloat);
   auto half = 1.0 / at::pow(10000.0, exponent);
   angle = register_buffer("angle", half.unsqueeze(-1).repeat({1, 2}).flatten());
-  auto heads = at::arange(options.num_heads(), at::kFloat);
-  auto exponent_decay = -options.initial_value() -
-                        options.heads_range() * heads / static_cast<double>(options.num_heads());
-  decay = register_buffer("decay", at::log(1 - at::pow(2.0, exponent_decay)));
+  decay = register_buffer(
+      "decay", retention_decay(options.initial_value(), options.heads_range(), options.num_heads()));
+}
+
+torch::Tensor retention_decay(double initial_value, double heads_range, int64_t num_heads) {
+  auto heads = at::arange(num_heads, at::kFloat);
+  auto exponent = -initial_value - heads_range * heads / static_cast<double>(num_heads);
+  return at::log(1 - at::pow(2.0, exponent));
 }
 
 std::pair<torch::Tensor, torch::Tensor> RelPos2dImpl::sin_cos(int64_t height, int64_t width) const {

@@ -23,6 +23,10 @@ struct BasicLayerOptions {
   TORCH_ARG(int64_t, out_dim) = 0;            // 0: no downsampling after this stage
   TORCH_ARG(bool, layerscale) = false;
   TORCH_ARG(double, layer_init_values) = 1e-5;
+  // Activation checkpointing: while autograd records, each block keeps only its input and runs its
+  // forward again in backward (with the random state of the first run, so that stochastic depth
+  // drops the same samples): the same gradients for less memory, at the cost of a second forward.
+  TORCH_ARG(bool, checkpoint) = false;
 };
 
 struct StageOutput {
@@ -33,6 +37,8 @@ struct StageOutput {
 class BasicLayerImpl : public torch::nn::Module {
  public:
   explicit BasicLayerImpl(const BasicLayerOptions& options);
+  // In training, throws std::invalid_argument when a block's stochastic depth rate is outside [0, 1]
+  // (a drop_path_rate the authors' training cannot use either; evaluation ignores the rates).
   StageOutput forward_stage(const torch::Tensor& x);
   // The stage's output as the classifier consumes it (after downsampling).
   torch::Tensor forward(const torch::Tensor& x) { return forward_stage(x).downsampled; }

@@ -54,4 +54,8 @@ class RelPos2dImpl : public torch::nn::Module {
   mutable Tables cached_;};
 TORCH_MODULE(RelPos2d);
 
+// The per-head log-decay log(1 - 2^(-initial_value - heads_range * h / num_heads)), float32, with the
+// authors' op sequence (RelPos2d's `decay` buffer). Non-finite where 2^-x rounds to 1 or above.
+torch::Tensor retention_decay(double initial_value, double heads_range, int64_t num_heads);
+
 }  // namespace rmt::nn
