@@ -109,7 +109,7 @@ struct BatchFlags {
   std::vector<std::string> file_lists;
   int64_t rank = -1, world_size = -1, chunk_size = 1000, batch_size = 16;
   int decode_threads = 0, threads = 0;
-  double progress = 30, merge_wait = 0, merge_max_gib = 16;
+  double progress = 30, merge_wait = 600, merge_max_gib = 16;
   bool no_merge = false;
   CLI::Option *rank_opt = nullptr, *world_opt = nullptr;
 };
@@ -147,8 +147,8 @@ inline void add_batch_flags(CLI::App& app, BatchFlags& f, bool features) {
       ->check(CLI::Range(0.0, 1e9))->needs(output);
   app.add_flag("--no-merge", f.no_merge, "leave the merge to a later --merge DIR")->needs(output);
   app.add_option("--merge-wait", f.merge_wait,
-                 "rank 0's limit in seconds on waiting for the other ranks before merging "
-                 "(default 0: none)")
+                 "rank 0's limit in seconds on waiting for the other ranks before merging; past "
+                 "it the last rank to finish merges (0: no limit)")
       ->check(CLI::Range(0.0, 1e9))->needs(output);
   if (features) {
     app.add_option("--merge-max-gib", f.merge_max_gib,

@@ -3,6 +3,9 @@
 // the tools as users run them, one process, three ranks under torchrun, a rank killed with SIGKILL
 // and started again, Slurm's and a Kubernetes Indexed Job's variables, with the tiny reference
 // classifier and dense backbone on images written here (some of them corrupt).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -179,7 +182,7 @@ class Scratch : public ::testing::Test {
     rmt::test::remove_tree(dir_.string());
     fs::create_directories(dir_);
   }
-  void TearDown() override { rmt::test::remove_tree(dir_.string()); }
+  void TearDown() override { if (!std::getenv("RMT_TEST_KEEP")) rmt::test::remove_tree(dir_.string()); }
 
   // A w x h image whose pattern depends on `seed`: PNG, JPEG or BMP by the extension.
   std::string write_image(const std::string& name, int seed, int w = 48, int h = 40) {
@@ -711,6 +714,93 @@ TEST_F(BatchTools, SlurmRanksResumeAfterSigkillAndTheLastOneMerges) {
   r = tool("rmt-classify", {"--merge", ranks.string()});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(slurp(ranks / "classes.jsonl"), slurp(single / "classes.jsonl"));
+}
+
+// A free TCP port on the loopback interface.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+TEST_F(BatchTools, SlurmRank0ServesTheStoreAndWaitsForTheOthers) {
+  if (!FinishBarrier::available()) GTEST_SKIP() << "this build has no c10d TCPStore";
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  const auto single = dir_ / "single", ranks = dir_ / "ranks";
+  auto r = tool("rmt-classify", classify_args(single.string()));
+  ASSERT_EQ(r.status, 0) << r.err;
+  // Two Slurm tasks on this machine: rank 1 starts a second late (its client retries until rank 0
+  // serves the store), so rank 0 finishes first and must wait for it before merging.
+  const auto exe = quote(rmt::test::tool_path("rmt-classify"));
+  std::string args;
+  for (const auto& a : classify_args(ranks.string())) args += " " + quote(a);
+  const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+                          " SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 SLURM_JOB_ID=7 SLURM_STEP_ID=0";
+  r = shell("sh -c " + quote("(sleep 1; " + env + " SLURM_PROCID=1 " + exe + args + " 2>" +
+                             quote((dir_ / "rank1.log").string()) + ") & " + env + " SLURM_PROCID=0 " +
+                             exe + args + "; status=$?; wait $! && exit $status"));
+  const auto rank1 = slurp(dir_ / "rank1.log");
+  ASSERT_EQ(r.status, 0) << r.err << rank1;
+  EXPECT_NE(r.err.find("rank 0/2 (Slurm): waiting for every rank to finish"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("rank 0/2 (Slurm): merged 27 inputs"), std::string::npos) << r.err;
+  EXPECT_EQ(rank1.find("merged"), std::string::npos) << rank1;
+  EXPECT_NE(rank1.find("rank 1/2 (Slurm): finished"), std::string::npos) << rank1;
+  EXPECT_EQ(slurp(ranks / "classes.jsonl"), slurp(single / "classes.jsonl"));
+
+  // Two ranks where rank 1 fails; rank 0 gets a `--merge-wait` of 4 s.
+  // `rank1_arg` replaces the value of rank 1's --input-size.
+  const auto two_ranks = [&](const fs::path& out, const std::string& rank1_arg) {
+    const auto log1 = quote((out.string() + ".rank1.log"));
+    std::string common, extra;
+    auto args1 = classify_args(out.string());
+    args1[5] = rank1_arg;
+    for (const auto& a : classify_args(out.string())) common += " " + quote(a);
+    for (const auto& a : args1) extra += " " + quote(a);
+    const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) +
+                            " SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2";
+    return shell("sh -c " + quote("(sleep 1; " + env + " SLURM_PROCID=1 " + exe + extra +
+                                  " 2>" + log1 + "; echo status $? >>" + log1 + ") & " + env +
+                                  " SLURM_PROCID=0 " + exe + common +
+                                  " --merge-wait 4; status=$?; wait; exit $status"));
+  };
+  // It fails after connecting (other settings): it tells rank 0, which stops waiting at once.
+  // (The run directory is made first with rank 0's settings, so that rank 1 is the one refused.)
+  const auto mixed = dir_ / "mixed";
+  fs::create_directories(mixed);
+  fs::copy_file(single / "manifest.json", mixed / "manifest.json");
+  fs::copy_file(single / "inputs.txt", mixed / "inputs.txt");
+  r = two_ranks(mixed, "72");
+  EXPECT_EQ(r.status, 0) << r.err;
+  const auto log1 = slurp(mixed.string() + ".rank1.log");
+  EXPECT_NE(log1.find("holds a different run"), std::string::npos) << log1;
+  EXPECT_NE(log1.find("status 1"), std::string::npos) << log1;
+  EXPECT_NE(r.err.find("rank 0/2 (Slurm): warning: no merge: another rank failed: rank 1/2 (Slurm): "),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(mixed / "classes.jsonl"));
+  // It fails before connecting (a bad value): rank 0 stops waiting after --merge-wait; run again,
+  // rank 1 is the last to finish and merges.
+  const auto late = dir_ / "late";
+  r = two_ranks(late, "-1");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("rank 0/2 (Slurm): warning: no merge: timed out after 4 s waiting for 1 rank(s)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(late / "classes.jsonl"));
+  r = tool("rmt-classify", classify_args(late.string()), {{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "2"}});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("rank 1/2 (Slurm): merged 27 inputs"), std::string::npos) << r.err;
+  EXPECT_EQ(slurp(late / "classes.jsonl"), slurp(single / "classes.jsonl"));
 }
 
 TEST_F(BatchTools, ExtractFeaturesAndMapsOnAnIndexedJob) {

@@ -66,7 +66,10 @@ std::unique_ptr<FinishBarrier> FinishBarrier::connect(const RankInfo& rank, cons
   return std::unique_ptr<FinishBarrier>(new FinishBarrier(std::move(impl)));
 }
 
-void FinishBarrier::arrive() { impl_->store->add(impl_->key("finished"), 1); }
+bool FinishBarrier::arrive() {
+  impl_->store->add(impl_->key("finished"), 1);
+  return !impl_->store->check({impl_->key("rank0-left")});
+}
 
 void FinishBarrier::report_failure(const std::string& message) {
   impl_->store->set(impl_->key("failed"), Impl::bytes(message.substr(0, 500)));
@@ -98,9 +101,13 @@ void FinishBarrier::wait_for_all(const std::function<bool()>& finished_otherwise
       if (finished_otherwise && finished_otherwise()) return;
     }
     if (timeout.count() > 0 && now - start >= timeout) {
+      // Tell the ranks still to come that the last of them merges; one that arrived meanwhile
+      // is still counted.
+      impl_->store->set(impl_->key("rank0-left"), Impl::bytes("1"));
+      if (impl_->store->add(impl_->key("finished"), 0) >= impl_->world_size) return;
       throw std::runtime_error("timed out after " + std::to_string(timeout.count()) +
                                " s waiting for " + std::to_string(impl_->world_size - arrived) +
-                               " rank(s) to finish");
+                               " rank(s) to finish (--merge-wait)");
     }
     if (waiting && now - last_news >= std::chrono::seconds(60)) {
       last_news = now;
@@ -123,7 +130,7 @@ std::unique_ptr<FinishBarrier> FinishBarrier::connect(const RankInfo&, const Env
   return nullptr;
 }
 
-void FinishBarrier::arrive() {}
+bool FinishBarrier::arrive() { return false; }
 void FinishBarrier::report_failure(const std::string&) {}
 void FinishBarrier::wait_for_all(const std::function<bool()>&, std::chrono::seconds,
                                  const std::function<void(int64_t)>&) {}

@@ -89,6 +89,16 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   const std::string prefix = o.tool + ": " + rank.describe() + ": ";
   if (o.batch_size < 1) throw std::invalid_argument("the batch size must be at least 1");
 
+  // Connect to the launcher's store first: rank 0 serves it from the start, and a rank that fails
+  // from here on tells rank 0, which would otherwise wait for it.
+  std::string no_store;
+  auto barrier =
+      o.merge ? FinishBarrier::connect(rank, o.env, o.tool, o.store_timeout, &no_store) : nullptr;
+  if (o.merge && !barrier && rank.world_size > 1 && o.env("MASTER_ADDR")) {
+    Line(log) << prefix << "note: no finish barrier (" << no_store
+              << "): the last rank to finish merges";
+  }
+
   RunManifest manifest;
   manifest.tool = o.tool;
   manifest.format = o.format;
@@ -97,41 +107,29 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   manifest.chunk_size = o.chunk_size;
   manifest.settings = o.settings;
   const RunDirectory dir(o.output_dir);
-  dir.open(manifest, inputs);
-
   JobSummary summary;
-  const auto chunks = chunks_of_rank(manifest.num_inputs, o.chunk_size, rank.rank, rank.world_size);
-  if (!chunks.empty()) summary.shard = {chunks.front().begin, chunks.back().end};
-  summary.chunks = static_cast<int64_t>(chunks.size());
-  std::vector<Range> todo;
-  for (const auto& c : chunks) {
-    if (dir.has_chunk(o.format, c)) {
-      ++summary.chunks_skipped;
-    } else {
-      todo.push_back(c);
-    }
-  }
-  dir.remove_temporaries_of(o.format, todo);
-
-  // Connect to the launcher's store before the work, so that rank 0 serves it from the start.
-  std::string no_store;
-  auto barrier = o.merge ? FinishBarrier::connect(rank, o.env, fingerprint_text(manifest.to_json()),
-                                                  o.store_timeout, &no_store)
-                         : nullptr;
-  if (o.merge && !barrier && rank.world_size > 1 && o.env("MASTER_ADDR")) {
-    Line(log) << prefix << "note: no finish barrier (" << no_store
-              << "): the last rank to finish merges";
-  }
-
-  int64_t todo_images = 0;
-  for (const auto& c : todo) todo_images += c.size();
-  Line(log) << prefix << "inputs [" << summary.shard.begin << ", " << summary.shard.end << ") of "
-            << inputs.size() << ", " << chunks.size() << " chunks"
-            << (summary.chunks_skipped ? ", " + std::to_string(summary.chunks_skipped) +
-                                             " finished before: skipped"
-                                       : std::string());
-
   try {
+    dir.open(manifest, inputs);
+    const auto chunks = chunks_of_rank(manifest.num_inputs, o.chunk_size, rank.rank, rank.world_size);
+    if (!chunks.empty()) summary.shard = {chunks.front().begin, chunks.back().end};
+    summary.chunks = static_cast<int64_t>(chunks.size());
+    std::vector<Range> todo;
+    for (const auto& c : chunks) {
+      if (dir.has_chunk(o.format, c)) {
+        ++summary.chunks_skipped;
+      } else {
+        todo.push_back(c);
+      }
+    }
+    dir.remove_temporaries_of(o.format, todo);
+    int64_t todo_images = 0;
+    for (const auto& c : todo) todo_images += c.size();
+    Line(log) << prefix << "inputs [" << summary.shard.begin << ", " << summary.shard.end << ") of "
+              << inputs.size() << ", " << chunks.size() << " chunks"
+              << (summary.chunks_skipped ? ", " + std::to_string(summary.chunks_skipped) +
+                                               " finished before: skipped"
+                                         : std::string());
+
     // Batches never straddle chunks: a chunk is written as soon as its last batch is done.
     std::vector<std::vector<InputImage>> batches;
     std::vector<size_t> chunk_of_batch;
@@ -209,27 +207,40 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   }
   const auto every_chunk = all_chunks(manifest.num_inputs, o.chunk_size);
   const auto all_done = [&] { return dir.missing_chunks(o.format, every_chunk).empty(); };
+  bool merge_here = false;
   if (barrier) {
     try {
-      barrier->arrive();
       if (rank.rank != 0) {
-        summary.merge_note = "rank 0 merges";
+        if (barrier->arrive()) {
+          summary.merge_note = "rank 0 merges";
+          return summary;
+        }
+        Line(log) << prefix << "rank 0 no longer waits: the last rank to finish merges";
+      } else {
+        barrier->arrive();
+        Line(log) << prefix << "waiting for every rank to finish (the launcher's TCPStore)";
+        barrier->wait_for_all(all_done, o.merge_wait, [&](int64_t missing) {
+          Line(log) << prefix << "waiting for " << missing << " rank(s) to finish";
+        });
+        merge_here = true;
+      }
+    } catch (const std::exception& e) {
+      if (rank.rank == 0) {
+        summary.merge_note = std::string("no merge: ") + e.what();
+        Line(log) << prefix << "warning: " << summary.merge_note
+                  << "; the last rank to finish merges, or run --merge " << o.output_dir;
         return summary;
       }
-      barrier->wait_for_all(all_done, o.merge_wait, [&](int64_t missing) {
-        Line(log) << prefix << "waiting for " << missing << " rank(s) to finish";
-      });
-    } catch (const std::exception& e) {
-      summary.merge_note = std::string("no merge: ") + e.what();
-      Line(log) << prefix << "warning: " << summary.merge_note << "; merge later with --merge "
-                << o.output_dir;
+      // The store is gone (rank 0 served it and has left): check the run directory instead.
+    }
+  }
+  if (!merge_here) {
+    if (const auto missing = dir.missing_chunks(o.format, every_chunk); !missing.empty()) {
+      summary.merge_note = std::to_string(missing.size()) + " chunk(s) of other ranks not finished " +
+                           "yet: the last rank to finish merges (or run --merge " + o.output_dir + ")";
+      Line(log) << prefix << summary.merge_note;
       return summary;
     }
-  } else if (const auto missing = dir.missing_chunks(o.format, every_chunk); !missing.empty()) {
-    summary.merge_note = std::to_string(missing.size()) + " chunk(s) of other ranks not finished " +
-                         "yet: the last rank to finish merges (or run --merge " + o.output_dir + ")";
-    Line(log) << prefix << summary.merge_note;
-    return summary;
   }
   summary.merge = merge_run(o.output_dir, o.merge_options);
   summary.merged = true;

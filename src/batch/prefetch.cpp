@@ -1,5 +1,7 @@
 #include "rmt/batch/prefetch.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <exception>
@@ -99,7 +101,11 @@ std::optional<DecodedBatch> Prefetcher::next() {
 }
 
 int default_decode_threads(int64_t processes_here) {
-  const int64_t hardware = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  // The CPUs this process may run on (a Slurm task bound to its cores sees only those).
+  int64_t hardware = std::thread::hardware_concurrency();
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) hardware = CPU_COUNT(&set);
+  hardware = std::max<int64_t>(1, hardware);
   const int64_t share = hardware / std::max<int64_t>(1, processes_here);
   return static_cast<int>(std::clamp<int64_t>(share / 2, 1, 8));
 }

@@ -29,14 +29,17 @@ class FinishBarrier {
                                                 std::string* why_not);
   ~FinishBarrier();
 
-  // This rank has finished its share.
-  void arrive();
+  // This rank has finished its share. Returns whether rank 0 is still waiting to merge (false when
+  // it gave up: the caller then checks the run directory itself). Throws when the store is lost
+  // (rank 0, which serves it outside torchrun, has exited).
+  bool arrive();
   // This rank has failed: rank 0 stops waiting and says so.
   void report_failure(const std::string& message);
   // Rank 0: blocks until every rank has arrived, or `finished_otherwise` returns true (e.g. every
-  // chunk is on disk, which also counts ranks that finished in an earlier attempt), or `timeout`
-  // passes (zero: no limit). `waiting` is called now and then with the number still missing.
-  // Throws std::runtime_error when a rank reported a failure, on timeout, or when the store is lost.
+  // chunk is on disk, which also counts ranks that finished in an earlier attempt). Throws
+  // std::runtime_error when a rank reported a failure, when the store is lost, or after `timeout`
+  // (zero: no limit), having told the others that it no longer waits (see arrive). `waiting` is
+  // called now and then with the number of ranks still missing.
   void wait_for_all(const std::function<bool()>& finished_otherwise, std::chrono::seconds timeout,
                     const std::function<void(int64_t missing)>& waiting);
 

@@ -43,8 +43,10 @@ struct JobOptions {
   std::map<std::string, std::string> settings;
   bool merge = true;                          // merge automatically when every rank has finished
   MergeOptions merge_options;
-  std::chrono::seconds merge_wait{0};         // rank 0's limit on waiting for the others (0: none)
-  std::chrono::seconds store_timeout{300};    // connecting to the launcher's TCPStore
+  // Rank 0's limit on waiting for the others at the barrier (0: none); past it, the last rank to
+  // finish merges.
+  std::chrono::seconds merge_wait{600};
+  std::chrono::seconds store_timeout{60};     // connecting to the launcher's TCPStore
   double progress_seconds = 30;               // between progress lines on the log
   Environment env = process_environment();
 };
@@ -64,8 +66,9 @@ struct JobSummary {
 // Lists nothing itself: `inputs` is the sorted input list (list_inputs). Opens the run directory
 // (refusing one that holds a different run), computes this rank's share and chunks, skips the
 // finished chunks, decodes ahead in worker threads while `sink` runs the model, writes each chunk
-// atomically, marks the rank finished, and merges when every rank has (rank 0 after the TCPStore
-// barrier where there is one; else the rank that finds every rank's mark). Progress goes to `log`.
+// atomically, marks the rank finished, and merges when every chunk is finished (rank 0 after the
+// TCPStore barrier where there is one; else, or when rank 0 stopped waiting, the rank that finds
+// every chunk finished). Progress goes to `log`.
 JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& options,
                    ChunkSink& sink, std::ostream& log);
 

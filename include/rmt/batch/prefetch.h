@@ -52,8 +52,8 @@ class Prefetcher {
   std::vector<std::thread> workers_;
 };
 
-// A decode thread count for a process that shares this machine with `processes_here` others doing
-// the same (e.g. torchrun's LOCAL_WORLD_SIZE): half its share of the hardware threads, 1 to 8.
+// A decode thread count for a process that shares the CPUs it may run on with `processes_here`
+// processes doing the same (e.g. torchrun's LOCAL_WORLD_SIZE): half its share, 1 to 8.
 int default_decode_threads(int64_t processes_here = 1);
 
 }  // namespace rmt::batch
