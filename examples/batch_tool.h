@@ -9,14 +9,14 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
-#include <CLI/CLI.hpp>
 #include <torch/cuda.h>
+#include <CLI/CLI.hpp>
 
-#include "tool_common.h"
 #include "rmt/batch/job.h"
 #include "rmt/batch/launcher.h"
 #include "rmt/model.h"
 #include "rmt/preprocess.h"
+#include "tool_common.h"
 
 namespace rmt::tools {
 
@@ -32,10 +32,12 @@ inline void add_model_flags(CLI::App& app, ModelFlags& f, const std::vector<std:
                             bool dense_presets) {
   std::string names;
   for (const auto& n : rmt::preset_names()) {
-    if (dense_presets || n.find("dense") == std::string::npos) names += (names.empty() ? "" : ", ") + n;
+    if (dense_presets || n.find("dense") == std::string::npos)
+      names += (names.empty() ? "" : ", ") + n;
   }
   auto* arch_opt = app.add_option("--arch", f.arch, "preset name: " + names);
-  auto* config_opt = app.add_option("--config", f.config_path, "JSON file with the constructor arguments");
+  auto* config_opt =
+      app.add_option("--config", f.config_path, "JSON file with the constructor arguments");
   arch_opt->excludes(config_opt);
   std::string kind_help;
   for (const auto& k : kinds) kind_help += (kind_help.empty() ? "" : " or ") + k;
@@ -63,7 +65,8 @@ inline rmt::Model load_model(const ModelFlags& f, torch::Device device, const ch
   if (!f.arch.empty()) {
     model.emplace(rmt::Model::from_preset(f.arch));
   } else {
-    model.emplace(rmt::config_from_json_file(f.config_path), rmt::model_kind_from_string(f.kind_name));
+    model.emplace(rmt::config_from_json_file(f.config_path),
+                  rmt::model_kind_from_string(f.kind_name));
   }
   rmt::WeightsSelection selection;
   selection.weights_key = f.weights_key;
@@ -126,15 +129,19 @@ inline void add_batch_flags(CLI::App& app, BatchFlags& f, bool features) {
                                "merge the chunks of a finished run directory, check that every "
                                "input is there once, and write the results in input order");
   merge->excludes(output);
-  f.rank_opt = app.add_option("--rank", f.rank, "this process's rank (default: from torchrun, "
-                                                "srun or JOB_COMPLETION_INDEX)")
-                   ->check(CLI::NonNegativeNumber)->needs(output);
+  f.rank_opt = app.add_option("--rank", f.rank,
+                              "this process's rank (default: from torchrun, "
+                              "srun or JOB_COMPLETION_INDEX)")
+                   ->check(CLI::NonNegativeNumber)
+                   ->needs(output);
   f.world_opt = app.add_option("--world-size", f.world_size,
                                "number of ranks (default: from torchrun or srun; a Kubernetes "
                                "Indexed Job needs it, or RMT_WORLD_SIZE)")
-                    ->check(CLI::PositiveNumber)->needs(output);
+                    ->check(CLI::PositiveNumber)
+                    ->needs(output);
   app.add_option("--chunk-size", f.chunk_size, "inputs per chunk file, the unit a restart redoes")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40))->needs(output);
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40))
+      ->needs(output);
   app.add_option("--decode-threads", f.decode_threads,
                  "threads decoding the next batches while the model runs (default: half this "
                  "process's share of the cores, 1 to 8)")
@@ -144,12 +151,14 @@ inline void add_batch_flags(CLI::App& app, BatchFlags& f, bool features) {
                  "torchrun sets that to 1)")
       ->check(CLI::Range(1, 1024));
   app.add_option("--progress", f.progress, "seconds between progress lines on stderr")
-      ->check(CLI::Range(0.0, 1e9))->needs(output);
+      ->check(CLI::Range(0.0, 1e9))
+      ->needs(output);
   app.add_flag("--no-merge", f.no_merge, "leave the merge to a later --merge DIR")->needs(output);
   app.add_option("--merge-wait", f.merge_wait,
                  "rank 0's limit in seconds on waiting for the other ranks before merging; past "
                  "it the last rank to finish merges (0: no limit)")
-      ->check(CLI::Range(0.0, 1e9))->needs(output);
+      ->check(CLI::Range(0.0, 1e9))
+      ->needs(output);
   if (features) {
     app.add_option("--merge-max-gib", f.merge_max_gib,
                    "largest merged features.safetensors to write (it is built in memory); above "

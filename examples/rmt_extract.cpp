@@ -11,18 +11,18 @@
 #include <CLI/CLI.hpp>
 
 #include "batch_tool.h"
-#include "tool_common.h"
 #include "rmt/batch/chunks.h"
 #include "rmt/batch/inputs.h"
 #include "rmt/batch/job.h"
 #include "rmt/batch/merge.h"
 #include "rmt/model.h"
+#include "tool_common.h"
 
 namespace {
 
 constexpr const char* kTool = "rmt-extract";
 
-// Each chunk's features as a safetensors file: "features" (n, D) pooled, or "stage{i}" (n, C, H, W).
+// Each chunk's features as a safetensors file: "features" (n, D) pooled, or "stage{i}" maps.
 class FeaturesSink : public rmt::batch::ChunkSink {
  public:
   FeaturesSink(rmt::Model& model, torch::Device device, torch::Dtype dtype)
@@ -62,14 +62,16 @@ class FeaturesSink : public rmt::batch::ChunkSink {
 };
 
 int run(int argc, char** argv) {
-  CLI::App app{"Extracts per-image features with an RMT model into a run directory: the pooled "
-               "features before the classifier head (classifier and token-labeling models), or "
-               "the feature maps of a dense backbone (--arch rmt_t_dense, ..., or --kind dense). "
-               "Shards the sorted inputs over the launcher's ranks (torchrun, srun, Kubernetes "
-               "Indexed Jobs), writes resumable safetensors chunks, and merges them in input "
-               "order when every rank has finished. Preprocessing as rmt-classify's."};
-  app.footer("Exit status: 0 when this rank's share is written (images that fail to decode are "
-             "listed in the output), 1 on any error.");
+  CLI::App app{
+      "Extracts per-image features with an RMT model into a run directory: the pooled "
+      "features before the classifier head (classifier and token-labeling models), or "
+      "the feature maps of a dense backbone (--arch rmt_t_dense, ..., or --kind dense). "
+      "Shards the sorted inputs over the launcher's ranks (torchrun, srun, Kubernetes "
+      "Indexed Jobs), writes resumable safetensors chunks, and merges them in input "
+      "order when every rank has finished. Preprocessing as rmt-classify's."};
+  app.footer(
+      "Exit status: 0 when this rank's share is written (images that fail to decode are "
+      "listed in the output), 1 on any error.");
   rmt::tools::ModelFlags model_flags;
   rmt::tools::PreprocessFlags pre_flags;
   rmt::tools::BatchFlags batch;
@@ -85,7 +87,8 @@ int run(int argc, char** argv) {
   }
   if (!batch.merge_dir.empty()) {
     if (!inputs.empty() || !batch.file_lists.empty()) {
-      throw std::invalid_argument("--merge DIR takes no inputs: they are the run's (DIR/inputs.txt)");
+      throw std::invalid_argument(
+          "--merge DIR takes no inputs: they are the run's (DIR/inputs.txt)");
     }
     const auto result = rmt::batch::merge_run(batch.merge_dir, rmt::tools::merge_options(batch));
     std::cerr << kTool << ": merged " << result.inputs << " inputs (" << result.failures
@@ -119,13 +122,14 @@ int run(int argc, char** argv) {
   if (listing.files.empty()) throw std::invalid_argument("no images to extract features from");
   auto settings = rmt::tools::run_settings(model_flags, model, pre, pre_flags);
   std::string outputs;
-  for (const auto& n : FeaturesSink::output_names(model)) outputs += (outputs.empty() ? "" : " ") + n;
+  for (const auto& n : FeaturesSink::output_names(model))
+    outputs += (outputs.empty() ? "" : " ") + n;
   settings["outputs"] = outputs;
   FeaturesSink sink(model, device, dtype);
-  rmt::batch::run_job(listing.files,
-                      rmt::tools::job_options(kTool, batch, rmt::batch::ChunkFormat::Features, pre,
-                                              rank, settings),
-                      sink, std::cerr);
+  rmt::batch::run_job(
+      listing.files,
+      rmt::tools::job_options(kTool, batch, rmt::batch::ChunkFormat::Features, pre, rank, settings),
+      sink, std::cerr);
   return 0;
 }
 

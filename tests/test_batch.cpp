@@ -25,7 +25,6 @@
 #include <ATen/ATen.h>
 
 #include "reference.h"
-#include "tool_runner.h"
 #include "rmt/batch/barrier.h"
 #include "rmt/batch/chunks.h"
 #include "rmt/batch/inputs.h"
@@ -38,6 +37,7 @@
 #include "rmt/checkpoint.h"
 #include "rmt/model.h"
 #include "rmt/preprocess.h"
+#include "tool_runner.h"
 
 #include "image_writer.h"
 
@@ -75,8 +75,11 @@ TEST(Launcher, EachLauncherAndThePrecedence) {
   EXPECT_EQ(r.world_size, 1);
 
   r = detect_rank(std::nullopt, std::nullopt,
-                  env_of({{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"},
-                          {"SLURM_PROCID", "2"}, {"SLURM_STEP_NUM_TASKS", "4"}}));
+                  env_of({{"RANK", "5"},
+                          {"WORLD_SIZE", "8"},
+                          {"LOCAL_RANK", "1"},
+                          {"SLURM_PROCID", "2"},
+                          {"SLURM_STEP_NUM_TASKS", "4"}}));
   EXPECT_EQ(r.launcher, Launcher::Torchrun);  // torchrun before Slurm
   EXPECT_EQ(r.rank, 5);
   EXPECT_EQ(r.world_size, 8);
@@ -84,15 +87,19 @@ TEST(Launcher, EachLauncherAndThePrecedence) {
   EXPECT_EQ(r.describe(), "rank 5/8 (torchrun)");
 
   r = detect_rank(std::nullopt, std::nullopt,
-                  env_of({{"SLURM_PROCID", "3"}, {"SLURM_STEP_NUM_TASKS", "4"}, {"SLURM_NTASKS", "16"},
-                          {"SLURM_LOCALID", "1"}, {"JOB_COMPLETION_INDEX", "0"}}));
+                  env_of({{"SLURM_PROCID", "3"},
+                          {"SLURM_STEP_NUM_TASKS", "4"},
+                          {"SLURM_NTASKS", "16"},
+                          {"SLURM_LOCALID", "1"},
+                          {"JOB_COMPLETION_INDEX", "0"}}));
   EXPECT_EQ(r.launcher, Launcher::Slurm);  // Slurm before Kubernetes; the step's task count
   EXPECT_EQ(r.rank, 3);
   EXPECT_EQ(r.world_size, 4);
   EXPECT_EQ(r.local_rank, 1);
 
   // A batch script outside srun: SLURM_PROCID without a step is one process, not rank 0 of N.
-  r = detect_rank(std::nullopt, std::nullopt, env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}}));
+  r = detect_rank(std::nullopt, std::nullopt,
+                  env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}}));
   EXPECT_EQ(r.launcher, Launcher::Single);
 
   r = detect_rank(std::nullopt, std::nullopt,
@@ -100,7 +107,8 @@ TEST(Launcher, EachLauncherAndThePrecedence) {
   EXPECT_EQ(r.launcher, Launcher::IndexedJob);
   EXPECT_EQ(r.rank, 6);
   EXPECT_EQ(r.world_size, 7);
-  r = detect_rank(std::nullopt, 9, env_of({{"JOB_COMPLETION_INDEX", "6"}, {"RMT_WORLD_SIZE", "7"}}));
+  r = detect_rank(std::nullopt, 9,
+                  env_of({{"JOB_COMPLETION_INDEX", "6"}, {"RMT_WORLD_SIZE", "7"}}));
   EXPECT_EQ(r.world_size, 9);  // the flag wins over the variable
 
   r = detect_rank(2, 3, env_of({{"RANK", "0"}, {"WORLD_SIZE", "1"}, {"LOCAL_RANK", "2"}}));
@@ -111,30 +119,38 @@ TEST(Launcher, EachLauncherAndThePrecedence) {
 }
 
 TEST(Launcher, BadValuesAreNamed) {
-  EXPECT_NE(error_of([] { detect_rank(std::nullopt, std::nullopt, env_of({{"RANK", "1"}})); })
-                .find("WORLD_SIZE is not set"),
-            std::string::npos);
   EXPECT_NE(error_of([] {
-              detect_rank(std::nullopt, std::nullopt, env_of({{"RANK", "x1"}, {"WORLD_SIZE", "2"}}));
-            }).find("RANK: expected a non-negative integer, found 'x1'"),
+              detect_rank(std::nullopt, std::nullopt, env_of({{"RANK", "1"}}));
+            }).find("WORLD_SIZE is not set"),
             std::string::npos);
+  EXPECT_NE(
+      error_of([] {
+        detect_rank(std::nullopt, std::nullopt, env_of({{"RANK", "x1"}, {"WORLD_SIZE", "2"}}));
+      }).find("RANK: expected a non-negative integer, found 'x1'"),
+      std::string::npos);
   EXPECT_NE(error_of([] {
               detect_rank(std::nullopt, std::nullopt, env_of({{"RANK", "4"}, {"WORLD_SIZE", "4"}}));
             }).find("found rank 4 of world size 4"),
             std::string::npos);
-  EXPECT_NE(error_of([] { detect_rank(std::nullopt, std::nullopt, env_of({{"JOB_COMPLETION_INDEX", "1"}})); })
-                .find("pass --world-size N or set RMT_WORLD_SIZE"),
+  EXPECT_NE(error_of([] {
+              detect_rank(std::nullopt, std::nullopt, env_of({{"JOB_COMPLETION_INDEX", "1"}}));
+            }).find("pass --world-size N or set RMT_WORLD_SIZE"),
             std::string::npos);
-  EXPECT_NE(error_of([] { detect_rank(1, std::nullopt, env_of({})); }).find("--rank needs --world-size"),
+  EXPECT_NE(
+      error_of([] { detect_rank(1, std::nullopt, env_of({})); }).find("--rank needs --world-size"),
+      std::string::npos);
+  EXPECT_NE(error_of([] {
+              detect_rank(std::nullopt, 3, env_of({}));
+            }).find("--world-size 3 without a rank"),
             std::string::npos);
-  EXPECT_NE(error_of([] { detect_rank(std::nullopt, 3, env_of({})); }).find("--world-size 3 without a rank"),
-            std::string::npos);
-  EXPECT_NE(error_of([] { detect_rank(std::nullopt, 3, env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}})); })
-                .find("--world-size 3 disagrees with WORLD_SIZE = 2"),
+  EXPECT_NE(error_of([] {
+              detect_rank(std::nullopt, 3, env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}}));
+            }).find("--world-size 3 disagrees with WORLD_SIZE = 2"),
             std::string::npos);
   EXPECT_EQ(cuda_device_for(3, 8), 3);
   EXPECT_EQ(cuda_device_for(3, 1), 0);  // one device per rank
-  EXPECT_NE(error_of([] { cuda_device_for(3, 2); }).find("local rank 3 has no GPU"), std::string::npos);
+  EXPECT_NE(error_of([] { cuda_device_for(3, 2); }).find("local rank 3 has no GPU"),
+            std::string::npos);
 }
 
 // ---- sharding --------------------------------------------------------------------------------
@@ -182,7 +198,9 @@ class Scratch : public ::testing::Test {
     rmt::test::remove_tree(dir_.string());
     fs::create_directories(dir_);
   }
-  void TearDown() override { if (!std::getenv("RMT_TEST_KEEP")) rmt::test::remove_tree(dir_.string()); }
+  void TearDown() override {
+    if (!std::getenv("RMT_TEST_KEEP")) rmt::test::remove_tree(dir_.string());
+  }
 
   // A w x h image whose pattern depends on `seed`: PNG, JPEG or BMP by the extension.
   std::string write_image(const std::string& name, int seed, int w = 48, int h = 40) {
@@ -190,8 +208,8 @@ class Scratch : public ::testing::Test {
     for (int y = 0; y < h; ++y) {
       for (int x = 0; x < w; ++x) {
         for (int c = 0; c < 3; ++c) {
-          px[static_cast<size_t>((y * w + x) * 3 + c)] =
-              static_cast<uint8_t>((x * (seed + 3) + y * (c + 1) * 7 + seed * 40 + x * y * c) & 255);
+          px[static_cast<size_t>((y * w + x) * 3 + c)] = static_cast<uint8_t>(
+              (x * (seed + 3) + y * (c + 1) * 7 + seed * 40 + x * y * c) & 255);
         }
       }
     }
@@ -222,12 +240,15 @@ TEST_F(Scratch, InputsAreWalkedSortedAndListed) {
   write_text("imgs/notes.txt", "skipped by extension");
   fs::create_directories(dir_ / "empty");
   const auto list = write_text("list.txt", b + "\n\n" + (dir_ / "elsewhere.png").string() + "\r\n");
-  const auto listing = list_inputs({(dir_ / "imgs").string(), (dir_ / "empty").string(), a}, {list});
+  const auto listing =
+      list_inputs({(dir_ / "imgs").string(), (dir_ / "empty").string(), a}, {list});
   const std::vector<std::string> expected = {(dir_ / "elsewhere.png").string(), b, a};
   EXPECT_EQ(listing.files, expected);  // sorted by bytes; missing paths kept (they fail later)
   EXPECT_EQ(listing.duplicates, 2);    // a twice, b twice
   ASSERT_EQ(listing.empty_directories.size(), 1u);
-  EXPECT_NE(error_of([&] { list_inputs({}, {(dir_ / "no_list.txt").string()}); }).find("cannot open the file list"),
+  EXPECT_NE(error_of([&] {
+              list_inputs({}, {(dir_ / "no_list.txt").string()});
+            }).find("cannot open the file list"),
             std::string::npos);
 }
 
@@ -246,18 +267,23 @@ TEST_F(Scratch, RunDirectoryRefusesAnotherRun) {
   other.settings["preprocessing"] = "input_size 72";
   const auto message = error_of([&] { dir.open(other, {"a.png", "b.png"}); });
   EXPECT_NE(message.find("holds a different run"), std::string::npos) << message;
-  EXPECT_NE(message.find("preprocessing: input_size 72 vs input_size 64"), std::string::npos) << message;
+  EXPECT_NE(message.find("preprocessing: input_size 72 vs input_size 64"), std::string::npos)
+      << message;
   other = m;
   other.inputs_hash = fingerprint_text(inputs_text({"a.png", "c.png"}));
-  EXPECT_NE(error_of([&] { dir.open(other, {"a.png", "c.png"}); }).find("inputs hash"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              dir.open(other, {"a.png", "c.png"});
+            }).find("inputs hash"),
+            std::string::npos);
   EXPECT_NE(fingerprint_text("a"), fingerprint_text("b"));
 
   // A failed write leaves neither the file nor its temporary.
   const auto target = (dir_ / "run" / "x.txt").string();
-  EXPECT_THROW(write_atomically(target, [](const std::string& tmp) {
-                 std::ofstream(tmp) << "partial";
-                 throw std::runtime_error("interrupted");
-               }),
+  EXPECT_THROW(write_atomically(target,
+                                [](const std::string& tmp) {
+                                  std::ofstream(tmp) << "partial";
+                                  throw std::runtime_error("interrupted");
+                                }),
                std::runtime_error);
   std::set<std::string> names;
   for (const auto& e : fs::directory_iterator(dir_ / "run")) names.insert(e.path().filename());
@@ -273,7 +299,8 @@ TEST_F(Scratch, PrefetcherKeepsOrderAndReportsBadImages) {
   }
   for (int b = 0; b < 11; b += 3) {
     batches.emplace_back();
-    for (int i = b; i < std::min(11, b + 3); ++i) batches.back().push_back({i, files[static_cast<size_t>(i)]});
+    for (int i = b; i < std::min(11, b + 3); ++i)
+      batches.back().push_back({i, files[static_cast<size_t>(i)]});
   }
   rmt::PreprocessOptions pre;
   pre.input_size = 16;
@@ -292,7 +319,8 @@ TEST_F(Scratch, PrefetcherKeepsOrderAndReportsBadImages) {
         ASSERT_LT(g, batch->images.size());
         EXPECT_EQ(batch->images[g].index, input.index);
         // The pixels are load_image's, row for row.
-        EXPECT_TRUE(at::equal(batch->pixels[static_cast<int64_t>(g++)], rmt::load_image(input.path, pre)));
+        EXPECT_TRUE(
+            at::equal(batch->pixels[static_cast<int64_t>(g++)], rmt::load_image(input.path, pre)));
       }
     }
     EXPECT_EQ(g, batch->images.size());
@@ -320,9 +348,11 @@ class MergeChecks : public Scratch {
     ClassesChunk chunk(r);
     for (int64_t i = r.begin; i < r.end; ++i) {
       if (i == 4) {
-        chunk.add_failure({{i, inputs_[static_cast<size_t>(i)]}, inputs_[static_cast<size_t>(i)] + ": corrupt"});
+        chunk.add_failure(
+            {{i, inputs_[static_cast<size_t>(i)]}, inputs_[static_cast<size_t>(i)] + ": corrupt"});
       } else {
-        chunk.add({i, inputs_[static_cast<size_t>(i)]}, {{i % 2, "class " + std::to_string(i % 2), 0.5}});
+        chunk.add({i, inputs_[static_cast<size_t>(i)]},
+                  {{i % 2, "class " + std::to_string(i % 2), 0.5}});
       }
     }
     if (tweak) tweak(chunk);
@@ -350,7 +380,8 @@ TEST_F(MergeChecks, EveryInputOnceInInputOrder) {
   }
   EXPECT_EQ(i, 7);
   EXPECT_EQ(slurp(run_->file("failures.jsonl")),
-            R"({"index":4,"file":"img/4.png","error":"img/4.png: corrupt"})" "\n");
+            R"({"index":4,"file":"img/4.png","error":"img/4.png: corrupt"})"
+            "\n");
 }
 
 TEST_F(MergeChecks, FailsLoudlyOnMissingStrayOrWrongEntries) {
@@ -365,7 +396,8 @@ TEST_F(MergeChecks, FailsLoudlyOnMissingStrayOrWrongEntries) {
   write_chunk({3, 6});
   std::ofstream(run_->chunk_path(ChunkFormat::Classes, {2, 5})) << "";  // another chunking
   message = error_of([&] { merge_run(run_->path()); });
-  EXPECT_NE(message.find("classes-0000000002-0000000005.jsonl: not a chunk of this run"), std::string::npos)
+  EXPECT_NE(message.find("classes-0000000002-0000000005.jsonl: not a chunk of this run"),
+            std::string::npos)
       << message;
   fs::remove(run_->chunk_path(ChunkFormat::Classes, {2, 5}));
 
@@ -375,14 +407,16 @@ TEST_F(MergeChecks, FailsLoudlyOnMissingStrayOrWrongEntries) {
   text.replace(text.find("img/5.png"), 9, "img/X.png");
   std::ofstream(run_->chunk_path(ChunkFormat::Classes, {3, 6})) << text;
   message = error_of([&] { merge_run(run_->path()); });
-  EXPECT_NE(message.find("input 5 is 'img/X.png' but inputs.txt says 'img/5.png'"), std::string::npos)
+  EXPECT_NE(message.find("input 5 is 'img/X.png' but inputs.txt says 'img/5.png'"),
+            std::string::npos)
       << message;
 
   // An input twice, and a truncated chunk.
   const auto first_line = good.substr(0, good.find('\n') + 1);
   std::ofstream(run_->chunk_path(ChunkFormat::Classes, {3, 6})) << first_line << good;
   message = error_of([&] { merge_run(run_->path()); });
-  EXPECT_NE(message.find("expected the entry of input 4, found input 3"), std::string::npos) << message;
+  EXPECT_NE(message.find("expected the entry of input 4, found input 3"), std::string::npos)
+      << message;
   std::ofstream(run_->chunk_path(ChunkFormat::Classes, {3, 6})) << first_line;
   message = error_of([&] { merge_run(run_->path()); });
   EXPECT_NE(message.find("the file is truncated"), std::string::npos) << message;
@@ -426,7 +460,8 @@ TEST_F(Scratch, FeaturesChunksMergeInInputOrder) {
   const auto merged = rmt::read_checkpoint(dir.file("features.safetensors"));
   const auto tensors = rmt::select_state_dict(merged, rmt::WeightsSelection{"", "", false});
   EXPECT_TRUE(at::equal(tensors["index"], at::tensor(std::vector<int64_t>{0, 1, 3, 4})));
-  EXPECT_TRUE(at::equal(tensors["features"], values.index({at::tensor(std::vector<int64_t>{0, 1, 3, 4})})));
+  EXPECT_TRUE(
+      at::equal(tensors["features"], values.index({at::tensor(std::vector<int64_t>{0, 1, 3, 4})})));
   EXPECT_EQ(merged.metadata.at("rmt.files"), R"(["f0.jpg","f1.jpg","f3.jpg","f4.jpg"])");
   std::ifstream index(dir.file("index.jsonl"));
   std::vector<Json> lines;
@@ -449,11 +484,22 @@ TEST_F(Scratch, FeaturesChunksMergeInInputOrder) {
 // ---- the tools -------------------------------------------------------------------------------
 
 // The launcher variables of the test's own environment must not leak into the tools it runs.
-const char* const kLauncherVariables[] = {
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-    "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "SLURM_NTASKS", "JOB_COMPLETION_INDEX",
-    "RMT_WORLD_SIZE", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_USE_AGENT_STORE",
-    "RMT_BATCH_TEST_CRASH_AFTER_CHUNKS", "RMT_BATCH_TEST_CRASH_RANK"};
+const char* const kLauncherVariables[] = {"RANK",
+                                          "WORLD_SIZE",
+                                          "LOCAL_RANK",
+                                          "LOCAL_WORLD_SIZE",
+                                          "MASTER_ADDR",
+                                          "MASTER_PORT",
+                                          "SLURM_PROCID",
+                                          "SLURM_STEP_NUM_TASKS",
+                                          "SLURM_LOCALID",
+                                          "SLURM_NTASKS",
+                                          "JOB_COMPLETION_INDEX",
+                                          "RMT_WORLD_SIZE",
+                                          "TORCHELASTIC_RESTART_COUNT",
+                                          "TORCHELASTIC_USE_AGENT_STORE",
+                                          "RMT_BATCH_TEST_CRASH_AFTER_CHUNKS",
+                                          "RMT_BATCH_TEST_CRASH_RANK"};
 
 struct ToolRun {
   int status = -1;  // exit status, or -signal when killed by one
@@ -474,7 +520,8 @@ class BatchTools : public Scratch {
   void SetUp() override {
     Scratch::SetUp();
     config_ = write_text("tiny_cls.json", rmt::test::manifest_case("tiny_cls").at("config").dump());
-    dense_config_ = write_text("tiny_dense.json", rmt::test::manifest_case("tiny_dense").at("config").dump());
+    dense_config_ =
+        write_text("tiny_dense.json", rmt::test::manifest_case("tiny_dense").at("config").dump());
     weights_ = rmt::test::data_path("tiny_cls.pth");
     // 24 images of several sizes and formats in nested folders, and three that do not decode.
     for (int i = 0; i < 24; ++i) {
@@ -489,8 +536,9 @@ class BatchTools : public Scratch {
   }
 
   std::vector<std::string> classify_args(const std::string& output) const {
-    return {"--config", config_, "--weights", weights_, "--input-size", "64", "--topk", "3",
-            "--chunk-size", "4", "--batch-size", "3", "--threads", "1", "--output", output, images_};
+    return {"--config",  config_, "--weights",    weights_, "--input-size", "64",
+            "--topk",    "3",     "--chunk-size", "4",      "--batch-size", "3",
+            "--threads", "1",     "--output",     output,   images_};
   }
 
   // Runs `command` (already quoted) with the launcher variables removed and `env` set.
@@ -510,7 +558,7 @@ class BatchTools : public Scratch {
     return r;
   }
   ToolRun tool(const std::string& name, const std::vector<std::string>& args,
-           const std::map<std::string, std::string>& env = {}) {
+               const std::map<std::string, std::string>& env = {}) {
     const auto exe = rmt::test::tool_path(name);
     EXPECT_TRUE(fs::exists(exe)) << exe << " does not exist: build the " << name << " target first";
     std::string command = quote(exe);
@@ -548,7 +596,9 @@ TEST_F(BatchTools, OneProcessMatchesTheLibraryAndListsBadImages) {
   const auto out = dir_ / "single";
   const auto r = tool("rmt-classify", classify_args(out.string()));
   ASSERT_EQ(r.status, 0) << r.err;  // bad images are results, not a failed run
-  EXPECT_NE(r.err.find("rank 0/1 (single process): inputs [0, 27) of 27, 7 chunks"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("rank 0/1 (single process): inputs [0, 27) of 27, 7 chunks"),
+            std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("merged 27 inputs (3 failed to decode) into classes.jsonl failures.jsonl"),
             std::string::npos)
       << r.err;
@@ -576,7 +626,8 @@ TEST_F(BatchTools, OneProcessMatchesTheLibraryAndListsBadImages) {
     ASSERT_EQ(predictions.size(), 3u);
     for (int64_t k = 0; k < 3; ++k) {
       EXPECT_EQ(predictions[k].at("index"), std::get<1>(top)[g][k].item<int64_t>());
-      EXPECT_NEAR(predictions[k].at("probability").get<double>(), std::get<0>(top)[g][k].item<double>(), 1e-5);
+      EXPECT_NEAR(predictions[k].at("probability").get<double>(),
+                  std::get<0>(top)[g][k].item<double>(), 1e-5);
     }
   }
   // failures.jsonl lists exactly the bad images, with their decoder's message.
@@ -584,7 +635,8 @@ TEST_F(BatchTools, OneProcessMatchesTheLibraryAndListsBadImages) {
   std::ifstream in(out / "failures.jsonl");
   for (std::string line; std::getline(in, line);) {
     const auto j = Json::parse(line);
-    EXPECT_EQ(j.at("error").get<std::string>().rfind(j.at("file").get<std::string>() + ": ", 0), 0u);
+    EXPECT_EQ(j.at("error").get<std::string>().rfind(j.at("file").get<std::string>() + ": ", 0),
+              0u);
     failed.insert(j.at("file"));
   }
   EXPECT_EQ(failed, std::set<std::string>(bad_.begin(), bad_.end()));
@@ -613,7 +665,8 @@ TEST_F(BatchTools, OneProcessMatchesTheLibraryAndListsBadImages) {
 
 TEST_F(BatchTools, ThreeRanksUnderTorchrunEqualOneProcess) {
   const auto launcher = torchrun();
-  if (launcher.empty()) GTEST_SKIP() << "neither torchrun nor python3's torch.distributed.run is here";
+  if (launcher.empty())
+    GTEST_SKIP() << "neither torchrun nor python3's torch.distributed.run is here";
   const auto single = dir_ / "single", ranks = dir_ / "ranks";
   auto r = tool("rmt-classify", classify_args(single.string()));
   ASSERT_EQ(r.status, 0) << r.err;
@@ -629,11 +682,13 @@ TEST_F(BatchTools, ThreeRanksUnderTorchrunEqualOneProcess) {
     EXPECT_NE(r.err.find(rank), std::string::npos) << r.err;
   }
   // Rank 0 merged after the TCPStore barrier (in a build without it, the last rank to finish did).
-  EXPECT_NE(r.err.find(FinishBarrier::available() ? "rank 0/3 (torchrun): merged 27 inputs (3 failed to decode)"
-                                                  : "merged 27 inputs (3 failed to decode)"),
+  EXPECT_NE(r.err.find(FinishBarrier::available()
+                           ? "rank 0/3 (torchrun): merged 27 inputs (3 failed to decode)"
+                           : "merged 27 inputs (3 failed to decode)"),
             std::string::npos)
       << r.err;
-  if (FinishBarrier::available()) EXPECT_EQ(r.err.find("no finish barrier"), std::string::npos) << r.err;
+  if (FinishBarrier::available())
+    EXPECT_EQ(r.err.find("no finish barrier"), std::string::npos) << r.err;
   merged_classes(ranks);
   EXPECT_EQ(slurp(ranks / "classes.jsonl"), slurp(single / "classes.jsonl"));
   EXPECT_EQ(slurp(ranks / "failures.jsonl"), slurp(single / "failures.jsonl"));
@@ -641,20 +696,24 @@ TEST_F(BatchTools, ThreeRanksUnderTorchrunEqualOneProcess) {
 
 TEST_F(BatchTools, RankKilledUnderTorchrunIsRestartedAndNothingIsLostOrDoubled) {
   const auto launcher = torchrun();
-  if (launcher.empty()) GTEST_SKIP() << "neither torchrun nor python3's torch.distributed.run is here";
+  if (launcher.empty())
+    GTEST_SKIP() << "neither torchrun nor python3's torch.distributed.run is here";
   const auto single = dir_ / "single", ranks = dir_ / "ranks";
   auto r = tool("rmt-classify", classify_args(single.string()));
   ASSERT_EQ(r.status, 0) << r.err;
 
   // Rank 1 kills itself (SIGKILL) with its second chunk written but not yet renamed; torchrun
   // restarts the group once; the ranks skip what they finished.
-  std::string command = launcher + " --standalone --nproc-per-node 3 --max-restarts 1 --no-python " +
+  std::string command = launcher +
+                        " --standalone --nproc-per-node 3 --max-restarts 1 --no-python " +
                         quote(rmt::test::tool_path("rmt-classify"));
   for (const auto& a : classify_args(ranks.string())) command += " " + quote(a);
-  r = shell(command, {{"RMT_BATCH_TEST_CRASH_AFTER_CHUNKS", "1"}, {"RMT_BATCH_TEST_CRASH_RANK", "1"}});
+  r = shell(command,
+            {{"RMT_BATCH_TEST_CRASH_AFTER_CHUNKS", "1"}, {"RMT_BATCH_TEST_CRASH_RANK", "1"}});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("exitcode: -9"), std::string::npos) << r.err;  // torchrun saw the SIGKILL
-  EXPECT_NE(r.err.find("rank 1/3 (torchrun): inputs [12, 20) of 27, 2 chunks, 1 finished before: skipped"),
+  EXPECT_NE(r.err.find(
+                "rank 1/3 (torchrun): inputs [12, 20) of 27, 2 chunks, 1 finished before: skipped"),
             std::string::npos)
       << r.err;
   merged_classes(ranks);
@@ -677,7 +736,8 @@ TEST_F(BatchTools, SlurmRanksResumeAfterSigkillAndTheLastOneMerges) {
   r = tool("rmt-classify", classify_args(ranks.string()), env);
   ASSERT_EQ(r.status, -SIGKILL) << r.err;
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(ranks / "chunks")) names.push_back(e.path().filename());
+  for (const auto& e : fs::directory_iterator(ranks / "chunks"))
+    names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
   ASSERT_EQ(names.size(), 2u);
   EXPECT_EQ(names[0].rfind(".classes-0000000016-0000000020.jsonl.tmp.", 0), 0u) << names[0];
@@ -696,8 +756,9 @@ TEST_F(BatchTools, SlurmRanksResumeAfterSigkillAndTheLastOneMerges) {
   ASSERT_EQ(::stat((ranks / "chunks" / names[1]).c_str(), &before), 0);
   r = tool("rmt-classify", classify_args(ranks.string()), slurm(1));
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.err.find("rank 1/3 (Slurm): inputs [12, 20) of 27, 2 chunks, 1 finished before: skipped"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("rank 1/3 (Slurm): inputs [12, 20) of 27, 2 chunks, 1 finished before: skipped"),
+      std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("rank 1/3 (Slurm): 4/4 images"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("merged 27 inputs"), std::string::npos) << r.err;
@@ -746,12 +807,14 @@ TEST_F(BatchTools, SlurmRank0ServesTheStoreAndWaitsForTheOthers) {
   for (const auto& a : classify_args(ranks.string())) args += " " + quote(a);
   const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
                           " SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 SLURM_JOB_ID=7 SLURM_STEP_ID=0";
-  r = shell("sh -c " + quote("(sleep 1; " + env + " SLURM_PROCID=1 " + exe + args + " 2>" +
-                             quote((dir_ / "rank1.log").string()) + ") & " + env + " SLURM_PROCID=0 " +
-                             exe + args + "; status=$?; wait $! && exit $status"));
+  r = shell("sh -c " +
+            quote("(sleep 1; " + env + " SLURM_PROCID=1 " + exe + args + " 2>" +
+                  quote((dir_ / "rank1.log").string()) + ") & " + env + " SLURM_PROCID=0 " + exe +
+                  args + "; status=$?; wait $! && exit $status"));
   const auto rank1 = slurp(dir_ / "rank1.log");
   ASSERT_EQ(r.status, 0) << r.err << rank1;
-  EXPECT_NE(r.err.find("rank 0/2 (Slurm): waiting for every rank to finish"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("rank 0/2 (Slurm): waiting for every rank to finish"), std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("rank 0/2 (Slurm): merged 27 inputs"), std::string::npos) << r.err;
   EXPECT_EQ(rank1.find("merged"), std::string::npos) << rank1;
   EXPECT_NE(rank1.find("rank 1/2 (Slurm): finished"), std::string::npos) << rank1;
@@ -768,10 +831,10 @@ TEST_F(BatchTools, SlurmRank0ServesTheStoreAndWaitsForTheOthers) {
     for (const auto& a : args1) extra += " " + quote(a);
     const std::string env = "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(free_port()) +
                             " SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2";
-    return shell("sh -c " + quote("(sleep 1; " + env + " SLURM_PROCID=1 " + exe + extra +
-                                  " 2>" + log1 + "; echo status $? >>" + log1 + ") & " + env +
-                                  " SLURM_PROCID=0 " + exe + common +
-                                  " --merge-wait 4; status=$?; wait; exit $status"));
+    return shell("sh -c " +
+                 quote("(sleep 1; " + env + " SLURM_PROCID=1 " + exe + extra + " 2>" + log1 +
+                       "; echo status $? >>" + log1 + ") & " + env + " SLURM_PROCID=0 " + exe +
+                       common + " --merge-wait 4; status=$?; wait; exit $status"));
   };
   // It fails after connecting (other settings): it tells rank 0, which stops waiting at once.
   // (The run directory is made first with rank 0's settings, so that rank 1 is the one refused.)
@@ -784,8 +847,9 @@ TEST_F(BatchTools, SlurmRank0ServesTheStoreAndWaitsForTheOthers) {
   const auto log1 = slurp(mixed.string() + ".rank1.log");
   EXPECT_NE(log1.find("holds a different run"), std::string::npos) << log1;
   EXPECT_NE(log1.find("status 1"), std::string::npos) << log1;
-  EXPECT_NE(r.err.find("rank 0/2 (Slurm): warning: no merge: another rank failed: rank 1/2 (Slurm): "),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("rank 0/2 (Slurm): warning: no merge: another rank failed: rank 1/2 (Slurm): "),
+      std::string::npos)
       << r.err;
   EXPECT_FALSE(fs::exists(mixed / "classes.jsonl"));
   // It fails before connecting (a bad value): rank 0 stops waiting after --merge-wait; run again,
@@ -793,11 +857,13 @@ TEST_F(BatchTools, SlurmRank0ServesTheStoreAndWaitsForTheOthers) {
   const auto late = dir_ / "late";
   r = two_ranks(late, "-1");
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.err.find("rank 0/2 (Slurm): warning: no merge: timed out after 4 s waiting for 1 rank(s)"),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("rank 0/2 (Slurm): warning: no merge: timed out after 4 s waiting for 1 rank(s)"),
+      std::string::npos)
       << r.err;
   EXPECT_FALSE(fs::exists(late / "classes.jsonl"));
-  r = tool("rmt-classify", classify_args(late.string()), {{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "2"}});
+  r = tool("rmt-classify", classify_args(late.string()),
+           {{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "2"}});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("rank 1/2 (Slurm): merged 27 inputs"), std::string::npos) << r.err;
   EXPECT_EQ(slurp(late / "classes.jsonl"), slurp(single / "classes.jsonl"));
@@ -806,18 +872,27 @@ TEST_F(BatchTools, SlurmRank0ServesTheStoreAndWaitsForTheOthers) {
 TEST_F(BatchTools, ExtractFeaturesAndMapsOnAnIndexedJob) {
   // Pooled features: two Kubernetes Indexed Job pods (the completions count in RMT_WORLD_SIZE).
   const auto pooled = dir_ / "pooled";
-  const std::vector<std::string> args = {"--config", config_, "--weights", weights_, "--input-size", "64",
-                                         "--chunk-size", "5", "--batch-size", "4", "--threads", "1", "--output",
-                                         pooled.string(), images_};
+  const std::vector<std::string> args = {"--config",     config_,
+                                         "--weights",    weights_,
+                                         "--input-size", "64",
+                                         "--chunk-size", "5",
+                                         "--batch-size", "4",
+                                         "--threads",    "1",
+                                         "--output",     pooled.string(),
+                                         images_};
   auto r = tool("rmt-extract", args, {{"JOB_COMPLETION_INDEX", "1"}});
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.err.find("rmt-extract: error: JOB_COMPLETION_INDEX is set"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("rmt-extract: error: JOB_COMPLETION_INDEX is set"), std::string::npos)
+      << r.err;
   for (const char* index : {"1", "0"}) {
     r = tool("rmt-extract", args, {{"JOB_COMPLETION_INDEX", index}, {"RMT_WORLD_SIZE", "2"}});
     ASSERT_EQ(r.status, 0) << r.err;
-    EXPECT_NE(r.err.find(std::string("rank ") + index + "/2 (Kubernetes Indexed Job)"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(std::string("rank ") + index + "/2 (Kubernetes Indexed Job)"),
+              std::string::npos)
+        << r.err;
   }
-  EXPECT_NE(r.err.find("merged 27 inputs (3 failed to decode) into index.jsonl failures.jsonl features.safetensors"),
+  EXPECT_NE(r.err.find("merged 27 inputs (3 failed to decode) into index.jsonl failures.jsonl "
+                       "features.safetensors"),
             std::string::npos)
       << r.err;
 
@@ -854,10 +929,10 @@ TEST_F(BatchTools, ExtractFeaturesAndMapsOnAnIndexedJob) {
 
   // The dense backbone's maps, one process.
   const auto dense = dir_ / "dense";
-  r = tool("rmt-extract", {"--config", dense_config_, "--kind", "dense", "--weights",
-                           rmt::test::data_path("tiny_dense.pth"), "--key-prefix", "backbone.",
-                           "--input-size", "64", "--chunk-size", "10", "--threads", "1", "--output", dense.string(),
-                           images_});
+  r = tool("rmt-extract",
+           {"--config", dense_config_, "--kind", "dense", "--weights",
+            rmt::test::data_path("tiny_dense.pth"), "--key-prefix", "backbone.", "--input-size",
+            "64", "--chunk-size", "10", "--threads", "1", "--output", dense.string(), images_});
   ASSERT_EQ(r.status, 0) << r.err;
   rmt::Model backbone(rmt::config_from_json_file(dense_config_), rmt::ModelKind::Dense);
   rmt::WeightsSelection selection;

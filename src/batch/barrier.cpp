@@ -56,11 +56,10 @@ std::unique_ptr<FinishBarrier> FinishBarrier::connect(const RankInfo& rank, cons
                   std::string(e.what()).substr(0, 300));
   }
   // A restart of the whole job (torchrun's restarts, a Slurm requeue) counts afresh.
-  const std::string attempt = env("TORCHELASTIC_RUN_ID").value_or("") + "." +
-                              env("TORCHELASTIC_RESTART_COUNT").value_or("") + "." +
-                              env("SLURM_JOB_ID").value_or("") + "." +
-                              env("SLURM_STEP_ID").value_or("") + "." +
-                              env("SLURM_RESTART_COUNT").value_or("");
+  const std::string attempt =
+      env("TORCHELASTIC_RUN_ID").value_or("") + "." +
+      env("TORCHELASTIC_RESTART_COUNT").value_or("") + "." + env("SLURM_JOB_ID").value_or("") +
+      "." + env("SLURM_STEP_ID").value_or("") + "." + env("SLURM_RESTART_COUNT").value_or("");
   impl->prefix = "rmt-batch/" + job + "/" + attempt + "/";
   impl->world_size = rank.world_size;
   return std::unique_ptr<FinishBarrier>(new FinishBarrier(std::move(impl)));

@@ -15,7 +15,7 @@ using Json = nlohmann::ordered_json;
 
 namespace {
 
-// The indices must be exactly begin, begin + 1, ..., end - 1: a chunk holds each of its inputs once.
+// The indices must be exactly begin, ..., end - 1: a chunk holds each of its inputs once.
 void check_complete(const Range& range, std::vector<int64_t> indices, const std::string& path) {
   std::sort(indices.begin(), indices.end());
   bool ok = static_cast<int64_t>(indices.size()) == range.size();
@@ -73,7 +73,8 @@ void FeaturesChunk::add(const std::vector<InputImage>& images,
   for (size_t i = 0; i < outputs.size(); ++i) {
     const auto& [name, t] = outputs[i];
     if (name != names_[i] || t.dim() < 1 || t.size(0) != static_cast<int64_t>(images.size())) {
-      throw std::logic_error("FeaturesChunk::add: output '" + name + "' does not have one row per image");
+      throw std::logic_error("FeaturesChunk::add: output '" + name +
+                             "' does not have one row per image");
     }
     parts_[i].push_back(t.detach().to(at::kCPU).contiguous());
   }
@@ -101,7 +102,9 @@ void FeaturesChunk::write(const std::string& path) const {
   std::sort(sorted_failures.begin(), sorted_failures.end(),
             [](const auto& a, const auto& b) { return a.input.index < b.input.index; });
   for (const auto& f : sorted_failures) failures.push_back(failure_json(f));
-  const auto dump = [](const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); };
+  const auto dump = [](const Json& j) {
+    return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+  };
   save_safetensors(path, tensors,
                    {{"rmt.begin", std::to_string(range_.begin)},
                     {"rmt.end", std::to_string(range_.end)},

@@ -15,8 +15,8 @@ std::vector<std::string> images_in_directory(const std::string& directory, std::
   std::vector<std::string> found;
   error.clear();
   try {
-    for (fs::recursive_directory_iterator it(directory, fs::directory_options::skip_permission_denied,
-                                             error),
+    for (fs::recursive_directory_iterator
+             it(directory, fs::directory_options::skip_permission_denied, error),
          end;
          !error && it != end; it.increment(error)) {
       std::error_code file_error;

@@ -66,9 +66,9 @@ class ProgressLog {
     last_done_ = done;
     const double s = seconds_since(start_);
     Line(log_) << prefix_ << done << "/" << total_ << " images"
-         << (total_ ? " (" + fixed(100.0 * done / total_, 0) + "%)" : std::string()) << ", "
-         << chunks_done << "/" << chunks << " chunks, " << fixed(s > 0 ? done / s : 0.0, 1)
-         << " images/s, " << failed << " failed to decode";
+               << (total_ ? " (" + fixed(100.0 * done / total_, 0) + "%)" : std::string()) << ", "
+               << chunks_done << "/" << chunks << " chunks, " << fixed(s > 0 ? done / s : 0.0, 1)
+               << " images/s, " << failed << " failed to decode";
   }
 
  private:
@@ -110,7 +110,8 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   JobSummary summary;
   try {
     dir.open(manifest, inputs);
-    const auto chunks = chunks_of_rank(manifest.num_inputs, o.chunk_size, rank.rank, rank.world_size);
+    const auto chunks =
+        chunks_of_rank(manifest.num_inputs, o.chunk_size, rank.rank, rank.world_size);
     if (!chunks.empty()) summary.shard = {chunks.front().begin, chunks.back().end};
     summary.chunks = static_cast<int64_t>(chunks.size());
     std::vector<Range> todo;
@@ -126,9 +127,9 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
     for (const auto& c : todo) todo_images += c.size();
     Line(log) << prefix << "inputs [" << summary.shard.begin << ", " << summary.shard.end << ") of "
               << inputs.size() << ", " << chunks.size() << " chunks"
-              << (summary.chunks_skipped ? ", " + std::to_string(summary.chunks_skipped) +
-                                               " finished before: skipped"
-                                         : std::string());
+              << (summary.chunks_skipped
+                      ? ", " + std::to_string(summary.chunks_skipped) + " finished before: skipped"
+                      : std::string());
 
     // Batches never straddle chunks: a chunk is written as soon as its last batch is done.
     std::vector<std::vector<InputImage>> batches;
@@ -176,7 +177,8 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
       progress.update(summary.images, summary.failed, summary.chunks_skipped + written,
                       summary.chunks, chunk_done && written == 1);
     }
-    if (todo_images) progress.update(summary.images, summary.failed, summary.chunks, summary.chunks, true);
+    if (todo_images)
+      progress.update(summary.images, summary.failed, summary.chunks, summary.chunks, true);
   } catch (const std::exception& e) {
     if (barrier) {
       try {
@@ -198,8 +200,8 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
                               {"failed_to_decode", summary.failed},
                               {"seconds", summary.seconds}};
   dir.mark_rank_finished(rank.rank, mark.dump());
-  Line(log) << prefix << "finished: " << summary.images << " images in " << fixed(summary.seconds, 1)
-      << " s";
+  Line(log) << prefix << "finished: " << summary.images << " images in "
+            << fixed(summary.seconds, 1) << " s";
 
   if (!o.merge) {
     summary.merge_note = "no merge asked for";
@@ -236,8 +238,9 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   }
   if (!merge_here) {
     if (const auto missing = dir.missing_chunks(o.format, every_chunk); !missing.empty()) {
-      summary.merge_note = std::to_string(missing.size()) + " chunk(s) of other ranks not finished " +
-                           "yet: the last rank to finish merges (or run --merge " + o.output_dir + ")";
+      summary.merge_note =
+          std::to_string(missing.size()) + " chunk(s) of other ranks not finished " +
+          "yet: the last rank to finish merges (or run --merge " + o.output_dir + ")";
       Line(log) << prefix << summary.merge_note;
       return summary;
     }
@@ -245,7 +248,8 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   summary.merge = merge_run(o.output_dir, o.merge_options);
   summary.merged = true;
   std::string files;
-  for (const auto& f : summary.merge.written) files += " " + std::filesystem::path(f).filename().string();
+  for (const auto& f : summary.merge.written)
+    files += " " + std::filesystem::path(f).filename().string();
   Line(log) << prefix << "merged " << summary.merge.inputs << " inputs (" << summary.merge.failures
             << " failed to decode) into" << files;
   if (!summary.merge.note.empty()) Line(log) << prefix << "note: " << summary.merge.note;

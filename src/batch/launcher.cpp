@@ -38,11 +38,16 @@ int64_t require(const Environment& env, const std::string& name, const std::stri
 
 std::string to_string(Launcher launcher) {
   switch (launcher) {
-    case Launcher::Single: return "single process";
-    case Launcher::Flags: return "--rank/--world-size";
-    case Launcher::Torchrun: return "torchrun";
-    case Launcher::Slurm: return "Slurm";
-    case Launcher::IndexedJob: return "Kubernetes Indexed Job";
+    case Launcher::Single:
+      return "single process";
+    case Launcher::Flags:
+      return "--rank/--world-size";
+    case Launcher::Torchrun:
+      return "torchrun";
+    case Launcher::Slurm:
+      return "Slurm";
+    case Launcher::IndexedJob:
+      return "Kubernetes Indexed Job";
   }
   return "?";
 }
@@ -76,7 +81,8 @@ RankInfo detect_rank(std::optional<int64_t> rank, std::optional<int64_t> world_s
     info.launcher = Launcher::Flags;
     info.rank = *rank;
     info.world_size = *world_size;
-    info.local_rank = env_count(env, "LOCAL_RANK").value_or(env_count(env, "SLURM_LOCALID").value_or(0));
+    info.local_rank =
+        env_count(env, "LOCAL_RANK").value_or(env_count(env, "SLURM_LOCALID").value_or(0));
   } else if (env("RANK")) {
     info.launcher = Launcher::Torchrun;
     info.rank = *env_count(env, "RANK");
@@ -99,8 +105,8 @@ RankInfo detect_rank(std::optional<int64_t> rank, std::optional<int64_t> world_s
     } else {
       throw std::invalid_argument(
           "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job), but the job's completions count "
-          "is not known: pass --world-size N or set " + std::string(kWorldSizeVariable) +
-          " to spec.completions");
+          "is not known: pass --world-size N or set " +
+          std::string(kWorldSizeVariable) + " to spec.completions");
     }
   } else if (world_size && *world_size != 1) {
     throw std::invalid_argument("--world-size " + std::to_string(*world_size) +
@@ -112,10 +118,9 @@ RankInfo detect_rank(std::optional<int64_t> rank, std::optional<int64_t> world_s
                                 ") must be at least 1, found " + std::to_string(info.world_size));
   }
   if (info.rank >= info.world_size) {
-    throw std::invalid_argument("the rank must be below the world size (" +
-                                to_string(info.launcher) + "): found rank " +
-                                std::to_string(info.rank) + " of world size " +
-                                std::to_string(info.world_size));
+    throw std::invalid_argument(
+        "the rank must be below the world size (" + to_string(info.launcher) + "): found rank " +
+        std::to_string(info.rank) + " of world size " + std::to_string(info.world_size));
   }
   return info;
 }
@@ -124,8 +129,8 @@ int64_t cuda_device_for(int64_t local_rank, int64_t device_count) {
   if (device_count < 1) throw std::runtime_error("no CUDA device is available");
   if (local_rank < device_count) return local_rank;
   if (device_count == 1) return 0;  // one device per rank (CUDA_VISIBLE_DEVICES set per task)
-  throw std::runtime_error("local rank " + std::to_string(local_rank) + " has no GPU of its own: " +
-                           std::to_string(device_count) +
+  throw std::runtime_error("local rank " + std::to_string(local_rank) +
+                           " has no GPU of its own: " + std::to_string(device_count) +
                            " CUDA devices are visible; start at most that many ranks per machine, "
                            "or give each rank one device (CUDA_VISIBLE_DEVICES)");
 }

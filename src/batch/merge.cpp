@@ -77,12 +77,13 @@ std::vector<ExpectedChunk> expected_chunks(const RunDirectory& dir, const RunMan
 }
 
 // Checks one entry of a chunk: its input is the next one expected and it names inputs.txt's path.
-void check_entry(const ExpectedChunk& chunk, int64_t expected, int64_t index, const std::string& file,
-                 const std::vector<std::string>& inputs) {
+void check_entry(const ExpectedChunk& chunk, int64_t expected, int64_t index,
+                 const std::string& file, const std::vector<std::string>& inputs) {
   if (index != expected) {
-    throw std::runtime_error(chunk.path + ": expected the entry of input " + std::to_string(expected) +
-                             ", found input " + std::to_string(index) + " (the chunk holds " +
-                             range_text(chunk.range) + ", each input once, in order)");
+    throw std::runtime_error(chunk.path + ": expected the entry of input " +
+                             std::to_string(expected) + ", found input " + std::to_string(index) +
+                             " (the chunk holds " + range_text(chunk.range) +
+                             ", each input once, in order)");
   }
   if (as_written(file) != as_written(inputs[static_cast<size_t>(index)])) {
     throw std::runtime_error(chunk.path + ": input " + std::to_string(index) + " is '" +
@@ -93,7 +94,8 @@ void check_entry(const ExpectedChunk& chunk, int64_t expected, int64_t index, co
 
 class OutputFile {
  public:
-  explicit OutputFile(std::string path) : path_(std::move(path)), temporary_(temporary_path(path_)) {
+  explicit OutputFile(std::string path)
+      : path_(std::move(path)), temporary_(temporary_path(path_)) {
     out_.open(temporary_, std::ios::binary | std::ios::trunc);
     if (!out_) throw std::runtime_error(temporary_ + ": cannot open for writing");
   }
@@ -133,8 +135,9 @@ MergeResult merge_classes(const RunDirectory& dir, const RunManifest& m,
         index = j.at("index").get<int64_t>();
         file = j.at("file").get<std::string>();
       } catch (const std::exception& e) {
-        throw std::runtime_error(chunk.path + ": entry " + std::to_string(expected - chunk.range.begin) +
-                                 " is not a result line (" + std::string(e.what()).substr(0, 200) + ")");
+        throw std::runtime_error(
+            chunk.path + ": entry " + std::to_string(expected - chunk.range.begin) +
+            " is not a result line (" + std::string(e.what()).substr(0, 200) + ")");
       }
       if (expected >= chunk.range.end) {
         throw std::runtime_error(chunk.path + ": more entries than the inputs " +
@@ -170,8 +173,8 @@ struct FeatureChunkInfo {
 };
 
 // Reads and checks one features chunk; `tensors` receives its tensors.
-FeatureChunkInfo read_features_chunk(const ExpectedChunk& chunk, const std::vector<std::string>& inputs,
-                                     StateDict& tensors) {
+FeatureChunkInfo read_features_chunk(const ExpectedChunk& chunk,
+                                     const std::vector<std::string>& inputs, StateDict& tensors) {
   const auto contents = read_checkpoint(chunk.path);
   tensors = select_state_dict(contents, WeightsSelection{"", "", false});
   FeatureChunkInfo info;
@@ -191,21 +194,24 @@ FeatureChunkInfo read_features_chunk(const ExpectedChunk& chunk, const std::vect
   const auto index = tensors["index"];
   if (index.scalar_type() != at::kLong || index.dim() != 1 ||
       index.size(0) != static_cast<int64_t>(files.size())) {
-    throw std::runtime_error(chunk.path + ": 'index' is not int64 with one entry per path of rmt.files");
+    throw std::runtime_error(chunk.path +
+                             ": 'index' is not int64 with one entry per path of rmt.files");
   }
   std::map<int64_t, std::string> entries;  // every input of the chunk -> its path
   const auto add = [&](int64_t i, const std::string& file) {
     if (i < chunk.range.begin || i >= chunk.range.end || entries.count(i)) {
       throw std::runtime_error(chunk.path + ": input " + std::to_string(i) +
-                               (entries.count(i) ? " appears twice" : " is outside the chunk's " +
-                                                                          range_text(chunk.range)));
+                               (entries.count(i)
+                                    ? " appears twice"
+                                    : " is outside the chunk's " + range_text(chunk.range)));
     }
     entries[i] = file;
   };
   const auto* ix = index.data_ptr<int64_t>();
   for (int64_t r = 0; r < index.size(0); ++r) {
     add(ix[r], files.at(static_cast<size_t>(r)).get<std::string>());
-    if (r > 0 && ix[r] <= ix[r - 1]) throw std::runtime_error(chunk.path + ": rows are not in input order");
+    if (r > 0 && ix[r] <= ix[r - 1])
+      throw std::runtime_error(chunk.path + ": rows are not in input order");
     info.rows.push_back(ix[r]);
   }
   for (const auto& f : failures) {
@@ -220,8 +226,10 @@ FeatureChunkInfo read_features_chunk(const ExpectedChunk& chunk, const std::vect
                              " of " + range_text(chunk.range));
   }
   for (const auto& item : tensors) {
-    if (item.key() != "index" && (item.value().dim() < 1 || item.value().size(0) != index.size(0))) {
-      throw std::runtime_error(chunk.path + ": tensor '" + item.key() + "' does not have one row per image");
+    if (item.key() != "index" &&
+        (item.value().dim() < 1 || item.value().size(0) != index.size(0))) {
+      throw std::runtime_error(chunk.path + ": tensor '" + item.key() +
+                               "' does not have one row per image");
     }
   }
   return info;
@@ -286,7 +294,8 @@ MergeResult merge_features(const RunDirectory& dir, const RunManifest& m,
   result.written = {dir.file("index.jsonl"), dir.file("failures.jsonl")};
   if (bytes > options.max_tensor_bytes) {
     result.note = "features.safetensors not written: its " + std::to_string(bytes >> 20) +
-                  " MiB exceed the merge limit of " + std::to_string(options.max_tensor_bytes >> 20) +
+                  " MiB exceed the merge limit of " +
+                  std::to_string(options.max_tensor_bytes >> 20) +
                   " MiB; index.jsonl maps every input to its chunk file and row";
     return result;
   }
@@ -326,7 +335,8 @@ MergeResult merge_features(const RunDirectory& dir, const RunManifest& m,
   const auto files_text = files.dump(-1, ' ', false, Json::error_handler_t::replace);
   if (files_text.size() <= (size_t(32) << 20)) metadata["rmt.files"] = files_text;
   const auto path = dir.file("features.safetensors");
-  write_atomically(path, [&](const std::string& temporary) { save_safetensors(temporary, out, metadata); });
+  write_atomically(
+      path, [&](const std::string& temporary) { save_safetensors(temporary, out, metadata); });
   result.written.push_back(path);
   return result;
 }

@@ -91,7 +91,8 @@ Prefetcher::~Prefetcher() {
 std::optional<DecodedBatch> Prefetcher::next() {
   std::unique_lock<std::mutex> lock(state_->mutex);
   if (state_->next_to_hand >= static_cast<int64_t>(state_->batches.size())) return std::nullopt;
-  state_->changed.wait(lock, [&] { return state_->error || state_->ready.count(state_->next_to_hand); });
+  state_->changed.wait(lock,
+                       [&] { return state_->error || state_->ready.count(state_->next_to_hand); });
   if (state_->error) std::rethrow_exception(state_->error);
   auto node = state_->ready.extract(state_->next_to_hand);
   ++state_->next_to_hand;

@@ -72,7 +72,8 @@ struct Hasher {
   }
   std::string hex() const {
     char buffer[17];
-    std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(mix(h ^ length)));
+    std::snprintf(buffer, sizeof buffer, "%016llx",
+                  static_cast<unsigned long long>(mix(h ^ length)));
     return buffer;
   }
 };
@@ -89,7 +90,8 @@ std::vector<std::string> list_names(const std::string& directory) {
   for (fs::directory_iterator it(directory, ec), end; !ec && it != end; it.increment(ec)) {
     names.push_back(it->path().filename().string());
   }
-  if (ec) throw std::runtime_error(directory + ": cannot list the directory (" + ec.message() + ")");
+  if (ec)
+    throw std::runtime_error(directory + ": cannot list the directory (" + ec.message() + ")");
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -200,8 +202,8 @@ std::string temporary_path(const std::string& path) {
   char host[64] = "host";
   ::gethostname(host, sizeof host - 1);
   host[sizeof host - 1] = 0;
-  return (p.parent_path() / ("." + p.filename().string() + ".tmp." + host + "." +
-                             std::to_string(::getpid())))
+  return (p.parent_path() /
+          ("." + p.filename().string() + ".tmp." + host + "." + std::to_string(::getpid())))
       .string();
 }
 
@@ -214,7 +216,8 @@ void commit_file(const std::string& temporary, const std::string& path) {
   sync_path(parent.empty() ? "." : parent, true);
 }
 
-void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write) {
+void write_atomically(const std::string& path,
+                      const std::function<void(const std::string&)>& write) {
   const std::string temporary = temporary_path(path);
   try {
     write(temporary);
@@ -247,7 +250,8 @@ void RunDirectory::open(const RunManifest& manifest, const std::vector<std::stri
   for (const char* sub : {"chunks", "ranks"}) {
     fs::create_directories(fs::path(path_) / sub, ec);
     if (ec) {
-      throw std::runtime_error(path_ + ": cannot create the output directory (" + ec.message() + ")");
+      throw std::runtime_error(path_ + ": cannot create the output directory (" + ec.message() +
+                               ")");
     }
   }
   const std::string manifest_path = file("manifest.json"), inputs_path = file("inputs.txt");
@@ -266,7 +270,8 @@ void RunDirectory::open(const RunManifest& manifest, const std::vector<std::stri
   }
   if (!fs::exists(inputs_path)) write_text_atomically(inputs_path, list);
   if (fingerprint_text(read_text(inputs_path)) != existing.inputs_hash) {
-    throw std::runtime_error(inputs_path + " does not match the manifest's inputs hash: the run "
+    throw std::runtime_error(inputs_path +
+                             " does not match the manifest's inputs hash: the run "
                              "directory was changed by hand or by another run");
   }
 }
@@ -274,7 +279,8 @@ void RunDirectory::open(const RunManifest& manifest, const std::vector<std::stri
 RunManifest RunDirectory::read_manifest() const {
   const auto path = file("manifest.json");
   if (!fs::exists(path)) {
-    throw std::runtime_error(path_ + ": no manifest.json: not the --output directory of a run of "
+    throw std::runtime_error(path_ +
+                             ": no manifest.json: not the --output directory of a run of "
                              "rmt-classify or rmt-extract");
   }
   return RunManifest::from_json(read_text(path), path);
@@ -314,7 +320,8 @@ std::vector<std::string> RunDirectory::chunk_files(ChunkFormat format) const {
   return files;
 }
 
-void RunDirectory::remove_temporaries_of(ChunkFormat format, const std::vector<Range>& chunks) const {
+void RunDirectory::remove_temporaries_of(ChunkFormat format,
+                                         const std::vector<Range>& chunks) const {
   std::vector<std::string> prefixes;
   for (const auto& c : chunks) {
     prefixes.push_back("." + fs::path(chunk_path(format, c)).filename().string() + ".tmp.");

@@ -20,7 +20,7 @@ std::vector<std::string> read_file_list(const std::string& path);
 struct InputListing {
   // Sorted by bytes (not by locale), without duplicates.
   std::vector<std::string> files;
-  int64_t duplicates = 0;                       // paths given more than once, dropped
+  int64_t duplicates = 0;                      // paths given more than once, dropped
   std::vector<std::string> empty_directories;  // directories given that held no image
 };
 

@@ -41,13 +41,13 @@ struct JobOptions {
   RankInfo rank;
   // The model, its weights and the preprocessing: must be the same on every rank and on a restart.
   std::map<std::string, std::string> settings;
-  bool merge = true;                          // merge automatically when every rank has finished
+  bool merge = true;  // merge automatically when every rank has finished
   MergeOptions merge_options;
   // Rank 0's limit on waiting for the others at the barrier (0: none); past it, the last rank to
   // finish merges.
   std::chrono::seconds merge_wait{600};
-  std::chrono::seconds store_timeout{60};     // connecting to the launcher's TCPStore
-  double progress_seconds = 30;               // between progress lines on the log
+  std::chrono::seconds store_timeout{60};  // connecting to the launcher's TCPStore
+  double progress_seconds = 30;            // between progress lines on the log
   Environment env = process_environment();
 };
 
@@ -60,7 +60,7 @@ struct JobSummary {
   double seconds = 0;
   bool merged = false;
   MergeResult merge;
-  std::string merge_note;      // why this rank did not merge, or ""
+  std::string merge_note;  // why this rank did not merge, or ""
 };
 
 // Lists nothing itself: `inputs` is the sorted input list (list_inputs). Opens the run directory

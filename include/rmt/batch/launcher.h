@@ -15,7 +15,7 @@ enum class Launcher {
   Flags,       // --rank / --world-size
   Torchrun,    // RANK, WORLD_SIZE, LOCAL_RANK
   Slurm,       // SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID (inside srun)
-  IndexedJob,  // JOB_COMPLETION_INDEX, and the completions count from --world-size or RMT_WORLD_SIZE
+  IndexedJob,  // JOB_COMPLETION_INDEX; the completions count: --world-size or RMT_WORLD_SIZE
 };
 std::string to_string(Launcher launcher);
 
@@ -39,11 +39,12 @@ Environment process_environment();
 inline constexpr const char* kWorldSizeVariable = "RMT_WORLD_SIZE";
 
 // The rank of this process, first match wins:
-//   1. rank and world_size given (the tools' --rank/--world-size; one without the other is an error);
+//   1. rank and world_size given (the tools' --rank/--world-size; one alone is an error);
 //   2. torchrun: RANK and WORLD_SIZE (LOCAL_RANK);
 //   3. Slurm inside srun: SLURM_PROCID and SLURM_STEP_NUM_TASKS (SLURM_LOCALID). A batch script
 //      outside srun has SLURM_PROCID but is one process, not a rank of a step: it is not a match;
-//   4. a Kubernetes Indexed Job: JOB_COMPLETION_INDEX, world size from world_size or RMT_WORLD_SIZE;
+//   4. a Kubernetes Indexed Job: JOB_COMPLETION_INDEX, the world size from world_size or
+//      RMT_WORLD_SIZE;
 //   5. otherwise one process, rank 0 of 1.
 // A world_size given next to a launcher's own must agree with it. Throws std::invalid_argument
 // naming the flag or variable when a value is not a number, a rank is not below the world size, or

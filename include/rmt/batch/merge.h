@@ -15,11 +15,11 @@ struct MergeOptions {
 };
 
 struct MergeResult {
-  int64_t inputs = 0;    // in the run
-  int64_t results = 0;   // decoded and computed
-  int64_t failures = 0;  // listed with their error
+  int64_t inputs = 0;                // in the run
+  int64_t results = 0;               // decoded and computed
+  int64_t failures = 0;              // listed with their error
   std::vector<std::string> written;  // the files written, full paths
-  std::string note;      // why a file was not written, or ""
+  std::string note;                  // why a file was not written, or ""
 };
 
 // Reads the run directory written by rmt-classify/rmt-extract --output and writes, in input order:

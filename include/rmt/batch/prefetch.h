@@ -26,9 +26,9 @@ struct DecodeFailure {
 };
 
 struct DecodedBatch {
-  int64_t number = 0;               // position in the list of batches given to the Prefetcher
-  std::vector<InputImage> images;   // the decoded ones, in input order: the rows of `pixels`
-  at::Tensor pixels;                // (images.size(), 3, S, S) float32; undefined when none decoded
+  int64_t number = 0;              // position in the list of batches given to the Prefetcher
+  std::vector<InputImage> images;  // the decoded ones, in input order: the rows of `pixels`
+  at::Tensor pixels;               // (images.size(), 3, S, S) float32; undefined when none decoded
   std::vector<DecodeFailure> failures;  // the others, in input order
 };
 

@@ -54,7 +54,8 @@ std::string fingerprint_file(const std::string& path);
 // Writes `path` through a temporary file in the same directory: `write` fills the temporary (given
 // its name), which is then flushed to disk and renamed over `path`. Throws std::runtime_error (and
 // removes the temporary) when any step fails.
-void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write);
+void write_atomically(const std::string& path,
+                      const std::function<void(const std::string&)>& write);
 void write_text_atomically(const std::string& path, const std::string& text);
 // Renames a complete temporary file over `path`, flushing both to disk first.
 void commit_file(const std::string& temporary, const std::string& path);

@@ -24,7 +24,7 @@ struct Range {
 // outside the world.
 Range shard_of(int64_t count, int64_t rank, int64_t world_size);
 
-// All chunks of a run: chunk k holds inputs [k * chunk_size, min(num_inputs, (k + 1) * chunk_size)).
+// All chunks of a run: chunk k holds inputs [k * size, min(num_inputs, (k + 1) * size)).
 std::vector<Range> all_chunks(int64_t num_inputs, int64_t chunk_size);
 
 // The chunks rank `rank` takes: a contiguous run of all_chunks, shard_of the chunk count.
