@@ -120,7 +120,8 @@ struct BatchFlags {
 inline void add_batch_flags(CLI::App& app, BatchFlags& f, bool features) {
   app.add_option("--batch-size", f.batch_size, "images per forward pass")
       ->check(CLI::Range(int64_t(1), int64_t(4096)));
-  app.add_option("--file-list", f.file_lists, "a file with one image path per line (repeatable)");
+  app.add_option("--file-list", f.file_lists, "a file with one image path per line (repeatable)")
+      ->allow_extra_args(false);
   auto* output = app.add_option(
       "--output", f.output,
       "run directory: shard the sorted inputs over the launcher's ranks, write resumable chunks "

@@ -927,13 +927,22 @@ TEST_F(BatchTools, ExtractFeaturesAndMapsOnAnIndexedJob) {
   }
   EXPECT_EQ(i, 27);
 
-  // The dense backbone's maps, one process.
+  // The dense backbone's maps, one process; the inputs given twice, by a file list (the good
+  // images of the pooled run, then the bad ones) and by the directory: each is computed once.
+  std::string list;
+  for (const auto& f : files) list += f.get<std::string>() + "\n";
+  for (const auto& f : bad_) list += f + "\n";
+  const auto list_file = write_text("list.txt", list);
   const auto dense = dir_ / "dense";
-  r = tool("rmt-extract",
-           {"--config", dense_config_, "--kind", "dense", "--weights",
-            rmt::test::data_path("tiny_dense.pth"), "--key-prefix", "backbone.", "--input-size",
-            "64", "--chunk-size", "10", "--threads", "1", "--output", dense.string(), images_});
+  r = tool("rmt-extract", {"--config", dense_config_, "--kind", "dense", "--weights",
+                           rmt::test::data_path("tiny_dense.pth"), "--key-prefix", "backbone.",
+                           "--input-size", "64", "--chunk-size", "10", "--threads", "1",
+                           "--output", dense.string(), "--file-list", list_file, images_});
   ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("27 paths were given more than once: each is computed once"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("merged 27 inputs (3 failed to decode)"), std::string::npos) << r.err;
   rmt::Model backbone(rmt::config_from_json_file(dense_config_), rmt::ModelKind::Dense);
   rmt::WeightsSelection selection;
   selection.key_prefix = "backbone.";
