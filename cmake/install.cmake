@@ -22,7 +22,7 @@ set(RMT_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/rmt CACHE STRING
 # Installed binaries find librmt in ../lib and LibTorch where it was when they were linked.
 set_target_properties(rmt PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
 set(_rmt_tools)
-foreach(_tool rmt-infer rmt-classify rmt-convert rmt-inspect)
+foreach(_tool rmt-infer rmt-classify rmt-extract rmt-convert rmt-inspect)
   if(TARGET ${_tool})
     set_target_properties(${_tool} PROPERTIES
       INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}"

@@ -1,7 +1,7 @@
 // rmt-classify: classifies image files (JPEG, PNG, BMP, GIF) with an RMT ImageNet model, with the
-// authors' evaluation preprocessing, and prints the top-k classes with their probabilities.
+// authors' evaluation preprocessing, and prints the top-k classes with their probabilities; with
+// --output DIR, one rank of a sharded, resumable run (see rmt/batch/job.h), and --merge DIR.
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -14,12 +14,17 @@
 
 #include <unistd.h>
 
-#include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
+#include "batch_tool.h"
 #include "tool_common.h"
+#include "rmt/batch/chunks.h"
+#include "rmt/batch/inputs.h"
+#include "rmt/batch/job.h"
+#include "rmt/batch/merge.h"
+#include "rmt/batch/prefetch.h"
 #include "rmt/model.h"
 #include "rmt/preprocess.h"
 
@@ -70,8 +75,10 @@ struct Failure {
 };
 
 // Files to classify, in order: files as given, directories walked recursively (sorted, image
-// extensions only). Missing paths and unreadable directories become failures.
+// extensions only), then the paths of the file lists. Missing paths and unreadable directories
+// become failures.
 std::vector<std::string> collect_inputs(const std::vector<std::string>& args,
+                                        const std::vector<std::string>& file_lists,
                                         std::vector<Failure>& failures) {
   std::vector<std::string> files;
   for (const auto& arg : args) {
@@ -85,27 +92,17 @@ std::vector<std::string> collect_inputs(const std::vector<std::string>& args,
       files.push_back(arg);
       continue;
     }
-    std::vector<std::string> found;
-    try {
-      for (fs::recursive_directory_iterator it(arg, fs::directory_options::skip_permission_denied),
-           end;
-           it != end; it.increment(ec)) {
-        if (ec) break;
-        std::error_code file_ec;
-        if (it->is_regular_file(file_ec) && rmt::has_image_extension(it->path().string())) {
-          found.push_back(it->path().string());
-        }
-      }
-    } catch (const fs::filesystem_error& e) {
-      ec = e.code();
-    }
+    const auto found = rmt::batch::images_in_directory(arg, ec);
     if (ec) failures.push_back({arg, arg + ": cannot walk the directory (" + ec.message() + ")"});
-    std::sort(found.begin(), found.end());
     if (found.empty() && !ec) {
       std::cerr << kTool << ": warning: " << arg
                 << ": no images (.jpg .jpeg .png .bmp .gif) in this directory\n";
     }
     files.insert(files.end(), found.begin(), found.end());
+  }
+  for (const auto& list : file_lists) {
+    const auto listed = rmt::batch::read_file_list(list);
+    files.insert(files.end(), listed.begin(), listed.end());
   }
   return files;
 }
@@ -148,157 +145,192 @@ std::string percent(double p) {
   return buffer;
 }
 
+// The top-k classes of a batch of preprocessed images: (probabilities, class indices), (B, k) each,
+// on the CPU.
+std::pair<at::Tensor, at::Tensor> top_classes(rmt::Model& model, const at::Tensor& pixels,
+                                              torch::Device device, torch::Dtype dtype, int64_t k) {
+  auto logits = model.forward(pixels.to(device, dtype)).front();
+  auto top = logits.to(at::kFloat).softmax(1).topk(k, 1);
+  return {std::get<0>(top).cpu().contiguous(), std::get<1>(top).cpu().contiguous()};
+}
+
+// --output: each chunk's results as JSON lines.
+class ClassesSink : public rmt::batch::ChunkSink {
+ public:
+  ClassesSink(rmt::Model& model, torch::Device device, torch::Dtype dtype, int64_t topk,
+              const std::vector<std::string>& names)
+      : model_(model), device_(device), dtype_(dtype), topk_(topk), names_(names) {}
+  void begin_chunk(const rmt::batch::Range& chunk) override { chunk_.emplace(chunk); }
+  void add_batch(const rmt::batch::DecodedBatch& batch) override {
+    for (const auto& f : batch.failures) chunk_->add_failure(f);
+    if (batch.images.empty()) return;
+    const auto [probs, indices] = top_classes(model_, batch.pixels, device_, dtype_, topk_);
+    const auto p = probs.accessor<float, 2>();
+    const auto ix = indices.accessor<int64_t, 2>();
+    for (size_t i = 0; i < batch.images.size(); ++i) {
+      std::vector<rmt::batch::Prediction> top;
+      for (int64_t k = 0; k < topk_; ++k) {
+        const int64_t c = ix[static_cast<int64_t>(i)][k];
+        top.push_back({c, names_[static_cast<size_t>(c)], p[static_cast<int64_t>(i)][k]});
+      }
+      chunk_->add(batch.images[i], top);
+    }
+  }
+  void write_chunk(const std::string& path) override { chunk_->write(path); }
+
+ private:
+  rmt::Model& model_;
+  torch::Device device_;
+  torch::Dtype dtype_;
+  int64_t topk_;
+  const std::vector<std::string>& names_;
+  std::optional<rmt::batch::ClassesChunk> chunk_;
+};
+
+int merge(const std::string& dir, const rmt::tools::BatchFlags& batch) {
+  const auto result = rmt::batch::merge_run(dir, rmt::tools::merge_options(batch));
+  std::cerr << kTool << ": merged " << result.inputs << " inputs (" << result.failures
+            << " failed to decode) into";
+  for (const auto& f : result.written) std::cerr << " " << f;
+  std::cerr << "\n";
+  if (!result.note.empty()) std::cerr << kTool << ": note: " << result.note << "\n";
+  return kOk;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"Classifies images with an RMT ImageNet model: prints the top-k classes with their "
-               "softmax probabilities. Preprocessing is the authors' evaluation transform "
-               "(bicubic resize of the shorter side to input_size / crop_pct as PIL does it, "
-               "center crop, ImageNet mean/std)."};
+               "softmax probabilities, or, with --output DIR, writes them for a sharded, resumable "
+               "run on many processes (torchrun, srun, Kubernetes Indexed Jobs). Preprocessing is "
+               "the authors' evaluation transform (bicubic resize of the shorter side to input_size "
+               "/ crop_pct as PIL does it, center crop, ImageNet mean/std)."};
   app.footer("Exit status: 0 when every image was classified, 2 when some inputs could not be "
-             "read or decoded (the others are still classified), 1 on any other error.");
-  std::string arch, config_path, kind_name = "classifier", weights, weights_key = "auto",
-                                 key_prefix, dtype_name = "float32", device_name = "cpu",
-                                 labels_path, pass_order = "pillow13";
-  int64_t topk = 5, batch_size = 16, input_size = 224;
-  double crop_pct = 0.9;
-  bool json = false, non_strict = false;
+             "read or decoded (the others are still classified), 1 on any other error. With "
+             "--output, images that fail to decode are listed in the output and the status is 0.");
+  rmt::tools::ModelFlags model_flags;
+  rmt::tools::PreprocessFlags pre_flags;
+  rmt::tools::BatchFlags batch;
+  std::string labels_path;
+  int64_t topk = 5;
+  bool json = false;
   std::vector<std::string> inputs;
-  auto* arch_opt = app.add_option("--arch", arch, "preset name: " + [] {
-    std::string names;
-    for (const auto& n : rmt::preset_names()) {
-      if (n.find("dense") == std::string::npos) names += (names.empty() ? "" : ", ") + n;
-    }
-    return names;
-  }());
-  auto* config_opt =
-      app.add_option("--config", config_path, "JSON file with the constructor arguments");
-  arch_opt->excludes(config_opt);
-  app.add_option("--kind", kind_name, "with --config: classifier or token_label")
-      ->check(CLI::IsMember({"classifier", "token_label"}));
-  app.add_option("--weights", weights, "checkpoint: torch.save (.pth) or safetensors")->required();
-  app.add_option("--weights-key", weights_key,
-                 "entry holding the weights (auto: model, state_dict, model_ema, ...)");
-  app.add_option("--key-prefix", key_prefix, "keep only keys with this prefix, removed");
-  app.add_flag("--non-strict", non_strict,
-               "load the matching keys and report the others instead of failing");
+  rmt::tools::add_model_flags(app, model_flags, {"classifier", "token_label"}, false);
   app.add_option("--topk", topk, "how many classes to print per image")
       ->check(CLI::PositiveNumber);
-  app.add_option("--device", device_name, "cpu or cuda");
-  app.add_option("--dtype", dtype_name, "float32, float64, float16 or bfloat16");
-  app.add_option("--batch-size", batch_size, "images per forward pass")
-      ->check(CLI::Range(int64_t(1), int64_t(4096)));
-  app.add_option("--input-size", input_size, "side of the square crop the model sees")
-      ->check(CLI::Range(int64_t(16), int64_t(4096)));
-  app.add_option("--crop-pct", crop_pct,
-                 "the shorter side is resized to floor(input_size / crop_pct) before cropping")
-      ->check(CLI::Range(0.05, 1.0));
-  app.add_option("--resize-order", pass_order,
-                 "PIL's order of resize passes: pillow13 (Pillow >= 13) or horizontal-first "
-                 "(Pillow <= 12); differs only for images about twice as tall as wide")
-      ->check(CLI::IsMember({"pillow13", "horizontal-first"}));
+  rmt::tools::add_preprocess_flags(app, pre_flags);
   app.add_option("--labels", labels_path,
                  "class names, one per line (default: ImageNet-1k for 1000 classes, else "
                  "'class N')");
   app.add_flag("--json", json, "print one JSON document instead of text");
-  app.add_option("inputs", inputs, "image files and directories (walked recursively)")
-      ->required();
+  rmt::tools::add_batch_flags(app, batch, false);
+  app.add_option("inputs", inputs, "image files and directories (walked recursively)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (arch.empty() && config_path.empty()) {
-    throw std::invalid_argument("give --arch NAME or --config FILE.json");
+  if (!batch.merge_dir.empty()) {
+    if (!inputs.empty() || !batch.file_lists.empty()) {
+      throw std::invalid_argument("--merge DIR takes no inputs: they are the run's (DIR/inputs.txt)");
+    }
+    return merge(batch.merge_dir, batch);
   }
-  const auto dtype = rmt::tools::parse_dtype(dtype_name);
-  const torch::Device device = rmt::tools::parse_device(device_name);
-
-  rmt::PreprocessOptions pre;
-  pre.input_size = input_size;
-  pre.crop_pct = crop_pct;
-  pre.pass_order = pass_order == "pillow13" ? rmt::PillowPassOrder::Pillow13
-                                            : rmt::PillowPassOrder::HorizontalFirst;
-  pre.validate();
+  if (inputs.empty() && batch.file_lists.empty()) {
+    throw std::invalid_argument("give images or directories to classify, or --file-list FILE");
+  }
+  if (json && !batch.output.empty()) {
+    throw std::invalid_argument("--json prints to stdout; with --output the results go to DIR");
+  }
+  const bool sharded = !batch.output.empty();
+  const auto rank = sharded ? rmt::tools::rank_of(batch) : rmt::batch::RankInfo{};
+  const auto dtype = rmt::tools::parse_dtype(model_flags.dtype_name);
+  const torch::Device device = rmt::tools::device_for(model_flags.device_name, rank);
+  const auto pre = rmt::tools::preprocess_options(pre_flags);
+  rmt::tools::apply_threads(batch);
 
   // The model.
-  std::optional<rmt::Model> model;
-  if (!arch.empty()) {
-    model.emplace(rmt::Model::from_preset(arch));
-  } else {
-    model.emplace(rmt::config_from_json_file(config_path), rmt::model_kind_from_string(kind_name));
-  }
-  if (model->kind() == rmt::ModelKind::Dense) {
-    throw std::invalid_argument("--arch " + arch +
+  if (!model_flags.arch.empty() &&
+      rmt::preset(model_flags.arch).kind == rmt::ModelKind::Dense) {
+    throw std::invalid_argument("--arch " + model_flags.arch +
                                 ": a dense backbone has no classes; use a classifier preset");
   }
-  const int64_t num_classes = model->config().num_classes;
+  auto model = rmt::tools::load_model(model_flags, device, kTool);
+  const int64_t num_classes = model.config().num_classes;
   if (num_classes <= 0) {
     throw std::invalid_argument("the model has no classification head (num_classes = " +
                                 std::to_string(num_classes) + ")");
   }
   const auto names = class_names(num_classes, labels_path);
   topk = std::min(topk, num_classes);
-  rmt::WeightsSelection selection;
-  selection.weights_key = weights_key;
-  selection.key_prefix = key_prefix;
-  auto report = model->load(weights, selection, !non_strict);
-  if (!report.ok()) std::cerr << kTool << ": warning: " << report.summary() << "\n";
-  model->to(device, dtype);
-  model->eval();
+  torch::NoGradGuard no_grad;
+
+  if (sharded) {
+    const auto listing = rmt::batch::list_inputs(inputs, batch.file_lists);
+    for (const auto& d : listing.empty_directories) {
+      std::cerr << kTool << ": warning: " << d
+                << ": no images (.jpg .jpeg .png .bmp .gif) in this directory\n";
+    }
+    if (listing.duplicates) {
+      std::cerr << kTool << ": warning: " << listing.duplicates
+                << " paths were given more than once: each is classified once\n";
+    }
+    if (listing.files.empty()) throw std::invalid_argument("no images to classify");
+    auto settings = rmt::tools::run_settings(model_flags, model, pre, pre_flags);
+    std::string labels_text;
+    for (const auto& n : names) labels_text += n + "\n";
+    settings["topk"] = std::to_string(topk);
+    settings["labels"] = rmt::batch::fingerprint_text(labels_text);
+    ClassesSink sink(model, device, dtype, topk, names);
+    rmt::batch::run_job(listing.files,
+                        rmt::tools::job_options(kTool, batch, rmt::batch::ChunkFormat::Classes,
+                                                pre, rank, settings),
+                        sink, std::cerr);
+    return kOk;
+  }
 
   // The inputs.
   std::vector<Failure> failures;
-  const auto files = collect_inputs(inputs, failures);
+  const auto files = collect_inputs(inputs, batch.file_lists, failures);
   for (const auto& f : failures) std::cerr << kTool << ": error: " << f.message << "\n";
   const size_t path_failures = failures.size();
 
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  const size_t batch_size = static_cast<size_t>(batch.batch_size);
   Progress progress(files.size(), isatty(STDERR_FILENO) && !json &&
-                                      files.size() > static_cast<size_t>(std::max<int64_t>(batch_size, 32)));
+                                      files.size() > std::max<size_t>(batch_size, 32));
   const bool same_terminal = isatty(STDOUT_FILENO);
-  torch::NoGradGuard no_grad;
-  progress.draw();
-  for (size_t start = 0; start < files.size(); start += static_cast<size_t>(batch_size)) {
-    const size_t count = std::min(files.size() - start, static_cast<size_t>(batch_size));
-    std::vector<at::Tensor> tensors(count);
-    std::vector<std::string> errors(count);
-    at::parallel_for(0, static_cast<int64_t>(count), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        try {
-          tensors[i] = rmt::load_image(files[start + i], pre);
-        } catch (const std::exception& e) {
-          errors[i] = e.what();
-        }
-      }
-    });
-    std::vector<at::Tensor> good;
-    std::vector<size_t> good_index;
-    for (size_t i = 0; i < count; ++i) {
-      if (errors[i].empty()) {
-        good.push_back(tensors[i]);
-        good_index.push_back(start + i);
-      }
+  std::vector<std::vector<rmt::batch::InputImage>> batches;
+  for (size_t start = 0; start < files.size(); start += batch_size) {
+    batches.emplace_back();
+    for (size_t i = start; i < std::min(files.size(), start + batch_size); ++i) {
+      batches.back().push_back({static_cast<int64_t>(i), files[i]});
     }
+  }
+  rmt::batch::Prefetcher prefetcher(std::move(batches), pre, rmt::tools::decode_threads(batch));
+  progress.draw();
+  size_t done = 0;
+  while (auto decoded = prefetcher.next()) {
     at::Tensor probs, indices;
-    if (!good.empty()) {
-      auto logits = model->forward(at::stack(good).to(device, dtype)).front();
-      auto top = logits.to(at::kFloat).softmax(1).topk(topk, 1);
-      probs = std::get<0>(top).cpu();
-      indices = std::get<1>(top).cpu();
+    if (!decoded->images.empty()) {
+      std::tie(probs, indices) = top_classes(model, decoded->pixels, device, dtype, topk);
     }
     if (progress.enabled() && same_terminal) progress.clear();
-    size_t g = 0;
-    for (size_t i = 0; i < count; ++i) {
-      const auto& file = files[start + i];
-      if (!errors[i].empty()) {
-        std::cerr << kTool << ": error: " << errors[i] << "\n";
-        failures.push_back({file, errors[i]});
+    // Results and failures in input order.
+    size_t g = 0, f = 0;
+    while (g < decoded->images.size() || f < decoded->failures.size()) {
+      if (f < decoded->failures.size() &&
+          (g == decoded->images.size() ||
+           decoded->failures[f].input.index < decoded->images[g].index)) {
+        const auto& failure = decoded->failures[f++];
+        std::cerr << kTool << ": error: " << failure.error << "\n";
+        failures.push_back({failure.input.path, failure.error});
         continue;
       }
+      const auto& file = decoded->images[g].path;
       nlohmann::ordered_json predictions = nlohmann::ordered_json::array();
       if (!json) std::cout << file << "\n";
       for (int64_t k = 0; k < topk; ++k) {
-        const int64_t index = indices[g][k].item<int64_t>();
-        const double p = probs[g][k].item<float>();
+        const int64_t index = indices[static_cast<int64_t>(g)][k].item<int64_t>();
+        const double p = probs[static_cast<int64_t>(g)][k].item<float>();
         if (json) {
           predictions.push_back({{"index", index}, {"label", names[index]}, {"probability", p}});
         } else {
@@ -311,7 +343,8 @@ int run(int argc, char** argv) {
       ++g;
     }
     std::cout.flush();
-    progress.update(start + count);
+    done += decoded->images.size() + decoded->failures.size();
+    progress.update(done);
   }
   progress.clear();
 
@@ -320,17 +353,20 @@ int run(int argc, char** argv) {
     for (const auto& f : failures) errors.push_back({{"file", f.file}, {"error", f.message}});
     nlohmann::ordered_json doc = {
         {"model",
-         {{"arch", arch.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(arch)},
-          {"config", config_path.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(config_path)},
-          {"kind", rmt::to_string(model->kind())},
-          {"weights", weights},
+         {{"arch", model_flags.arch.empty() ? nlohmann::ordered_json(nullptr)
+                                            : nlohmann::ordered_json(model_flags.arch)},
+          {"config", model_flags.config_path.empty()
+                         ? nlohmann::ordered_json(nullptr)
+                         : nlohmann::ordered_json(model_flags.config_path)},
+          {"kind", rmt::to_string(model.kind())},
+          {"weights", model_flags.weights},
           {"num_classes", num_classes}}},
         {"preprocessing",
          {{"input_size", pre.input_size},
           {"resize", pre.resize_size()},
           {"crop_pct", pre.crop_pct},
           {"interpolation", "bicubic"},
-          {"resize_order", pass_order}}},
+          {"resize_order", pre_flags.pass_order}}},
         {"topk", topk},
         {"results", results},
         {"errors", errors}};

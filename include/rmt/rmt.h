@@ -13,3 +13,13 @@
 #include "rmt/state_dict.h"
 #include "rmt/summary.h"
 #include "rmt/version.h"
+// Batch inference over many processes (rmt-classify/rmt-extract --output).
+#include "rmt/batch/barrier.h"
+#include "rmt/batch/chunks.h"
+#include "rmt/batch/inputs.h"
+#include "rmt/batch/job.h"
+#include "rmt/batch/launcher.h"
+#include "rmt/batch/merge.h"
+#include "rmt/batch/prefetch.h"
+#include "rmt/batch/run_directory.h"
+#include "rmt/batch/shard.h"

@@ -37,6 +37,9 @@ inline std::string tool_path(const std::string& tool) {
 #ifdef RMT_CONVERT_EXE
   if (tool == "rmt-convert") return RMT_CONVERT_EXE;
 #endif
+#ifdef RMT_EXTRACT_EXE
+  if (tool == "rmt-extract") return RMT_EXTRACT_EXE;
+#endif
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   return (self.parent_path().parent_path() / "examples" / tool).string();

@@ -1,0 +1,240 @@
+#pragma once
+// What rmt-classify and rmt-extract share: the model, preprocessing and batch-job options, loading
+// the model, and the settings a run directory records.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <CLI/CLI.hpp>
+
+#include "rmt/batch/job.h"
+#include "rmt/batch/launcher.h"
+#include "rmt/model.h"
+#include "rmt/preprocess.h"
+#include "tool_common.h"
+
+namespace rmt::tools {
+
+struct ModelFlags {
+  std::string arch, config_path, kind_name = "classifier", weights, weights_key = "auto",
+                                 key_prefix, dtype_name = "float32", device_name = "cpu";
+  bool non_strict = false;
+};
+
+// --arch/--config/--kind/--weights/...: `kinds` are the --kind values allowed with --config;
+// dense_presets: whether the help lists the dense backbone presets.
+inline void add_model_flags(CLI::App& app, ModelFlags& f, const std::vector<std::string>& kinds,
+                            bool dense_presets) {
+  std::string names;
+  for (const auto& n : rmt::preset_names()) {
+    if (dense_presets || n.find("dense") == std::string::npos)
+      names += (names.empty() ? "" : ", ") + n;
+  }
+  auto* arch_opt = app.add_option("--arch", f.arch, "preset name: " + names);
+  auto* config_opt =
+      app.add_option("--config", f.config_path, "JSON file with the constructor arguments");
+  arch_opt->excludes(config_opt);
+  std::string kind_help;
+  for (const auto& k : kinds) kind_help += (kind_help.empty() ? "" : " or ") + k;
+  app.add_option("--kind", f.kind_name, "with --config: " + kind_help)->check(CLI::IsMember(kinds));
+  app.add_option("--weights", f.weights, "checkpoint: torch.save (.pth) or safetensors (required)");
+  app.add_option("--weights-key", f.weights_key,
+                 "entry holding the weights (auto: model, state_dict, model_ema, ...)");
+  app.add_option("--key-prefix", f.key_prefix, "keep only keys with this prefix, removed");
+  app.add_flag("--non-strict", f.non_strict,
+               "load the matching keys and report the others instead of failing");
+  app.add_option("--device", f.device_name,
+                 "cpu or cuda (with a launcher: cuda:LOCAL_RANK, or SLURM_LOCALID)");
+  app.add_option("--dtype", f.dtype_name, "float32, float64, float16 or bfloat16");
+}
+
+// The model of the flags, with its weights, on `device` in eval mode. Warnings (non-strict loads)
+// go to stderr.
+inline rmt::Model load_model(const ModelFlags& f, torch::Device device, const char* tool) {
+  if (f.arch.empty() && f.config_path.empty()) {
+    throw std::invalid_argument("give --arch NAME or --config FILE.json");
+  }
+  if (f.weights.empty()) throw std::invalid_argument("--weights is required");
+  const auto dtype = parse_dtype(f.dtype_name);
+  std::optional<rmt::Model> model;
+  if (!f.arch.empty()) {
+    model.emplace(rmt::Model::from_preset(f.arch));
+  } else {
+    model.emplace(rmt::config_from_json_file(f.config_path),
+                  rmt::model_kind_from_string(f.kind_name));
+  }
+  rmt::WeightsSelection selection;
+  selection.weights_key = f.weights_key;
+  selection.key_prefix = f.key_prefix;
+  auto report = model->load(f.weights, selection, !f.non_strict);
+  if (!report.ok()) std::cerr << tool << ": warning: " << report.summary() << "\n";
+  model->to(device, dtype);
+  model->eval();
+  return std::move(*model);
+}
+
+struct PreprocessFlags {
+  int64_t input_size = 224;
+  double crop_pct = 0.9;
+  std::string pass_order = "pillow13";
+};
+
+inline void add_preprocess_flags(CLI::App& app, PreprocessFlags& f) {
+  app.add_option("--input-size", f.input_size, "side of the square crop the model sees")
+      ->check(CLI::Range(int64_t(16), int64_t(4096)));
+  app.add_option("--crop-pct", f.crop_pct,
+                 "the shorter side is resized to floor(input_size / crop_pct) before cropping")
+      ->check(CLI::Range(0.05, 1.0));
+  app.add_option("--resize-order", f.pass_order,
+                 "PIL's order of resize passes: pillow13 (Pillow >= 13) or horizontal-first "
+                 "(Pillow <= 12); differs only for images about twice as tall as wide")
+      ->check(CLI::IsMember({"pillow13", "horizontal-first"}));
+}
+
+inline rmt::PreprocessOptions preprocess_options(const PreprocessFlags& f) {
+  rmt::PreprocessOptions pre;
+  pre.input_size = f.input_size;
+  pre.crop_pct = f.crop_pct;
+  pre.pass_order = f.pass_order == "pillow13" ? rmt::PillowPassOrder::Pillow13
+                                              : rmt::PillowPassOrder::HorizontalFirst;
+  pre.validate();
+  return pre;
+}
+
+// The options of a sharded, resumable run (--output) and of its merge (--merge).
+struct BatchFlags {
+  std::string output, merge_dir;
+  std::vector<std::string> file_lists;
+  int64_t rank = -1, world_size = -1, chunk_size = 1000, batch_size = 16;
+  int decode_threads = 0, threads = 0;
+  double progress = 30, merge_wait = 600, merge_max_gib = 16;
+  bool no_merge = false;
+  CLI::Option *rank_opt = nullptr, *world_opt = nullptr;
+};
+
+inline void add_batch_flags(CLI::App& app, BatchFlags& f, bool features) {
+  app.add_option("--batch-size", f.batch_size, "images per forward pass")
+      ->check(CLI::Range(int64_t(1), int64_t(4096)));
+  app.add_option("--file-list", f.file_lists, "a file with one image path per line (repeatable)")
+      ->allow_extra_args(false);
+  auto* output = app.add_option(
+      "--output", f.output,
+      "run directory: shard the sorted inputs over the launcher's ranks, write resumable chunks "
+      "there, and merge them when every rank has finished (see the README)");
+  auto* merge = app.add_option("--merge", f.merge_dir,
+                               "merge the chunks of a finished run directory, check that every "
+                               "input is there once, and write the results in input order");
+  merge->excludes(output);
+  f.rank_opt = app.add_option("--rank", f.rank,
+                              "this process's rank (default: from torchrun, "
+                              "srun or JOB_COMPLETION_INDEX)")
+                   ->check(CLI::NonNegativeNumber)
+                   ->needs(output);
+  f.world_opt = app.add_option("--world-size", f.world_size,
+                               "number of ranks (default: from torchrun or srun; a Kubernetes "
+                               "Indexed Job needs it, or RMT_WORLD_SIZE)")
+                    ->check(CLI::PositiveNumber)
+                    ->needs(output);
+  app.add_option("--chunk-size", f.chunk_size, "inputs per chunk file, the unit a restart redoes")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40))
+      ->needs(output);
+  app.add_option("--decode-threads", f.decode_threads,
+                 "threads decoding the next batches while the model runs (default: half this "
+                 "process's share of the cores, 1 to 8)")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--threads", f.threads,
+                 "the model's CPU threads (default: LibTorch's, which follows OMP_NUM_THREADS; "
+                 "torchrun sets that to 1)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--progress", f.progress, "seconds between progress lines on stderr")
+      ->check(CLI::Range(0.0, 1e9))
+      ->needs(output);
+  app.add_flag("--no-merge", f.no_merge, "leave the merge to a later --merge DIR")->needs(output);
+  app.add_option("--merge-wait", f.merge_wait,
+                 "rank 0's limit in seconds on waiting for the other ranks before merging; past "
+                 "it the last rank to finish merges (0: no limit)")
+      ->check(CLI::Range(0.0, 1e9))
+      ->needs(output);
+  if (features) {
+    app.add_option("--merge-max-gib", f.merge_max_gib,
+                   "largest merged features.safetensors to write (it is built in memory); above "
+                   "it index.jsonl maps each input to its chunk")
+        ->check(CLI::Range(0.0, 1e6));
+  }
+}
+
+inline rmt::batch::MergeOptions merge_options(const BatchFlags& f) {
+  rmt::batch::MergeOptions m;
+  m.max_tensor_bytes = static_cast<int64_t>(f.merge_max_gib * double(int64_t(1) << 30));
+  return m;
+}
+
+inline rmt::batch::RankInfo rank_of(const BatchFlags& f) {
+  return rmt::batch::detect_rank(
+      f.rank_opt->count() ? std::optional<int64_t>(f.rank) : std::nullopt,
+      f.world_opt->count() ? std::optional<int64_t>(f.world_size) : std::nullopt);
+}
+
+// cpu, or the rank's GPU: cuda:<local rank>.
+inline torch::Device device_for(const std::string& name, const rmt::batch::RankInfo& rank) {
+  auto device = parse_device(name);
+  if (device.is_cuda()) {
+    device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rmt::batch::cuda_device_for(
+                                             rank.local_rank, torch::cuda::device_count())));
+  }
+  return device;
+}
+
+// Decode threads: the flag, or a share of the cores among the ranks on this machine.
+inline int decode_threads(const BatchFlags& f) {
+  if (f.decode_threads > 0) return f.decode_threads;
+  int64_t here = 1;
+  if (const char* n = std::getenv("LOCAL_WORLD_SIZE")) here = std::max<int64_t>(1, std::atoll(n));
+  return rmt::batch::default_decode_threads(here);
+}
+
+inline void apply_threads(const BatchFlags& f) {
+  if (f.threads > 0) at::set_num_threads(f.threads);
+}
+
+// What makes two runs' results comparable: recorded in the run directory, checked on restarts.
+inline std::map<std::string, std::string> run_settings(const ModelFlags& f, const rmt::Model& model,
+                                                       const rmt::PreprocessOptions& pre,
+                                                       const PreprocessFlags& pf) {
+  return {{"model", rmt::to_string(model.kind()) + " " + model.config().to_json()},
+          {"weights", rmt::batch::fingerprint_file(f.weights) + ", key " + f.weights_key +
+                          ", prefix '" + f.key_prefix + "'" + (f.non_strict ? ", non-strict" : "")},
+          {"dtype", f.dtype_name},
+          {"preprocessing", "input_size " + std::to_string(pre.input_size) + ", crop_pct " +
+                                std::to_string(pre.crop_pct) + ", resize " +
+                                std::to_string(pre.resize_size()) + ", order " + pf.pass_order}};
+}
+
+inline rmt::batch::JobOptions job_options(const char* tool, const BatchFlags& f,
+                                          rmt::batch::ChunkFormat format,
+                                          const rmt::PreprocessOptions& pre,
+                                          const rmt::batch::RankInfo& rank,
+                                          std::map<std::string, std::string> settings) {
+  rmt::batch::JobOptions o;
+  o.tool = tool;
+  o.output_dir = f.output;
+  o.format = format;
+  o.chunk_size = f.chunk_size;
+  o.batch_size = f.batch_size;
+  o.decode_threads = decode_threads(f);
+  o.preprocess = pre;
+  o.rank = rank;
+  o.settings = std::move(settings);
+  o.merge = !f.no_merge;
+  o.merge_options = merge_options(f);
+  o.merge_wait = std::chrono::seconds(static_cast<int64_t>(f.merge_wait));
+  o.progress_seconds = f.progress;
+  return o;
+}
+
+}  // namespace rmt::tools
