@@ -65,8 +65,8 @@ inline rmt::Model load_model(const ModelFlags& f, torch::Device device, const ch
   if (!f.arch.empty()) {
     model.emplace(rmt::Model::from_preset(f.arch));
   } else {
-    model.emplace(rmt::config_from_json_file(f.config_path),
-                  rmt::model_kind_from_string(f.kind_name));
+    const auto kind = rmt::model_kind_from_string(f.kind_name);
+    model.emplace(rmt::config_from_json_file(f.config_path, kind), kind);
   }
   rmt::WeightsSelection selection;
   selection.weights_key = f.weights_key;

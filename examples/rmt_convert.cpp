@@ -147,7 +147,8 @@ int run(int argc, char** argv) {
       metadata["arch"] = arch;
       what = "preset " + arch;
     } else {
-      model.emplace(rmt::config_from_json_file(config_path), rmt::model_kind_from_string(kind_name));
+      const auto kind = rmt::model_kind_from_string(kind_name);
+      model.emplace(rmt::config_from_json_file(config_path, kind), kind);
       what = "the config " + config_path + " (" + kind_name + ")";
     }
     metadata["kind"] = rmt::to_string(model->kind());
