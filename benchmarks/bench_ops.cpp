@@ -34,8 +34,8 @@
 #include <string>
 #include <vector>
 
-#include "ops/masa_cpu_kernels.h"
-#include "rmt/ops.h"
+#include "ops/masa/cpu/attend.h"
+#include "rmt/ops/masa.h"
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "reference.h"
-#include "rmt/depthwise_conv.h"
+#include "rmt/ops/depthwise_conv.h"
 
 namespace {
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "reference.h"
-#include "rmt/ops.h"
+#include "rmt/ops/masa.h"
 
 namespace {
 

@@ -19,7 +19,7 @@
 #include <string>
 
 #include "reference.h"
-#include "rmt/ops.h"
+#include "rmt/ops/masa.h"
 
 namespace {
 

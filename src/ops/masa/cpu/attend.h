@@ -2,7 +2,7 @@
 // CPU kernel core of the MaSA operators: decay-masked softmax attention of M packed queries
 // against N packed keys, in float or double, without ever holding more than one
 // (query) x (key block) row of scores. Plain C++ (no ATen) so that the hot loops can be compiled
-// for AVX2 next to the baseline build and picked at run time (see masa_cpu_kernels.cpp).
+// for AVX2 next to the baseline build and picked at run time (see attend.cpp).
 //
 // The score of query i and key j is  q_i . k_j + decay * (|qy_i - ky_j| + |qx_i - kx_j|),
 // q and k already rotated (and k scaled). One-dimensional problems (the row and column passes of

@@ -1,7 +1,7 @@
 // MaSA as dispatcher operators (the torchvision ops pattern): schemas, the CPU kernels, the
-// autograd kernel, and the public entry points of rmt/ops.h.
+// autograd kernel, and the public entry points of rmt/ops/masa.h.
 //
-//   rmt::masa_decomposed / rmt::masa_full             forward, CPU here, CUDA in src/cuda/
+//   rmt::masa_decomposed / rmt::masa_full             forward, CPU here, CUDA in cuda/
 //   rmt::_masa_decomposed_backward / _masa_full_backward
 //       (grad_out, q, k, v, sin, cos, decay, scale) -> (grad_q, grad_k, grad_v)
 //
@@ -14,7 +14,7 @@
 // sequence of the decomposed operator (all heads), and each (batch, head, query block) of the full
 // one, is one task of at::parallel_for. A task packs its tokens with the rotation
 // (theta shift) and the scale applied on the fly, then runs the online-softmax kernel of
-// masa_cpu_kernels.cpp, whose mask is decay * distance computed from coordinates, one score row
+// attend.cpp, whose mask is decay * distance computed from coordinates, one score row
 // of at most 128 keys at a time. float and double compute in their own precision (parity with the
 // reference chain to rounding); half and bfloat16 compute in float.
 
@@ -29,8 +29,8 @@
 #include <tuple>
 #include <vector>
 
-#include "ops/masa_cpu_kernels.h"
-#include "rmt/ops.h"
+#include "ops/masa/cpu/attend.h"
+#include "rmt/ops/masa.h"
 
 namespace rmt::ops {
 namespace {

@@ -1,6 +1,6 @@
-// CPU kernel core of MaSA (see masa_cpu_kernels.h).
+// CPU kernel core of MaSA (see attend.h).
 //
-// Vectorization: explicit SIMD through GCC's vector extensions (ops/cpu_simd.h) running across keys (score rows against transposed keys, exp, max) or across channels (the value
+// Vectorization: explicit SIMD through GCC's vector extensions (ops/cpu/cpu_simd.h) running across keys (score rows against transposed keys, exp, max) or across channels (the value
 // accumulators), with a polynomial exp of our own, so nothing depends on -ffast-math or on libm's
 // vector entry points. Two options are applied to this file's own functions only (the pragma comes
 // after every #include, so no inline function of another header is compiled differently here and
@@ -11,7 +11,7 @@
 // Each entry point is compiled twice, for the baseline ISA and for AVX2+FMA, and the variant is
 // chosen once at run time (cpu_simd.h).
 
-#include "ops/masa_cpu_kernels.h"
+#include "ops/masa/cpu/attend.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,14 +19,14 @@
 #include <cstring>
 #include <limits>
 
-#include "ops/cpu_simd.h"
+#include "ops/cpu/cpu_simd.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math", "fp-contract=fast")
 #endif
 
-#include "ops/cpu_math.h"  // after the pragma: its functions take this file's options
+#include "ops/cpu/cpu_math.h"  // after the pragma: its functions take this file's options
 
 namespace rmt::ops::cpu {
 namespace {

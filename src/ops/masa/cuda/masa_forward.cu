@@ -1,7 +1,7 @@
 // CUDA forward kernels of rmt::masa_decomposed and rmt::masa_full (see masa_kernels.cuh).
 #include <torch/library.h>
 
-#include "cuda/masa_host.cuh"
+#include "ops/masa/cuda/masa_launch.cuh"
 
 namespace rmt::cuda_host {
 namespace {

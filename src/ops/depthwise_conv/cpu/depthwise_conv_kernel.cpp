@@ -1,4 +1,4 @@
-// Depthwise convolution on channels-last tensors (rmt/depthwise_conv.h).
+// Depthwise convolution on channels-last tensors (rmt/ops/depthwise_conv.h).
 //
 // Why a kernel of our own: LibTorch's CPU convolution takes the (B, C, H, W) view of a
 // channels-last tensor through oneDNN, which reorders it to a blocked layout and back, and the
@@ -7,7 +7,7 @@
 // (B, H, W, C) rows: one read of the input (its rows stay in cache across the k output rows that
 // use them), one write of the output.
 
-#include "rmt/depthwise_conv.h"
+#include "rmt/ops/depthwise_conv.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -18,14 +18,14 @@
 #include <cstring>
 #include <vector>
 
-#include "ops/cpu_simd.h"
+#include "ops/cpu/cpu_simd.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math", "fp-contract=fast")  // far inside parity tolerances
 #endif
 
-#include "ops/cpu_math.h"  // after the pragma: its functions take this file's options
+#include "ops/cpu/cpu_math.h"  // after the pragma: its functions take this file's options
 
 namespace rmt::ops {
 namespace {

@@ -1,7 +1,7 @@
 // The authors' MaSA op chain, written against ATen. Kept literal on purpose: it is the reference
 // path of the modules and the yardstick of the fused kernels.
 
-#include "rmt/ops.h"
+#include "rmt/ops/masa.h"
 
 namespace rmt::ops {
 namespace reference {

@@ -9,7 +9,7 @@
 
 #include <tuple>
 
-#include "cuda/masa_host.cuh"
+#include "ops/masa/cuda/masa_launch.cuh"
 
 namespace rmt::cuda_host {
 namespace {

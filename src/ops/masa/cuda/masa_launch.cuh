@@ -10,8 +10,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "cuda/masa_kernels.cuh"
-#include "rmt/ops.h"
+#include "ops/masa/cuda/masa_kernels.cuh"
+#include "rmt/ops/masa.h"
 
 namespace rmt::cuda_host {
 
