@@ -34,7 +34,7 @@
 #include <string>
 #include <vector>
 
-#include "ops/masa/cpu/attend.h"
+#include "ops/cpu/cpu_simd.h"
 #include "rmt/ops/masa.h"
 
 namespace {

@@ -36,6 +36,9 @@ namespace rmt::ops::cpu {
 // variants (to test them on an AVX2 machine). Decided once.
 bool use_avx2();
 
+// Which variant use_avx2() picks ("avx2+fma" or "baseline"), for the benchmarks' headers.
+const char* isa_name();
+
 template <class A>
 struct Simd;
 template <>

@@ -1,6 +1,7 @@
 // CPU kernel core of MaSA (see attend.h).
 //
-// Vectorization: explicit SIMD through GCC's vector extensions (ops/cpu/cpu_simd.h) running across keys (score rows against transposed keys, exp, max) or across channels (the value
+// Vectorization: explicit SIMD through GCC's vector extensions (ops/cpu/cpu_simd.h) running across
+// keys (score rows against transposed keys, exp, max) or across channels (the value
 // accumulators), with a polynomial exp of our own, so nothing depends on -ffast-math or on libm's
 // vector entry points. Two options are applied to this file's own functions only (the pragma comes
 // after every #include, so no inline function of another header is compiled differently here and
@@ -15,7 +16,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -445,19 +445,6 @@ RMT_DEFINE_VARIANT(avx2, RMT_TARGET_AVX2)
 
 }  // namespace
 
-bool use_avx2() {
-#if RMT_HAVE_AVX2_VARIANT
-  static const bool yes = [] {
-    const char* forced = std::getenv("RMT_MASA_CPU_ISA");
-    if (forced && std::strcmp(forced, "baseline") == 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return yes;
-#else
-  return false;
-#endif
-}
-
 int64_t workspace_size(int64_t d, int64_t dv) {
   const int64_t fwd = kGroup * kBK + kBQ * (dv + 3) + dv;
   const int64_t dq = 2 * kBK + 2 * d;
@@ -490,8 +477,6 @@ void attend_backward_dkv(const Problem<A>& p, int64_t j0, int64_t j1, const A* d
 #endif
   dkv_base(p, j0, j1, dO, lse, D, dk, dv, work);
 }
-
-const char* isa_name() { return use_avx2() ? "avx2+fma" : "baseline"; }
 
 template void attend_forward<float>(const Problem<float>&, int64_t, int64_t, float*, float*,
                                     float*);

@@ -59,7 +59,4 @@ template <class A>
 void attend_backward_dkv(const Problem<A>& p, int64_t j0, int64_t j1, const A* dO, const A* lse,
                          const A* D, A* dk, A* dv, A* work);
 
-// Which code path the run-time dispatch picked ("avx2" or "baseline"), for the benchmark's header.
-const char* isa_name();
-
 }  // namespace rmt::ops::cpu

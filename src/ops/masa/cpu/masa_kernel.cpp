@@ -1,28 +1,16 @@
-// MaSA as dispatcher operators (the torchvision ops pattern): schemas, the CPU kernels, the
-// autograd kernel, and the public entry points of rmt/ops/masa.h.
+// CPU kernels of the MaSA operators (schemas in ../masa.cpp), registered for the CPU key.
 //
-//   rmt::masa_decomposed / rmt::masa_full             forward, CPU here, CUDA in cuda/
-//   rmt::_masa_decomposed_backward / _masa_full_backward
-//       (grad_out, q, k, v, sin, cos, decay, scale) -> (grad_q, grad_k, grad_v)
-//
-// Gradients flow to q, k and v only. sin, cos and decay are RelPos2d buffers (fixed functions of
-// the position and the head), so the autograd kernel returns no gradient for them (None), nor
-// for scale. The backward ops recompute the forward's softmax statistics instead of saving them,
-// so autograd keeps only the inputs alive. Double backward is not supported.
-//
-// CPU kernels (issue 6): nothing of size L x L is ever formed. Each (batch, row) / (batch, column)
-// sequence of the decomposed operator (all heads), and each (batch, head, query block) of the full
-// one, is one task of at::parallel_for. A task packs its tokens with the rotation
-// (theta shift) and the scale applied on the fly, then runs the online-softmax kernel of
-// attend.cpp, whose mask is decay * distance computed from coordinates, one score row
-// of at most 128 keys at a time. float and double compute in their own precision (parity with the
-// reference chain to rounding); half and bfloat16 compute in float.
+// Nothing of size L x L is ever formed. Each (batch, row) / (batch, column) sequence of the
+// decomposed operator (all heads), and each (batch, head, query block) of the full one, is one task
+// of at::parallel_for. A task packs its tokens with the rotation (theta shift) and the scale
+// applied on the fly, then runs the online-softmax kernel of attend.cpp, whose mask is
+// decay * distance computed from coordinates, one score row of at most 128 keys at a time. float
+// and double compute in their own precision (parity with the reference chain to rounding); half
+// and bfloat16 compute in float.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -30,17 +18,13 @@
 #include <vector>
 
 #include "ops/masa/cpu/attend.h"
+#include "ops/masa/masa_ops.h"
 #include "rmt/ops/masa.h"
 
 namespace rmt::ops {
 namespace {
 
-using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using ForwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              const at::Tensor&, const at::Tensor&, const at::Tensor&, double);
-using BackwardSig = Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, double);
+using masa::Grads;
 
 struct Dims {
   int64_t b, h, w, n, d, dv, l;
@@ -582,101 +566,12 @@ Grads full_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at:
   return {grad_q, grad_k, grad_v};
 }
 
-// ------------------------------------------------------------------------------------------------
-// Autograd and dispatcher plumbing.
-
-const c10::TypedOperatorHandle<ForwardSig>& forward_op(bool full) {
-  static const auto decomposed = c10::Dispatcher::singleton()
-                                     .findSchemaOrThrow("rmt::masa_decomposed", "")
-                                     .typed<ForwardSig>();
-  static const auto whole =
-      c10::Dispatcher::singleton().findSchemaOrThrow("rmt::masa_full", "").typed<ForwardSig>();
-  return full ? whole : decomposed;
-}
-
-const c10::TypedOperatorHandle<BackwardSig>& backward_op(bool full) {
-  static const auto decomposed = c10::Dispatcher::singleton()
-                                     .findSchemaOrThrow("rmt::_masa_decomposed_backward", "")
-                                     .typed<BackwardSig>();
-  static const auto whole = c10::Dispatcher::singleton()
-                                .findSchemaOrThrow("rmt::_masa_full_backward", "")
-                                .typed<BackwardSig>();
-  return full ? whole : decomposed;
-}
-
-template <bool Full>
-class MasaFunction : public torch::autograd::Function<MasaFunction<Full>> {
- public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
-                            const at::Tensor& k, const at::Tensor& v, const at::Tensor& sin,
-                            const at::Tensor& cos, const at::Tensor& decay, double scale) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto out = forward_op(Full).call(q, k, v, sin, cos, decay, scale);
-    ctx->save_for_backward({q, k, v, sin, cos, decay});
-    ctx->saved_data["scale"] = scale;
-    return out;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_out) {
-    const auto saved = ctx->get_saved_variables();
-    const double scale = ctx->saved_data["scale"].toDouble();
-    auto [gq, gk, gv] = backward_op(Full).call(grad_out[0], saved[0], saved[1], saved[2], saved[3],
-                                               saved[4], saved[5], scale);
-    // No gradient for sin, cos, decay (buffers) and scale.
-    return {gq, gk, gv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-};
-
-at::Tensor decomposed_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               const at::Tensor& sin, const at::Tensor& cos,
-                               const at::Tensor& decay, double scale) {
-  return MasaFunction<false>::apply(q, k, v, sin, cos, decay, scale);
-}
-
-at::Tensor full_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
-                         double scale) {
-  return MasaFunction<true>::apply(q, k, v, sin, cos, decay, scale);
-}
-
 }  // namespace
-
-at::Tensor masa_decomposed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
-                           double scale) {
-  check_masa_inputs(q, k, v, sin, cos, decay);
-  return forward_op(false).call(q, k, v, sin, cos, decay, scale);
-}
-
-at::Tensor masa_full(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
-                     double scale) {
-  check_masa_inputs(q, k, v, sin, cos, decay);
-  return forward_op(true).call(q, k, v, sin, cos, decay, scale);
-}
-
 }  // namespace rmt::ops
-
-TORCH_LIBRARY(rmt, m) {
-  m.def("masa_decomposed(Tensor q, Tensor k, Tensor v, Tensor sin, Tensor cos, Tensor decay, "
-        "float scale) -> Tensor");
-  m.def("masa_full(Tensor q, Tensor k, Tensor v, Tensor sin, Tensor cos, Tensor decay, "
-        "float scale) -> Tensor");
-  m.def("_masa_decomposed_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor sin, "
-        "Tensor cos, Tensor decay, float scale) -> (Tensor, Tensor, Tensor)");
-  m.def("_masa_full_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor sin, "
-        "Tensor cos, Tensor decay, float scale) -> (Tensor, Tensor, Tensor)");
-}
 
 TORCH_LIBRARY_IMPL(rmt, CPU, m) {
   m.impl("masa_decomposed", TORCH_FN(rmt::ops::decomposed_cpu));
   m.impl("masa_full", TORCH_FN(rmt::ops::full_cpu));
   m.impl("_masa_decomposed_backward", TORCH_FN(rmt::ops::decomposed_backward_cpu));
   m.impl("_masa_full_backward", TORCH_FN(rmt::ops::full_backward_cpu));
-}
-
-TORCH_LIBRARY_IMPL(rmt, Autograd, m) {
-  m.impl("masa_decomposed", TORCH_FN(rmt::ops::decomposed_autograd));
-  m.impl("masa_full", TORCH_FN(rmt::ops::full_autograd));
 }
