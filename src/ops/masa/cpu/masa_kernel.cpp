@@ -19,21 +19,10 @@
 
 #include "ops/masa/cpu/attend.h"
 #include "ops/masa/masa_ops.h"
-#include "rmt/ops/masa.h"
+#include "ops/masa/masa_params.h"
 
-namespace rmt::ops {
+namespace rmt::ops::masa {
 namespace {
-
-using masa::Grads;
-
-struct Dims {
-  int64_t b, h, w, n, d, dv, l;
-};
-
-Dims dims_of(const at::Tensor& q, const at::Tensor& v, const at::Tensor& decay) {
-  const int64_t n = decay.size(0);
-  return {q.size(0), q.size(1), q.size(2), n, q.size(3) / n, v.size(3) / n, q.size(1) * q.size(2)};
-}
 
 // Tasks per at::parallel_for chunk so that a chunk is worth a thread hand-off (~64k flops).
 int64_t grain_for(int64_t flops_per_task) {
@@ -57,36 +46,36 @@ inline void rotate(const T* x, const T* sn, const T* cs, bool scaled, A scale, i
 }
 
 // Adjoint of rotate: the gradient with respect to x (times scale for k) of a gradient g with
-// respect to the rotated vector.
-template <class A>
-inline void unrotate(const A* g, const A* sn, const A* cs, A scale, int64_t d, A* out) {
+// respect to the rotated vector, computed in A and stored as TO.
+template <class A, class TO>
+inline void unrotate(const A* g, const A* sn, const A* cs, A scale, int64_t d, TO* out) {
   for (int64_t p = 0; p < d; p += 2) {
-    out[p] = (g[p] * cs[p] + g[p + 1] * sn[p + 1]) * scale;
-    out[p + 1] = (g[p + 1] * cs[p + 1] - g[p] * sn[p]) * scale;
+    out[p] = static_cast<TO>((g[p] * cs[p] + g[p + 1] * sn[p + 1]) * scale);
+    out[p + 1] = static_cast<TO>((g[p + 1] * cs[p + 1] - g[p] * sn[p]) * scale);
   }
 }
 
-template <class T>
-struct Inputs {
-  const T* q;
-  const T* k;
-  const T* v;
-  const T* sn;
-  const T* cs;
-  const T* decay;
-};
+// The sin and cos rows of grid position pos in the compute type A (unrotate's tables).
+template <class T, class A>
+inline void load_rotation(const Inputs<T>& in, int64_t pos, int64_t d, A* sn, A* cs) {
+  std::copy_n(in.sn + pos * d, d, sn);
+  std::copy_n(in.cs + pos * d, d, cs);
+}
+
+// D[r] = dO[r] . O[r] for the m rows of width dv: the softmax backward's term per query.
+template <class A>
+inline void row_dots(const A* dO, const A* o, int64_t m, int64_t dv, A* D) {
+  for (int64_t r = 0; r < m; ++r) {
+    A acc = 0;
+    for (int64_t c = 0; c < dv; ++c) acc += dO[r * dv + c] * o[r * dv + c];
+    D[r] = acc;
+  }
+}
 
 // ------------------------------------------------------------------------------------------------
-// Decomposed MaSA: two 1-D passes. A pass has `nseq` sequences of `len` tokens per batch element;
-// token t of sequence s sits at grid position s * sbase + t * tstride (row pass: sbase W,
-// tstride 1; column pass: sbase 1, tstride W). Every tensor element (b, pos, head, c) of
-// (B, H, W, heads, dim) is found at ((b * L + pos) * heads + head) * dim + c, inputs,
-// intermediates and outputs alike. A task is one (batch, sequence) with all its heads: a token's
-// channels of every head are contiguous, so the column pass's strided gathers use whole cache lines.
-
-struct Pass {
-  int64_t nseq, len, sbase, tstride;
-};
+// Decomposed MaSA: two 1-D passes (masa_params.h: row_pass, column_pass). A task is one (batch,
+// sequence) with all its heads: a token's channels of every head are contiguous, so the column
+// pass's strided gathers use whole cache lines.
 
 // One task's packed tokens, head-major: q (heads, len, d), kt (heads, d, ldp), v (heads, len, dv);
 // the backward adds k, vt (heads, dv, ldp), the incoming gradient g, the recomputed o, lse, D and
@@ -140,24 +129,22 @@ void pack_sequence(const Inputs<T>& in, const Dims& s, const Pass& pass, int64_t
   const int64_t d = s.d, dv = s.dv, len = pass.len, n = s.n, ldp = buf.ldp;
   const bool backward = gsrc != nullptr;
   for (int64_t t = 0; t < len; ++t) {
-    const int64_t pos = seq * pass.sbase + t * pass.tstride;
+    const int64_t pos = pass.position(seq, t);
     const T* sn = in.sn + pos * d;
     const T* cs = in.cs + pos * d;
     for (int64_t head = 0; head < n; ++head) {
-      const int64_t at_qk = ((b * s.l + pos) * n + head) * d;
-      const int64_t at_v = ((b * s.l + pos) * n + head) * dv;
+      const int64_t at_qk = s.offset(b, pos, head, d), at_v = s.offset(b, pos, head, dv);
       rotate(in.q + at_qk, sn, cs, false, A(1), d, buf.q.data() + (head * len + t) * d);
       A* kr = backward ? buf.k.data() + (head * len + t) * d : buf.tmp.data();
       rotate(in.k + at_qk, sn, cs, true, scale, d, kr);
       A* kt = buf.kt.data() + head * d * ldp + t;
       for (int64_t c = 0; c < d; ++c) kt[c * ldp] = kr[c];
       A* vr = buf.v.data() + (head * len + t) * dv;
-      for (int64_t c = 0; c < dv; ++c) vr[c] = static_cast<A>(vsrc[at_v + c]);
+      std::copy_n(vsrc + at_v, dv, vr);
       if (backward) {
         A* vt = buf.vt.data() + head * dv * ldp + t;
         for (int64_t c = 0; c < dv; ++c) vt[c * ldp] = vr[c];
-        A* gr = buf.g.data() + (head * len + t) * dv;
-        for (int64_t c = 0; c < dv; ++c) gr[c] = static_cast<A>(gsrc[at_v + c]);
+        std::copy_n(gsrc + at_v, dv, buf.g.data() + (head * len + t) * dv);
       }
     }
   }
@@ -179,9 +166,8 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
         cpu::attend_forward(p, 0, len, buf.o.data(), lse_dst ? buf.lse.data() : nullptr,
                             buf.work.data());
         for (int64_t t = 0; t < len; ++t) {
-          const int64_t pos = seq * pass.sbase + t * pass.tstride;
-          TO* out = dst + ((b * s.l + pos) * s.n + head) * dv;
-          for (int64_t c = 0; c < dv; ++c) out[c] = static_cast<TO>(buf.o[t * dv + c]);
+          const int64_t pos = pass.position(seq, t);
+          std::copy_n(buf.o.data() + t * dv, dv, dst + s.offset(b, pos, head, dv));
           if (lse_dst) lse_dst[(b * s.n + head) * s.l + pos] = buf.lse[t];
         }
       }
@@ -202,7 +188,7 @@ void pass_backward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale
   const int64_t cost = n * len * len * 6 * (d + dv);
   at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
     SeqBuffers<A> buf(n, len, d, dv, true);
-    std::vector<A> sn(d), cs(d), g(d);
+    std::vector<A> sn(d), cs(d);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t seq = task % pass.nseq, b = task / pass.nseq;
       pack_sequence(in, s, pass, b, seq, scale, vsrc, gsrc, buf);
@@ -214,119 +200,89 @@ void pass_backward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale
         A* dvh = buf.dv_.data() + head * len * dv;
         if (o_saved) {
           for (int64_t t = 0; t < len; ++t) {
-            const int64_t pos = seq * pass.sbase + t * pass.tstride;
-            const A* o = o_saved + ((b * s.l + pos) * n + head) * dv;
-            std::copy(o, o + dv, buf.o.data() + t * dv);
+            const int64_t pos = pass.position(seq, t);
+            std::copy_n(o_saved + s.offset(b, pos, head, dv), dv, buf.o.data() + t * dv);
             buf.lse[t] = lse_saved[(b * n + head) * s.l + pos];
           }
         } else {
           cpu::attend_forward(p, 0, len, buf.o.data(), buf.lse.data(), buf.work.data());
         }
-        for (int64_t t = 0; t < len; ++t) {
-          A acc = 0;
-          for (int64_t c = 0; c < dv; ++c) acc += gh[t * dv + c] * buf.o[t * dv + c];
-          buf.D[t] = acc;
-        }
+        row_dots(gh, buf.o.data(), len, dv, buf.D.data());
         cpu::attend_backward_dq(p, 0, len, gh, buf.lse.data(), buf.D.data(), dqh, buf.work.data());
         cpu::attend_backward_dkv(p, 0, len, gh, buf.lse.data(), buf.D.data(), dkh, dvh,
                                  buf.work.data());
       }
       for (int64_t t = 0; t < len; ++t) {
-        const int64_t pos = seq * pass.sbase + t * pass.tstride;
-        if (finish)
-          for (int64_t c = 0; c < d; ++c) {
-            sn[c] = static_cast<A>(in.sn[pos * d + c]);
-            cs[c] = static_cast<A>(in.cs[pos * d + c]);
-          }
+        const int64_t pos = pass.position(seq, t);
+        if (finish) load_rotation(in, pos, d, sn.data(), cs.data());
         for (int64_t head = 0; head < n; ++head) {
-          const int64_t at_qk = ((b * s.l + pos) * n + head) * d;
+          const int64_t at_qk = s.offset(b, pos, head, d);
           A* dq_t = buf.dq.data() + (head * len + t) * d;
           A* dk_t = buf.dk.data() + (head * len + t) * d;
           if (!finish) {
-            std::copy(dq_t, dq_t + d, dqr + at_qk);
-            std::copy(dk_t, dk_t + d, dkr + at_qk);
+            std::copy_n(dq_t, d, dqr + at_qk);
+            std::copy_n(dk_t, d, dkr + at_qk);
           } else {
             for (int64_t c = 0; c < d; ++c) {
               dq_t[c] += dqr[at_qk + c];
               dk_t[c] += dkr[at_qk + c];
             }
-            unrotate(dq_t, sn.data(), cs.data(), A(1), d, g.data());
-            for (int64_t c = 0; c < d; ++c) grad_q[at_qk + c] = static_cast<T>(g[c]);
-            unrotate(dk_t, sn.data(), cs.data(), scale, d, g.data());
-            for (int64_t c = 0; c < d; ++c) grad_k[at_qk + c] = static_cast<T>(g[c]);
+            unrotate(dq_t, sn.data(), cs.data(), A(1), d, grad_q + at_qk);
+            unrotate(dk_t, sn.data(), cs.data(), scale, d, grad_k + at_qk);
           }
-          const A* dv_t = buf.dv_.data() + (head * len + t) * dv;
-          TD* dvr = dv_dst + ((b * s.l + pos) * n + head) * dv;
-          for (int64_t c = 0; c < dv; ++c) dvr[c] = static_cast<TD>(dv_t[c]);
+          std::copy_n(buf.dv_.data() + (head * len + t) * dv, dv,
+                      dv_dst + s.offset(b, pos, head, dv));
         }
       }
     }
   });
 }
 
-template <class T>
-Inputs<T> inputs_of(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                    const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay) {
-  return {q.data_ptr<T>(),   k.data_ptr<T>(),   v.data_ptr<T>(),
-          sin.data_ptr<T>(), cos.data_ptr<T>(), decay.data_ptr<T>()};
+// Options of the float or double buffers the kernels compute in (half and bfloat16: float).
+at::TensorOptions opmath_options(const at::Tensor& q) {
+  return q.options().dtype(q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
 }
 
-at::ScalarType opmath_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-std::vector<at::Tensor> contiguous_all(std::initializer_list<const at::Tensor*> ts) {
-  std::vector<at::Tensor> out;
-  for (const auto* t : ts) out.push_back(t->contiguous());
-  return out;
-}
-
-at::Tensor decomposed_cpu(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
-                          const at::Tensor& sin_, const at::Tensor& cos_, const at::Tensor& decay_,
+at::Tensor decomposed_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
                           double scale) {
-  check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
-  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_});
-  const auto& q = c[0];
-  const Dims s = dims_of(q, c[2], c[5]);
-  auto out = at::empty({s.b, s.h, s.w, s.n * s.dv}, q.options());
+  const auto p = make_params(q, k, v, sin, cos, decay, scale);
+  const Dims& s = p.dims;
+  auto out = at::empty(s.out_sizes(), p.q.options());
   if (out.numel() == 0) return out;
-  auto o1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, q.options().dtype(opmath_dtype(q.scalar_type())));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "masa_decomposed_cpu",
-                                  [&] {
+  auto o1 = at::empty(s.out_sizes(), opmath_options(p.q));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
+                                  "masa_decomposed_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
-    const auto in = inputs_of<scalar_t>(c[0], c[1], c[2], c[3], c[4], c[5]);
-    const Pass rows{s.h, s.w, s.w, 1}, cols{s.w, s.h, 1, s.w};
-    pass_forward(in, s, rows, static_cast<A>(scale), in.v, o1.data_ptr<A>());
-    pass_forward(in, s, cols, static_cast<A>(scale), static_cast<const A*>(o1.data_ptr<A>()),
-                 out.data_ptr<scalar_t>());
+    const auto in = inputs_of<scalar_t>(p);
+    pass_forward(in, s, row_pass(s), static_cast<A>(scale), in.v, o1.data_ptr<A>());
+    pass_forward(in, s, column_pass(s), static_cast<A>(scale),
+                 static_cast<const A*>(o1.data_ptr<A>()), out.data_ptr<scalar_t>());
   });
   return out;
 }
 
-Grads decomposed_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at::Tensor& k_,
-                              const at::Tensor& v_, const at::Tensor& sin_, const at::Tensor& cos_,
-                              const at::Tensor& decay_, double scale) {
-  check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
-  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_, &grad_});
-  const auto& q = c[0];
-  const Dims s = dims_of(q, c[2], c[5]);
-  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}),
-              "MaSA backward: grad_out must have the output's shape ",
-              at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}), ", found ", grad_.sizes());
-  auto grad_q = at::empty_like(q), grad_k = at::empty_like(q), grad_v = at::empty_like(c[2]);
-  if (q.numel() == 0 || c[2].numel() == 0) return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
-  const auto aopt = q.options().dtype(opmath_dtype(q.scalar_type()));
-  auto o1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, aopt);
-  auto do1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, aopt);
-  auto dqr = at::empty({s.b, s.h, s.w, s.n * s.d}, aopt);
-  auto dkr = at::empty({s.b, s.h, s.w, s.n * s.d}, aopt);
+Grads decomposed_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                              const at::Tensor& v, const at::Tensor& sin, const at::Tensor& cos,
+                              const at::Tensor& decay, double scale) {
+  const auto p = make_params(q, k, v, sin, cos, decay, scale);
+  const Dims& s = p.dims;
+  const auto grad = checked_grad(grad_out, p);
+  auto grad_q = at::empty_like(p.q), grad_k = at::empty_like(p.q), grad_v = at::empty_like(p.v);
+  if (p.q.numel() == 0 || p.v.numel() == 0) {
+    return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
+  }
+  const auto aopt = opmath_options(p.q);
+  auto o1 = at::empty(s.out_sizes(), aopt);
+  auto do1 = at::empty(s.out_sizes(), aopt);
+  auto dqr = at::empty(s.qk_sizes(), aopt);
+  auto dkr = at::empty(s.qk_sizes(), aopt);
   auto lse_rows = at::empty({s.b, s.n, s.l}, aopt);
-  const auto grad = c[6].to(q.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
                                   "masa_decomposed_backward_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
-    const auto in = inputs_of<scalar_t>(c[0], c[1], c[2], c[3], c[4], c[5]);
-    const Pass rows{s.h, s.w, s.w, 1}, cols{s.w, s.h, 1, s.w};
+    const auto in = inputs_of<scalar_t>(p);
+    const Pass rows = row_pass(s), cols = column_pass(s);
     const A sc = static_cast<A>(scale);
     A* o1p = o1.data_ptr<A>();
     A* do1p = do1.data_ptr<A>();
@@ -401,9 +357,10 @@ FullPack<A> pack_full(const Inputs<T>& in, const Dims& s, A scale, const at::Ten
     pk.g = at::empty({bn, l, dv}, aopt);
   }
   A* xy = pk.coords.template data_ptr<A>();
+  const int64_t coord_w = full_pass(s).coord_w;
   for (int64_t t = 0; t < l; ++t) {
-    xy[t] = static_cast<A>(t / s.w);
-    xy[lp + t] = static_cast<A>(t % s.w);
+    xy[t] = static_cast<A>(t / coord_w);
+    xy[lp + t] = static_cast<A>(t % coord_w);
   }
   A* kt = pk.kt.template data_ptr<A>();
   A* vv = pk.v.template data_ptr<A>();
@@ -417,17 +374,15 @@ FullPack<A> pack_full(const Inputs<T>& in, const Dims& s, A scale, const at::Ten
       const int64_t b = bt / l, t = bt % l;
       for (int64_t head = 0; head < s.n; ++head) {
         const int64_t bh = b * s.n + head;
-        const int64_t at_qk = (bt * s.n + head) * d, at_v = (bt * s.n + head) * dv;
+        const int64_t at_qk = s.offset(b, t, head, d), at_v = s.offset(b, t, head, dv);
         rotate(in.k + at_qk, in.sn + t * d, in.cs + t * d, true, scale, d, kr.data());
         for (int64_t c = 0; c < d; ++c) kt[(bh * d + c) * lp + t] = kr[c];
-        for (int64_t c = 0; c < dv; ++c) vv[(bh * l + t) * dv + c] = static_cast<A>(in.v[at_v + c]);
+        std::copy_n(in.v + at_v, dv, vv + (bh * l + t) * dv);
         if (backward) {
           std::copy(kr.begin(), kr.end(), kk + (bh * l + t) * d);
           rotate(in.q + at_qk, in.sn + t * d, in.cs + t * d, false, A(1), d, qq + (bh * l + t) * d);
-          for (int64_t c = 0; c < dv; ++c) {
-            vt[(bh * dv + c) * lp + t] = static_cast<A>(in.v[at_v + c]);
-            gg[(bh * l + t) * dv + c] = static_cast<A>(grad[at_v + c]);
-          }
+          for (int64_t c = 0; c < dv; ++c) vt[(bh * dv + c) * lp + t] = vv[(bh * l + t) * dv + c];
+          std::copy_n(grad + at_v, dv, gg + (bh * l + t) * dv);
         }
       }
     }
@@ -435,19 +390,18 @@ FullPack<A> pack_full(const Inputs<T>& in, const Dims& s, A scale, const at::Ten
   return pk;
 }
 
-at::Tensor full_cpu(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
-                    const at::Tensor& sin_, const at::Tensor& cos_, const at::Tensor& decay_,
+at::Tensor full_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
                     double scale) {
-  check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
-  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_});
-  const auto& q = c[0];
-  const Dims s = dims_of(q, c[2], c[5]);
-  auto out = at::empty({s.b, s.h, s.w, s.n * s.dv}, q.options());
+  const auto p = make_params(q, k, v, sin, cos, decay, scale);
+  const Dims& s = p.dims;
+  auto out = at::empty(s.out_sizes(), p.q.options());
   if (out.numel() == 0) return out;
-  const auto aopt = q.options().dtype(opmath_dtype(q.scalar_type()));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "masa_full_cpu", [&] {
+  const auto aopt = opmath_options(p.q);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(), "masa_full_cpu",
+                                  [&] {
     using A = at::opmath_type<scalar_t>;
-    const auto in = inputs_of<scalar_t>(c[0], c[1], c[2], c[3], c[4], c[5]);
+    const auto in = inputs_of<scalar_t>(p);
     const auto pk = pack_full<scalar_t, A>(in, s, static_cast<A>(scale), aopt, nullptr);
     const int64_t nqb = (s.l + kQueryBlock - 1) / kQueryBlock, d = s.d, dv = s.dv;
     scalar_t* dst = out.data_ptr<scalar_t>();
@@ -458,42 +412,37 @@ at::Tensor full_cpu(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor
         const int64_t bh = task / nqb, b = bh / s.n, head = bh % s.n;
         const int64_t i0 = (task % nqb) * kQueryBlock, i1 = std::min(s.l, i0 + kQueryBlock);
         for (int64_t t = i0; t < i1; ++t)
-          rotate(in.q + ((b * s.l + t) * s.n + head) * d, in.sn + t * d, in.cs + t * d, false,
-                 A(1), d, qb.data() + (t - i0) * d);
+          rotate(in.q + s.offset(b, t, head, d), in.sn + t * d, in.cs + t * d, false, A(1), d,
+                 qb.data() + (t - i0) * d);
         auto p = pk.problem(bh, static_cast<A>(in.decay[head]));
         p.q = qb.data();  // the block's queries, rows 0..i1-i0
         p.qy += i0;
         p.qx += i0;
         p.m = i1 - i0;
         cpu::attend_forward(p, 0, i1 - i0, ob.data(), static_cast<A*>(nullptr), work.data());
-        for (int64_t t = i0; t < i1; ++t) {
-          scalar_t* o = dst + ((b * s.l + t) * s.n + head) * dv;
-          for (int64_t cc = 0; cc < dv; ++cc) o[cc] = static_cast<scalar_t>(ob[(t - i0) * dv + cc]);
-        }
+        for (int64_t t = i0; t < i1; ++t)
+          std::copy_n(ob.data() + (t - i0) * dv, dv, dst + s.offset(b, t, head, dv));
       }
     });
   });
   return out;
 }
 
-Grads full_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at::Tensor& k_,
-                        const at::Tensor& v_, const at::Tensor& sin_, const at::Tensor& cos_,
-                        const at::Tensor& decay_, double scale) {
-  check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
-  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_, &grad_});
-  const auto& q = c[0];
-  const Dims s = dims_of(q, c[2], c[5]);
-  TORCH_CHECK(grad_.sizes() == at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}),
-              "MaSA backward: grad_out must have the output's shape ",
-              at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}), ", found ", grad_.sizes());
-  auto grad_q = at::empty_like(q), grad_k = at::empty_like(q), grad_v = at::empty_like(c[2]);
-  if (q.numel() == 0 || c[2].numel() == 0) return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
-  const auto aopt = q.options().dtype(opmath_dtype(q.scalar_type()));
-  const auto grad = c[6].to(q.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(),
+Grads full_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                        const at::Tensor& v, const at::Tensor& sin, const at::Tensor& cos,
+                        const at::Tensor& decay, double scale) {
+  const auto p = make_params(q, k, v, sin, cos, decay, scale);
+  const Dims& s = p.dims;
+  const auto grad = checked_grad(grad_out, p);
+  auto grad_q = at::empty_like(p.q), grad_k = at::empty_like(p.q), grad_v = at::empty_like(p.v);
+  if (p.q.numel() == 0 || p.v.numel() == 0) {
+    return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
+  }
+  const auto aopt = opmath_options(p.q);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
                                   "masa_full_backward_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
-    const auto in = inputs_of<scalar_t>(c[0], c[1], c[2], c[3], c[4], c[5]);
+    const auto in = inputs_of<scalar_t>(p);
     const A sc = static_cast<A>(scale);
     const auto pk = pack_full<scalar_t, A>(in, s, sc, aopt, grad.data_ptr<scalar_t>());
     const int64_t d = s.d, dv = s.dv, l = s.l, bn = s.b * s.n;
@@ -509,7 +458,7 @@ Grads full_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at:
     const int64_t nqb = (l + kQueryBlock - 1) / kQueryBlock;
     at::parallel_for(0, bn * nqb, grain_for(kQueryBlock * l * 4 * (d + dv)),
                      [&](int64_t begin, int64_t end) {
-      std::vector<A> ob(kQueryBlock * dv), dqb(kQueryBlock * d), sn(d), cs(d), gr(d),
+      std::vector<A> ob(kQueryBlock * dv), dqb(kQueryBlock * d), sn(d), cs(d),
           work(cpu::workspace_size(d, dv));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bh = task / nqb, b = bh / s.n, head = bh % s.n;
@@ -519,20 +468,12 @@ Grads full_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at:
         A* D_b = D + bh * l + i0;
         const A* g_b = g_all + (bh * l + i0) * dv;
         cpu::attend_forward(p, i0, i1, ob.data(), lse_b, work.data());
-        for (int64_t r = 0; r < i1 - i0; ++r) {
-          A acc = 0;
-          for (int64_t cc = 0; cc < dv; ++cc) acc += g_b[r * dv + cc] * ob[r * dv + cc];
-          D_b[r] = acc;
-        }
+        row_dots(g_b, ob.data(), i1 - i0, dv, D_b);
         cpu::attend_backward_dq(p, i0, i1, g_b, lse_b, D_b, dqb.data(), work.data());
         for (int64_t t = i0; t < i1; ++t) {
-          for (int64_t cc = 0; cc < d; ++cc) {
-            sn[cc] = static_cast<A>(in.sn[t * d + cc]);
-            cs[cc] = static_cast<A>(in.cs[t * d + cc]);
-          }
-          unrotate(dqb.data() + (t - i0) * d, sn.data(), cs.data(), A(1), d, gr.data());
-          scalar_t* o = gq + ((b * l + t) * s.n + head) * d;
-          for (int64_t cc = 0; cc < d; ++cc) o[cc] = static_cast<scalar_t>(gr[cc]);
+          load_rotation(in, t, d, sn.data(), cs.data());
+          unrotate(dqb.data() + (t - i0) * d, sn.data(), cs.data(), A(1), d,
+                   gq + s.offset(b, t, head, d));
         }
       }
     });
@@ -541,7 +482,7 @@ Grads full_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at:
     const int64_t nkb = (l + kKeyBlock - 1) / kKeyBlock;
     at::parallel_for(0, bn * nkb, grain_for(kKeyBlock * l * 4 * (d + dv)),
                      [&](int64_t begin, int64_t end) {
-      std::vector<A> dkb(kKeyBlock * d), dvb(kKeyBlock * dv), sn(d), cs(d), gr(d),
+      std::vector<A> dkb(kKeyBlock * d), dvb(kKeyBlock * dv), sn(d), cs(d),
           work(cpu::workspace_size(d, dv));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bh = task / nkb, b = bh / s.n, head = bh % s.n;
@@ -550,15 +491,10 @@ Grads full_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at:
         cpu::attend_backward_dkv(p, j0, j1, g_all + bh * l * dv, lse + bh * l, D + bh * l,
                                  dkb.data(), dvb.data(), work.data());
         for (int64_t t = j0; t < j1; ++t) {
-          for (int64_t cc = 0; cc < d; ++cc) {
-            sn[cc] = static_cast<A>(in.sn[t * d + cc]);
-            cs[cc] = static_cast<A>(in.cs[t * d + cc]);
-          }
-          unrotate(dkb.data() + (t - j0) * d, sn.data(), cs.data(), sc, d, gr.data());
-          scalar_t* ok = gk + ((b * l + t) * s.n + head) * d;
-          for (int64_t cc = 0; cc < d; ++cc) ok[cc] = static_cast<scalar_t>(gr[cc]);
-          scalar_t* ov = gv + ((b * l + t) * s.n + head) * dv;
-          for (int64_t cc = 0; cc < dv; ++cc) ov[cc] = static_cast<scalar_t>(dvb[(t - j0) * dv + cc]);
+          load_rotation(in, t, d, sn.data(), cs.data());
+          unrotate(dkb.data() + (t - j0) * d, sn.data(), cs.data(), sc, d,
+                   gk + s.offset(b, t, head, d));
+          std::copy_n(dvb.data() + (t - j0) * dv, dv, gv + s.offset(b, t, head, dv));
         }
       }
     });
@@ -567,11 +503,11 @@ Grads full_backward_cpu(const at::Tensor& grad_, const at::Tensor& q_, const at:
 }
 
 }  // namespace
-}  // namespace rmt::ops
+}  // namespace rmt::ops::masa
 
 TORCH_LIBRARY_IMPL(rmt, CPU, m) {
-  m.impl("masa_decomposed", TORCH_FN(rmt::ops::decomposed_cpu));
-  m.impl("masa_full", TORCH_FN(rmt::ops::full_cpu));
-  m.impl("_masa_decomposed_backward", TORCH_FN(rmt::ops::decomposed_backward_cpu));
-  m.impl("_masa_full_backward", TORCH_FN(rmt::ops::full_backward_cpu));
+  m.impl("masa_decomposed", TORCH_FN(rmt::ops::masa::decomposed_cpu));
+  m.impl("masa_full", TORCH_FN(rmt::ops::masa::full_cpu));
+  m.impl("_masa_decomposed_backward", TORCH_FN(rmt::ops::masa::decomposed_backward_cpu));
+  m.impl("_masa_full_backward", TORCH_FN(rmt::ops::masa::full_backward_cpu));
 }
