@@ -7,101 +7,93 @@
 // has one owner thread per kernel. Gradients accumulate in float and are cast at the end.
 #include <torch/library.h>
 
-#include <tuple>
-
 #include "ops/masa/cuda/masa_launch.cuh"
+#include "ops/masa/masa_ops.h"
 
-namespace rmt::cuda_host {
+namespace rmt::ops::masa::cuda {
 namespace {
 
-using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+// The float accumulators of one backward call: dq, dk, dv, and the softmax statistics (lse and
+// D = dO . O per query) that the dq kernel leaves for the dk/dv kernel.
+struct Accumulators {
+  at::Tensor dq, dk, dv, stats;
 
-void check_grad(const at::Tensor& grad, const at::Tensor& q, const Dims& s) {
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}),
-              "MaSA backward: grad_out must have the output's shape ",
-              at::IntArrayRef({s.b, s.h, s.w, s.n * s.dv}), ", found ", grad.sizes());
-  TORCH_CHECK(grad.device() == q.device(), "MaSA backward: grad_out must be on q's device ",
-              q.device(), ", found ", grad.device());
+  explicit Accumulators(const Params& p) {
+    const auto fopt = p.q.options().dtype(at::kFloat);
+    const Dims& s = p.dims;
+    dq = at::empty(s.qk_sizes(), fopt);
+    dk = at::empty(s.qk_sizes(), fopt);
+    dv = at::empty(s.out_sizes(), fopt);
+    stats = at::empty({2, s.b * s.n * s.l}, fopt);
+  }
+  float* lse() { return stats.data_ptr<float>(); }
+  float* D() { return stats.data_ptr<float>() + stats.size(1); }
+  Grads cast_to(at::ScalarType dtype) const { return {dq.to(dtype), dk.to(dtype), dv.to(dtype)}; }
+};
+
+Grads zero_grads(const Params& p) {
+  return {at::zeros_like(p.q), at::zeros_like(p.q), at::zeros_like(p.v)};
 }
 
-Grads masa_decomposed_backward_cuda(const at::Tensor& grad_, const at::Tensor& q_,
-                                    const at::Tensor& k_, const at::Tensor& v_,
-                                    const at::Tensor& sin_, const at::Tensor& cos_,
-                                    const at::Tensor& decay_, double scale) {
-  ops::check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
-  check_cuda_inputs(q_, v_, decay_, "_masa_decomposed_backward");
-  c10::cuda::CUDAGuard guard(q_.device());
-  const Dims s = dims_of(q_, v_, decay_);
-  check_grad(grad_, q_, s);
-  const auto dtype = q_.scalar_type();
-  const auto grad = grad_.to(dtype).contiguous();
-  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_});
-  const auto fopt = c[0].options().dtype(at::kFloat);
-  if (c[0].numel() == 0 || c[2].numel() == 0)
-    return {at::zeros_like(c[0]), at::zeros_like(c[0]), at::zeros_like(c[2])};
-  auto o1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, fopt);
-  auto do1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, fopt);
-  auto dq = at::empty({s.b, s.h, s.w, s.n * s.d}, fopt);
-  auto dk = at::empty({s.b, s.h, s.w, s.n * s.d}, fopt);
-  auto dv = at::empty({s.b, s.h, s.w, s.n * s.dv}, fopt);
-  auto stats = at::empty({2, s.b * s.n * s.l}, fopt);
-  float* lse = mut_ptr<float>(stats);
-  float* D = lse + s.b * s.n * s.l;
-  const auto rows = make_launch(s, PassKind::kRows, scale);
-  const auto cols = make_launch(s, PassKind::kColumns, scale);
-  dispatch_type(dtype, [&](auto tag) {
+Grads masa_decomposed_backward_cuda(const at::Tensor& grad_out, const at::Tensor& q,
+                                    const at::Tensor& k, const at::Tensor& v,
+                                    const at::Tensor& sin, const at::Tensor& cos,
+                                    const at::Tensor& decay, double scale) {
+  const auto p = make_cuda_params(q, k, v, sin, cos, decay, scale, "_masa_decomposed_backward");
+  c10::cuda::CUDAGuard guard(p.q.device());
+  const auto grad = checked_grad(grad_out, p);
+  if (p.q.numel() == 0 || p.v.numel() == 0) return zero_grads(p);
+  const Dims& s = p.dims;
+  Accumulators acc(p);
+  const auto fopt = p.q.options().dtype(at::kFloat);
+  auto o1 = at::empty(s.out_sizes(), fopt);   // the row pass's output
+  auto do1 = at::empty(s.out_sizes(), fopt);  // and its gradient
+  const auto rows = make_launch(s, row_pass(s), scale);
+  const auto cols = make_launch(s, column_pass(s), scale);
+  dispatch_type(p.q.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    const T *q = ptr<T>(c[0]), *k = ptr<T>(c[1]), *v = ptr<T>(c[2]), *sn = ptr<T>(c[3]),
-            *cs = ptr<T>(c[4]), *decay = ptr<T>(c[5]), *g = ptr<T>(grad);
-    launch_forward<T, T, float>(rows, q, k, v, sn, cs, decay, mut_ptr<float>(o1));
-    const float* o1p = ptr<float>(o1);
-    launch_dq<T, float, T>(cols, q, k, o1p, sn, cs, decay, g, mut_ptr<float>(dq), lse, D, false);
-    launch_dkv<T, float, T>(cols, q, k, o1p, sn, cs, decay, g, lse, D, mut_ptr<float>(dk),
-                            mut_ptr<float>(do1), false);
-    const float* do1p = ptr<float>(do1);
-    launch_dq<T, T, float>(rows, q, k, v, sn, cs, decay, do1p, mut_ptr<float>(dq), lse, D, true);
-    launch_dkv<T, T, float>(rows, q, k, v, sn, cs, decay, do1p, lse, D, mut_ptr<float>(dk),
-                            mut_ptr<float>(dv), true);
+    const auto in = inputs_of<T>(p);
+    const T* g = grad.data_ptr<T>();
+    float* o1p = o1.data_ptr<float>();
+    float* do1p = do1.data_ptr<float>();
+    launch_forward(rows, in, in.v, o1p);
+    launch_dq(cols, in, static_cast<const float*>(o1p), g, acc.dq.data_ptr<float>(), acc.lse(),
+              acc.D(), false);
+    launch_dkv(cols, in, static_cast<const float*>(o1p), g, acc.lse(), acc.D(),
+               acc.dk.data_ptr<float>(), do1p, false);
+    launch_dq(rows, in, in.v, static_cast<const float*>(do1p), acc.dq.data_ptr<float>(),
+              acc.lse(), acc.D(), true);
+    launch_dkv(rows, in, in.v, static_cast<const float*>(do1p), acc.lse(), acc.D(),
+               acc.dk.data_ptr<float>(), acc.dv.data_ptr<float>(), true);
   });
-  return {dq.to(dtype), dk.to(dtype), dv.to(dtype)};
+  return acc.cast_to(p.q.scalar_type());
 }
 
-Grads masa_full_backward_cuda(const at::Tensor& grad_, const at::Tensor& q_, const at::Tensor& k_,
-                              const at::Tensor& v_, const at::Tensor& sin_, const at::Tensor& cos_,
-                              const at::Tensor& decay_, double scale) {
-  ops::check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
-  check_cuda_inputs(q_, v_, decay_, "_masa_full_backward");
-  c10::cuda::CUDAGuard guard(q_.device());
-  const Dims s = dims_of(q_, v_, decay_);
-  check_grad(grad_, q_, s);
-  const auto dtype = q_.scalar_type();
-  const auto grad = grad_.to(dtype).contiguous();
-  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_});
-  const auto fopt = c[0].options().dtype(at::kFloat);
-  if (c[0].numel() == 0 || c[2].numel() == 0)
-    return {at::zeros_like(c[0]), at::zeros_like(c[0]), at::zeros_like(c[2])};
-  auto dq = at::empty({s.b, s.h, s.w, s.n * s.d}, fopt);
-  auto dk = at::empty({s.b, s.h, s.w, s.n * s.d}, fopt);
-  auto dv = at::empty({s.b, s.h, s.w, s.n * s.dv}, fopt);
-  auto stats = at::empty({2, s.b * s.n * s.l}, fopt);
-  float* lse = mut_ptr<float>(stats);
-  float* D = lse + s.b * s.n * s.l;
-  const auto full = make_launch(s, PassKind::kFull, scale);
-  dispatch_type(dtype, [&](auto tag) {
+Grads masa_full_backward_cuda(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                              const at::Tensor& v, const at::Tensor& sin, const at::Tensor& cos,
+                              const at::Tensor& decay, double scale) {
+  const auto p = make_cuda_params(q, k, v, sin, cos, decay, scale, "_masa_full_backward");
+  c10::cuda::CUDAGuard guard(p.q.device());
+  const auto grad = checked_grad(grad_out, p);
+  if (p.q.numel() == 0 || p.v.numel() == 0) return zero_grads(p);
+  Accumulators acc(p);
+  const auto full = make_launch(p.dims, full_pass(p.dims), scale);
+  dispatch_type(p.q.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    const T *q = ptr<T>(c[0]), *k = ptr<T>(c[1]), *v = ptr<T>(c[2]), *sn = ptr<T>(c[3]),
-            *cs = ptr<T>(c[4]), *decay = ptr<T>(c[5]), *g = ptr<T>(grad);
-    launch_dq<T, T, T>(full, q, k, v, sn, cs, decay, g, mut_ptr<float>(dq), lse, D, false);
-    launch_dkv<T, T, T>(full, q, k, v, sn, cs, decay, g, lse, D, mut_ptr<float>(dk),
-                        mut_ptr<float>(dv), false);
+    const auto in = inputs_of<T>(p);
+    const T* g = grad.data_ptr<T>();
+    launch_dq(full, in, in.v, g, acc.dq.data_ptr<float>(), acc.lse(), acc.D(), false);
+    launch_dkv(full, in, in.v, g, acc.lse(), acc.D(), acc.dk.data_ptr<float>(),
+               acc.dv.data_ptr<float>(), false);
   });
-  return {dq.to(dtype), dk.to(dtype), dv.to(dtype)};
+  return acc.cast_to(p.q.scalar_type());
 }
 
 }  // namespace
-}  // namespace rmt::cuda_host
+}  // namespace rmt::ops::masa::cuda
 
 TORCH_LIBRARY_IMPL(rmt, CUDA, m) {
-  m.impl("_masa_decomposed_backward", TORCH_FN(rmt::cuda_host::masa_decomposed_backward_cuda));
-  m.impl("_masa_full_backward", TORCH_FN(rmt::cuda_host::masa_full_backward_cuda));
+  m.impl("_masa_decomposed_backward",
+         TORCH_FN(rmt::ops::masa::cuda::masa_decomposed_backward_cuda));
+  m.impl("_masa_full_backward", TORCH_FN(rmt::ops::masa::cuda::masa_full_backward_cuda));
 }

@@ -3,56 +3,51 @@
 
 #include "ops/masa/cuda/masa_launch.cuh"
 
-namespace rmt::cuda_host {
+namespace rmt::ops::masa::cuda {
 namespace {
 
-at::Tensor masa_decomposed_cuda(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
-                                const at::Tensor& sin_, const at::Tensor& cos_,
-                                const at::Tensor& decay_, double scale) {
-  ops::check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
-  check_cuda_inputs(q_, v_, decay_, "masa_decomposed");
-  c10::cuda::CUDAGuard guard(q_.device());
-  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_});
-  const Dims s = dims_of(c[0], c[2], c[5]);
-  auto out = at::empty({s.b, s.h, s.w, s.n * s.dv}, c[0].options());
+at::Tensor masa_decomposed_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& sin, const at::Tensor& cos,
+                                const at::Tensor& decay, double scale) {
+  const auto p = make_cuda_params(q, k, v, sin, cos, decay, scale, "masa_decomposed");
+  c10::cuda::CUDAGuard guard(p.q.device());
+  const Dims& s = p.dims;
+  auto out = at::empty(s.out_sizes(), p.q.options());
   if (out.numel() == 0) return out;
   // The row pass's output, the column pass's values: float, whatever the input type.
-  auto o1 = at::empty({s.b, s.h, s.w, s.n * s.dv}, c[0].options().dtype(at::kFloat));
-  const auto rows = make_launch(s, PassKind::kRows, scale);
-  const auto cols = make_launch(s, PassKind::kColumns, scale);
-  dispatch_type(c[0].scalar_type(), [&](auto tag) {
+  auto o1 = at::empty(s.out_sizes(), p.q.options().dtype(at::kFloat));
+  const auto rows = make_launch(s, row_pass(s), scale);
+  const auto cols = make_launch(s, column_pass(s), scale);
+  dispatch_type(p.q.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    launch_forward<T, T, float>(rows, ptr<T>(c[0]), ptr<T>(c[1]), ptr<T>(c[2]), ptr<T>(c[3]),
-                                ptr<T>(c[4]), ptr<T>(c[5]), mut_ptr<float>(o1));
-    launch_forward<T, float, T>(cols, ptr<T>(c[0]), ptr<T>(c[1]), ptr<float>(o1), ptr<T>(c[3]),
-                                ptr<T>(c[4]), ptr<T>(c[5]), mut_ptr<T>(out));
+    const auto in = inputs_of<T>(p);
+    launch_forward(rows, in, in.v, o1.data_ptr<float>());
+    launch_forward(cols, in, static_cast<const float*>(o1.data_ptr<float>()), out.data_ptr<T>());
   });
   return out;
 }
 
-at::Tensor masa_full_cuda(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
-                          const at::Tensor& sin_, const at::Tensor& cos_, const at::Tensor& decay_,
+at::Tensor masa_full_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
                           double scale) {
-  ops::check_masa_inputs(q_, k_, v_, sin_, cos_, decay_);
-  check_cuda_inputs(q_, v_, decay_, "masa_full");
-  c10::cuda::CUDAGuard guard(q_.device());
-  const auto c = contiguous_all({&q_, &k_, &v_, &sin_, &cos_, &decay_});
-  const Dims s = dims_of(c[0], c[2], c[5]);
-  auto out = at::empty({s.b, s.h, s.w, s.n * s.dv}, c[0].options());
+  const auto p = make_cuda_params(q, k, v, sin, cos, decay, scale, "masa_full");
+  c10::cuda::CUDAGuard guard(p.q.device());
+  const Dims& s = p.dims;
+  auto out = at::empty(s.out_sizes(), p.q.options());
   if (out.numel() == 0) return out;
-  const auto full = make_launch(s, PassKind::kFull, scale);
-  dispatch_type(c[0].scalar_type(), [&](auto tag) {
+  const auto full = make_launch(s, full_pass(s), scale);
+  dispatch_type(p.q.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    launch_forward<T, T, T>(full, ptr<T>(c[0]), ptr<T>(c[1]), ptr<T>(c[2]), ptr<T>(c[3]),
-                            ptr<T>(c[4]), ptr<T>(c[5]), mut_ptr<T>(out));
+    const auto in = inputs_of<T>(p);
+    launch_forward(full, in, in.v, out.data_ptr<T>());
   });
   return out;
 }
 
 }  // namespace
-}  // namespace rmt::cuda_host
+}  // namespace rmt::ops::masa::cuda
 
 TORCH_LIBRARY_IMPL(rmt, CUDA, m) {
-  m.impl("masa_decomposed", TORCH_FN(rmt::cuda_host::masa_decomposed_cuda));
-  m.impl("masa_full", TORCH_FN(rmt::cuda_host::masa_full_cuda));
+  m.impl("masa_decomposed", TORCH_FN(rmt::ops::masa::cuda::masa_decomposed_cuda));
+  m.impl("masa_full", TORCH_FN(rmt::ops::masa::cuda::masa_full_cuda));
 }

@@ -1,6 +1,7 @@
 #pragma once
-// Host side shared by masa_forward.cu and masa_backward.cu: checks, pass geometry, the dtype and
-// head-dim dispatch, and the kernel launchers.
+// Host side shared by masa_forward.cu and masa_backward.cu: the setup (masa_params.h) with what
+// the CUDA kernels accept beyond it, the kernels' geometry of a pass, the dtype and head-dim
+// dispatch, and the kernel launchers.
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -8,47 +9,29 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <type_traits>
-#include <vector>
 
 #include "ops/masa/cuda/masa_kernels.cuh"
-#include "rmt/ops/masa.h"
+#include "ops/masa/masa_params.h"
 
-namespace rmt::cuda_host {
+namespace rmt::ops::masa::cuda {
 
-using cuda_kernels::Geometry;
-
-struct Dims {
-  int64_t b, h, w, n, d, dv, l;
-};
-
-inline Dims dims_of(const at::Tensor& q, const at::Tensor& v, const at::Tensor& decay) {
-  const int64_t n = decay.size(0);
-  return {q.size(0), q.size(1), q.size(2), n, q.size(3) / n, v.size(3) / n, q.size(1) * q.size(2)};
-}
-
-// What the CUDA kernels accept beyond check_masa_inputs.
-inline void check_cuda_inputs(const at::Tensor& q, const at::Tensor& v, const at::Tensor& decay,
-                              const char* op) {
-  TORCH_CHECK(q.is_cuda(), op, ": the CUDA kernel got tensors on ", q.device());
-  const auto t = q.scalar_type();
+// make_params (check_masa_inputs, contiguous inputs, sizes), then what the CUDA kernels accept
+// beyond that; `op` names the operator in the errors.
+inline Params make_cuda_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& sin, const at::Tensor& cos,
+                               const at::Tensor& decay, double scale, const char* op) {
+  auto p = make_params(q, k, v, sin, cos, decay, scale);
+  TORCH_CHECK(p.q.is_cuda(), op, ": the CUDA kernel got tensors on ", p.q.device());
+  const auto t = p.q.scalar_type();
   TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16, op,
               ": the CUDA kernels take float32, float16 or bfloat16, found ", t,
               " (use the reference chain, rmt::ops::reference, for float64 on the GPU)");
-  const int64_t n = decay.size(0), d = q.size(3) / n, dv = v.size(3) / n;
-  TORCH_CHECK(d <= cuda_kernels::kMaxGenericDim && dv <= cuda_kernels::kMaxGenericDim, op,
-              ": the CUDA kernels take head dims up to ", cuda_kernels::kMaxGenericDim,
-              ", found d = ", d, ", d_v = ", dv);
-  TORCH_CHECK(q.size(1) * q.size(2) < (int64_t{1} << 31), op, ": H*W must be below 2^31, found ",
-              q.size(1) * q.size(2));
+  TORCH_CHECK(p.dims.d <= kMaxGenericDim && p.dims.dv <= kMaxGenericDim, op,
+              ": the CUDA kernels take head dims up to ", kMaxGenericDim, ", found d = ", p.dims.d,
+              ", d_v = ", p.dims.dv);
+  TORCH_CHECK(p.dims.l < (int64_t{1} << 31), op, ": H*W must be below 2^31, found ", p.dims.l);
+  return p;
 }
-
-inline std::vector<at::Tensor> contiguous_all(std::initializer_list<const at::Tensor*> ts) {
-  std::vector<at::Tensor> out;
-  for (const auto* t : ts) out.push_back(t->contiguous());
-  return out;
-}
-
-enum class PassKind { kRows, kColumns, kFull };
 
 struct Launch {
   Geometry g;
@@ -56,38 +39,20 @@ struct Launch {
   int64_t blocks;
 };
 
-inline Launch make_launch(const Dims& s, PassKind kind, double scale) {
+inline Launch make_launch(const Dims& s, const Pass& pass, double scale) {
   Geometry g{};
   g.L = s.l;
   g.heads = static_cast<int>(s.n);
   g.d = static_cast<int>(s.d);
   g.dv = static_cast<int>(s.dv);
   g.scale = static_cast<float>(scale);
-  switch (kind) {
-    case PassKind::kRows:  // H sequences of W tokens, position y*W + t
-      g.nseq = static_cast<int>(s.h);
-      g.len = static_cast<int>(s.w);
-      g.sbase = s.w;
-      g.tstride = 1;
-      g.coord_w = g.len;
-      break;
-    case PassKind::kColumns:  // W sequences of H tokens, position t*W + x
-      g.nseq = static_cast<int>(s.w);
-      g.len = static_cast<int>(s.h);
-      g.sbase = 1;
-      g.tstride = s.w;
-      g.coord_w = g.len;
-      break;
-    case PassKind::kFull:  // one sequence of H*W tokens, 2-D coordinates
-      g.nseq = 1;
-      g.len = static_cast<int>(s.l);
-      g.sbase = 0;
-      g.tstride = 1;
-      g.coord_w = static_cast<int>(s.w);
-      break;
-  }
+  g.nseq = static_cast<int>(pass.nseq);
+  g.len = static_cast<int>(pass.len);
+  g.sbase = pass.sbase;
+  g.tstride = pass.tstride;
+  g.coord_w = static_cast<int>(pass.coord_w);
   // One thread per token; short rows get narrower blocks rather than idle threads.
-  const int threads = g.len <= 32 ? 32 : (g.len <= 64 ? 64 : cuda_kernels::kMaxThreads);
+  const int threads = g.len <= 32 ? 32 : (g.len <= 64 ? 64 : kMaxThreads);
   g.tiles = (g.len + threads - 1) / threads;
   const int64_t blocks = s.b * s.n * g.nseq * static_cast<int64_t>(g.tiles);
   TORCH_CHECK(blocks < (int64_t{1} << 31), "MaSA CUDA: too many thread blocks (", blocks, ")");
@@ -109,69 +74,58 @@ void dispatch_type(at::ScalarType t, F&& f) {
   }
 }
 
-// Calls f(DMAX, DVMAX, EXACT) as integral constants: the unrolled fast paths for 16 and 32, else
-// the generic path.
+// Runs launch(DMAX, DVMAX, EXACT, grid, stream), the head dims as integral constants (the unrolled
+// fast paths for 16 and 32, else the generic path), then checks the launch. Nothing for an empty
+// grid.
 template <class F>
-void dispatch_dims(int d, int dv, F&& f) {
+void launch_for_dims(const Launch& ln, F&& launch) {
+  if (ln.blocks == 0) return;
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const dim3 grid(static_cast<unsigned>(ln.blocks));
   using std::integral_constant;
-  if (d == 16 && dv == 16)
-    return f(integral_constant<int, 16>{}, integral_constant<int, 16>{}, std::true_type{});
-  if (d == 32 && dv == 32)
-    return f(integral_constant<int, 32>{}, integral_constant<int, 32>{}, std::true_type{});
-  return f(integral_constant<int, cuda_kernels::kMaxGenericDim>{},
-           integral_constant<int, cuda_kernels::kMaxGenericDim>{}, std::false_type{});
+  if (ln.g.d == 16 && ln.g.dv == 16) {
+    launch(integral_constant<int, 16>{}, integral_constant<int, 16>{}, std::true_type{}, grid,
+           stream);
+  } else if (ln.g.d == 32 && ln.g.dv == 32) {
+    launch(integral_constant<int, 32>{}, integral_constant<int, 32>{}, std::true_type{}, grid,
+           stream);
+  } else {
+    launch(integral_constant<int, kMaxGenericDim>{}, integral_constant<int, kMaxGenericDim>{},
+           std::false_type{}, grid, stream);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
+
+// The kernels of masa_kernels.cuh over one pass: q, k, sin, cos and decay from `in`, the values
+// from `v` (the inputs' v, or the row pass's float output for the column pass).
 
 template <class T, class TV, class TO>
-void launch_forward(const Launch& ln, const T* q, const T* k, const TV* v, const T* sn,
-                    const T* cs, const T* decay, TO* out) {
-  if (ln.blocks == 0) return;
-  auto stream = at::cuda::getCurrentCUDAStream();
-  dispatch_dims(ln.g.d, ln.g.dv, [&](auto dm, auto dvm, auto exact) {
-    cuda_kernels::masa_forward_kernel<T, TV, TO, decltype(dm)::value, decltype(dvm)::value,
-                                      decltype(exact)::value>
-        <<<static_cast<unsigned>(ln.blocks), ln.threads, 0, stream>>>(q, k, v, sn, cs, decay, out,
-                                                                      ln.g);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+void launch_forward(const Launch& ln, const Inputs<T>& in, const TV* v, TO* out) {
+  launch_for_dims(ln, [&](auto dm, auto dvm, auto exact, dim3 grid, cudaStream_t stream) {
+    masa_forward_kernel<T, TV, TO, decltype(dm)::value, decltype(dvm)::value,
+                        decltype(exact)::value>
+        <<<grid, ln.threads, 0, stream>>>(in.q, in.k, v, in.sn, in.cs, in.decay, out, ln.g);
   });
 }
 
 template <class T, class TV, class TG>
-void launch_dq(const Launch& ln, const T* q, const T* k, const TV* v, const T* sn, const T* cs,
-               const T* decay, const TG* dout, float* dq, float* lse, float* D, bool accumulate) {
-  if (ln.blocks == 0) return;
-  auto stream = at::cuda::getCurrentCUDAStream();
-  dispatch_dims(ln.g.d, ln.g.dv, [&](auto dm, auto dvm, auto exact) {
-    cuda_kernels::masa_dq_kernel<T, TV, TG, decltype(dm)::value, decltype(dvm)::value,
-                                 decltype(exact)::value>
-        <<<static_cast<unsigned>(ln.blocks), ln.threads, 0, stream>>>(
-            q, k, v, sn, cs, decay, dout, dq, lse, D, ln.g, accumulate);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+void launch_dq(const Launch& ln, const Inputs<T>& in, const TV* v, const TG* dout, float* dq,
+               float* lse, float* D, bool accumulate) {
+  launch_for_dims(ln, [&](auto dm, auto dvm, auto exact, dim3 grid, cudaStream_t stream) {
+    masa_dq_kernel<T, TV, TG, decltype(dm)::value, decltype(dvm)::value, decltype(exact)::value>
+        <<<grid, ln.threads, 0, stream>>>(in.q, in.k, v, in.sn, in.cs, in.decay, dout, dq, lse,
+                                          D, ln.g, accumulate);
   });
 }
 
 template <class T, class TV, class TG>
-void launch_dkv(const Launch& ln, const T* q, const T* k, const TV* v, const T* sn, const T* cs,
-                const T* decay, const TG* dout, const float* lse, const float* D, float* dk,
-                float* dv, bool accumulate) {
-  if (ln.blocks == 0) return;
-  auto stream = at::cuda::getCurrentCUDAStream();
-  dispatch_dims(ln.g.d, ln.g.dv, [&](auto dm, auto dvm, auto exact) {
-    cuda_kernels::masa_dkv_kernel<T, TV, TG, decltype(dm)::value, decltype(dvm)::value,
-                                  decltype(exact)::value>
-        <<<static_cast<unsigned>(ln.blocks), ln.threads, 0, stream>>>(
-            q, k, v, sn, cs, decay, dout, lse, D, dk, dv, ln.g, accumulate);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+void launch_dkv(const Launch& ln, const Inputs<T>& in, const TV* v, const TG* dout,
+                const float* lse, const float* D, float* dk, float* dv, bool accumulate) {
+  launch_for_dims(ln, [&](auto dm, auto dvm, auto exact, dim3 grid, cudaStream_t stream) {
+    masa_dkv_kernel<T, TV, TG, decltype(dm)::value, decltype(dvm)::value, decltype(exact)::value>
+        <<<grid, ln.threads, 0, stream>>>(in.q, in.k, v, in.sn, in.cs, in.decay, dout, lse, D,
+                                          dk, dv, ln.g, accumulate);
   });
 }
 
-template <class T>
-const T* ptr(const at::Tensor& t) {
-  return reinterpret_cast<const T*>(t.data_ptr());
-}
-template <class T>
-T* mut_ptr(at::Tensor& t) {
-  return reinterpret_cast<T*>(t.data_ptr());
-}
-
-}  // namespace rmt::cuda_host
+}  // namespace rmt::ops::masa::cuda
