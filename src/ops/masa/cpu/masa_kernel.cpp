@@ -238,6 +238,24 @@ void pass_backward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale
   });
 }
 
+// grad_q, grad_k, grad_v of one backward call, in the inputs' dtypes: zeros, and nothing to
+// compute, when q or v has no elements.
+struct GradOutputs {
+  at::Tensor q, k, v;
+  bool empty;
+
+  explicit GradOutputs(const Params& p)
+      : q(at::empty_like(p.q)), k(at::empty_like(p.q)), v(at::empty_like(p.v)),
+        empty(p.q.numel() == 0 || p.v.numel() == 0) {
+    if (empty) {
+      q.zero_();
+      k.zero_();
+      v.zero_();
+    }
+  }
+  Grads tuple() const { return {q, k, v}; }
+};
+
 // Options of the float or double buffers the kernels compute in (half and bfloat16: float).
 at::TensorOptions opmath_options(const at::Tensor& q) {
   return q.options().dtype(q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
@@ -268,10 +286,8 @@ Grads decomposed_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, c
   const auto p = make_params(q, k, v, sin, cos, decay, scale);
   const Dims& s = p.dims;
   const auto grad = checked_grad(grad_out, p);
-  auto grad_q = at::empty_like(p.q), grad_k = at::empty_like(p.q), grad_v = at::empty_like(p.v);
-  if (p.q.numel() == 0 || p.v.numel() == 0) {
-    return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
-  }
+  const GradOutputs out(p);
+  if (out.empty) return out.tuple();
   const auto aopt = opmath_options(p.q);
   auto o1 = at::empty(s.out_sizes(), aopt);
   auto do1 = at::empty(s.out_sizes(), aopt);
@@ -293,11 +309,11 @@ Grads decomposed_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, c
                   dqr.data_ptr<A>(), dkr.data_ptr<A>(), false, static_cast<scalar_t*>(nullptr),
                   static_cast<scalar_t*>(nullptr), do1p);
     pass_backward(in, s, rows, sc, in.v, static_cast<const A*>(do1p), dqr.data_ptr<A>(),
-                  dkr.data_ptr<A>(), true, grad_q.data_ptr<scalar_t>(),
-                  grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(),
+                  dkr.data_ptr<A>(), true, out.q.data_ptr<scalar_t>(),
+                  out.k.data_ptr<scalar_t>(), out.v.data_ptr<scalar_t>(),
                   static_cast<const A*>(o1p), static_cast<const A*>(lse1));
   });
-  return {grad_q, grad_k, grad_v};
+  return out.tuple();
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -414,12 +430,12 @@ at::Tensor full_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
         for (int64_t t = i0; t < i1; ++t)
           rotate(in.q + s.offset(b, t, head, d), in.sn + t * d, in.cs + t * d, false, A(1), d,
                  qb.data() + (t - i0) * d);
-        auto p = pk.problem(bh, static_cast<A>(in.decay[head]));
-        p.q = qb.data();  // the block's queries, rows 0..i1-i0
-        p.qy += i0;
-        p.qx += i0;
-        p.m = i1 - i0;
-        cpu::attend_forward(p, 0, i1 - i0, ob.data(), static_cast<A*>(nullptr), work.data());
+        auto prob = pk.problem(bh, static_cast<A>(in.decay[head]));
+        prob.q = qb.data();  // the block's queries, rows 0..i1-i0
+        prob.qy += i0;
+        prob.qx += i0;
+        prob.m = i1 - i0;
+        cpu::attend_forward(prob, 0, i1 - i0, ob.data(), static_cast<A*>(nullptr), work.data());
         for (int64_t t = i0; t < i1; ++t)
           std::copy_n(ob.data() + (t - i0) * dv, dv, dst + s.offset(b, t, head, dv));
       }
@@ -434,10 +450,8 @@ Grads full_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, const a
   const auto p = make_params(q, k, v, sin, cos, decay, scale);
   const Dims& s = p.dims;
   const auto grad = checked_grad(grad_out, p);
-  auto grad_q = at::empty_like(p.q), grad_k = at::empty_like(p.q), grad_v = at::empty_like(p.v);
-  if (p.q.numel() == 0 || p.v.numel() == 0) {
-    return {grad_q.zero_(), grad_k.zero_(), grad_v.zero_()};
-  }
+  const GradOutputs out(p);
+  if (out.empty) return out.tuple();
   const auto aopt = opmath_options(p.q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
                                   "masa_full_backward_cpu", [&] {
@@ -450,9 +464,9 @@ Grads full_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, const a
     A* lse = stats.data_ptr<A>();
     A* D = lse + bn * l;
     const A* g_all = pk.g.template data_ptr<A>();
-    scalar_t* gq = grad_q.data_ptr<scalar_t>();
-    scalar_t* gk = grad_k.data_ptr<scalar_t>();
-    scalar_t* gv = grad_v.data_ptr<scalar_t>();
+    scalar_t* gq = out.q.data_ptr<scalar_t>();
+    scalar_t* gk = out.k.data_ptr<scalar_t>();
+    scalar_t* gv = out.v.data_ptr<scalar_t>();
 
     // Query blocks: softmax statistics, D = dO . O, and dq.
     const int64_t nqb = (l + kQueryBlock - 1) / kQueryBlock;
@@ -463,13 +477,13 @@ Grads full_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, const a
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bh = task / nqb, b = bh / s.n, head = bh % s.n;
         const int64_t i0 = (task % nqb) * kQueryBlock, i1 = std::min(l, i0 + kQueryBlock);
-        const auto p = pk.problem(bh, static_cast<A>(in.decay[head]));
+        const auto prob = pk.problem(bh, static_cast<A>(in.decay[head]));
         A* lse_b = lse + bh * l + i0;
         A* D_b = D + bh * l + i0;
         const A* g_b = g_all + (bh * l + i0) * dv;
-        cpu::attend_forward(p, i0, i1, ob.data(), lse_b, work.data());
+        cpu::attend_forward(prob, i0, i1, ob.data(), lse_b, work.data());
         row_dots(g_b, ob.data(), i1 - i0, dv, D_b);
-        cpu::attend_backward_dq(p, i0, i1, g_b, lse_b, D_b, dqb.data(), work.data());
+        cpu::attend_backward_dq(prob, i0, i1, g_b, lse_b, D_b, dqb.data(), work.data());
         for (int64_t t = i0; t < i1; ++t) {
           load_rotation(in, t, d, sn.data(), cs.data());
           unrotate(dqb.data() + (t - i0) * d, sn.data(), cs.data(), A(1), d,
@@ -487,8 +501,8 @@ Grads full_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, const a
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bh = task / nkb, b = bh / s.n, head = bh % s.n;
         const int64_t j0 = (task % nkb) * kKeyBlock, j1 = std::min(l, j0 + kKeyBlock);
-        const auto p = pk.problem(bh, static_cast<A>(in.decay[head]));
-        cpu::attend_backward_dkv(p, j0, j1, g_all + bh * l * dv, lse + bh * l, D + bh * l,
+        const auto prob = pk.problem(bh, static_cast<A>(in.decay[head]));
+        cpu::attend_backward_dkv(prob, j0, j1, g_all + bh * l * dv, lse + bh * l, D + bh * l,
                                  dkb.data(), dvb.data(), work.data());
         for (int64_t t = j0; t < j1; ++t) {
           load_rotation(in, t, d, sn.data(), cs.data());
@@ -499,7 +513,7 @@ Grads full_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q, const a
       }
     });
   });
-  return {grad_q, grad_k, grad_v};
+  return out.tuple();
 }
 
 }  // namespace
