@@ -230,18 +230,8 @@ RMT_ALWAYS_INLINE void gelu_conv_rows_in_place(const ConvShape& s, A* h_data, co
     cpu::gelu(in, out, n);                                                                        \
   }
 
-RMT_DEFINE_VARIANT(base, )
-#if RMT_HAVE_AVX2_VARIANT
-RMT_DEFINE_VARIANT(avx2, RMT_TARGET_AVX2)
-#endif
+RMT_DEFINE_ISA_VARIANTS(RMT_DEFINE_VARIANT)
 #undef RMT_DEFINE_VARIANT
-
-#if RMT_HAVE_AVX2_VARIANT
-#define RMT_CALL_VARIANT(NAME, ...) \
-  (cpu::use_avx2() ? NAME##_avx2(__VA_ARGS__) : NAME##_base(__VA_ARGS__))
-#else
-#define RMT_CALL_VARIANT(NAME, ...) NAME##_base(__VA_ARGS__)
-#endif
 
 // The kernels' weights (k * k, C) and bias (zeros when there is none).
 std::pair<at::Tensor, at::Tensor> kernel_weights(const at::Tensor& x, const at::Tensor& weight,
@@ -279,8 +269,8 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "depthwise_conv2d_nhwc", [&] {
     const scalar_t* rp = rc.defined() ? rc.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, s.batch * s.height, grain, [&](int64_t row0, int64_t row1) {
-      RMT_CALL_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
-                       b.data_ptr<scalar_t>(), rp, y.data_ptr<scalar_t>(), row0, row1);
+      RMT_CALL_ISA_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
+                           b.data_ptr<scalar_t>(), rp, y.data_ptr<scalar_t>(), row0, row1);
     });
   });
   return y;
@@ -319,12 +309,12 @@ void gelu_conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight,
       const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
       for (int64_t d = 1; d <= pad && r0 < r1; ++d) {  // rows r0 - d and r1 - 1 + d
         if ((r0 % s.height) - d >= 0) {
-          RMT_CALL_VARIANT(gelu, data + (r0 - d) * row_size,
-                           above.data() + (i * pad + d - 1) * row_size, row_size);
+          RMT_CALL_ISA_VARIANT(gelu, data + (r0 - d) * row_size,
+                               above.data() + (i * pad + d - 1) * row_size, row_size);
         }
         if (((r1 - 1) % s.height) + d < s.height) {
-          RMT_CALL_VARIANT(gelu, data + (r1 - 1 + d) * row_size,
-                           below.data() + (i * pad + d - 1) * row_size, row_size);
+          RMT_CALL_ISA_VARIANT(gelu, data + (r1 - 1 + d) * row_size,
+                               below.data() + (i * pad + d - 1) * row_size, row_size);
         }
       }
     }
@@ -332,8 +322,9 @@ void gelu_conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight,
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
         if (r0 >= r1) continue;
-        RMT_CALL_VARIANT(gelu_conv, s, data, wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), r0,
-                         r1, above.data() + i * pad * row_size, below.data() + i * pad * row_size);
+        RMT_CALL_ISA_VARIANT(gelu_conv, s, data, wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                             r0, r1, above.data() + i * pad * row_size,
+                             below.data() + i * pad * row_size);
       }
     });
   });

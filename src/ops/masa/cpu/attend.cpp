@@ -437,10 +437,7 @@ RMT_ALWAYS_INLINE void dkv_impl(const Problem<A>& p, int64_t j0, int64_t j1, con
     dkv_impl(p, j0, j1, dO, lse, D, dk, dv, work);                                                \
   }
 
-RMT_DEFINE_VARIANT(base, )
-#if RMT_HAVE_AVX2_VARIANT
-RMT_DEFINE_VARIANT(avx2, RMT_TARGET_AVX2)
-#endif
+RMT_DEFINE_ISA_VARIANTS(RMT_DEFINE_VARIANT)
 #undef RMT_DEFINE_VARIANT
 
 }  // namespace
@@ -454,28 +451,19 @@ int64_t workspace_size(int64_t d, int64_t dv) {
 
 template <class A>
 void attend_forward(const Problem<A>& p, int64_t i0, int64_t i1, A* o, A* lse, A* work) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx2()) return forward_avx2(p, i0, i1, o, lse, work);
-#endif
-  forward_base(p, i0, i1, o, lse, work);
+  RMT_CALL_ISA_VARIANT(forward, p, i0, i1, o, lse, work);
 }
 
 template <class A>
 void attend_backward_dq(const Problem<A>& p, int64_t i0, int64_t i1, const A* dO, const A* lse,
                         const A* D, A* dq, A* work) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx2()) return dq_avx2(p, i0, i1, dO, lse, D, dq, work);
-#endif
-  dq_base(p, i0, i1, dO, lse, D, dq, work);
+  RMT_CALL_ISA_VARIANT(dq, p, i0, i1, dO, lse, D, dq, work);
 }
 
 template <class A>
 void attend_backward_dkv(const Problem<A>& p, int64_t j0, int64_t j1, const A* dO, const A* lse,
                          const A* D, A* dk, A* dv, A* work) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx2()) return dkv_avx2(p, j0, j1, dO, lse, D, dk, dv, work);
-#endif
-  dkv_base(p, j0, j1, dO, lse, D, dk, dv, work);
+  RMT_CALL_ISA_VARIANT(dkv, p, j0, j1, dO, lse, D, dk, dv, work);
 }
 
 template void attend_forward<float>(const Problem<float>&, int64_t, int64_t, float*, float*,
