@@ -57,10 +57,10 @@ inline Params make_params(const at::Tensor& q, const at::Tensor& k, const at::Te
                           double scale) {
   check_masa_inputs(q, k, v, sin, cos, decay);
   const int64_t n = decay.size(0);
-  const Dims dims{q.size(0), q.size(1),     q.size(2),           n,
+  const Dims dims{q.size(0),     q.size(1),     q.size(2), n,
                   q.size(3) / n, v.size(3) / n, q.size(1) * q.size(2)};
-  return {q.contiguous(),   k.contiguous(),   v.contiguous(), sin.contiguous(),
-          cos.contiguous(), decay.contiguous(), scale,        dims};
+  return {q.contiguous(),   k.contiguous(),     v.contiguous(), sin.contiguous(),
+          cos.contiguous(), decay.contiguous(), scale,          dims};
 }
 
 // The data of Params as element pointers (T: the element type of the kernels for its dtype).
