@@ -34,8 +34,8 @@
 #include <string>
 #include <vector>
 
-#include "ops/masa_cpu_kernels.h"
-#include "rmt/ops.h"
+#include "ops/cpu/cpu_simd.h"
+#include "rmt/ops/masa.h"
 
 namespace {
 

@@ -1,17 +1,18 @@
-// The channels-last depthwise convolution (rmt/depthwise_conv.h) against ATen's conv2d on the
+// The channels-last depthwise convolution (rmt/ops/depthwise_conv.h) against ATen's conv2d on the
 // (B, C, H, W) view, computed in float64 as the yardstick: every kernel size, channel count (whole
 // vectors and tails), image sizes down to smaller than the kernel, the fused residual, the
-// fallback path taken under autograd, and the error messages.
+// fallback path taken under autograd, the operator in the dispatcher, and the error messages.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 
 #include <string>
 
 #include "reference.h"
-#include "rmt/depthwise_conv.h"
+#include "rmt/ops/depthwise_conv.h"
 
 namespace {
 
@@ -125,6 +126,27 @@ TEST(DepthwiseConvFallback, AutogradAndOtherConfigurations) {
                           .permute({0, 2, 3, 1});
   EXPECT_EQ(strided.sizes(), expect.sizes());
   EXPECT_LT(relative_error(strided, expect), 1e-15);
+}
+
+// The operator rmt::depthwise_conv2d_nhwc: the CPU kernel through the dispatcher (float64: the
+// vectorized kernel; float16: the composite inside it), and a composite kernel registered for
+// the backends without one of their own (CUDA, ...).
+TEST(DepthwiseConvOperator, CallableThroughTheDispatcher) {
+  at::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const auto x = at::randn({2, 6, 5, 8}, gen, at::kDouble);
+  const auto w = at::randn({8, 1, 3, 3}, gen, at::kDouble);
+  const auto b = at::randn({8}, gen, at::kDouble);
+  const auto handle =
+      c10::Dispatcher::singleton().findSchemaOrThrow("rmt::depthwise_conv2d_nhwc", "");
+  auto op = handle.typed<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                    const c10::optional<at::Tensor>&, int64_t, int64_t,
+                                    const c10::optional<at::Tensor>&)>();
+  EXPECT_LT(relative_error(op.call(x, w, b, 1, 1, x), expected(x, w, b, x)), 1e-13);
+  const auto h = op.call(x.to(at::kHalf), w.to(at::kHalf), c10::nullopt, 1, 1, c10::nullopt);
+  EXPECT_EQ(h.scalar_type(), at::kHalf);
+  EXPECT_LT(relative_error(h, expected(x, w, at::zeros_like(b), {})), 2e-3);
+  EXPECT_TRUE(handle.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd));
 }
 
 TEST(DepthwiseConvErrors, SayWhatWasExpected) {

@@ -13,63 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "masa_cases.h"
 #include "reference.h"
-#include "rmt/ops.h"
+#include "rmt/ops/masa.h"
 
 namespace {
 
+using namespace rmt::test::masa;
 using rmt::test::relative_error;
-
-struct Shape {
-  int64_t b, h, w, heads, d, dv;
-};
-
-std::string str(const Shape& s) {
-  return std::to_string(s.b) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w) + " heads " +
-         std::to_string(s.heads) + " d " + std::to_string(s.d) + " dv " + std::to_string(s.dv);
-}
-
-struct Inputs {
-  at::Tensor q, k, v, sin, cos, decay;
-  double scale;
-};
-
-// RelPos2d's tables: theta shift angles over the flattened position, per-head log decay.
-Inputs make_inputs(const Shape& s, at::ScalarType dtype, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  Inputs in;
-  in.q = at::randn({s.b, s.h, s.w, s.heads * s.d}, gen, f64).to(dtype);
-  in.k = at::randn({s.b, s.h, s.w, s.heads * s.d}, gen, f64).to(dtype);
-  in.v = at::randn({s.b, s.h, s.w, s.heads * s.dv}, gen, f64).to(dtype);
-  auto angle = 1.0 / at::pow(10000.0, at::linspace(0, 1, s.d / 2, f64));
-  angle = angle.unsqueeze(-1).repeat({1, 2}).flatten();
-  auto index = at::arange(s.h * s.w, f64);
-  auto phase = index.unsqueeze(-1) * angle.unsqueeze(0);
-  in.sin = at::sin(phase).reshape({s.h, s.w, s.d}).to(dtype);
-  in.cos = at::cos(phase).reshape({s.h, s.w, s.d}).to(dtype);
-  in.decay = at::log(1 - at::pow(2.0, -2.0 - 4.0 * at::arange(s.heads, f64) / s.heads)).to(dtype);
-  in.scale = 1.0 / std::sqrt(static_cast<double>(s.d));
-  return in;
-}
-
-using Op = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const at::Tensor&, double);
-
-struct Variant {
-  const char* name;
-  Op fused;
-  Op reference;
-};
-
-const Variant kVariants[] = {
-    {"decomposed", &rmt::ops::masa_decomposed, &rmt::ops::reference::masa_decomposed},
-    {"full", &rmt::ops::masa_full, &rmt::ops::reference::masa_full},
-};
-
-at::Tensor run(Op op, const Inputs& in) {
-  return op(in.q, in.k, in.v, in.sin, in.cos, in.decay, in.scale);
-}
 
 const Shape kShapes[] = {
     {1, 7, 9, 2, 16, 16},   // odd sizes
@@ -164,20 +115,6 @@ TEST(MasaOps, CallableThroughTheDispatcher) {
 }
 
 // ---- backward ----------------------------------------------------------------------------------
-
-struct Grads {
-  at::Tensor q, k, v;
-};
-
-Grads grads_of(Op op, const Inputs& in, const at::Tensor& weight) {
-  auto q = in.q.detach().clone().requires_grad_(true);
-  auto k = in.k.detach().clone().requires_grad_(true);
-  auto v = in.v.detach().clone().requires_grad_(true);
-  auto out = op(q, k, v, in.sin, in.cos, in.decay, in.scale);
-  auto loss = (out * weight).sum();
-  auto g = torch::autograd::grad({loss}, {q, k, v});
-  return {g[0], g[1], g[2]};
-}
 
 TEST(MasaOps, BackwardMatchesAutogradThroughReference) {
   const Shape shapes[] = {{1, 7, 9, 2, 8, 8}, {3, 5, 4, 3, 4, 4}, {1, 4, 150, 1, 4, 6},

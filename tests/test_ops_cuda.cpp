@@ -18,11 +18,13 @@
 #include <limits>
 #include <string>
 
+#include "masa_cases.h"
 #include "reference.h"
-#include "rmt/ops.h"
+#include "rmt/ops/masa.h"
 
 namespace {
 
+using namespace rmt::test::masa;
 using rmt::test::relative_error;
 
 #define RMT_REQUIRE_GPU()                                                   \
@@ -30,59 +32,10 @@ using rmt::test::relative_error;
     if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";     \
   } while (0)
 
-struct Shape {
-  int64_t b, h, w, heads, d, dv;
-};
-
-std::string str(const Shape& s) {
-  return std::to_string(s.b) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w) + " heads " +
-         std::to_string(s.heads) + " d " + std::to_string(s.d) + " dv " + std::to_string(s.dv);
-}
-
-struct Inputs {
-  at::Tensor q, k, v, sin, cos, decay;
-  double scale;
-  Inputs to(at::ScalarType t, at::Device dev) const {
-    return {q.to(dev, t), k.to(dev, t), v.to(dev, t), sin.to(dev, t), cos.to(dev, t),
-            decay.to(dev, t), scale};
-  }
-};
-
-// Drawn in float64 and rounded to `dtype` (still on the CPU, in float64), fresh for every seed.
-Inputs make_inputs(const Shape& s, at::ScalarType dtype, uint64_t seed) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  auto round = [&](const at::Tensor& t) { return t.to(dtype).to(at::kDouble); };
-  Inputs in;
-  in.q = round(at::randn({s.b, s.h, s.w, s.heads * s.d}, gen, f64));
-  in.k = round(at::randn({s.b, s.h, s.w, s.heads * s.d}, gen, f64));
-  in.v = round(at::randn({s.b, s.h, s.w, s.heads * s.dv}, gen, f64));
-  auto angle = 1.0 / at::pow(10000.0, at::linspace(0, 1, s.d / 2, f64));
-  angle = angle.unsqueeze(-1).repeat({1, 2}).flatten();
-  auto phase = at::arange(s.h * s.w, f64).unsqueeze(-1) * angle.unsqueeze(0);
-  in.sin = round(at::sin(phase).reshape({s.h, s.w, s.d}));
-  in.cos = round(at::cos(phase).reshape({s.h, s.w, s.d}));
-  in.decay = round(at::log(1 - at::pow(2.0, -2.0 - 4.0 * at::arange(s.heads, f64) / s.heads)));
-  in.scale = 1.0 / std::sqrt(static_cast<double>(s.d));
-  return in;
-}
-
-using Op = at::Tensor (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const at::Tensor&, double);
-
-struct Variant {
-  const char* name;
-  Op fused;
-  Op chain;
-};
-
-const Variant kVariants[] = {
-    {"decomposed", &rmt::ops::masa_decomposed, &rmt::ops::reference::masa_decomposed},
-    {"full", &rmt::ops::masa_full, &rmt::ops::reference::masa_full},
-};
-
-at::Tensor run(Op op, const Inputs& in) {
-  return op(in.q, in.k, in.v, in.sin, in.cos, in.decay, in.scale);
+// Drawn in float64 and rounded to `dtype`, kept in float64 on the CPU: the float64 reference runs
+// on exactly the values the kernel gets.
+Inputs rounded_inputs(const Shape& s, at::ScalarType dtype, uint64_t seed) {
+  return make_inputs(s, dtype, seed).to(at::kDouble, at::kCPU);
 }
 
 // Fills the caching allocator's free memory with NaN, so that the next allocations start poisoned.
@@ -102,7 +55,7 @@ bool small(const Shape& s) { return s.b * s.heads * s.h * s.w * s.h * s.w <= (in
 
 // The float64 reference: the chain for small shapes, the validated fused CPU kernel otherwise.
 at::Tensor reference(const Variant& var, const Shape& s, const Inputs& in64) {
-  return small(s) ? run(var.chain, in64) : run(var.fused, in64);
+  return small(s) ? run(var.reference, in64) : run(var.fused, in64);
 }
 
 double tolerance(at::ScalarType t, bool backward) {
@@ -130,7 +83,7 @@ TEST(MasaOpsCuda, ForwardMatchesFloat64) {
   for (auto dtype : kTypes)
     for (const auto& s : kShapes)
       for (const auto& var : kVariants) {
-        const auto in64 = make_inputs(s, dtype, seed++);
+        const auto in64 = rounded_inputs(s, dtype, seed++);
         const auto ref = reference(var, s, in64);
         poison_allocator(bytes_of(s));
         const auto out = run(var.fused, in64.to(dtype, at::kCUDA));
@@ -146,25 +99,11 @@ TEST(MasaOpsCuda, ForwardMatchesFloat64) {
 TEST(MasaOpsCuda, DecomposedStage1Batch64) {
   RMT_REQUIRE_GPU();
   const Shape s{64, 56, 56, 4, 16, 16};
-  const auto in64 = make_inputs(s, at::kFloat, 77);
+  const auto in64 = rounded_inputs(s, at::kFloat, 77);
   const auto ref = run(&rmt::ops::masa_decomposed, in64);  // fused CPU, float64
   poison_allocator(bytes_of(s));
   const auto out = run(&rmt::ops::masa_decomposed, in64.to(at::kFloat, at::kCUDA));
   EXPECT_LT(relative_error(out, ref), tolerance(at::kFloat, false));
-}
-
-struct Grads {
-  at::Tensor q, k, v;
-};
-
-Grads grads_of(Op op, const Inputs& in, const at::Tensor& weight) {
-  auto q = in.q.detach().clone().requires_grad_(true);
-  auto k = in.k.detach().clone().requires_grad_(true);
-  auto v = in.v.detach().clone().requires_grad_(true);
-  auto out = op(q, k, v, in.sin, in.cos, in.decay, in.scale);
-  auto g = torch::autograd::grad({(out * weight.to(out.device(), out.scalar_type())).sum()},
-                                 {q, k, v});
-  return {g[0], g[1], g[2]};
 }
 
 TEST(MasaOpsCuda, BackwardMatchesFloat64) {
@@ -175,9 +114,9 @@ TEST(MasaOpsCuda, BackwardMatchesFloat64) {
   for (auto dtype : kTypes)
     for (const auto& s : shapes)
       for (const auto& var : kVariants) {
-        const auto in64 = make_inputs(s, dtype, seed++);
+        const auto in64 = rounded_inputs(s, dtype, seed++);
         const auto weight = at::randn({s.b, s.h, s.w, s.heads * s.dv}, at::kDouble);
-        const auto ref = grads_of(small(s) ? var.chain : var.fused, in64, weight);
+        const auto ref = grads_of(small(s) ? var.reference : var.fused, in64, weight);
         poison_allocator(bytes_of(s));
         const auto got = grads_of(var.fused, in64.to(dtype, at::kCUDA), weight);
         const std::pair<const at::Tensor*, const at::Tensor*> pairs[] = {
@@ -197,7 +136,7 @@ TEST(MasaOpsCuda, BackwardMatchesFloat64) {
 TEST(MasaOpsCuda, Deterministic) {
   RMT_REQUIRE_GPU();
   const Shape s{4, 28, 28, 4, 32, 32};
-  const auto in = make_inputs(s, at::kFloat, 5).to(at::kFloat, at::kCUDA);
+  const auto in = rounded_inputs(s, at::kFloat, 5).to(at::kFloat, at::kCUDA);
   const auto weight = at::randn({s.b, s.h, s.w, s.heads * s.dv}, at::kDouble);
   for (const auto& var : kVariants) {
     EXPECT_TRUE(at::equal(run(var.fused, in), run(var.fused, in))) << var.name;
@@ -209,13 +148,13 @@ TEST(MasaOpsCuda, Deterministic) {
 TEST(MasaOpsCuda, NonContiguousInputs) {
   RMT_REQUIRE_GPU();
   const Shape s{2, 9, 7, 2, 16, 16};
-  const auto in64 = make_inputs(s, at::kFloat, 9);
+  const auto in64 = rounded_inputs(s, at::kFloat, 9);
   const auto in = in64.to(at::kFloat, at::kCUDA);
   auto qkv = at::cat({in.q, in.k, in.v}, -1);
   auto parts = qkv.split(s.heads * s.d, -1);
   Inputs view{parts[0], parts[1], parts[2], in.sin, in.cos, in.decay, in.scale};
   for (const auto& var : kVariants)
-    EXPECT_LT(relative_error(run(var.fused, view), run(var.chain, in64)), 2e-5) << var.name;
+    EXPECT_LT(relative_error(run(var.fused, view), run(var.reference, in64)), 2e-5) << var.name;
 }
 
 TEST(MasaOpsCuda, RejectsWhatItCannotRun) {
@@ -228,14 +167,15 @@ TEST(MasaOpsCuda, RejectsWhatItCannotRun) {
       EXPECT_NE(std::string(e.what()).find(substring), std::string::npos) << e.what();
     }
   };
-  const auto in64 = make_inputs({1, 3, 4, 2, 4, 4}, at::kFloat, 3);
+  const auto in64 = rounded_inputs({1, 3, 4, 2, 4, 4}, at::kFloat, 3);
   for (const auto& var : kVariants) {
     const auto dbl = in64.to(at::kDouble, at::kCUDA);
     expect_error([&] { run(var.fused, dbl); }, "take float32, float16 or bfloat16");
     auto mixed = in64.to(at::kFloat, at::kCUDA);
     mixed.k = mixed.k.cpu();
     expect_error([&] { run(var.fused, mixed); }, "must be on q's device");
-    const auto big = make_inputs({1, 2, 2, 1, 258, 258}, at::kFloat, 4).to(at::kFloat, at::kCUDA);
+    const auto big =
+        rounded_inputs({1, 2, 2, 1, 258, 258}, at::kFloat, 4).to(at::kFloat, at::kCUDA);
     expect_error([&] { run(var.fused, big); }, "head dims up to 256");
   }
 }

@@ -1,6 +1,6 @@
 #include "rmt/nn/dwconv.h"
 
-#include "rmt/depthwise_conv.h"
+#include "rmt/ops/depthwise_conv.h"
 
 namespace rmt::nn {
 

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "rmt/ops.h"
+#include "rmt/ops/masa.h"
 
 namespace rmt::nn {
 

@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include "rmt/ops.h"
+#include "rmt/ops/masa.h"
 
 namespace rmt::nn {
 

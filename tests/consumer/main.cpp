@@ -1,8 +1,10 @@
-// Builds RMT-T from the installed rmt, runs one 64x64 image through it and prints the output shape.
+// Builds RMT-T from the installed rmt, runs one 64x64 image through it and prints the output shape;
+// calls an installed operator header's entry point too.
 #include <iostream>
 
 #include <ATen/ATen.h>
 #include <rmt/model.h>
+#include <rmt/ops/depthwise_conv.h>
 #include <rmt/version.h>
 
 int main() {
@@ -21,6 +23,12 @@ int main() {
     if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) != 1000) {
       std::cerr << "rmt_consumer: error: expected logits of shape [1, 1000], found "
                 << logits.sizes() << "\n";
+      return 1;
+    }
+    const auto y = rmt::ops::depthwise_conv2d_nhwc(at::ones({1, 4, 4, 8}), at::ones({8, 1, 3, 3}),
+                                                   at::zeros({8}), 1, 1);
+    if (y.sizes() != at::IntArrayRef({1, 4, 4, 8}) || y[0][1][1][0].item<float>() != 9.0f) {
+      std::cerr << "rmt_consumer: error: rmt::depthwise_conv2d_nhwc gave a wrong result\n";
       return 1;
     }
   } catch (const std::exception& e) {

@@ -12,10 +12,10 @@ class DWConv2dImpl : public torch::nn::Module {
   DWConv2dImpl(int64_t dim, int64_t kernel_size, int64_t stride, int64_t padding);
   // x: (B, H, W, C) -> (B, H', W', C)
   torch::Tensor forward(const torch::Tensor& x);
-  // forward(x) + residual in one pass over memory (see rmt/depthwise_conv.h).
+  // forward(x) + residual in one pass over memory (see rmt/ops/depthwise_conv.h).
   torch::Tensor forward_add(const torch::Tensor& x, const torch::Tensor& residual);
   // g + forward(g) for g = gelu(h), the FFN's middle. With reuse_input, h's memory may hold the
-  // result (see rmt/depthwise_conv.h): pass it only for a tensor nothing else uses.
+  // result (see rmt/ops/depthwise_conv.h): pass it only for a tensor nothing else uses.
   torch::Tensor forward_gelu_add(const torch::Tensor& h, bool reuse_input);
 
   torch::nn::Conv2d conv{nullptr};

@@ -1,11 +1,9 @@
 // The authors' MaSA op chain, written against ATen. Kept literal on purpose: it is the reference
 // path of the modules and the yardstick of the fused kernels.
 
-#include "rmt/ops.h"
+#include "rmt/ops/masa.h"
 
-namespace rmt::ops {
-namespace reference {
-
+namespace rmt::ops::reference {
 namespace {
 
 // (B, H, W, heads*d) -> (B, heads, H, W, d)
@@ -78,38 +76,4 @@ at::Tensor masa_full(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   return out.transpose(1, 2).reshape({b, h, w, -1});
 }
 
-}  // namespace reference
-
-void check_masa_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                       const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay) {
-  TORCH_CHECK(q.dim() == 4, "MaSA: q must be 4-D (B, H, W, heads*d), found ", q.dim(), "-D ",
-              q.sizes());
-  TORCH_CHECK(k.sizes() == q.sizes(), "MaSA: k must have the shape of q ", q.sizes(), ", found ",
-              k.sizes());
-  TORCH_CHECK(v.dim() == 4 && v.sizes().slice(0, 3) == q.sizes().slice(0, 3),
-              "MaSA: v must be (B, H, W, heads*d_v) with B, H, W of q ", q.sizes(), ", found ",
-              v.sizes());
-  TORCH_CHECK(decay.dim() == 1 && decay.size(0) > 0,
-              "MaSA: decay must be 1-D with one entry per head, found ", decay.sizes());
-  const auto heads = decay.size(0);
-  TORCH_CHECK(q.size(3) % heads == 0, "MaSA: channels of q (", q.size(3),
-              ") must be divisible by the number of heads (", heads, ")");
-  TORCH_CHECK(v.size(3) % heads == 0, "MaSA: channels of v (", v.size(3),
-              ") must be divisible by the number of heads (", heads, ")");
-  const auto d = q.size(3) / heads;
-  TORCH_CHECK(d % 2 == 0, "MaSA: the head dim must be even for the theta-shift rotation, found ", d);
-  const std::vector<int64_t> table{q.size(1), q.size(2), d};
-  TORCH_CHECK(sin.sizes() == at::IntArrayRef(table) && cos.sizes() == at::IntArrayRef(table),
-              "MaSA: sin and cos must be (H, W, d) = ", at::IntArrayRef(table), ", found ",
-              sin.sizes(), " and ", cos.sizes());
-  TORCH_CHECK(at::isFloatingType(q.scalar_type()), "MaSA: q must be floating point, found ",
-              q.scalar_type());
-  for (const auto* t : {&k, &v, &sin, &cos, &decay}) {
-    TORCH_CHECK(t->scalar_type() == q.scalar_type(), "MaSA: all inputs must share q's dtype ",
-                q.scalar_type(), ", found ", t->scalar_type());
-    TORCH_CHECK(t->device() == q.device(), "MaSA: all inputs must be on q's device ", q.device(),
-                ", found ", t->device());
-  }
-}
-
-}  // namespace rmt::ops
+}  // namespace rmt::ops::reference

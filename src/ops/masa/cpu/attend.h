@@ -2,7 +2,7 @@
 // CPU kernel core of the MaSA operators: decay-masked softmax attention of M packed queries
 // against N packed keys, in float or double, without ever holding more than one
 // (query) x (key block) row of scores. Plain C++ (no ATen) so that the hot loops can be compiled
-// for AVX2 next to the baseline build and picked at run time (see masa_cpu_kernels.cpp).
+// for AVX2 next to the baseline build and picked at run time (see attend.cpp).
 //
 // The score of query i and key j is  q_i . k_j + decay * (|qy_i - ky_j| + |qx_i - kx_j|),
 // q and k already rotated (and k scaled). One-dimensional problems (the row and column passes of
@@ -58,8 +58,5 @@ void attend_backward_dq(const Problem<A>& p, int64_t i0, int64_t i1, const A* dO
 template <class A>
 void attend_backward_dkv(const Problem<A>& p, int64_t j0, int64_t j1, const A* dO, const A* lse,
                          const A* D, A* dk, A* dv, A* work);
-
-// Which code path the run-time dispatch picked ("avx2" or "baseline"), for the benchmark's header.
-const char* isa_name();
 
 }  // namespace rmt::ops::cpu

@@ -24,7 +24,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
-namespace rmt::cuda_kernels {
+namespace rmt::ops::masa::cuda {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -74,16 +74,32 @@ __device__ __forceinline__ int64_t at_of(const Geometry& g, int b, int64_t pos, 
   return ((b * g.L + pos) * g.heads + head) * dim;
 }
 
-// blockIdx.x -> (batch, head, sequence, tile), tile fastest.
-__device__ __forceinline__ void block_coords(const Geometry& g, int& b, int& head, int& seq,
-                                             int& tile) {
+// The token a thread owns: its query (forward, dq) or its key (dk/dv). blockIdx.x -> (batch,
+// head, sequence, tile), tile fastest, and one token per thread of the tile. Threads past the end
+// of the sequence take its last token (they still help load the tiles) and write nothing.
+struct OwnToken {
+  int b, head, seq, t;
+  bool valid;   // false past the end of the sequence
+  int64_t pos;  // grid position of token t
+  float y, x;   // its coordinates for the mask
+};
+
+__device__ __forceinline__ OwnToken own_token(const Geometry& g) {
   int64_t r = blockIdx.x;
-  tile = static_cast<int>(r % g.tiles);
+  const int tile = static_cast<int>(r % g.tiles);
   r /= g.tiles;
-  head = static_cast<int>(r % g.heads);
+  OwnToken o;
+  o.head = static_cast<int>(r % g.heads);
   r /= g.heads;
-  seq = static_cast<int>(r % g.nseq);
-  b = static_cast<int>(r / g.nseq);
+  o.seq = static_cast<int>(r % g.nseq);
+  o.b = static_cast<int>(r / g.nseq);
+  const int t = tile * blockDim.x + threadIdx.x;
+  o.valid = t < g.len;
+  o.t = o.valid ? t : g.len - 1;
+  o.pos = grid_pos(g, o.seq, o.t);
+  o.y = static_cast<float>(o.t / g.coord_w);
+  o.x = static_cast<float>(o.t % g.coord_w);
+  return o;
 }
 
 // The theta shift of elements (c, c+1) of x (scaled by `mul` first, as the reference scales k):
@@ -221,16 +237,10 @@ __global__ void __launch_bounds__(kMaxThreads)
                         const T* __restrict__ cs, const T* __restrict__ decay,
                         TO* __restrict__ out, Geometry g) {
   __shared__ SideTile<DMAX, DVMAX> s;
-  int b, head, seq, tile;
-  block_coords(g, b, head, seq, tile);
+  const auto [b, head, seq, tq, valid, pos, qy, qx] = own_token(g);
   const int dv = EXACT ? DVMAX : g.dv;
-  const int t = tile * blockDim.x + threadIdx.x;
-  const bool valid = t < g.len;
-  const int tq = valid ? t : g.len - 1;  // idle threads still help load tiles
-  const int64_t pos = grid_pos(g, seq, tq);
   float qr[DMAX];
   load_own<DMAX, EXACT>(qr, g, q, sn, cs, kLog2e, b, head, pos);
-  const float qy = static_cast<float>(tq / g.coord_w), qx = static_cast<float>(tq % g.coord_w);
   const float decay2 = ld(decay + head) * kLog2e;
   float acc[DVMAX], m, l;
   attend_row<DMAX, DVMAX, EXACT>(s, g, qr, qy, qx, decay2, k, v, sn, cs, b, head, seq, acc, m, l);
@@ -256,16 +266,10 @@ __global__ void __launch_bounds__(kMaxThreads)
                    float* __restrict__ D_out, Geometry g, bool accumulate) {
   __shared__ SideTile<DMAX, DVMAX> s;
   constexpr int R = SideTile<DMAX, DVMAX>::kRows;
-  int b, head, seq, tile;
-  block_coords(g, b, head, seq, tile);
+  const auto [b, head, seq, tq, valid, pos, qy, qx] = own_token(g);
   const int d = EXACT ? DMAX : g.d, dv = EXACT ? DVMAX : g.dv;
-  const int t = tile * blockDim.x + threadIdx.x;
-  const bool valid = t < g.len;
-  const int tq = valid ? t : g.len - 1;
-  const int64_t pos = grid_pos(g, seq, tq);
   float qr[DMAX];
   load_own<DMAX, EXACT>(qr, g, q, sn, cs, kLog2e, b, head, pos);
-  const float qy = static_cast<float>(tq / g.coord_w), qx = static_cast<float>(tq % g.coord_w);
   const float decay2 = ld(decay + head) * kLog2e;
 
   float go[DVMAX];
@@ -333,19 +337,13 @@ __global__ void __launch_bounds__(kMaxThreads)
                     bool accumulate) {
   __shared__ SideTile<DMAX, DVMAX> s;
   constexpr int R = SideTile<DMAX, DVMAX>::kRows;
-  int b, head, seq, tile;
-  block_coords(g, b, head, seq, tile);
+  const auto [b, head, seq, tk, valid, pos, ky, kx] = own_token(g);
   const int d = EXACT ? DMAX : g.d, dv = EXACT ? DVMAX : g.dv;
-  const int t = tile * blockDim.x + threadIdx.x;
-  const bool valid = t < g.len;
-  const int tk = valid ? t : g.len - 1;
-  const int64_t pos = grid_pos(g, seq, tk);
   float kr[DMAX], vr[DVMAX];
   load_own<DMAX, EXACT>(kr, g, k, sn, cs, g.scale, b, head, pos);
   const TV* vsrc = v + at_of(g, b, pos, head, dv);
   RMT_UNROLL
   for (int c = 0; c < dv; ++c) vr[c] = ld(vsrc + c);
-  const float ky = static_cast<float>(tk / g.coord_w), kx = static_cast<float>(tk % g.coord_w);
   const float decay2 = ld(decay + head) * kLog2e;
   const int64_t stat0 = (static_cast<int64_t>(b) * g.heads + head) * g.L;
 
@@ -398,4 +396,4 @@ __global__ void __launch_bounds__(kMaxThreads)
 #undef RMT_UNROLL
 #undef RMT_UNROLL_ALWAYS
 
-}  // namespace rmt::cuda_kernels
+}  // namespace rmt::ops::masa::cuda

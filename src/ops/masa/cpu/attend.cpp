@@ -1,6 +1,7 @@
-// CPU kernel core of MaSA (see masa_cpu_kernels.h).
+// CPU kernel core of MaSA (see attend.h).
 //
-// Vectorization: explicit SIMD through GCC's vector extensions (ops/cpu_simd.h) running across keys (score rows against transposed keys, exp, max) or across channels (the value
+// Vectorization: explicit SIMD through GCC's vector extensions (ops/cpu/cpu_simd.h) running across
+// keys (score rows against transposed keys, exp, max) or across channels (the value
 // accumulators), with a polynomial exp of our own, so nothing depends on -ffast-math or on libm's
 // vector entry points. Two options are applied to this file's own functions only (the pragma comes
 // after every #include, so no inline function of another header is compiled differently here and
@@ -11,22 +12,21 @@
 // Each entry point is compiled twice, for the baseline ISA and for AVX2+FMA, and the variant is
 // chosen once at run time (cpu_simd.h).
 
-#include "ops/masa_cpu_kernels.h"
+#include "ops/masa/cpu/attend.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 
-#include "ops/cpu_simd.h"
+#include "ops/cpu/cpu_simd.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math", "fp-contract=fast")
 #endif
 
-#include "ops/cpu_math.h"  // after the pragma: its functions take this file's options
+#include "ops/cpu/cpu_math.h"  // after the pragma: its functions take this file's options
 
 namespace rmt::ops::cpu {
 namespace {
@@ -437,26 +437,10 @@ RMT_ALWAYS_INLINE void dkv_impl(const Problem<A>& p, int64_t j0, int64_t j1, con
     dkv_impl(p, j0, j1, dO, lse, D, dk, dv, work);                                                \
   }
 
-RMT_DEFINE_VARIANT(base, )
-#if RMT_HAVE_AVX2_VARIANT
-RMT_DEFINE_VARIANT(avx2, RMT_TARGET_AVX2)
-#endif
+RMT_DEFINE_ISA_VARIANTS(RMT_DEFINE_VARIANT)
 #undef RMT_DEFINE_VARIANT
 
 }  // namespace
-
-bool use_avx2() {
-#if RMT_HAVE_AVX2_VARIANT
-  static const bool yes = [] {
-    const char* forced = std::getenv("RMT_MASA_CPU_ISA");
-    if (forced && std::strcmp(forced, "baseline") == 0) return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return yes;
-#else
-  return false;
-#endif
-}
 
 int64_t workspace_size(int64_t d, int64_t dv) {
   const int64_t fwd = kGroup * kBK + kBQ * (dv + 3) + dv;
@@ -467,31 +451,20 @@ int64_t workspace_size(int64_t d, int64_t dv) {
 
 template <class A>
 void attend_forward(const Problem<A>& p, int64_t i0, int64_t i1, A* o, A* lse, A* work) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx2()) return forward_avx2(p, i0, i1, o, lse, work);
-#endif
-  forward_base(p, i0, i1, o, lse, work);
+  RMT_CALL_ISA_VARIANT(forward, p, i0, i1, o, lse, work);
 }
 
 template <class A>
 void attend_backward_dq(const Problem<A>& p, int64_t i0, int64_t i1, const A* dO, const A* lse,
                         const A* D, A* dq, A* work) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx2()) return dq_avx2(p, i0, i1, dO, lse, D, dq, work);
-#endif
-  dq_base(p, i0, i1, dO, lse, D, dq, work);
+  RMT_CALL_ISA_VARIANT(dq, p, i0, i1, dO, lse, D, dq, work);
 }
 
 template <class A>
 void attend_backward_dkv(const Problem<A>& p, int64_t j0, int64_t j1, const A* dO, const A* lse,
                          const A* D, A* dk, A* dv, A* work) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx2()) return dkv_avx2(p, j0, j1, dO, lse, D, dk, dv, work);
-#endif
-  dkv_base(p, j0, j1, dO, lse, D, dk, dv, work);
+  RMT_CALL_ISA_VARIANT(dkv, p, j0, j1, dO, lse, D, dk, dv, work);
 }
-
-const char* isa_name() { return use_avx2() ? "avx2+fma" : "baseline"; }
 
 template void attend_forward<float>(const Problem<float>&, int64_t, int64_t, float*, float*,
                                     float*);

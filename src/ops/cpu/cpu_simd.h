@@ -30,11 +30,27 @@
 #define RMT_HAVE_AVX2_VARIANT 0
 #endif
 
+// RMT_DEFINE_ISA_VARIANTS(DEFINE) expands DEFINE(SUFFIX, ATTR) once per variant: (base, ) and,
+// where the compiler builds it, (avx2, RMT_TARGET_AVX2); DEFINE declares NAME##_##SUFFIX
+// functions with ATTR RMT_FLATTEN. RMT_CALL_ISA_VARIANT(NAME, args...) calls NAME##_avx2 or
+// NAME##_base, as use_avx2() decided.
+#if RMT_HAVE_AVX2_VARIANT
+#define RMT_DEFINE_ISA_VARIANTS(DEFINE) DEFINE(base, ) DEFINE(avx2, RMT_TARGET_AVX2)
+#define RMT_CALL_ISA_VARIANT(NAME, ...) \
+  (::rmt::ops::cpu::use_avx2() ? NAME##_avx2(__VA_ARGS__) : NAME##_base(__VA_ARGS__))
+#else
+#define RMT_DEFINE_ISA_VARIANTS(DEFINE) DEFINE(base, )
+#define RMT_CALL_ISA_VARIANT(NAME, ...) NAME##_base(__VA_ARGS__)
+#endif
+
 namespace rmt::ops::cpu {
 
 // True when the CPU has AVX2 and FMA, unless RMT_MASA_CPU_ISA=baseline forces the baseline
 // variants (to test them on an AVX2 machine). Decided once.
 bool use_avx2();
+
+// Which variant use_avx2() picks ("avx2+fma" or "baseline"), for the benchmarks' headers.
+const char* isa_name();
 
 template <class A>
 struct Simd;

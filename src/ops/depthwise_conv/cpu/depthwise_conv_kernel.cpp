@@ -1,4 +1,5 @@
-// Depthwise convolution on channels-last tensors (rmt/depthwise_conv.h).
+// The CPU kernel of rmt::depthwise_conv2d_nhwc (the op: ../depthwise_conv.cpp) and the in-place
+// FFN middle of rmt::ops::gelu_depthwise_conv2d_add.
 //
 // Why a kernel of our own: LibTorch's CPU convolution takes the (B, C, H, W) view of a
 // channels-last tensor through oneDNN, which reorders it to a blocked layout and back, and the
@@ -7,10 +8,11 @@
 // (B, H, W, C) rows: one read of the input (its rows stay in cache across the k output rows that
 // use them), one write of the output.
 
-#include "rmt/depthwise_conv.h"
+#include "ops/depthwise_conv/cpu/depthwise_conv_kernel.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/grad_mode.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,14 +20,15 @@
 #include <cstring>
 #include <vector>
 
-#include "ops/cpu_simd.h"
+#include "ops/cpu/cpu_simd.h"
+#include "ops/depthwise_conv/depthwise_conv_ops.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math", "fp-contract=fast")  // far inside parity tolerances
 #endif
 
-#include "ops/cpu_math.h"  // after the pragma: its functions take this file's options
+#include "ops/cpu/cpu_math.h"  // after the pragma: its functions take this file's options
 
 namespace rmt::ops {
 namespace {
@@ -227,51 +230,8 @@ RMT_ALWAYS_INLINE void gelu_conv_rows_in_place(const ConvShape& s, A* h_data, co
     cpu::gelu(in, out, n);                                                                        \
   }
 
-RMT_DEFINE_VARIANT(base, )
-#if RMT_HAVE_AVX2_VARIANT
-RMT_DEFINE_VARIANT(avx2, RMT_TARGET_AVX2)
-#endif
+RMT_DEFINE_ISA_VARIANTS(RMT_DEFINE_VARIANT)
 #undef RMT_DEFINE_VARIANT
-
-#if RMT_HAVE_AVX2_VARIANT
-#define RMT_CALL_VARIANT(NAME, ...) \
-  (cpu::use_avx2() ? NAME##_avx2(__VA_ARGS__) : NAME##_base(__VA_ARGS__))
-#else
-#define RMT_CALL_VARIANT(NAME, ...) NAME##_base(__VA_ARGS__)
-#endif
-
-bool records_gradient(std::initializer_list<const at::Tensor*> ts) {
-  if (!at::GradMode::is_enabled()) return false;
-  for (const auto* t : ts) {
-    if (t->defined() && t->requires_grad()) return true;
-  }
-  return false;
-}
-
-void check_arguments(const char* op, const at::Tensor& x, const at::Tensor& weight,
-                     const at::Tensor& bias) {
-  TORCH_CHECK(x.dim() == 4, op, ": expected x of shape (B, H, W, C), got ", x.sizes());
-  const int64_t channels = x.size(3);
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == channels && weight.size(1) == 1 &&
-                  weight.size(2) == weight.size(3),
-              op, ": expected weight of shape (", channels, ", 1, k, k) for x with ", channels,
-              " channels, got ", weight.sizes());
-  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == channels), op,
-              ": expected bias of shape (", channels, "), got ", bias.sizes());
-}
-
-// Whether the CPU kernels take this call (see the header); the rest goes to at::conv2d.
-bool kernel_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                    int64_t stride, int64_t padding, const at::Tensor& residual) {
-  const int64_t k = weight.size(2);
-  auto same = [&](const at::Tensor& t) {
-    return !t.defined() || (t.scalar_type() == x.scalar_type() && t.device() == x.device());
-  };
-  return x.device().is_cpu() &&
-         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) && stride == 1 &&
-         k % 2 == 1 && padding == (k - 1) / 2 && same(weight) && same(bias) &&
-         !records_gradient({&x, &weight, &bias, &residual});
-}
 
 // The kernels' weights (k * k, C) and bias (zeros when there is none).
 std::pair<at::Tensor, at::Tensor> kernel_weights(const at::Tensor& x, const at::Tensor& weight,
@@ -281,29 +241,19 @@ std::pair<at::Tensor, at::Tensor> kernel_weights(const at::Tensor& x, const at::
           bias.defined() ? bias.contiguous() : at::zeros({channels}, x.options())};
 }
 
-at::Tensor composite(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                     int64_t stride, int64_t padding) {
-  return at::conv2d(x.permute({0, 3, 1, 2}), weight, bias, stride, padding, 1, x.size(3))
-      .permute({0, 2, 3, 1});
-}
-
-}  // namespace
-
-at::Tensor depthwise_conv2d_nhwc(const at::Tensor& x, const at::Tensor& weight,
-                                 const at::Tensor& bias, int64_t stride, int64_t padding,
-                                 const at::Tensor& residual) {
-  check_arguments("depthwise_conv2d_nhwc", x, weight, bias);
-  auto check_residual = [&](at::IntArrayRef out) {
-    TORCH_CHECK(!residual.defined() || residual.sizes() == out,
-                "depthwise_conv2d_nhwc: expected residual of the output's shape ", out, ", got ",
-                residual.sizes());
-  };
-  if (!kernel_applies(x, weight, bias, stride, padding, residual)) {
-    auto y = composite(x, weight, bias, stride, padding);
-    check_residual(y.sizes());
-    return residual.defined() ? y + residual : y;
+at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                     const c10::optional<at::Tensor>& bias_opt, int64_t stride,
+                                     int64_t padding,
+                                     const c10::optional<at::Tensor>& residual_opt) {
+  const at::Tensor bias = bias_opt.value_or(at::Tensor());
+  const at::Tensor residual = residual_opt.value_or(at::Tensor());
+  depthwise_conv::check_arguments("depthwise_conv2d_nhwc", x, weight, bias);
+  if (!depthwise_conv::cpu_kernel_applies(x, weight, bias, stride, padding)) {
+    return depthwise_conv::composite(x, weight, bias, stride, padding, residual);
   }
-  check_residual(x.sizes());
+  TORCH_CHECK(!residual.defined() || residual.sizes() == x.sizes(),
+              "depthwise_conv2d_nhwc: expected residual of the output's shape ", x.sizes(),
+              ", got ", residual.sizes());
   TORCH_CHECK(!residual.defined() || (residual.scalar_type() == x.scalar_type() &&
                                       residual.device() == x.device()),
               "depthwise_conv2d_nhwc: residual must be a ", x.scalar_type(), " tensor on ",
@@ -319,23 +269,32 @@ at::Tensor depthwise_conv2d_nhwc(const at::Tensor& x, const at::Tensor& weight,
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "depthwise_conv2d_nhwc", [&] {
     const scalar_t* rp = rc.defined() ? rc.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, s.batch * s.height, grain, [&](int64_t row0, int64_t row1) {
-      RMT_CALL_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
-                       b.data_ptr<scalar_t>(), rp, y.data_ptr<scalar_t>(), row0, row1);
+      RMT_CALL_ISA_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
+                           b.data_ptr<scalar_t>(), rp, y.data_ptr<scalar_t>(), row0, row1);
     });
   });
   return y;
 }
 
-at::Tensor gelu_depthwise_conv2d_add(const at::Tensor& h, const at::Tensor& weight,
-                                     const at::Tensor& bias, int64_t padding, bool reuse_input) {
-  check_arguments("gelu_depthwise_conv2d_add", h, weight, bias);
-  if (!reuse_input || !h.is_contiguous() ||
-      !kernel_applies(h, weight, bias, 1, padding, {})) {
-    const auto g = at::gelu(h);
-    return depthwise_conv2d_nhwc(g, weight, bias, 1, padding, g);
-  }
+}  // namespace
+
+namespace depthwise_conv {
+
+bool cpu_kernel_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                        int64_t stride, int64_t padding) {
+  const int64_t k = weight.size(2);
+  auto same = [&](const at::Tensor& t) {
+    return !t.defined() || (t.scalar_type() == x.scalar_type() && t.device() == x.device());
+  };
+  return x.device().is_cpu() &&
+         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) && stride == 1 &&
+         k % 2 == 1 && padding == (k - 1) / 2 && same(weight) && same(bias);
+}
+
+void gelu_conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight,
+                                const at::Tensor& bias) {
   const ConvShape s{h.size(0), h.size(1), h.size(2), h.size(3), weight.size(2)};
-  if (h.numel() == 0) return h;
+  if (h.numel() == 0) return;
   const auto [wt, b] = kernel_weights(h, weight, bias);
   const int64_t rows = s.batch * s.height, row_size = s.width * s.channels;
   const int64_t pad = (s.k - 1) / 2;
@@ -350,12 +309,12 @@ at::Tensor gelu_depthwise_conv2d_add(const at::Tensor& h, const at::Tensor& weig
       const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
       for (int64_t d = 1; d <= pad && r0 < r1; ++d) {  // rows r0 - d and r1 - 1 + d
         if ((r0 % s.height) - d >= 0) {
-          RMT_CALL_VARIANT(gelu, data + (r0 - d) * row_size,
-                           above.data() + (i * pad + d - 1) * row_size, row_size);
+          RMT_CALL_ISA_VARIANT(gelu, data + (r0 - d) * row_size,
+                               above.data() + (i * pad + d - 1) * row_size, row_size);
         }
         if (((r1 - 1) % s.height) + d < s.height) {
-          RMT_CALL_VARIANT(gelu, data + (r1 - 1 + d) * row_size,
-                           below.data() + (i * pad + d - 1) * row_size, row_size);
+          RMT_CALL_ISA_VARIANT(gelu, data + (r1 - 1 + d) * row_size,
+                               below.data() + (i * pad + d - 1) * row_size, row_size);
         }
       }
     }
@@ -363,16 +322,21 @@ at::Tensor gelu_depthwise_conv2d_add(const at::Tensor& h, const at::Tensor& weig
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
         if (r0 >= r1) continue;
-        RMT_CALL_VARIANT(gelu_conv, s, data, wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), r0,
-                         r1, above.data() + i * pad * row_size, below.data() + i * pad * row_size);
+        RMT_CALL_ISA_VARIANT(gelu_conv, s, data, wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                             r0, r1, above.data() + i * pad * row_size,
+                             below.data() + i * pad * row_size);
       }
     });
   });
-  return h;
 }
 
+}  // namespace depthwise_conv
 }  // namespace rmt::ops
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
+
+TORCH_LIBRARY_IMPL(rmt, CPU, m) {
+  m.impl("depthwise_conv2d_nhwc", TORCH_FN(rmt::ops::depthwise_conv2d_nhwc_cpu));
+}

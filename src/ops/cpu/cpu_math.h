@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "ops/cpu_simd.h"
+#include "ops/cpu/cpu_simd.h"
 
 namespace rmt::ops::cpu {
 

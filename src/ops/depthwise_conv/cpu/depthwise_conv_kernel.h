@@ -1,0 +1,19 @@
+#pragma once
+// What the depthwise convolution's entry points call on the CPU side directly
+// (depthwise_conv_kernel.cpp).
+
+#include <ATen/ATen.h>
+
+namespace rmt::ops::depthwise_conv {
+
+// Whether the vectorized CPU kernel takes the call: float or double CPU tensors of one dtype,
+// stride 1, k odd and padding (k - 1) / 2. The caller sees to it that no gradient is recorded.
+bool cpu_kernel_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                        int64_t stride, int64_t padding);
+
+// h <- conv(gelu(h), weight, bias) + gelu(h) in place: the FFN's middle, one read and one write of
+// h. For h contiguous and cpu_kernel_applies(h, weight, bias, 1, padding).
+void gelu_conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight,
+                                const at::Tensor& bias);
+
+}  // namespace rmt::ops::depthwise_conv
