@@ -6,6 +6,8 @@
 
 #include <torch/nn/module.h>
 
+#include "rmt/untrusted.h"
+
 namespace rmt {
 
 namespace {
@@ -28,10 +30,14 @@ std::string shape(at::IntArrayRef sizes) {
   return s.str();
 }
 
+// The first few keys of a list, escaped and cut (names come from the file: a message listing all
+// of them could be megabytes long, with terminal control bytes in it). LoadReport keeps them all.
 void append_list(std::ostringstream& out, const char* title, const std::vector<std::string>& keys) {
+  constexpr size_t kShown = 4;
   if (keys.empty()) return;
   out << "\n  " << title << " (" << keys.size() << "):";
-  for (const auto& key : keys) out << "\n    " << key;
+  for (size_t i = 0; i < keys.size() && i < kShown; ++i) out << "\n    " << escape_and_cut(keys[i], 70);
+  if (keys.size() > kShown) out << "\n    ... (" << keys.size() - kShown << " more)";
 }
 
 }  // namespace
@@ -49,7 +55,7 @@ std::string LoadReport::summary() const {
   append_list(out, "missing", missing);
   append_list(out, "unexpected", unexpected);
   append_list(out, "mis-shaped", mismatched);
-  return out.str();
+  return cut_message(out.str(), kMaxMessageBytes - 100);
 }
 
 LoadReport load_state_dict(torch::nn::Module& module, const StateDict& weights, bool strict) {
@@ -90,7 +96,7 @@ LoadReport load_weights(torch::nn::Module& module, const std::string& path,
   try {
     return load_state_dict(module, weights, strict);
   } catch (const std::runtime_error& e) {
-    throw std::runtime_error(path + ": " + e.what());
+    throw std::runtime_error(cut_message(path + ": " + e.what()));
   }
 }
 
