@@ -5,6 +5,7 @@
 // from the file is raw (no control byte, no megabyte-long name). Each reader runs in a child
 // process (tests/support/bounded_run.h), so a regression shows as a failed test, not a hung or
 // killed test program.
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -41,10 +42,17 @@ bool has_control_bytes(const std::string& s, bool newlines_allowed = false) {
   return false;
 }
 
+// What each run took, in the test's output (for the record, not checked but by the bounds).
+void report(const BoundedResult& r) {
+  std::printf("    [bounded run] %.2f s, peak RSS +%ld MiB%s%s\n", r.seconds, r.peak_increase_kb / 1024,
+              r.threw ? ": " : "", r.threw ? rmt::escape_and_cut(r.message, 110).c_str() : "");
+}
+
 // The checks every hostile file gets: finished within the deadline, refused with a message naming
 // `needle`, under 1 KB, escaped, and within the memory bound (`tensor_kb`: what it really holds).
 void expect_refused(const BoundedResult& r, const std::string& needle, long tensor_kb = 0,
                     bool multiline = false) {
+  report(r);
   ASSERT_TRUE(r.finished) << r.failure << " (" << r.seconds << " s)";
   ASSERT_TRUE(r.threw) << "read without an error; expected one mentioning \"" << needle << "\"";
   EXPECT_NE(r.message.find(needle), std::string::npos)
@@ -55,6 +63,7 @@ void expect_refused(const BoundedResult& r, const std::string& needle, long tens
 }
 
 void expect_read(const BoundedResult& r, long tensor_kb = 0) {
+  report(r);
   ASSERT_TRUE(r.finished) << r.failure << " (" << r.seconds << " s)";
   ASSERT_FALSE(r.threw) << r.message.substr(0, 2000);
   if (!sanitized()) EXPECT_LE(r.peak_increase_kb, tensor_kb + kSlackKb);
@@ -457,6 +466,26 @@ TEST(Bounds, LargeFilesAreReadOrRefusedInTime) {
   }
   header.back() = '}';
   expect_refused(read_weights(safetensors(header, "")), "bytes of tensor records");
+  // Many tensors over one storage, each its own value (20 bytes of pickle each): what loading
+  // makes for each (an at::Tensor view) is charged when the tensor is read, so 50000 of them read
+  // within the bound and 300000 are refused before they are made.
+  const auto tensors = [](int n) {
+    Pickle p;
+    p.raw("ctorch._utils\n_rebuild_tensor_v2\n").raw(put(0)).op('0');
+    p.mark().str("storage").global("torch", "FloatStorage").str("0").str("cpu").integer(1);
+    p.op('t').op('Q').raw(put(1)).op('0');
+    p.ints({1}).raw(put(2)).op('0').global("collections", "OrderedDict").op(')').op('R');
+    p.raw(put(3)).op('0');
+    p.op('}').mark();
+    for (int i = 0; i < n; ++i) {
+      p.str(std::to_string(i)).raw(get(0)).mark().raw(get(1)).integer(0).raw(get(2) + get(2));
+      p.op('\x89').raw(get(3)).op('t').op('R');
+    }
+    p.op('u');
+    return torch_zip(p.done(), {{"0", float_bytes({1})}});
+  };
+  expect_read(read_weights(tensors(50000)));
+  expect_refused(read_weights(tensors(300000)), "bytes of memory");
   // A central directory of 300000 entries (zip64: a plain end record counts up to 65535):
   // refused by count before anything is read.
   std::string z64(300000 * 46, '\0');

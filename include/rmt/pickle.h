@@ -95,6 +95,9 @@ struct Value {
   // An Object's attribute: an entry of its state when that is a dict (argparse.Namespace fields).
   const Value* attribute(std::string_view key) const;
   std::string qualified_name() const;  // Global/Object: "module.name"
+  // qualified_name() for messages and listings: each part escaped and cut to `max_bytes` (so
+  // showing it costs the same however long the names in the file are).
+  std::string shown_name(size_t max_bytes = 120) const;
   std::string type_name() const;       // "int", "dict", "tensor", "argparse.Namespace", ...
 };
 

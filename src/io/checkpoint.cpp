@@ -254,7 +254,7 @@ class Describer {
     }
     if (v->kind == Kind::Object && v->state && v->state->kind == Kind::Dict && level < 2) {
       // argparse.Namespace and similar: one attribute per line
-      out += ": " + io::escape_and_cut(v->qualified_name(), 120) + "\n";
+      out += ": " + v->shown_name() + "\n";
       session_.mark_shown(v, where);
       lines(indent + "  ", v->state, where);
       return;

@@ -47,6 +47,12 @@ std::string Value::qualified_name() const {
   return text.empty() ? name : text + "." + name;
 }
 
+std::string Value::shown_name(size_t max_bytes) const {
+  if (kind != Kind::Global && kind != Kind::Object) return {};
+  if (text.empty()) return io::escape_and_cut(name, max_bytes);
+  return io::escape_and_cut(text, max_bytes) + "." + io::escape_and_cut(name, max_bytes);
+}
+
 std::string Value::type_name() const {
   switch (kind) {
     case Kind::None: return "None";
@@ -61,8 +67,8 @@ std::string Value::type_name() const {
     case Kind::Dict: return "dict";
     case Kind::Set: return "set";
     case Kind::FrozenSet: return "frozenset";
-    case Kind::Global: return "global " + io::escape_and_cut(qualified_name(), 120);
-    case Kind::Object: return io::escape_and_cut(qualified_name(), 120);
+    case Kind::Global: return "global " + shown_name();
+    case Kind::Object: return shown_name();
     case Kind::Storage: return "storage";
     case Kind::Tensor: return "tensor";
   }
@@ -177,7 +183,7 @@ class Renderer {
       case Kind::Float: out_ += float_text(v.real); return;
       case Kind::Str: out_ += quote(v.text, o_.max_string, false); return;
       case Kind::Bytes: out_ += quote(v.text, o_.max_string, true); return;
-      case Kind::Global: out_ += io::escape_and_cut(v.qualified_name(), o_.max_string); return;
+      case Kind::Global: out_ += v.shown_name(o_.max_string); return;
       case Kind::Storage:
         out_ += "storage(" + io::escape_and_cut(v.storage->type_name, 60) + ", key=" +
                 quote(v.storage->key, 40, false) + ", " + std::to_string(v.storage->numel) +
@@ -281,7 +287,7 @@ class Renderer {
   }
 
   void object(const Value& v, size_t depth) {
-    out_ += io::escape_and_cut(v.qualified_name(), o_.max_string) + "(";
+    out_ += v.shown_name(o_.max_string) + "(";
     size_t shown = 0;
     auto comma = [&] {
       if (shown++) out_ += ", ";

@@ -885,7 +885,7 @@ Value* Unpickler::persistent_load(Value* pid) {
   bool known = false;
   const at::ScalarType dtype = storage_dtype(type->text, type->name, &known);
   if (!known) {
-    error("unknown storage type " + escape_and_cut(type->qualified_name(), 120) +
+    error("unknown storage type " + type->shown_name() +
           " (supported: Float, Double, Half, BFloat16, Long, Int, Short, Char, Byte, Bool and "
           "Untyped storages)");
   }
@@ -974,7 +974,8 @@ Value* Unpickler::rebuild_tensor(const std::string& function, const Value* args)
   if (v3 && !dtype_from_global(*a[6], &info->dtype)) {
     error("torch._utils._rebuild_tensor_v3: unsupported dtype " + a[6]->type_name());
   }
-  charge(sizeof(*info) + 16 * info->sizes.size());
+  // With what loading it will take: the at::Tensor view made for it (TensorImpl, sizes, strides).
+  charge(sizeof(*info) + 16 * info->sizes.size() + 1024);
 
   // Capacity in elements of the tensor's dtype (differs from the storage's for v3 only).
   const size_t elem = element_size(info->dtype);
@@ -1018,7 +1019,7 @@ Value* Unpickler::to_bytes(const Value* text, bool latin1) {
 Value* Unpickler::numpy_scalar(const Value* args) {
   // numpy.core.multiarray.scalar(dtype, bytes): a NumPy scalar such as a float64 metric.
   const auto& a = args->items;
-  if (a.size() != 2 || a[0]->kind != Kind::Object || a[0]->qualified_name() != "numpy.dtype" ||
+  if (a.size() != 2 || a[0]->kind != Kind::Object || a[0]->text != "numpy" || a[0]->name != "dtype" ||
       !a[0]->args || a[0]->args->items.empty() || a[0]->args->items[0]->kind != Kind::Str ||
       a[1]->kind != Kind::Bytes) {
     return nullptr;
@@ -1063,7 +1064,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
           " (only globals can be called)");
   }
   if (args->kind != Kind::Tuple && args->kind != Kind::List) {
-    error(std::string(opcode) + ": the arguments of " + escape_and_cut(callable->qualified_name(), 120) +
+    error(std::string(opcode) + ": the arguments of " + callable->shown_name() +
           " are a " + args->type_name() + ", not a tuple");
   }
   if (kwargs && kwargs->kind != Kind::Dict) {
@@ -1072,7 +1073,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
   const std::string& module = callable->text;
   const std::string& name = callable->name;
   if (module == "torch._utils" && starts_with(name, "_rebuild_") && !known_callables().count(module + "." + name)) {
-    error("unsupported tensor kind: " + escape_and_cut(callable->qualified_name(), 120) +
+    error("unsupported tensor kind: " + callable->shown_name() +
           " (only dense CPU-storable tensors are read)");
   }
   checked_callable(module, name, opcode);
@@ -1207,7 +1208,7 @@ void Unpickler::build(Value* target, Value* state) {
       nest(target, state);
       return;
     case Kind::Global:
-      error("BUILD on the global " + escape_and_cut(target->qualified_name(), 120) +
+      error("BUILD on the global " + target->shown_name() +
             " refused (it would set state on a class or function)");
     default:
       error("BUILD on a " + target->type_name() + ", which has no state");
