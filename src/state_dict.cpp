@@ -30,14 +30,22 @@ std::string shape(at::IntArrayRef sizes) {
   return s.str();
 }
 
-// The first few keys of a list, escaped and cut (names come from the file: a message listing all
-// of them could be megabytes long, with terminal control bytes in it). LoadReport keeps them all.
-void append_list(std::ostringstream& out, const char* title, const std::vector<std::string>& keys) {
-  constexpr size_t kShown = 4;
+// Keys of a list, escaped and cut, as many as `budget` bytes hold, then a count of the others
+// (names come from the file: a message listing all of them could be megabytes long, with terminal
+// control bytes in it). LoadReport keeps them all.
+void append_list(std::ostringstream& out, const char* title, const std::vector<std::string>& keys,
+                 size_t budget) {
   if (keys.empty()) return;
   out << "\n  " << title << " (" << keys.size() << "):";
-  for (size_t i = 0; i < keys.size() && i < kShown; ++i) out << "\n    " << escape_and_cut(keys[i], 70);
-  if (keys.size() > kShown) out << "\n    ... (" << keys.size() - kShown << " more)";
+  size_t used = 0, shown = 0;
+  for (const auto& key : keys) {
+    const std::string line = "\n    " + escape_and_cut(key, 100);
+    if (used + line.size() > budget) break;
+    out << line;
+    used += line.size();
+    ++shown;
+  }
+  if (shown < keys.size()) out << "\n    ... (" << keys.size() - shown << " more)";
 }
 
 }  // namespace
@@ -52,9 +60,12 @@ std::string LoadReport::summary() const {
   std::ostringstream out;
   out << missing.size() << " missing, " << unexpected.size() << " unexpected, " << mismatched.size()
       << " mis-shaped keys";
-  append_list(out, "missing", missing);
-  append_list(out, "unexpected", unexpected);
-  append_list(out, "mis-shaped", mismatched);
+  // The lists share what a message may hold (under 1 KB with its context) fairly.
+  const size_t lists = !missing.empty() + !unexpected.empty() + !mismatched.empty();
+  const size_t budget = lists ? 720 / lists : 0;
+  append_list(out, "missing", missing, budget);
+  append_list(out, "unexpected", unexpected, budget);
+  append_list(out, "mis-shaped", mismatched, budget);
   return cut_message(out.str(), kMaxMessageBytes - 100);
 }
 

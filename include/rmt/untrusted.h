@@ -33,7 +33,8 @@ template <typename T>
 inline bool mul_ok(T a, T b, T* out) { return !__builtin_mul_overflow(a, b, out); }
 
 // A sum of non-negative counts that stops at INT64_MAX instead of overflowing; `saturated()` says
-// whether it did (the true total is then larger).
+// whether it did (the true total is then larger; a negative count, which no size can be, also
+// saturates it rather than being subtracted).
 class CountSum {
  public:
   void add(int64_t n) {
