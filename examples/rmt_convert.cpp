@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_set>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "rmt/checkpoint.h"
 #include "rmt/model.h"
 #include "rmt/state_dict.h"
+#include "rmt/untrusted.h"
 #include "rmt/version.h"
 
 namespace {
@@ -71,6 +73,36 @@ bool bit_identical(const at::Tensor& a, const at::Tensor& b) {
   const at::Tensor x = a.contiguous(), y = b.contiguous();
   return x.nbytes() == y.nbytes() &&
          (x.nbytes() == 0 || std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0);
+}
+
+// Refuses weights whose safetensors copy would be far larger than the tensor data the checkpoint
+// holds: tensors that view one storage (many names for one tensor, stride-0 views) are written
+// once each, so a small file could otherwise make a huge one.
+void check_not_inflated(const rmt::StateDict& weights, const std::string& input) {
+  using Bytes = unsigned __int128;
+  Bytes to_write = 0, held = 0;
+  std::unordered_set<const void*> storages;
+  for (const auto& item : weights) {
+    const at::Tensor& t = item.value();
+    to_write += static_cast<Bytes>(t.numel()) * t.element_size();
+    if (storages.insert(t.storage().unsafeGetStorageImpl()).second) held += t.storage().nbytes();
+  }
+  constexpr Bytes kSlack = Bytes(256) << 20;
+  if (to_write > held + kSlack) {
+    auto text = [](Bytes n) {
+      std::string s;
+      do {
+        s += static_cast<char>('0' + static_cast<int>(n % 10));
+        n /= 10;
+      } while (n);
+      return std::string(s.rbegin(), s.rend());
+    };
+    throw std::runtime_error(
+        input + ": its " + std::to_string(weights.size()) + " tensors would take " +
+        text(to_write) + " bytes as safetensors, but the checkpoint holds only " + text(held) +
+        " bytes of tensor data (its tensors repeat or overlap the same data, which safetensors "
+        "cannot share); refusing to inflate it");
+  }
 }
 
 int run(int argc, char** argv) {
@@ -128,6 +160,7 @@ int run(int argc, char** argv) {
   selection.key_prefix = key_prefix;
   selection.strip_module_prefix = !keep_module;
   const rmt::StateDict weights = rmt::select_state_dict(contents, selection);
+  check_not_inflated(weights, input);
 
   // The source's own safetensors metadata is kept; ours replaces entries of the same name.
   std::map<std::string, std::string> metadata = contents.metadata;
@@ -156,11 +189,11 @@ int run(int argc, char** argv) {
     try {
       rmt::load_state_dict(*model->module(), weights, /*strict=*/true);
     } catch (const c10::Error& e) {
-      throw std::runtime_error("the weights of " + input + " do not load into " + what + ": " +
-                               e.what_without_backtrace());
+      throw std::runtime_error(rmt::cut_message("the weights of " + input + " do not load into " +
+                                                what + ": " + e.what_without_backtrace()));
     } catch (const std::exception& e) {
-      throw std::runtime_error("the weights of " + input + " do not load into " + what + ": " +
-                               e.what());
+      throw std::runtime_error(rmt::cut_message("the weights of " + input + " do not load into " +
+                                                what + ": " + e.what()));
     }
   }
 
@@ -168,7 +201,7 @@ int run(int argc, char** argv) {
   try {
     rmt::save_safetensors(temp.path(), weights, metadata);
   } catch (const std::exception& e) {
-    throw std::runtime_error("cannot write " + output + ": " + e.what());
+    throw std::runtime_error(rmt::cut_message("cannot write " + output + ": " + e.what()));
   }
   // Read back what was written before it takes the output's name.
   rmt::WeightsSelection exact;
@@ -183,19 +216,20 @@ int run(int argc, char** argv) {
   for (const auto& item : weights) {
     const at::Tensor* written = back.find(item.key());
     if (!written || !bit_identical(*written, item.value())) {
-      throw std::runtime_error("cannot write " + output + ": tensor '" + item.key() +
-                               "' reads back differently");
+      throw std::runtime_error("cannot write " + output + ": tensor '" +
+                               rmt::escape_and_cut(item.key()) + "' reads back differently");
     }
   }
   temp.commit(output);
 
   if (!quiet) {
-    int64_t elements = 0;
-    for (const auto& item : weights) elements += item.value().numel();
+    rmt::CountSum elements;
+    for (const auto& item : weights) elements.add(item.value().numel());
     const std::string& key = metadata["weights_key"];
     std::cout << "rmt-convert: wrote " << output << ": " << weights.size() << " tensors, "
-              << elements << " elements, from " << (key.empty() ? "the top-level dict"
-                                                                : "entry '" + key + "'")
+              << (elements.saturated() ? "more than " : "") << elements.value()
+              << " elements, from "
+              << (key.empty() ? "the top-level dict" : "entry '" + rmt::escape_and_cut(key) + "'")
               << " of " << input << " (" << contents.format << ")";
     if (!arch.empty() || !config_path.empty()) {
       std::cout << "; they load into " << (!arch.empty() ? arch : config_path);

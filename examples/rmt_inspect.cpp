@@ -1,6 +1,8 @@
 // rmt-inspect: what a checkpoint holds (its entries, the weights' keys with shape and dtype, the
 // parameter count, metadata such as the epoch or the training arguments), without building a model
-// and without executing anything from the file.
+// and without executing anything from the file. Its output grows with what the file really holds
+// (a value referenced many times is shown once, long listings end with a count of what was left
+// out) and everything taken from the file is escaped.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -17,28 +19,38 @@
 #include "tool_common.h"
 #include "rmt/checkpoint.h"
 #include "rmt/pickle.h"
+#include "rmt/untrusted.h"
 
 namespace {
 
 using rmt::pickle::Kind;
 using rmt::pickle::Value;
 
-// Names from a file may hold anything: show control bytes and backslashes escaped.
-std::string printable(const std::string& text) {
-  std::string out;
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c < 0x20 || c == 0x7F) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
-      out += buf;
-    } else {
-      out += ch;  // UTF-8 passes through
-    }
-  }
-  return out;
+// Names from a file may hold anything (control bytes, megabytes): escaped and cut.
+std::string printable(const std::string& text) { return rmt::escape_and_cut(text, 200); }
+
+// The widest name column: longer names push their line's shape to the right, not every line's.
+constexpr size_t kNameColumn = 60;
+// Keys listed one per line in the text output; the rest are counted (--json lists them all).
+constexpr size_t kMaxListedKeys = 10000;
+// Top-level entries in --json's "entries".
+constexpr size_t kMaxJsonEntries = 10000;
+
+// Element counts: a sum over many tensors (a shared one counted at every name) can pass 2^63.
+using Count = unsigned __int128;
+
+std::string decimal(Count n) {
+  std::string s;
+  do {
+    s += static_cast<char>('0' + static_cast<int>(n % 10));
+    n /= 10;
+  } while (n);
+  return std::string(s.rbegin(), s.rend());
+}
+
+nlohmann::json count_json(Count n) {
+  if (n <= static_cast<Count>(INT64_MAX)) return static_cast<int64_t>(n);
+  return decimal(n);  // too large for a JSON integer that every reader takes
 }
 
 std::string dtype_name(at::ScalarType t) {
@@ -64,10 +76,9 @@ std::string shape_text(at::IntArrayRef sizes) {
 }
 
 // 1234567 -> "1,234,567"
-std::string grouped(int64_t n) {
-  std::string s = std::to_string(n);
-  const ptrdiff_t first = s[0] == '-' ? 1 : 0;
-  for (ptrdiff_t p = static_cast<ptrdiff_t>(s.size()) - 3; p > first; p -= 3) s.insert(p, ",");
+std::string grouped(Count n) {
+  std::string s = decimal(n);
+  for (ptrdiff_t p = static_cast<ptrdiff_t>(s.size()) - 3; p > 0; p -= 3) s.insert(p, ",");
   return s;
 }
 
@@ -88,18 +99,20 @@ std::string weights_source(const rmt::CheckpointContents& c, const rmt::WeightsS
 }
 
 struct Totals {
-  int64_t tensors = 0, elements = 0, floating = 0;
-  std::map<std::string, int64_t> by_dtype;  // elements per dtype
+  int64_t tensors = 0;
+  Count elements = 0, floating = 0;
+  std::map<std::string, Count> by_dtype;  // elements per dtype
 };
 
 Totals totals_of(const rmt::StateDict& weights) {
   Totals t;
   for (const auto& item : weights) {
     const at::Tensor& x = item.value();
+    const auto n = static_cast<Count>(x.numel());
     ++t.tensors;
-    t.elements += x.numel();
-    if (at::isFloatingType(x.scalar_type())) t.floating += x.numel();
-    t.by_dtype[dtype_name(x.scalar_type())] += x.numel();
+    t.elements += n;
+    if (at::isFloatingType(x.scalar_type())) t.floating += n;
+    t.by_dtype[dtype_name(x.scalar_type())] += n;
   }
   return t;
 }
@@ -117,20 +130,33 @@ std::string totals_text(const Totals& t) {
   return s;
 }
 
-nlohmann::json json_entries(const rmt::CheckpointContents& c) {
+// The top-level entries, values rendered in one session: a value shared by several entries is
+// shown at the first and referred to by the others.
+nlohmann::json json_entries(const rmt::CheckpointContents& c, size_t* not_shown) {
   nlohmann::json entries = nlohmann::json::array();
+  *not_shown = 0;
   if (!is_mapping(c.root)) return entries;
+  rmt::pickle::RenderSession session;
+  size_t shown = 0;
   for (const auto& [k, v] : c.root->entries) {
+    if (shown == kMaxJsonEntries) {
+      *not_shown = c.root->entries.size() - shown;
+      break;
+    }
+    ++shown;
     nlohmann::json e;
-    e["key"] = k->kind == Kind::Str ? k->text : rmt::pickle::render(*k, {2, 4, 40});
+    const std::string key = k->kind == Kind::Str ? k->text : rmt::pickle::render(*k, {2, 4, 40, 120});
+    e["key"] = key;
     e["type"] = v->type_name();
     switch (v->kind) {
       case Kind::None: e["value"] = nullptr; break;
       case Kind::Bool: e["value"] = v->boolean; break;
       case Kind::Int: e["value"] = v->integer; break;
       case Kind::Float: e["value"] = v->real; break;
-      case Kind::Str: e["value"] = v->text; break;
-      default: e["value"] = rmt::pickle::render(*v, {3, 12, 200, 4000});
+      case Kind::Str:
+        e["value"] = v->text.size() <= 4000 ? v->text : rmt::escape_and_cut(v->text, 4000);
+        break;
+      default: e["value"] = session.render(*v, printable(key), {3, 12, 200, 4000});
     }
     entries.push_back(std::move(e));
   }
@@ -184,14 +210,20 @@ int run(int argc, char** argv) {
     j["file"] = path;
     j["format"] = contents.format;
     j["metadata"] = contents.metadata;
-    if (!explicit_selection) j["entries"] = json_entries(contents);
+    if (!explicit_selection) {
+      size_t not_shown = 0;
+      j["entries"] = json_entries(contents, &not_shown);
+      if (not_shown) j["entries_not_shown"] = not_shown;
+    }
     nlohmann::json w;
     if (no_weights.empty()) {
       w["source"] = source;
       w["tensors"] = totals.tensors;
-      w["parameters"] = totals.floating;
-      w["elements"] = totals.elements;
-      w["elements_by_dtype"] = totals.by_dtype;
+      w["parameters"] = count_json(totals.floating);
+      w["elements"] = count_json(totals.elements);
+      nlohmann::json by_dtype = nlohmann::json::object();
+      for (const auto& [d, n] : totals.by_dtype) by_dtype[d] = count_json(n);
+      w["elements_by_dtype"] = std::move(by_dtype);
       if (!no_keys) {
         nlohmann::json keys = nlohmann::json::array();
         for (const auto& item : weights) {
@@ -211,7 +243,7 @@ int run(int argc, char** argv) {
   }
 
   std::ostringstream out;
-  out << "file: " << printable(path) << "\n";
+  out << "file: " << rmt::escape_and_cut(path, 4096) << "\n";
   if (explicit_selection) {
     out << "format: " << contents.format << "\n";
   } else {
@@ -225,12 +257,21 @@ int run(int argc, char** argv) {
   out << "weights: " << source << ": " << totals.tensors << " tensors\n";
   if (!no_keys) {
     size_t width = 0;
-    for (const auto& item : weights) width = std::max(width, printable(item.key()).size());
     for (const auto& item : weights) {
+      width = std::max(width, std::min(kNameColumn, printable(item.key()).size()));
+    }
+    size_t listed = 0;
+    for (const auto& item : weights) {
+      if (listed == kMaxListedKeys) {
+        out << "  ... (" << weights.size() - listed << " more tensors not listed; --json lists "
+            << "every key)\n";
+        break;
+      }
+      ++listed;
       const std::string name = printable(item.key());
       const std::string shape = shape_text(item.value().sizes());
-      out << "  " << name << std::string(width - name.size() + 2, ' ') << shape
-          << std::string(shape.size() < 18 ? 20 - shape.size() : 2, ' ')
+      out << "  " << name << std::string(name.size() < width ? width - name.size() + 2 : 2, ' ')
+          << shape << std::string(shape.size() < 18 ? 20 - shape.size() : 2, ' ')
           << dtype_name(item.value().scalar_type()) << "\n";
     }
   }

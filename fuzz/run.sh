@@ -13,6 +13,8 @@ set -euo pipefail
 seconds=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${2:-$root/build-fuzz}
+mkdir -p "$build"
+build=$(cd "$build" && pwd)  # the runs below change directory
 shift $(( $# > 2 ? 2 : $# ))
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(torch_save pickle safetensors)

@@ -7,3 +7,4 @@ BUILD_DIR="${BUILD_DIR:-build}"
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$BUILD_DIR" -j"$(nproc)"
 ctest --test-dir "$BUILD_DIR" --output-on-failure
+scripts/test-io-sanitized.sh  # the checkpoint readers and their tests under ASan/UBSan (about 4 min)

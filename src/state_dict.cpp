@@ -6,6 +6,8 @@
 
 #include <torch/nn/module.h>
 
+#include "rmt/untrusted.h"
+
 namespace rmt {
 
 namespace {
@@ -28,10 +30,22 @@ std::string shape(at::IntArrayRef sizes) {
   return s.str();
 }
 
-void append_list(std::ostringstream& out, const char* title, const std::vector<std::string>& keys) {
+// Keys of a list, escaped and cut, as many as `budget` bytes hold, then a count of the others
+// (names come from the file: a message listing all of them could be megabytes long, with terminal
+// control bytes in it). LoadReport keeps them all.
+void append_list(std::ostringstream& out, const char* title, const std::vector<std::string>& keys,
+                 size_t budget) {
   if (keys.empty()) return;
   out << "\n  " << title << " (" << keys.size() << "):";
-  for (const auto& key : keys) out << "\n    " << key;
+  size_t used = 0, shown = 0;
+  for (const auto& key : keys) {
+    const std::string line = "\n    " + escape_and_cut(key, 100);
+    if (used + line.size() > budget) break;
+    out << line;
+    used += line.size();
+    ++shown;
+  }
+  if (shown < keys.size()) out << "\n    ... (" << keys.size() - shown << " more)";
 }
 
 }  // namespace
@@ -46,10 +60,13 @@ std::string LoadReport::summary() const {
   std::ostringstream out;
   out << missing.size() << " missing, " << unexpected.size() << " unexpected, " << mismatched.size()
       << " mis-shaped keys";
-  append_list(out, "missing", missing);
-  append_list(out, "unexpected", unexpected);
-  append_list(out, "mis-shaped", mismatched);
-  return out.str();
+  // The lists share what a message may hold (under 1 KB with its context) fairly.
+  const size_t lists = !missing.empty() + !unexpected.empty() + !mismatched.empty();
+  const size_t budget = lists ? 720 / lists : 0;
+  append_list(out, "missing", missing, budget);
+  append_list(out, "unexpected", unexpected, budget);
+  append_list(out, "mis-shaped", mismatched, budget);
+  return cut_message(out.str(), kMaxMessageBytes - 100);
 }
 
 LoadReport load_state_dict(torch::nn::Module& module, const StateDict& weights, bool strict) {
@@ -90,7 +107,7 @@ LoadReport load_weights(torch::nn::Module& module, const std::string& path,
   try {
     return load_state_dict(module, weights, strict);
   } catch (const std::runtime_error& e) {
-    throw std::runtime_error(path + ": " + e.what());
+    throw std::runtime_error(cut_message(path + ": " + e.what()));
   }
 }
 

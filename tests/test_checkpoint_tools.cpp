@@ -19,6 +19,7 @@
 
 #include <ATen/ATen.h>
 
+#include "checkpoint_bytes.h"
 #include "reference.h"
 #include "tool_runner.h"
 #include "rmt/checkpoint.h"
@@ -248,6 +249,117 @@ TEST_F(CheckpointTools, InspectFailsClearly) {
   EXPECT_NE(run("rmt-inspect", {}).status, 0);  // the file is required
 }
 
+// Hostile files built to inflate the output (tests/test_checkpoint_bounds.cpp has the readers'
+// side of each class): the tools print what the file really holds, escaped, with summaries.
+namespace hostile {
+
+using rmt::test::Pickle;
+using rmt::test::le;
+
+std::string put(uint32_t i) { return "r" + le<uint32_t>(i); }
+std::string get(uint32_t i) { return "j" + le<uint32_t>(i); }
+
+// An argparse.Namespace of 300 long fields referenced by 30 entries of each of 200 dicts.
+std::string shared_namespace() {
+  Pickle p;
+  p.op('}').mark();
+  p.global("argparse", "Namespace").op(')').op('\x81').raw(put(0));
+  p.op('}').mark();
+  for (int i = 0; i < 300; ++i) p.str("f" + std::to_string(i)).str(std::string(200, 'x'));
+  p.op('u').op('b').op('0');
+  for (int e = 0; e < 200; ++e) {
+    p.str("entry" + std::to_string(e)).op('}').mark();
+    for (int k = 0; k < 30; ++k) p.str("k" + std::to_string(k)).raw(get(0));
+    p.op('u');
+  }
+  p.op('u');
+  return rmt::test::torch_zip(p.done(), {});
+}
+
+// 20000 names for one tensor, one of them 100 KB long with terminal control bytes in it.
+std::string many_names() {
+  Pickle p;
+  p.op('}').mark();
+  p.str("first").tensor("FloatStorage", "0", 1, 0, {1}, {1}).raw(put(0));
+  p.str("\r\x1b[2Kall weights loaded\n" + std::string(100000, 'n')).raw(get(0));
+  for (int i = 0; i < 20000; ++i) p.str("t" + std::to_string(i)).raw(get(0));
+  p.op('u');
+  return rmt::test::torch_zip(p.done(), {{"0", rmt::test::float_bytes({1})}});
+}
+
+// Sixteen names for one stride-0 tensor of 2^60 elements: 2^64 elements, 4 bytes of data.
+std::string huge_view() {
+  Pickle p;
+  p.op('}').mark();
+  p.str("t0").tensor("FloatStorage", "0", 1, 0, {int64_t(1) << 60}, {0}).raw(put(0));
+  for (int i = 1; i < 16; ++i) p.str("t" + std::to_string(i)).raw(get(0));
+  p.op('u');
+  return rmt::test::torch_zip(p.done(), {{"0", rmt::test::float_bytes({1})}});
+}
+
+size_t longest_line(const std::string& text) {
+  size_t longest = 0, start = 0;
+  for (size_t nl = text.find('\n'); nl != std::string::npos; nl = text.find('\n', start)) {
+    longest = std::max(longest, nl - start);
+    start = nl + 1;
+  }
+  return std::max(longest, text.size() - start);
+}
+
+bool has_terminal_controls(const std::string& text) {
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\n') || c == 0x7F) return true;
+  }
+  return false;
+}
+
+}  // namespace hostile
+
+TEST_F(CheckpointTools, InspectOutputGrowsWithWhatTheFileHolds) {
+  // A shared object is described once; the other references say where it was shown.
+  const std::string shared = write("shared.pth", hostile::shared_namespace());
+  const Result r = run("rmt-inspect", {shared});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_LT(r.out.size(), 300000u);  // it printed 2 GB
+  EXPECT_CONTAINS(r.out, "  k1: argparse.Namespace <same as entry0 > k0>\n");
+  EXPECT_CONTAINS(r.out, "  ... (6 more)\n");
+  EXPECT_FALSE(hostile::has_terminal_controls(r.out));
+  const Result j = run("rmt-inspect", {shared, "--json"});
+  ASSERT_EQ(j.status, 0) << j.err;
+  EXPECT_LT(j.out.size(), 2000000u);
+
+  // 20001 names: listed up to 10000, then counted; a 100 KB name is cut, escaped, and does not
+  // pad every line to its length.
+  const std::string names = write("names.pth", hostile::many_names());
+  const Result n = run("rmt-inspect", {names});
+  ASSERT_EQ(n.status, 0) << n.err;
+  EXPECT_CONTAINS(n.out, "weights: the top-level dict (auto): 20002 tensors\n");
+  EXPECT_CONTAINS(n.out, "  ... (10002 more tensors not listed; --json lists every key)\n");
+  EXPECT_CONTAINS(n.out, "  \\r\\x1b[2Kall weights loaded\\nnnn");
+  EXPECT_CONTAINS(n.out, "... (99829 more bytes)");
+  EXPECT_LACKS(n.out, "\nall weights loaded");
+  EXPECT_FALSE(hostile::has_terminal_controls(n.out));
+  EXPECT_LT(hostile::longest_line(n.out), 400u);
+  EXPECT_LT(n.out.size(), 1000000u);
+}
+
+TEST_F(CheckpointTools, TotalsDoNotOverflow) {
+  // 16 x 2^60 elements: printed exactly (int64 arithmetic printed -9.2e18).
+  const std::string path = write("huge_view.pth", hostile::huge_view());
+  const Result r = run("rmt-inspect", {path, "--no-keys"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_CONTAINS(r.out, "total: 16 tensors, 18,446,744,073,709,551,616 parameters");
+  const Result j = run("rmt-inspect", {path, "--json", "--no-keys"});
+  ASSERT_EQ(j.status, 0) << j.err;
+  EXPECT_EQ(nlohmann::json::parse(j.out).at("weights").at("elements"), "18446744073709551616");
+  // rmt-convert would write 2^66 bytes from 4: refused, nothing written.
+  const std::string out = (dir_ / "out.safetensors").string();
+  const Result c = run("rmt-convert", {path, out});
+  expect_failure(c, "rmt-convert", "refusing to inflate it");
+  EXPECT_FALSE(fs::exists(out));
+}
+
 TEST_F(CheckpointTools, NothingFromTheFileRuns) {
   // A legacy torch.save file (a stream of pickles) whose object is os.system("touch PWNED"), as
   // Python pickles it on Linux: refused, by name and byte offset, and nothing happens.
@@ -350,7 +462,10 @@ TEST_F(CheckpointTools, ConvertDenseBackboneCheckedAgainstItsConfig) {
   const std::string whole = (dir_ / "whole.safetensors").string();
   const Result bad = run("rmt-convert", {path, whole, "--config", config, "--kind", "dense"});
   expect_failure(bad, "rmt-convert", "do not load into the config " + config);
-  EXPECT_CONTAINS(bad.err, "decode_head.conv_seg.weight");
+  // Counted, the first few named (the message stays under 1 KB).
+  EXPECT_CONTAINS(bad.err, "unexpected (200):\n    backbone.patch_embed.proj.0.weight");
+  EXPECT_CONTAINS(bad.err, " more)");
+  EXPECT_LT(bad.err.size(), 1100u) << bad.err;
   EXPECT_FALSE(fs::exists(whole));
 }
 

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -68,7 +69,11 @@ struct TensorInfo {
 struct Value {
   Kind kind = Kind::None;
   bool boolean = false;
-  uint32_t depth = 0;  // nesting depth seen while reading (bounded by Limits::max_depth)
+  // Nesting depth: 0 for a scalar or an empty container, else 1 + its deepest element's (a cycle
+  // counts as one level). Bounded by Limits::max_depth once the whole pickle is read, however the
+  // containers were filled.
+  uint32_t depth = 0;
+  uint32_t index = 0;  // position in its Tree
   int64_t integer = 0;
   double real = 0;
   // Str: the text as stored (UTF-8); Bytes: the bytes; BigInt: two's complement, little-endian;
@@ -90,6 +95,9 @@ struct Value {
   // An Object's attribute: an entry of its state when that is a dict (argparse.Namespace fields).
   const Value* attribute(std::string_view key) const;
   std::string qualified_name() const;  // Global/Object: "module.name"
+  // qualified_name() for messages and listings: each part escaped and cut to `max_bytes` (so
+  // showing it costs the same however long the names in the file are).
+  std::string shown_name(size_t max_bytes = 120) const;
   std::string type_name() const;       // "int", "dict", "tensor", "argparse.Namespace", ...
 };
 
@@ -102,9 +110,11 @@ class Tree {
 
   const Value* root() const { return root_; }
   size_t size() const { return values_.size(); }
+  const Value& operator[](size_t index) const { return values_[index]; }
 
   // For readers building a tree.
   Value* add(Kind kind);
+  Value& at(size_t index) { return values_[index]; }
   void set_root(const Value* root) { root_ = root; }
 
  private:
@@ -112,29 +122,65 @@ class Tree {
   const Value* root_ = nullptr;
 };
 
-// What a hostile file may cost.
+// What a hostile file may cost. Past either budget the pickle is refused.
 struct Limits {
-  size_t max_depth = 10000;                // nesting of marks and containers
-  size_t max_memory = size_t(1) << 30;     // bytes of Values, strings and containers
+  size_t max_depth = 10000;  // nesting of marks and containers
+  // Bytes of Values, strings, containers and the reader's own indexes, charged as they are built
+  // (every copy included).
+  size_t max_memory = size_t(128) << 20;
+  // Steps of work: opcodes, bytes copied, hashed or compared, items visited. A pickle's work grows
+  // with its size, not faster: a valid pickle takes a few steps per byte.
+  uint64_t max_work = uint64_t(1) << 30;
 };
 
 // Parses one pickle (protocols 0-5) from memory. Persistent ids must be torch's
 // ('storage', type, key, location, numel[, view]); the tensors they make have no data
 // (TensorInfo::data undefined). `end`, when given, receives the offset just after STOP.
-// Throws std::runtime_error "pickle: <problem> at byte N".
+// Throws std::runtime_error "pickle: <problem> at byte N" (under 1 KB, text from the file escaped).
 std::shared_ptr<Tree> read_pickle(const void* data, size_t size, const Limits& limits = {},
                                   size_t* end = nullptr);
 
 struct RenderOptions {
   size_t max_depth = 6;     // deeper containers are shown as ...
-  size_t max_items = 16;    // per container
-  size_t max_string = 200;  // characters per string
-  size_t max_length = 65536;  // the whole text (shared sub-trees could make it explode)
+  size_t max_items = 16;    // per container, then "... (N more)"
+  size_t max_string = 200;  // bytes per string (escaped), then "... (N more bytes)"
+  size_t max_length = 65536;  // the whole text, then "... (cut at N bytes)"
 };
 
 // Python-like text of a value: tensors as tensor(float32, [8, 3, 3, 3]), placeholders as
-// module.name(args..., attribute=value, ...).
+// module.name(args..., attribute=value, ...), strings escaped. A container or object of more than
+// 4 elements, or a string of more than 64 bytes, met more than once is shown once, marked &N, and
+// written *N where it recurs (cycles included), so the text grows with the distinct values shown,
+// not with the references to them.
 std::string render(const Value& value, const RenderOptions& options = {});
+
+// Several render() calls that make one text (e.g. one line per entry of a checkpoint). Such a
+// container, object or long string that an earlier call showed is written <same as LABEL> (it was
+// that call's value) or <see LABEL> (it was inside it) instead of again, and the calls together
+// write at most `max_total` bytes; past that, render() gives "<not shown: output limit reached>".
+class RenderSession {
+ public:
+  explicit RenderSession(size_t max_total = size_t(1) << 20) : max_total_(max_total) {}
+  // `label` says where the value is shown ("args", "optimizer > state").
+  std::string render(const Value& value, const std::string& label,
+                     const RenderOptions& options = {});
+  // Records that the caller showed `value` itself under `label` (without render()).
+  void mark_shown(const Value* value, const std::string& label);
+  // Where an earlier call showed `value` ("<same as LABEL>" or "<see LABEL>"), or "" if none.
+  std::string reference(const Value* value) const;
+  bool exhausted() const { return written_ >= max_total_; }
+  size_t written() const { return written_; }
+  // Counts text the caller writes around the rendered values against the same budget.
+  void count(size_t bytes) { written_ += bytes; }
+
+ private:
+  friend class Renderer;
+  size_t max_total_;
+  size_t written_ = 0;
+  std::vector<std::string> labels_;
+  // value -> (index in labels_) * 2 + (1 when it was the call's value itself)
+  std::unordered_map<const Value*, uint32_t> shown_;
+};
 
 }  // namespace pickle
 }  // namespace rmt

@@ -20,12 +20,14 @@ struct LoadReport {
   std::vector<std::string> unexpected;  // in the weights, not in the module
   std::vector<std::string> mismatched;  // "key: expected [..], found [..]"
   bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+  // The counts and the first keys of each list, as many as fit (escaped, cut): under 1 KB.
   std::string summary() const;
 };
 
 // Copies the weights into the module's parameters and buffers, casting to their dtype and device.
-// strict: any missing, unexpected or mis-shaped key throws std::runtime_error listing them all, and
-// nothing is changed. Non-strict: matching keys are loaded, the rest is reported (mis-shaped keys
+// strict: any missing, unexpected or mis-shaped key throws std::runtime_error counting them and
+// naming the first of each kind, as many as fit in 1 KB (LoadReport::summary), and nothing is
+// changed. Non-strict: matching keys are loaded, the rest is reported (mis-shaped keys
 // still throw: a wrong shape is never a partial match).
 LoadReport load_state_dict(torch::nn::Module& module, const StateDict& weights, bool strict = true);
 

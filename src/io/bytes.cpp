@@ -26,27 +26,17 @@ uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc) {
   return ~crc;
 }
 
-std::string printable(std::string_view text, size_t max_length) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (out.size() >= max_length) {
-      out += "...";
+std::string join_ints(const std::vector<int64_t>& values, size_t max_items) {
+  std::string s = "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) s += ", ";
+    if (i == max_items) {
+      s += "... (" + std::to_string(values.size() - i) + " more)";
       break;
     }
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x7F && c != '\\') {
-      out += static_cast<char>(c);
-    } else if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
-      out += buf;
-    }
+    s += std::to_string(values[i]);
   }
-  return out;
+  return s + "]";
 }
 
 size_t element_size(c10::ScalarType dtype) {

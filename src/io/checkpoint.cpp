@@ -22,12 +22,12 @@ namespace {
 const char* const kAutoKeys[] = {"model", "state_dict", "model_ema", "state_dict_ema"};
 
 std::string key_text(const Value& k) {
-  if (k.kind == Kind::Str) return io::printable(k.text, 80);
-  return pickle::render(k, {2, 4, 40});
+  if (k.kind == Kind::Str) return io::escape_and_cut(k.text, 80);
+  return pickle::render(k, {2, 4, 40, 120});
 }
 
 // "a, b, c, ... (N more)"
-std::string entry_list(const Value& dict, size_t max = 12) {
+std::string entry_list(const Value& dict, size_t max = 8) {
   std::string s;
   for (size_t i = 0; i < dict.entries.size(); ++i) {
     if (i == max) {
@@ -96,9 +96,9 @@ StateDict select(const Value* root, const WeightsSelection& selection,
   } else {
     chosen = root->find(key);
     if (!chosen) {
-      io::fail("no entry '" + io::printable(key) + "'; entries: " + entry_list(*root));
+      io::fail("no entry '" + io::escape_and_cut(key) + "'; entries: " + entry_list(*root));
     }
-    where = "entry '" + io::printable(key) + "'";
+    where = "entry '" + io::escape_and_cut(key) + "'";
   }
 
   if (!is_mapping(chosen)) {
@@ -132,7 +132,7 @@ StateDict select(const Value* root, const WeightsSelection& selection,
     if (prefix.empty() || names[i].compare(0, prefix.size(), prefix) == 0) kept.push_back(i);
   }
   if (kept.empty()) {
-    io::fail("no key of " + where + " starts with '" + io::printable(prefix) + "'; keys: " +
+    io::fail("no key of " + where + " starts with '" + io::escape_and_cut(prefix) + "'; keys: " +
              entry_list(*chosen, 6));
   }
   std::vector<const Value*> wanted;
@@ -144,25 +144,29 @@ StateDict select(const Value* root, const WeightsSelection& selection,
   out.reserve(kept.size());
   for (size_t i : kept) {
     std::string name = names[i].substr(prefix.size());
-    if (out.contains(name)) io::fail(where + ": key '" + io::printable(name) + "' appears twice");
+    if (out.contains(name)) io::fail(where + ": key '" + io::escape_and_cut(name) + "' appears twice");
     const at::Tensor& data = values[i]->tensor->data;
-    if (!data.defined()) io::fail(where + ": tensor '" + io::printable(name) + "' has no data");
+    if (!data.defined()) io::fail(where + ": tensor '" + io::escape_and_cut(name) + "' has no data");
     out.insert(std::move(name), data);
   }
   return out;
 }
 
-// Runs f, turning any error into std::runtime_error("NAME: message").
+// Runs f, turning any error into std::runtime_error("NAME: message"), under 1 KB (the parts
+// from the file were escaped and cut where they were put in; this is the last guard).
 template <typename F>
 auto named(const std::string& name, F&& f) -> decltype(f()) {
+  const auto message = [&](const std::string& what) {
+    return cut_message(io::escape_and_cut(name, 300) + ": " + what);
+  };
   try {
     return f();
   } catch (const c10::Error& e) {
-    throw std::runtime_error(name + ": " + e.what_without_backtrace());
+    throw std::runtime_error(message(e.what_without_backtrace()));
   } catch (const std::bad_alloc&) {
-    throw std::runtime_error(name + ": out of memory while reading");
+    throw std::runtime_error(message("out of memory while reading"));
   } catch (const std::exception& e) {
-    throw std::runtime_error(name + ": " + e.what());
+    throw std::runtime_error(message(e.what()));
   }
 }
 
@@ -183,17 +187,21 @@ StateDict read_weights(const uint8_t* data, size_t size, const WeightsSelection&
 // ---------------------------------------------------------------------------------------------
 // describe_checkpoint
 
+// The description stops here, with a line saying so.
+constexpr size_t kMaxDescription = size_t(256) << 10;
+
 struct TensorCount {
   size_t tensors = 0;
-  int64_t elements = 0;
+  CountSum elements;
   std::set<std::string> dtypes;
   bool partial = false;  // the work budget ran out: at least this many
 };
 
 // "what N tensors, M elements (float32, int64)"
 std::string tensor_summary(const TensorCount& c, const char* what) {
-  std::string s = std::string(what) + (c.partial ? "at least " : "") + std::to_string(c.tensors) +
-                  " tensors, " + std::to_string(c.elements) + " elements";
+  const bool at_least = c.partial || c.elements.saturated();
+  std::string s = std::string(what) + (at_least ? "at least " : "") + std::to_string(c.tensors) +
+                  " tensors, " + std::to_string(c.elements.value()) + " elements";
   if (!c.dtypes.empty()) {
     s += " (";
     bool first = true;
@@ -206,22 +214,49 @@ std::string tensor_summary(const TensorCount& c, const char* what) {
   return s;
 }
 
-// Walks are iterative, cached per value and share one budget of visited values, so a hostile
-// tree (one huge list referenced from a million places, cycles) cannot make describing it slow.
+bool container(const Value* v) {
+  switch (v->kind) {
+    case Kind::List: case Kind::Tuple: case Kind::Dict: case Kind::Set: case Kind::FrozenSet:
+    case Kind::Object:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Walks are iterative, cached per value and share one budget of visited values; every container
+// is described once (a later reference says where it was shown) and the whole text stops at
+// kMaxDescription bytes with a line saying what was left out. So a hostile tree (one object
+// referenced from a million places, cycles) gives a description as long as what the file holds,
+// never longer than the limit.
 class Describer {
  public:
+  Describer() : session_(kMaxDescription) {}
+
   std::string out;
 
-  void entry(const std::string& indent, const std::string& label, const Value* v, int level) {
+  bool full() const { return out.size() >= kMaxDescription; }
+
+  void entry(const std::string& indent, const std::string& label, const std::string& where,
+             const Value* v, int level) {
     out += indent + label;
+    if (container(v)) {
+      const std::string seen = session_.reference(v);
+      if (!seen.empty()) {
+        out += ": " + v->type_name() + " " + seen + "\n";
+        return;
+      }
+    }
     if (state_dict(v)) {
       out += ": " + tensor_summary(count(v), "state_dict, ") + "\n";
+      session_.mark_shown(v, where);
       return;
     }
     if (v->kind == Kind::Object && v->state && v->state->kind == Kind::Dict && level < 2) {
       // argparse.Namespace and similar: one attribute per line
-      out += ": " + io::printable(v->qualified_name()) + "\n";
-      lines(indent + "  ", v->state, " = ");
+      out += ": " + v->shown_name() + "\n";
+      session_.mark_shown(v, where);
+      lines(indent + "  ", v->state, where);
       return;
     }
     const TensorCount& c = count(v);
@@ -229,31 +264,38 @@ class Describer {
       out += ": " + v->type_name() + " of " + std::to_string(v->entries.size()) + " entries";
       if (c.tensors) out += " (" + tensor_summary(c, "holding ") + ")";
       out += "\n";
+      session_.mark_shown(v, where);
       size_t shown = 0;
       for (const auto& [k, x] : v->entries) {
-        if (shown++ == 24) {
-          out += indent + "  ... (" + std::to_string(v->entries.size() - 24) + " more)\n";
+        if (shown == 24 || full()) {
+          out += indent + "  ... (" + std::to_string(v->entries.size() - shown) + " more)\n";
           break;
         }
-        entry(indent + "  ", key_text(*k), x, level + 1);
+        ++shown;
+        const std::string key = key_text(*k);
+        entry(indent + "  ", key, where + " > " + key, x, level + 1);
       }
       return;
     }
     if (c.tensors > 0 && v->kind != Kind::Tensor) {
       out += ": " + v->type_name() + " (" + tensor_summary(c, "holding ") + ")\n";
+      session_.mark_shown(v, where);
       return;
     }
-    out += ": " + pickle::render(*v, {4, 16, 200, 2000}) + "\n";
+    out += ": " + session_.render(*v, where, {4, 16, 200, 2000}) + "\n";
   }
 
-  void lines(const std::string& indent, const Value* dict, const char* separator) {
+  void lines(const std::string& indent, const Value* dict, const std::string& where) {
     size_t shown = 0;
     for (const auto& [k, x] : dict->entries) {
-      if (shown++ == 200) {
-        out += indent + "... (" + std::to_string(dict->entries.size() - 200) + " more)\n";
+      if (shown == 200 || full()) {
+        out += indent + "... (" + std::to_string(dict->entries.size() - shown) + " more)\n";
         break;
       }
-      out += indent + key_text(*k) + separator + pickle::render(*x, {3, 12, 200, 2000}) + "\n";
+      ++shown;
+      const std::string key = key_text(*k);
+      out += indent + key + " = " + session_.render(*x, where + "." + key, {3, 12, 200, 2000}) +
+             "\n";
     }
   }
 
@@ -283,9 +325,9 @@ class Describer {
       --budget_;
       if (x->kind == Kind::Tensor) {
         ++c.tensors;
-        int64_t n = 1;
-        for (int64_t s : x->tensor->sizes) n *= s;  // checked not to overflow when read
-        if (!io::add_ok(c.elements, n, &c.elements)) c.elements = INT64_MAX;
+        int64_t n = 0;
+        if (!io::element_count(x->tensor->sizes, &n)) n = INT64_MAX;  // checked when read
+        c.elements.add(n);
         c.dtypes.insert(io::dtype_name(x->tensor->dtype));
         continue;
       }
@@ -302,7 +344,8 @@ class Describer {
   }
 
  private:
-  size_t budget_ = 4000000;
+  size_t budget_ = 1000000;  // values visited by count(), all calls together
+  pickle::RenderSession session_;
   std::unordered_map<const Value*, TensorCount> counts_;
   std::unordered_map<const Value*, bool> state_dicts_;
 };
@@ -344,24 +387,37 @@ StateDict select_state_dict(const CheckpointContents& contents, const WeightsSel
 std::string describe_checkpoint(const CheckpointContents& contents) {
   Describer d;
   d.out = "format: " + contents.format + "\n";
+  size_t shown = 0;
   for (const auto& [k, v] : contents.metadata) {
-    d.out += "metadata " + io::printable(k, 80) + ": " + io::printable(v, 2000) + "\n";
+    if (shown == 200 || d.full()) {
+      d.out += "... (" + std::to_string(contents.metadata.size() - shown) +
+               " more metadata entries)\n";
+      break;
+    }
+    ++shown;
+    d.out += "metadata " + io::escape_and_cut(k, 80) + ": " + io::escape_and_cut(v, 2000) + "\n";
   }
   const Value* root = contents.root;
   if (!root) return d.out;
   if (d.state_dict(root)) {
     d.out += tensor_summary(d.count(root), "state_dict, ") + "\n";
   } else if (is_mapping(root)) {
-    size_t shown = 0;
+    shown = 0;
     for (const auto& [k, v] : root->entries) {
-      if (shown++ == 200) {
-        d.out += "... (" + std::to_string(root->entries.size() - 200) + " more entries)\n";
+      if (shown == 200 || d.full()) {
+        d.out += "... (" + std::to_string(root->entries.size() - shown) + " more entries" +
+                 (d.full() ? ": the description stops at " + std::to_string(kMaxDescription) +
+                                 " bytes"
+                           : std::string()) +
+                 ")\n";
         break;
       }
-      d.entry("", key_text(*k), v, 0);
+      ++shown;
+      const std::string key = key_text(*k);
+      d.entry("", key, key, v, 0);
     }
   } else {
-    d.entry("", "object", root, 0);
+    d.entry("", "object", "the object", root, 0);
   }
   return d.out;
 }

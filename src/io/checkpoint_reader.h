@@ -36,7 +36,8 @@ std::unique_ptr<CheckpointReader> open_torch_zip(const uint8_t* data, size_t siz
                                                  const pickle::Limits& limits);
 std::unique_ptr<CheckpointReader> open_torch_legacy(const uint8_t* data, size_t size,
                                                     const pickle::Limits& limits);
-std::unique_ptr<CheckpointReader> open_safetensors(const uint8_t* data, size_t size);
+std::unique_ptr<CheckpointReader> open_safetensors(const uint8_t* data, size_t size,
+                                                   const pickle::Limits& limits = {});
 
 // A read-only view of a whole file (memory-mapped when possible).
 class MappedFile {

@@ -1,9 +1,12 @@
-// The inert object tree: lookups and Python-like rendering (bounded in depth and width, so
-// cycles and deep nesting from a hostile file cannot blow the stack).
+// The inert object tree: lookups and Python-like rendering (bounded in depth, width and length,
+// each shared value shown once, so cycles, deep nesting and values referenced a million times
+// cannot blow the stack or the output).
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <unordered_map>
 #include <vector>
 
 #include "io/bytes.h"
@@ -14,6 +17,7 @@ namespace rmt::pickle {
 Value* Tree::add(Kind kind) {
   values_.emplace_back();
   values_.back().kind = kind;
+  values_.back().index = static_cast<uint32_t>(values_.size() - 1);
   return &values_.back();
 }
 
@@ -43,6 +47,12 @@ std::string Value::qualified_name() const {
   return text.empty() ? name : text + "." + name;
 }
 
+std::string Value::shown_name(size_t max_bytes) const {
+  if (kind != Kind::Global && kind != Kind::Object) return {};
+  if (text.empty()) return io::escape_and_cut(name, max_bytes);
+  return io::escape_and_cut(text, max_bytes) + "." + io::escape_and_cut(name, max_bytes);
+}
+
 std::string Value::type_name() const {
   switch (kind) {
     case Kind::None: return "None";
@@ -57,8 +67,8 @@ std::string Value::type_name() const {
     case Kind::Dict: return "dict";
     case Kind::Set: return "set";
     case Kind::FrozenSet: return "frozenset";
-    case Kind::Global: return "global " + io::printable(qualified_name());
-    case Kind::Object: return io::printable(qualified_name());
+    case Kind::Global: return "global " + shown_name();
+    case Kind::Object: return shown_name();
     case Kind::Storage: return "storage";
     case Kind::Tensor: return "tensor";
   }
@@ -67,32 +77,13 @@ std::string Value::type_name() const {
 
 namespace {
 
-std::string quote(std::string_view s, size_t max_chars, bool bytes) {
+std::string quote(std::string_view s, size_t max_bytes, bool bytes) {
+  size_t left_out = 0;
   std::string out = bytes ? "b'" : "'";
-  size_t shown = 0;
-  for (size_t i = 0; i < s.size(); ++i, ++shown) {
-    if (shown >= max_chars) {
-      out += "...";
-      break;
-    }
-    const auto c = static_cast<unsigned char>(s[i]);
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '\'': out += "\\'"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7F || (bytes && c >= 0x80)) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\x%02x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);  // UTF-8 text passes through
-        }
-    }
-  }
-  return out + "'";
+  out += io::escape_text(s, max_bytes, '\'', bytes, &left_out);
+  out += "'";
+  if (left_out) out += "... (" + std::to_string(left_out) + " more bytes)";
+  return out;
 }
 
 std::string float_text(double v) {
@@ -144,21 +135,45 @@ std::string bigint_text(const std::string& le) {
   return std::string(negative ? "-" : "") + std::string(digits.rbegin(), digits.rend());
 }
 
-std::string shape_text(const std::vector<int64_t>& sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
+}  // namespace
 
+// One render() call. Values that may be shared (large containers and objects, long strings) are recorded
+// where they are first shown; a later reference is written *N and the first showing gets &N in
+// front, both put in when the text is finished (only values referenced again get a number).
 class Renderer {
  public:
-  explicit Renderer(const RenderOptions& o) : o_(o) {}
+  Renderer(const RenderOptions& o, const RenderSession* session) : o_(o), session_(session) {}
 
   void value(const Value& v, size_t depth) {
     if (out_.size() >= o_.max_length) {
-      if (!truncated_) out_ += "...";
+      if (!truncated_) out_ += "... (cut at " + std::to_string(o_.max_length) + " bytes)";
       truncated_ = true;
       return;
+    }
+    const bool container = v.kind == Kind::List || v.kind == Kind::Tuple || v.kind == Kind::Dict ||
+                           v.kind == Kind::Set || v.kind == Kind::FrozenSet ||
+                           v.kind == Kind::Object;
+    if (shareable(v, container)) {
+      if (session_) {
+        const std::string seen = session_->reference(&v);
+        if (!seen.empty()) {
+          out_ += seen;
+          return;
+        }
+      }
+      const auto found = defs_.find(&v);
+      if (found != defs_.end()) {
+        events_.push_back({out_.size(), found->second, false});
+        ++refs_[found->second];
+        return;
+      }
+      if (!(container && depth >= o_.max_depth)) {
+        const auto d = static_cast<uint32_t>(shown_.size());
+        defs_.emplace(&v, d);
+        shown_.push_back(&v);
+        refs_.push_back(0);
+        events_.push_back({out_.size(), d, true});
+      }
     }
     switch (v.kind) {
       case Kind::None: out_ += "None"; return;
@@ -168,15 +183,15 @@ class Renderer {
       case Kind::Float: out_ += float_text(v.real); return;
       case Kind::Str: out_ += quote(v.text, o_.max_string, false); return;
       case Kind::Bytes: out_ += quote(v.text, o_.max_string, true); return;
-      case Kind::Global: out_ += io::printable(v.qualified_name()); return;
+      case Kind::Global: out_ += v.shown_name(o_.max_string); return;
       case Kind::Storage:
-        out_ += "storage(" + io::printable(v.storage->type_name) + ", key=" +
+        out_ += "storage(" + io::escape_and_cut(v.storage->type_name, 60) + ", key=" +
                 quote(v.storage->key, 40, false) + ", " + std::to_string(v.storage->numel) +
                 " elements)";
         return;
       case Kind::Tensor:
         out_ += "tensor(" + io::dtype_name(v.tensor->dtype) + ", " +
-                shape_text(v.tensor->sizes) + ")";
+                io::join_ints(v.tensor->sizes, 64) + ")";
         return;
       default: break;
     }
@@ -203,9 +218,45 @@ class Renderer {
     }
   }
 
-  std::string take() { return std::move(out_); }
+  // The text, with &N and *N put in.
+  std::string finish() {
+    std::vector<uint32_t> number(shown_.size(), 0);
+    uint32_t next = 1;
+    for (const Event& e : events_) {
+      if (e.def && refs_[e.value]) number[e.value] = next++;
+    }
+    if (next == 1) return std::move(out_);
+    std::string text;
+    text.reserve(out_.size() + events_.size() * 4);
+    size_t done = 0;
+    for (const Event& e : events_) {
+      if (e.def && !number[e.value]) continue;
+      text.append(out_, done, e.pos - done);
+      done = e.pos;
+      text += (e.def ? "&" : "*") + std::to_string(number[e.value]) + (e.def ? " " : "");
+    }
+    text.append(out_, done, std::string::npos);
+    return text;
+  }
+
+  // The values this call showed (for the session), the call's own value first.
+  const std::vector<const Value*>& shown() const { return shown_; }
 
  private:
+  // Worth a mark: a container or object of more than 4 elements, a string of more than 64 bytes.
+  // (Smaller ones are shown again: their text is short, and the limits bound it anyway.)
+  static bool shareable(const Value& v, bool container) {
+    if (container) {
+      size_t elements = v.items.size() + v.entries.size();
+      if (v.args) elements += v.args->items.size();
+      if (v.kwargs) elements += v.kwargs->entries.size();
+      if (v.state) elements += v.state->kind == Kind::Dict ? v.state->entries.size() : 1;
+      return elements > 4;
+    }
+    return (v.kind == Kind::Str || v.kind == Kind::Bytes || v.kind == Kind::BigInt) &&
+           v.text.size() > 64;
+  }
+
   void sequence(const char* open, const std::vector<const Value*>& items, const char* close,
                 size_t depth) {
     out_ += open;
@@ -236,15 +287,20 @@ class Renderer {
   }
 
   void object(const Value& v, size_t depth) {
-    out_ += io::printable(v.qualified_name()) + "(";
+    out_ += v.shown_name(o_.max_string) + "(";
     size_t shown = 0;
     auto comma = [&] {
       if (shown++) out_ += ", ";
     };
     if (v.args) {
-      for (size_t i = 0; i < v.args->items.size() && i < o_.max_items; ++i) {
+      const auto& args = v.args->items;
+      for (size_t i = 0; i < args.size(); ++i) {
         comma();
-        value(*v.args->items[i], depth + 1);
+        if (i == o_.max_items) {
+          out_ += "... (" + std::to_string(args.size() - i) + " more)";
+          break;
+        }
+        value(*args[i], depth + 1);
       }
     }
     auto keywords = [&](const Value* dict) {
@@ -256,7 +312,7 @@ class Renderer {
         }
         const Value& k = *dict->entries[i].first;
         if (k.kind == Kind::Str) {
-          out_ += io::printable(k.text, o_.max_string);
+          out_ += io::escape_and_cut(k.text, o_.max_string);
         } else {
           value(k, depth + 1);
         }
@@ -287,17 +343,57 @@ class Renderer {
     out_ += ")";
   }
 
+  struct Event {
+    size_t pos;      // in out_
+    uint32_t value;  // index in shown_
+    bool def;        // the first showing, or a reference back to it
+  };
+
   const RenderOptions& o_;
+  const RenderSession* session_;
   std::string out_;
   bool truncated_ = false;
+  std::unordered_map<const Value*, uint32_t> defs_;
+  std::vector<const Value*> shown_;
+  std::vector<uint32_t> refs_;
+  std::vector<Event> events_;
 };
 
-}  // namespace
-
 std::string render(const Value& value, const RenderOptions& options) {
-  Renderer r(options);
+  Renderer r(options, nullptr);
   r.value(value, 0);
-  return r.take();
+  return r.finish();
 }
+
+std::string RenderSession::render(const Value& value, const std::string& label,
+                                  const RenderOptions& options) {
+  if (exhausted()) return "<not shown: output limit reached>";
+  RenderOptions o = options;
+  o.max_length = std::min(o.max_length, max_total_ - written_);
+  Renderer r(o, this);
+  r.value(value, 0);
+  std::string text = r.finish();
+  written_ += text.size();
+  const auto label_index = static_cast<uint32_t>(labels_.size());
+  labels_.push_back(cut_message(label, 120));
+  for (const Value* v : r.shown()) {
+    shown_.emplace(v, label_index * 2 + (v == &value ? 1 : 0));
+  }
+  return text;
+}
+
+void RenderSession::mark_shown(const Value* value, const std::string& label) {
+  const auto label_index = static_cast<uint32_t>(labels_.size());
+  labels_.push_back(cut_message(label, 120));
+  shown_.emplace(value, label_index * 2 + 1);
+}
+
+std::string RenderSession::reference(const Value* value) const {
+  const auto found = shown_.find(value);
+  if (found == shown_.end()) return {};
+  const std::string& label = labels_[found->second / 2];
+  return (found->second % 2 ? "<same as " : "<see ") + label + ">";
+}
+
 
 }  // namespace rmt::pickle

@@ -1,9 +1,18 @@
 // safetensors: an 8-byte little-endian header length, a JSON header
 // {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}},
 // then the tensors' bytes, offsets relative to the end of the header.
+//
+// The rules are the reference implementation's (huggingface/safetensors, tensor.rs): a header of
+// at most 100,000,000 bytes of UTF-8 JSON, the tensors' byte ranges covering the data exactly
+// (sorted by offset, each starting where the previous one ends, the first at 0, the last at the
+// end of the file: no gap, no overlap, nothing after), each range exactly shape times dtype size.
+// Stricter here: a key (tensor name, metadata key, field of a tensor) given twice is refused.
+// The header is read by a SAX parser into compact records (no JSON tree), and what they take is
+// charged against pickle::Limits::max_memory, so a header of tiny entries cannot inflate.
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -14,12 +23,13 @@ namespace rmt::io {
 
 using pickle::Kind;
 using pickle::Value;
-using Json = nlohmann::ordered_json;  // keeps the file's tensor order
+using Json = nlohmann::ordered_json;  // keeps the order when writing
 
 namespace {
 
-constexpr uint64_t kMaxHeader = uint64_t(100) << 20;  // the reference implementation's limit
-constexpr int kMaxJsonDepth = 64;
+constexpr uint64_t kMaxHeader = 100000000;  // the reference implementation's MAX_HEADER_SIZE
+constexpr size_t kMaxJsonDepth = 64;
+constexpr size_t kMaxDims = 64;
 
 struct DtypeName {
   const char* name;
@@ -30,113 +40,276 @@ constexpr DtypeName kDtypes[] = {
     {"I64", at::kLong}, {"I32", at::kInt},       {"I16", at::kShort}, {"I8", at::kChar},
     {"U8", at::kByte},  {"BOOL", at::kBool}};
 
-// nlohmann's parser recurses per nesting level: refuse deep headers before parsing them.
-bool shallow_json(const char* p, size_t n, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < n; ++i) {
-    const char c = p[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
+// One tensor of the header, as read.
+struct TensorEntry {
+  std::string name;
+  std::string dtype;
+  std::vector<uint64_t> shape;
+  uint64_t offsets[2] = {0, 0};
+  size_t offset_count = 0;
+  unsigned fields = 0;  // kDtype | kShape | kOffsets seen
+};
+constexpr unsigned kDtype = 1, kShape = 2, kOffsets = 4;
+
+// What a tensor entry costs in memory, besides its name, until the tensors are built: the record,
+// two Values, a TensorInfo and an empty at::Tensor.
+constexpr size_t kTensorBytes = 1024;
+
+std::string tensor_what(const std::string& name) {
+  return "safetensors: tensor '" + escape_and_cut(name) + "'";
 }
 
-uint64_t json_uint(const Json& j, const std::string& what) {
-  if (j.is_number_unsigned()) return j.get<uint64_t>();
-  if (j.is_number_integer()) {
-    if (j.get<int64_t>() < 0) fail(what + " is negative");
-    return static_cast<uint64_t>(j.get<int64_t>());
+// The header's JSON, event by event (nlohmann's SAX parser does not recurse).
+class HeaderReader : public nlohmann::json_sax<Json> {
+ public:
+  explicit HeaderReader(size_t max_memory) : max_memory_(max_memory) {}
+
+  std::vector<TensorEntry> tensors;
+  std::map<std::string, std::string> metadata;
+
+  bool null() override { return scalar("null"); }
+  bool boolean(bool) override { return scalar("a boolean"); }
+  bool number_integer(number_integer_t v) override {
+    if (v >= 0) return number(static_cast<uint64_t>(v));
+    if (state_ == State::Shape || state_ == State::Offsets) fail(what() + " is negative");
+    return scalar("a number");
   }
-  fail(what + " is not a non-negative integer");
-}
+  bool number_unsigned(number_unsigned_t v) override { return number(v); }
+  bool number_float(number_float_t, const string_t&) override {
+    if (state_ == State::Shape || state_ == State::Offsets) {
+      fail(what() + " is not a non-negative integer");
+    }
+    return scalar("a number");
+  }
+  bool string(string_t& s) override {
+    if (state_ == State::Metadata) {
+      charge(key_.size() + s.size() + 96);
+      if (!metadata.try_emplace(std::move(key_), std::move(s)).second) {
+        fail("safetensors: __metadata__ has the key '" + escape_and_cut(key_) + "' twice");
+      }
+      return true;
+    }
+    if (state_ == State::Tensor && field_ == kDtype) {
+      tensors.back().dtype = std::move(s);
+      return true;
+    }
+    return scalar("a string");
+  }
+  bool binary(binary_t&) override { return scalar("binary data"); }
+
+  bool start_object(std::size_t) override {
+    switch (state_) {
+      case State::Start: state_ = State::Top; return true;
+      case State::TopValue:
+        if (key_ == "__metadata__") {
+          if (seen_metadata_) fail("safetensors: the header has two __metadata__ entries");
+          seen_metadata_ = true;
+          state_ = State::Metadata;
+        } else {
+          charge(key_.size() + kTensorBytes);
+          tensors.emplace_back();
+          tensors.back().name = std::move(key_);
+          state_ = State::Tensor;
+        }
+        return true;
+      case State::Tensor:
+        if (field_ == 0) return skip();
+        return scalar("an object");
+      case State::Skip: return skip();
+      default: return scalar("an object");
+    }
+  }
+  bool start_array(std::size_t) override {
+    switch (state_) {
+      case State::Start: fail("safetensors: the header is not a JSON object (it is an array)");
+      case State::Tensor:
+        if (field_ == kShape) {
+          state_ = State::Shape;
+          return true;
+        }
+        if (field_ == kOffsets) {
+          state_ = State::Offsets;
+          return true;
+        }
+        if (field_ == 0) return skip();
+        return scalar("an array");
+      case State::Skip: return skip();
+      default: return scalar("an array");
+    }
+  }
+  bool key(string_t& k) override {
+    switch (state_) {
+      case State::Top:
+        key_ = std::move(k);
+        state_ = State::TopValue;
+        return true;
+      case State::Metadata:
+        key_ = std::move(k);
+        return true;
+      case State::Tensor: {
+        field_ = k == "dtype" ? kDtype : k == "shape" ? kShape : k == "data_offsets" ? kOffsets : 0;
+        if (field_ & tensors.back().fields) {
+          fail(tensor_what(tensors.back().name) + " has two '" + escape_and_cut(k, 20) + "' fields");
+        }
+        tensors.back().fields |= field_;
+        return true;
+      }
+      default: return true;  // inside a skipped value
+    }
+  }
+  bool end_object() override {
+    switch (state_) {
+      case State::Top: state_ = State::End; return true;
+      case State::Metadata:
+      case State::Tensor: state_ = State::Top; return true;
+      case State::Skip: return unskip();
+      default: return true;
+    }
+  }
+  bool end_array() override {
+    switch (state_) {
+      case State::Shape: state_ = State::Tensor; return true;
+      case State::Offsets:
+        if (tensors.back().offset_count != 2) {
+          fail(tensor_what(tensors.back().name) + ": data_offsets is not [begin, end]");
+        }
+        state_ = State::Tensor;
+        return true;
+      case State::Skip: return unskip();
+      default: return true;
+    }
+  }
+  bool parse_error(std::size_t position, const std::string& last_token,
+                   const nlohmann::detail::exception& e) override {
+    // nlohmann's message ends with the token it read last, which can be megabytes long.
+    std::string reason = e.what();
+    const size_t token = reason.find("; last read:");
+    if (token != std::string::npos) reason.resize(token);
+    fail("safetensors: the header is not valid JSON (" + escape_and_cut(reason, 200) +
+         ", near byte " + std::to_string(position) + " of the header: '" +
+         escape_and_cut(last_token, 40) + "')");
+  }
+
+ private:
+  enum class State { Start, Top, TopValue, Metadata, Tensor, Shape, Offsets, Skip, End };
+
+  std::string what() const {
+    const std::string t = tensor_what(tensors.back().name);
+    return state_ == State::Shape ? t + ": a shape entry" : t + ": data_offsets";
+  }
+  void charge(size_t bytes) {
+    memory_ += bytes;
+    if (memory_ > max_memory_) {
+      fail("safetensors: the header describes more than " + std::to_string(max_memory_) +
+           " bytes of tensor records and metadata");
+    }
+  }
+  bool number(uint64_t v) {
+    if (state_ == State::Shape) {
+      auto& shape = tensors.back().shape;
+      if (shape.size() == kMaxDims) fail(tensor_what(tensors.back().name) + ": more than 64 dimensions");
+      shape.push_back(v);
+      return true;
+    }
+    if (state_ == State::Offsets) {
+      auto& t = tensors.back();
+      if (t.offset_count == 2) fail(tensor_what(t.name) + ": data_offsets is not [begin, end]");
+      t.offsets[t.offset_count++] = v;
+      return true;
+    }
+    return scalar("a number");
+  }
+  // A value where it does not belong (or an ignored field's scalar value).
+  bool scalar(const char* kind) {
+    switch (state_) {
+      case State::Start: fail(std::string("safetensors: the header is not a JSON object (it is ") + kind + ")");
+      case State::TopValue:
+        if (key_ == "__metadata__") fail("safetensors: __metadata__ is not an object");
+        fail(tensor_what(key_) + ": expected an object with dtype, shape and data_offsets");
+      case State::Metadata:
+        fail("safetensors: __metadata__ entry '" + escape_and_cut(key_) + "' is not a string");
+      case State::Tensor:
+        if (field_ == kDtype) fail(tensor_what(tensors.back().name) + ": dtype is not a string");
+        if (field_ == kShape) fail(tensor_what(tensors.back().name) + ": shape is not an array");
+        if (field_ == kOffsets) {
+          fail(tensor_what(tensors.back().name) + ": data_offsets is not [begin, end]");
+        }
+        return true;  // an unknown field's value: ignored, as the reference does
+      case State::Shape:
+      case State::Offsets: fail(what() + " is not a non-negative integer");
+      default: return true;
+    }
+  }
+  bool skip() {
+    if (state_ != State::Skip) {
+      state_ = State::Skip;
+      skip_depth_ = 0;
+    }
+    if (++skip_depth_ > kMaxJsonDepth) {
+      fail("safetensors: the header nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    }
+    return true;
+  }
+  bool unskip() {
+    if (--skip_depth_ == 0) state_ = State::Tensor;
+    return true;
+  }
+
+  State state_ = State::Start;
+  std::string key_;
+  unsigned field_ = 0;
+  size_t skip_depth_ = 0;
+  bool seen_metadata_ = false;
+  size_t max_memory_;
+  size_t memory_ = 0;
+};
 
 class SafetensorsReader : public CheckpointReader {
  public:
-  SafetensorsReader(const uint8_t* data, size_t size) {
+  SafetensorsReader(const uint8_t* data, size_t size, const pickle::Limits& limits) {
     if (size < 8) fail("safetensors: the file is shorter than its 8-byte header length");
     const uint64_t header_size = load_le<uint64_t>(data);
     if (header_size > kMaxHeader || header_size > size - 8) {
       fail("safetensors: the header length " + std::to_string(header_size) +
            (header_size > size - 8 ? " exceeds the file size " + std::to_string(size)
-                                   : " exceeds the limit of 100 MiB"));
+                                   : " exceeds the limit of 100000000 bytes"));
     }
     const char* header = reinterpret_cast<const char*>(data + 8);
-    if (!shallow_json(header, header_size, kMaxJsonDepth)) {
-      fail("safetensors: the header nests deeper than " + std::to_string(kMaxJsonDepth) +
-           " levels");
-    }
-    Json json;
-    try {
-      json = Json::parse(header, header + header_size);
-    } catch (const std::exception& e) {
-      fail(std::string("safetensors: the header is not valid JSON: ") + e.what());
-    }
-    if (!json.is_object()) fail("safetensors: the header is not a JSON object");
+    HeaderReader reader(limits.max_memory);
+    Json::sax_parse(header, header + header_size, &reader);
+    std::vector<TensorEntry>& entries = reader.tensors;
+    contents.metadata = std::move(reader.metadata);
 
     const uint8_t* bytes = data + 8 + header_size;
     const uint64_t data_size = size - 8 - header_size;
-    auto tree = std::make_shared<pickle::Tree>();
-    Value* root = tree->add(Kind::Dict);
-    struct Range {
-      uint64_t begin, end;
-      const std::string* name;
+    struct Checked {
+      at::ScalarType dtype;
+      std::vector<int64_t> shape, strides;
     };
-    std::vector<Range> ranges;
-    for (const auto& [name, entry] : json.items()) {
-      if (name == "__metadata__") {
-        if (!entry.is_object()) fail("safetensors: __metadata__ is not an object");
-        for (const auto& [k, v] : entry.items()) {
-          if (!v.is_string()) {
-            fail("safetensors: __metadata__ entry '" + printable(k) + "' is not a string");
-          }
-          contents.metadata[k] = v.get<std::string>();
-        }
-        continue;
-      }
-      const std::string what = "safetensors: tensor '" + printable(name) + "'";
-      if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
-          !entry.contains("data_offsets")) {
+    std::vector<Checked> checked;
+    checked.reserve(entries.size());
+    for (const TensorEntry& e : entries) {
+      const std::string what = tensor_what(e.name);
+      if (e.fields != (kDtype | kShape | kOffsets)) {
         fail(what + ": expected an object with dtype, shape and data_offsets");
       }
-      const Json& jd = entry["dtype"];
-      if (!jd.is_string()) fail(what + ": dtype is not a string");
-      const std::string dtype_text = jd.get<std::string>();
       const DtypeName* dt = nullptr;
       for (const auto& d : kDtypes) {
-        if (dtype_text == d.name) dt = &d;
+        if (e.dtype == d.name) dt = &d;
       }
       if (!dt) {
-        fail(what + ": unsupported dtype '" + printable(dtype_text, 20) +
+        fail(what + ": unsupported dtype '" + escape_and_cut(e.dtype, 20) +
              "' (supported: F16, BF16, F32, F64, I64, I32, I16, I8, U8, BOOL)");
       }
-      const Json& js = entry["shape"];
-      if (!js.is_array()) fail(what + ": shape is not an array");
-      if (js.size() > 64) fail(what + ": more than 64 dimensions");
-      std::vector<int64_t> shape;
+      Checked c{dt->dtype, {}, {}};
       uint64_t numel = 1;
-      for (const Json& d : js) {
-        const uint64_t n = json_uint(d, what + ": a shape entry");
+      for (const uint64_t n : e.shape) {
         if (n > static_cast<uint64_t>(INT64_MAX) || !mul_ok<uint64_t>(numel, n, &numel)) {
           fail(what + ": the element count of its shape overflows");
         }
-        shape.push_back(static_cast<int64_t>(n));
+        c.shape.push_back(static_cast<int64_t>(n));
       }
-      const Json& jo = entry["data_offsets"];
-      if (!jo.is_array() || jo.size() != 2) fail(what + ": data_offsets is not [begin, end]");
-      const uint64_t begin = json_uint(jo[0], what + ": data_offsets[0]");
-      const uint64_t end = json_uint(jo[1], what + ": data_offsets[1]");
+      const uint64_t begin = e.offsets[0], end = e.offsets[1];
       if (begin > end || end > data_size) {
         fail(what + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
              "] are out of range of the " + std::to_string(data_size) + " data bytes");
@@ -147,45 +320,45 @@ class SafetensorsReader : public CheckpointReader {
         fail(what + ": the element count of its shape overflows");
       }
       if (nbytes != end - begin) {
-        fail(what + ": shape " + printable(js.dump(), 80) + " of " + dt->name + " needs " +
-             std::to_string(nbytes) + " bytes, but data_offsets give " +
-             std::to_string(end - begin));
+        fail(what + ": shape " + join_ints(c.shape) + " of " + dt->name + " needs " +
+             std::to_string(nbytes) + " bytes, but data_offsets give " + std::to_string(end - begin));
       }
-      Value* key = tree->add(Kind::Str);
-      key->text = name;
-      Value* tensor = tree->add(Kind::Tensor);
-      auto info = std::make_shared<pickle::TensorInfo>();
-      info->dtype = dt->dtype;
-      info->sizes = shape;
-      info->strides.assign(shape.size(), 1);
-      for (size_t i = shape.size(); i-- > 1;) {
-        info->strides[i - 1] = info->strides[i] * std::max<int64_t>(shape[i], 1);
-      }
-      info->data = at::empty(shape, at::TensorOptions().dtype(dt->dtype));
-      if (dt->dtype == at::kBool) {
-        for (uint64_t i = begin; i < end; ++i) {
-          if (bytes[i] > 1) fail(what + ": a bool byte is neither 0 nor 1");
+      // Row-major strides; with a zero-sized dimension the others can be anything, so check.
+      c.strides.assign(c.shape.size(), 1);
+      for (size_t i = c.shape.size(); i-- > 1;) {
+        if (!mul_ok<int64_t>(c.strides[i], std::max<int64_t>(c.shape[i], 1), &c.strides[i - 1])) {
+          fail(what + ": the strides of its shape " + join_ints(c.shape) + " overflow");
         }
       }
-      if (nbytes) std::memcpy(info->data.data_ptr(), bytes + begin, nbytes);
+      checked.push_back(std::move(c));
+    }
+    check_names(entries);
+    check_coverage(entries, data_size);
+
+    auto tree = std::make_shared<pickle::Tree>();
+    Value* root = tree->add(Kind::Dict);
+    for (size_t i = 0; i < entries.size(); ++i) {
+      TensorEntry& e = entries[i];
+      Checked& c = checked[i];
+      const uint64_t begin = e.offsets[0], end = e.offsets[1];
+      if (c.dtype == at::kBool) {
+        for (uint64_t k = begin; k < end; ++k) {
+          if (bytes[k] > 1) fail(tensor_what(e.name) + ": a bool byte is neither 0 nor 1");
+        }
+      }
+      auto info = std::make_shared<pickle::TensorInfo>();
+      info->dtype = c.dtype;
+      info->data = at::empty(c.shape, at::TensorOptions().dtype(c.dtype));
+      if (end > begin) std::memcpy(info->data.data_ptr(), bytes + begin, end - begin);
+      info->sizes = std::move(c.shape);
+      info->strides = std::move(c.strides);
+      Value* key = tree->add(Kind::Str);
+      key->text = std::move(e.name);
+      Value* tensor = tree->add(Kind::Tensor);
       tensor->tensor = std::move(info);
       root->entries.emplace_back(key, tensor);
+      root->depth = 1;
       tensors.push_back(tensor);
-      ranges.push_back({begin, end, &name});
-    }
-    // Tensors must not share bytes.
-    std::sort(ranges.begin(), ranges.end(),
-              [](const Range& a, const Range& b) { return a.begin < b.begin; });
-    uint64_t covered = 0;
-    const std::string* previous = nullptr;
-    for (const Range& r : ranges) {
-      if (r.begin == r.end) continue;
-      if (previous && r.begin < covered) {
-        fail("safetensors: tensors '" + printable(*previous) + "' and '" + printable(*r.name) +
-             "' have overlapping data_offsets");
-      }
-      covered = r.end;
-      previous = r.name;
     }
     contents.format = "safetensors";
     contents.tree = tree;
@@ -194,12 +367,60 @@ class SafetensorsReader : public CheckpointReader {
   }
 
   void load(const std::vector<const Value*>&) override {}  // read eagerly
+
+ private:
+  // No name twice (sorted, so no hash a file could make collide).
+  static void check_names(const std::vector<TensorEntry>& entries) {
+    std::vector<const TensorEntry*> by_name;
+    by_name.reserve(entries.size());
+    for (const auto& e : entries) by_name.push_back(&e);
+    std::sort(by_name.begin(), by_name.end(),
+              [](const TensorEntry* a, const TensorEntry* b) { return a->name < b->name; });
+    for (size_t i = 1; i < by_name.size(); ++i) {
+      if (by_name[i]->name == by_name[i - 1]->name) {
+        fail(tensor_what(by_name[i]->name) + " appears twice in the header");
+      }
+    }
+  }
+
+  // The tensors' ranges, sorted, must tile [0, data_size): the reference implementation's rule.
+  static void check_coverage(const std::vector<TensorEntry>& entries, uint64_t data_size) {
+    std::vector<const TensorEntry*> by_offset;
+    by_offset.reserve(entries.size());
+    for (const auto& e : entries) by_offset.push_back(&e);
+    std::sort(by_offset.begin(), by_offset.end(), [](const TensorEntry* a, const TensorEntry* b) {
+      return std::make_pair(a->offsets[0], a->offsets[1]) <
+             std::make_pair(b->offsets[0], b->offsets[1]);
+    });
+    uint64_t covered = 0;
+    const TensorEntry* previous = nullptr;
+    for (const TensorEntry* e : by_offset) {
+      const uint64_t begin = e->offsets[0];
+      if (begin < covered) {
+        fail("safetensors: tensors '" + escape_and_cut(previous->name) + "' and '" +
+             escape_and_cut(e->name) + "' have overlapping data_offsets");
+      }
+      if (begin > covered) {
+        fail("safetensors: data bytes " + std::to_string(covered) + " to " +
+             std::to_string(begin) + " belong to no tensor (a gap before tensor '" +
+             escape_and_cut(e->name) + "'); the tensors must cover the data without gaps");
+      }
+      covered = e->offsets[1];
+      previous = e;
+    }
+    if (covered != data_size) {
+      fail("safetensors: " + std::to_string(data_size - covered) +
+           " bytes after the last tensor's data belong to no tensor (the file must end where "
+           "the tensors end)");
+    }
+  }
 };
 
 }  // namespace
 
-std::unique_ptr<CheckpointReader> open_safetensors(const uint8_t* data, size_t size) {
-  return std::make_unique<SafetensorsReader>(data, size);
+std::unique_ptr<CheckpointReader> open_safetensors(const uint8_t* data, size_t size,
+                                                   const pickle::Limits& limits) {
+  return std::make_unique<SafetensorsReader>(data, size, limits);
 }
 
 }  // namespace rmt::io
@@ -216,26 +437,26 @@ void write_safetensors(const std::string& path, const StateDict& tensors,
     for (const auto& [k, v] : metadata) meta[k] = v;
     header["__metadata__"] = meta;
   }
-  std::vector<at::Tensor> data;
   uint64_t offset = 0;
   for (const auto& item : tensors) {
     const std::string& name = item.key();
+    const at::Tensor& t = item.value();
     if (name == "__metadata__") io::fail(path + ": a tensor cannot be named __metadata__");
-    at::Tensor t = item.value().detach().to(at::kCPU).contiguous();
     const char* dtype = nullptr;
     for (const auto& d : io::kDtypes) {
       if (t.scalar_type() == d.dtype) dtype = d.name;
     }
     if (!dtype) {
-      io::fail(path + ": tensor '" + name + "' has dtype " +
+      io::fail(path + ": tensor '" + escape_and_cut(name) + "' has dtype " +
                std::string(c10::toString(t.scalar_type())) + ", which safetensors cannot hold here");
     }
-    const uint64_t nbytes = t.nbytes();
-    header[name] = {{"dtype", dtype},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + nbytes}}};
-    offset += nbytes;
-    data.push_back(std::move(t));
+    uint64_t nbytes = 0, end = 0;
+    if (!io::mul_ok<uint64_t>(static_cast<uint64_t>(t.numel()), t.element_size(), &nbytes) ||
+        !io::add_ok(offset, nbytes, &end)) {
+      io::fail(path + ": the tensors' sizes overflow");
+    }
+    header[name] = {{"dtype", dtype}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, end}}};
+    offset = end;
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
@@ -244,7 +465,9 @@ void write_safetensors(const std::string& path, const StateDict& tensors,
   const uint64_t length = text.size();
   out.write(reinterpret_cast<const char*>(&length), sizeof(length));
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  for (const at::Tensor& t : data) {
+  // One tensor at a time: a contiguous CPU copy lives only while it is written.
+  for (const auto& item : tensors) {
+    const at::Tensor t = item.value().detach().to(at::kCPU).contiguous();
     out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
   }
   out.close();
@@ -258,7 +481,7 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
   try {
     write_safetensors(path, tensors, metadata);
   } catch (const nlohmann::json::exception& e) {  // e.g. a name that is not UTF-8
-    io::fail(path + ": " + e.what());
+    io::fail(path + ": " + escape_and_cut(e.what(), 300));
   }
 }
 

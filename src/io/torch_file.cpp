@@ -1,5 +1,6 @@
 // torch.save's two formats: the zip archive (PyTorch >= 1.6) and the legacy stream of pickles.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -23,7 +24,8 @@ using pickle::Value;
 
 namespace {
 
-// Shared by both torch formats: one byte buffer per storage record, typed views on it.
+// Shared by both torch formats: one byte buffer per storage record, read once however many
+// tensors view it, and typed views on it.
 class TorchReader : public CheckpointReader {
  public:
   void load(const std::vector<const Value*>& wanted) override {
@@ -32,13 +34,17 @@ class TorchReader : public CheckpointReader {
       auto& info = *v->tensor;
       if (info.data.defined()) continue;
       const auto& st = *info.storage->storage;
-      const auto found = pickled_.record_index.find(st.key);
-      if (found == pickled_.record_index.end()) {
-        fail("storage '" + printable(st.key) + "' is not declared");  // cannot happen
-      }
-      const StorageRecord& record = pickled_.records[found->second];
-      at::Tensor& buffer = buffers_[st.key];
+      const size_t r = record_of(st);
+      const StorageRecord& record = pickled_.records[r];
+      at::Tensor& buffer = buffers_[r];
       if (!buffer.defined()) buffer = read_record(record);
+      // Bool data must be 0 or 1 (other bytes are undefined behaviour in torch's kernels),
+      // whichever way the dtype came: a BoolStorage, or _rebuild_tensor_v3 over an untyped one.
+      // The whole record is checked, once.
+      if (info.dtype == at::kBool && !bool_checked_[r]) {
+        check_bool_bytes(buffer, record);
+        bool_checked_[r] = true;
+      }
       int64_t offset = info.storage_offset;
       if (info.dtype == st.dtype) offset += st.view_offset;
       const int64_t elem = static_cast<int64_t>(element_size(info.dtype));
@@ -53,15 +59,21 @@ class TorchReader : public CheckpointReader {
   // The bytes of one record, exactly record.nbytes of them, in a new CPU uint8 tensor.
   virtual at::Tensor read_record(const StorageRecord& record) = 0;
 
-  static at::Tensor copy_bytes(const uint8_t* p, size_t n, const StorageRecord& record) {
-    if (record.dtype == at::kBool) {  // other bytes would be undefined behaviour in torch ops
-      for (size_t i = 0; i < n; ++i) {
-        if (p[i] > 1) fail("storage '" + printable(record.key) + "': a bool byte is neither 0 nor 1");
-      }
-    }
+  static at::Tensor copy_bytes(const uint8_t* p, size_t n) {
     at::Tensor t = at::empty({static_cast<int64_t>(n)}, at::kByte);
     if (n) std::memcpy(t.data_ptr<uint8_t>(), p, n);
     return t;
+  }
+
+  static void check_bool_bytes(const at::Tensor& buffer, const StorageRecord& record) {
+    const uint8_t* p = buffer.data_ptr<uint8_t>();
+    const size_t n = static_cast<size_t>(buffer.numel());
+    for (size_t i = 0; i < n; ++i) {
+      if (p[i] > 1) {
+        fail("storage '" + escape_and_cut(record.key) + "' holds a bool tensor, but its byte " +
+             std::to_string(i) + " is " + std::to_string(p[i]) + ", neither 0 nor 1");
+      }
+    }
   }
 
   void adopt(PickleResult&& result, const char* format) {
@@ -70,10 +82,29 @@ class TorchReader : public CheckpointReader {
     contents.tree = pickled_.tree;
     contents.root = pickled_.tree->root();
     tensors = pickled_.tensors;
+    buffers_.assign(pickled_.records.size(), at::Tensor());
+    bool_checked_.assign(pickled_.records.size(), false);
   }
 
   PickleResult pickled_;
-  std::unordered_map<std::string, at::Tensor> buffers_;
+
+ private:
+  // The record of a storage, found by its key once per storage value (a key can be long and
+  // named by a million tensors).
+  size_t record_of(const pickle::StorageInfo& st) {
+    const auto cached = record_of_.find(&st);
+    if (cached != record_of_.end()) return cached->second;
+    const auto found = pickled_.record_index.find(st.key);
+    if (found == pickled_.record_index.end()) {
+      fail("storage '" + escape_and_cut(st.key) + "' is not declared");  // cannot happen
+    }
+    record_of_.emplace(&st, found->second);
+    return found->second;
+  }
+
+  std::vector<at::Tensor> buffers_;  // by record
+  std::vector<bool> bool_checked_;   // by record
+  std::unordered_map<const pickle::StorageInfo*, size_t> record_of_;
 };
 
 class TorchZipReader : public TorchReader {
@@ -83,32 +114,32 @@ class TorchZipReader : public TorchReader {
     const ZipEntry* pkl = nullptr;
     std::vector<std::string> names;
     for (const ZipEntry& e : zip_.entries()) {
-      const std::string& n = e.name;
+      const std::string_view n = e.name;
       const size_t slash = n.find('/');
       const bool top = n == "data.pkl" || (slash != std::string::npos &&
-                                           n.compare(slash, std::string::npos, "/data.pkl") == 0);
+                                           n.compare(slash, std::string_view::npos, "/data.pkl") == 0);
       if (!top) continue;
       if (pkl) {
-        fail("zip archive holds two data.pkl records ('" + printable(pkl->name) + "', '" +
-             printable(n) + "')");
+        fail("zip archive holds two data.pkl records ('" + escape_and_cut(pkl->name) + "', '" +
+             escape_and_cut(n) + "')");
       }
       pkl = &e;
     }
     if (!pkl) {
       std::string listing;
       for (size_t i = 0; i < zip_.entries().size() && i < 8; ++i) {
-        listing += (i ? ", " : "") + printable(zip_.entries()[i].name, 60);
+        listing += (i ? ", " : "") + escape_and_cut(zip_.entries()[i].name, 60);
       }
       if (zip_.entries().size() > 8) listing += ", ...";
       fail("zip archive without a data.pkl record, so not a torch.save checkpoint (entries: " +
            (listing.empty() ? std::string("none") : listing) + ")");
     }
-    prefix_ = pkl->name.substr(0, pkl->name.size() - std::strlen("data.pkl"));
+    prefix_ = std::string(pkl->name.substr(0, pkl->name.size() - std::strlen("data.pkl")));
     if (const ZipEntry* order = zip_.find(prefix_ + "byteorder")) {
       const ByteSpan s = zip_.contents(*order);
-      const std::string value(reinterpret_cast<const char*>(s.data), s.size);
+      const std::string_view value(reinterpret_cast<const char*>(s.data), s.size);
       if (value != "little") {
-        fail("the checkpoint was written on a '" + printable(value, 20) +
+        fail("the checkpoint was written on a '" + escape_and_cut(value, 20) +
              "'-endian machine; only little-endian checkpoints are read");
       }
     }
@@ -116,7 +147,7 @@ class TorchZipReader : public TorchReader {
     try {
       adopt(unpickle(bytes.data, bytes.size, limits), "torch.save zip");
     } catch (const std::exception& e) {
-      fail(printable(pkl->name) + ": " + e.what());
+      fail(escape_and_cut(pkl->name) + ": " + e.what());
     }
   }
 
@@ -124,14 +155,14 @@ class TorchZipReader : public TorchReader {
   at::Tensor read_record(const StorageRecord& record) override {
     const std::string name = prefix_ + "data/" + record.key;
     const ZipEntry* e = zip_.find(name);
-    if (!e) fail("the storage record '" + printable(name) + "' is missing from the archive");
+    if (!e) fail("the storage record '" + escape_and_cut(name) + "' is missing from the archive");
     if (e->size != record.nbytes) {
-      fail("the storage record '" + printable(name) + "' holds " + std::to_string(e->size) +
+      fail("the storage record '" + escape_and_cut(name) + "' holds " + std::to_string(e->size) +
            " bytes, but data.pkl declares " + std::to_string(record.numel) + " elements of " +
            dtype_name(record.dtype) + " (" + std::to_string(record.nbytes) + " bytes)");
     }
     const ByteSpan s = zip_.contents(*e);
-    return copy_bytes(s.data, s.size, record);
+    return copy_bytes(s.data, s.size);
   }
 
   ZipReader zip_;
@@ -145,10 +176,13 @@ class TorchLegacyReader : public TorchReader {
   TorchLegacyReader(const uint8_t* data, size_t size, const pickle::Limits& limits)
       : data_(data), size_(size) {
     size_t pos = 0;
+    // The object pickle and the key list stay alive together: they share one budget.
+    pickle::Limits budget = limits;
     auto next = [&](const char* what) {
       try {
-        PickleResult r = unpickle(data + pos, size - pos, limits);
+        PickleResult r = unpickle(data + pos, size - pos, budget);
         pos += r.end;
+        budget.max_work -= std::min(budget.max_work, r.work);
         return r;
       } catch (const std::exception& e) {
         fail(std::string("legacy torch.save: the ") + what + " pickle: " + e.what());
@@ -182,6 +216,7 @@ class TorchLegacyReader : public TorchReader {
       }
     }
     adopt(next("object"), "torch.save legacy");
+    budget.max_memory -= std::min(budget.max_memory, pickled_.memory);
     PickleResult keys = next("storage key list");
     const Value* list = keys.tree->root();
     if (list->kind != Kind::List) {
@@ -191,28 +226,28 @@ class TorchLegacyReader : public TorchReader {
       if (k->kind != Kind::Str) fail("legacy torch.save: a storage key is not a string");
       const auto found = pickled_.record_index.find(k->text);
       if (found == pickled_.record_index.end()) {
-        fail("legacy torch.save: storage '" + printable(k->text) +
+        fail("legacy torch.save: storage '" + escape_and_cut(k->text) +
              "' has a data record but no tensor names it");
       }
       const StorageRecord& record = pickled_.records[found->second];
       if (!range_ok(pos, 8, size)) {
         fail("legacy torch.save: the file ends before the record of storage '" +
-             printable(k->text) + "' (truncated)");
+             escape_and_cut(k->text) + "' (truncated)");
       }
       const int64_t numel = load_le<int64_t>(data + pos);
       pos += 8;
       if (numel != record.numel) {
-        fail("legacy torch.save: the record of storage '" + printable(k->text) + "' holds " +
+        fail("legacy torch.save: the record of storage '" + escape_and_cut(k->text) + "' holds " +
              std::to_string(numel) + " elements, but the pickle declares " +
              std::to_string(record.numel));
       }
       if (!range_ok(pos, record.nbytes, size)) {
-        fail("legacy torch.save: the record of storage '" + printable(k->text) + "' (" +
+        fail("legacy torch.save: the record of storage '" + escape_and_cut(k->text) + "' (" +
              std::to_string(record.nbytes) + " bytes at offset " + std::to_string(pos) +
              ") runs past the end of the file (truncated)");
       }
       if (!offsets_.emplace(k->text, pos).second) {
-        fail("legacy torch.save: storage '" + printable(k->text) + "' has two data records");
+        fail("legacy torch.save: storage '" + escape_and_cut(k->text) + "' has two data records");
       }
       pos += static_cast<size_t>(record.nbytes);
     }
@@ -222,9 +257,9 @@ class TorchLegacyReader : public TorchReader {
   at::Tensor read_record(const StorageRecord& record) override {
     const auto it = offsets_.find(record.key);
     if (it == offsets_.end()) {
-      fail("legacy torch.save: storage '" + printable(record.key) + "' has no data record");
+      fail("legacy torch.save: storage '" + escape_and_cut(record.key) + "' has no data record");
     }
-    return copy_bytes(data_ + it->second, static_cast<size_t>(record.nbytes), record);
+    return copy_bytes(data_ + it->second, static_cast<size_t>(record.nbytes));
   }
 
   const uint8_t* data_;
@@ -251,10 +286,10 @@ std::unique_ptr<CheckpointReader> open_checkpoint(const uint8_t* data, size_t si
       ((data[2] == 3 && data[3] == 4) || (data[2] == 5 && data[3] == 6))) {
     return open_torch_zip(data, size, limits);
   }
-  if (size >= 9 && data[8] == '{') return open_safetensors(data, size);
+  if (size >= 9 && data[8] == '{') return open_safetensors(data, size, limits);
   if (data[0] == 0x80) return open_torch_legacy(data, size, limits);
   if (size >= 8 && load_le<uint64_t>(data) <= size - 8 && load_le<uint64_t>(data) > 0) {
-    return open_safetensors(data, size);
+    return open_safetensors(data, size, limits);
   }
   if (size >= 262 && std::memcmp(data + 257, "ustar", 5) == 0) {
     fail("a tar-format torch.save checkpoint (PyTorch < 0.4) is not supported");

@@ -5,6 +5,12 @@
 // tensor rebuild functions -> checked tensors, ...), calls of harmless-looking classes become
 // placeholder Objects, and everything else (os.system, builtins.eval, any unknown function) is
 // refused. The stack, memo and marks are explicit, so nesting never recurses in C++.
+//
+// The cost of reading is bounded by Limits: every byte the reader keeps is charged to its memory
+// budget as it is kept (copies included), and every step (an opcode, a byte copied, hashed or
+// compared, an item visited) to its work budget. Work that a memo reference could repeat is done
+// once per value: a dict key's identity is computed once and interned, an immutable bytes object
+// passed to bytes() is the same object, a str encoded to bytes is encoded once.
 
 #include "io/unpickler.h"
 
@@ -14,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <string_view>
 #include <unordered_set>
 
@@ -128,7 +135,7 @@ const std::unordered_set<std::string>& known_callables() {
 void check_callable(const std::string& module, const std::string& name, const char* opcode) {
   const std::string q = module + "." + name;
   if (known_callables().count(q)) return;
-  const std::string shown = printable(q);
+  const std::string shown = escape_and_cut(q);
   if (dangerous_module(module)) {
     fail(std::string("refusing to call ") + shown + " (" + opcode +
          "): it could run code; only data and tensors are read from checkpoints");
@@ -186,16 +193,11 @@ bool dtype_from_global(const Value& g, at::ScalarType* out) {
   return false;
 }
 
-std::string join_ints(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
 // Checks a strided view of `capacity` elements; throws naming what does not fit.
 void check_view(int64_t offset, const std::vector<int64_t>& sizes,
                 const std::vector<int64_t>& strides, int64_t capacity, size_t element_bytes,
                 const std::string& storage_key) {
+  // Sizes and strides come from the file: at most 8 of each go into a message.
   const std::string view = "tensor of size " + join_ints(sizes) + ", stride " +
                            join_ints(strides) + ", storage offset " + std::to_string(offset);
   if (sizes.size() != strides.size()) {
@@ -209,16 +211,14 @@ void check_view(int64_t offset, const std::vector<int64_t>& sizes,
     if (strides[i] < 0) fail(view + ": negative stride");
   }
   int64_t numel = 1;
-  for (int64_t s : sizes) {
-    if (!mul_ok<int64_t>(numel, s, &numel)) fail(view + ": the element count overflows");
-  }
+  if (!element_count(sizes, &numel)) fail(view + ": the element count overflows");
   int64_t bytes = 0;
   if (!mul_ok<int64_t>(numel, static_cast<int64_t>(element_bytes), &bytes)) {
     fail(view + ": the element count overflows");
   }
   if (numel == 0) {
     if (offset > capacity) {
-      fail(view + ": the offset is past the end of storage '" + printable(storage_key) +
+      fail(view + ": the offset is past the end of storage '" + escape_and_cut(storage_key) +
            "' of " + std::to_string(capacity) + " elements");
     }
     return;
@@ -232,7 +232,7 @@ void check_view(int64_t offset, const std::vector<int64_t>& sizes,
   }
   if (last >= capacity) {
     fail(view + " reaches element " + std::to_string(last) + ", past the end of storage '" +
-         printable(storage_key) + "' of " + std::to_string(capacity) + " elements");
+         escape_and_cut(storage_key) + "' of " + std::to_string(capacity) + " elements");
   }
 }
 
@@ -294,7 +294,8 @@ class Unpickler {
 
  private:
   [[noreturn]] void error(const std::string& what) const {
-    fail("pickle: " + what + " at byte " + std::to_string(op_start_));
+    // Under 1 KB with the location kept: the parts from the file are already escaped and cut.
+    fail("pickle: " + cut_message(what, 900) + " at byte " + std::to_string(op_start_));
   }
 
   // --- input
@@ -311,24 +312,33 @@ class Unpickler {
     const void* nl = std::memchr(data_ + pos_, '\n', size_ - pos_);
     if (!nl) error("truncated data: a text argument without its newline");
     const size_t n = static_cast<const uint8_t*>(nl) - (data_ + pos_);
+    spend(n);
     std::string s(reinterpret_cast<const char*>(data_ + pos_), n);
     pos_ += n + 1;
-    charge(n);
     return s;
   }
   std::string bytes_arg(uint64_t n) {
     const uint8_t* p = take(n);
-    charge(n);
+    spend(n);
     return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
   }
 
   // --- limits
+  void spend(uint64_t steps) {
+    work_ += steps;
+    if (work_ > limits_.max_work) {
+      error("reading it would take more than " + std::to_string(limits_.max_work) +
+            " steps of work (the pickle repeats costly operations far more than a checkpoint "
+            "does)");
+    }
+  }
   void charge(uint64_t bytes) {
     memory_ += bytes;
     if (memory_ > limits_.max_memory) {
       error("reading it would take more than " + std::to_string(limits_.max_memory) +
             " bytes of memory");
     }
+    spend(bytes);
   }
   void nest(Value* container, const Value* child) {
     if (child->depth + 1 > container->depth) {
@@ -338,10 +348,12 @@ class Unpickler {
       }
     }
   }
+  void check_depth();
 
   // --- values
+  static constexpr size_t kValueBytes = sizeof(Value) + 16;  // with the deque's share
   Value* make(Kind kind) {
-    charge(sizeof(Value) + 16);
+    charge(kValueBytes);
     return tree_->add(kind);
   }
   Value* make_int(int64_t v) {
@@ -349,7 +361,9 @@ class Unpickler {
     x->integer = v;
     return x;
   }
+  // Every string a Value keeps is charged here, whether read from the file or made by a call.
   Value* make_str(std::string s, Kind kind = Kind::Str) {
+    charge(s.size());
     Value* x = make(kind);
     x->text = std::move(s);
     return x;
@@ -365,11 +379,14 @@ class Unpickler {
     return x;
   }
 
-  // --- stack
+  // --- stack (its memory is charged at its high-water mark, as it is really used)
   size_t floor() const { return marks_.empty() ? 0 : marks_.back(); }
   void push(Value* v) {
-    charge(sizeof(void*));
     stack_.push_back(v);
+    if (stack_.size() > stack_peak_) {
+      stack_peak_ = stack_.size();
+      charge(sizeof(void*));
+    }
   }
   Value* pop() {
     if (stack_.size() <= floor()) error("stack underflow");
@@ -385,6 +402,7 @@ class Unpickler {
     if (marks_.empty()) error("no MARK to pop to");
     const size_t m = marks_.back();
     marks_.pop_back();
+    spend(stack_.size() - m);
     std::vector<Value*> items(stack_.begin() + static_cast<std::ptrdiff_t>(m), stack_.end());
     stack_.resize(m);
     return items;
@@ -403,7 +421,7 @@ class Unpickler {
   }
 
   // --- containers
-  std::string key_identity(const Value* k) const;
+  uint64_t key_id(const Value* k);
   void set_item(Value* target, Value* key, Value* value);
   void append(Value* target, Value* item, const char* opcode);
   void add_to_set(Value* target, Value* item);
@@ -412,10 +430,11 @@ class Unpickler {
     if (v->kind == Kind::Bool) return v->boolean ? 1 : 0;
     error(std::string(what) + " should be an int, found " + v->type_name());
   }
-  std::vector<int64_t> int_tuple(const Value* v, const char* what) const {
+  std::vector<int64_t> int_tuple(const Value* v, const char* what) {
     if (v->kind != Kind::Tuple && v->kind != Kind::List) {
       error(std::string(what) + " should be a tuple of ints, found " + v->type_name());
     }
+    charge(v->items.size() * sizeof(int64_t));
     std::vector<int64_t> out;
     out.reserve(v->items.size());
     for (const Value* x : v->items) out.push_back(as_int(x, what));
@@ -452,6 +471,7 @@ class Unpickler {
   Value* persistent_load(Value* pid);
   void build(Value* target, Value* state);
   Value* numpy_scalar(const Value* args);
+  Value* to_bytes(const Value* text, bool latin1);
   static const std::vector<const Value*>* iterable_items(const Value* v) {
     if (v->kind == Kind::List || v->kind == Kind::Tuple || v->kind == Kind::Set ||
         v->kind == Kind::FrozenSet) {
@@ -466,58 +486,100 @@ class Unpickler {
   size_t op_start_ = 0;
   Limits limits_;
   uint64_t memory_ = 0;
+  uint64_t work_ = 0;
   std::shared_ptr<Tree> tree_;
   std::vector<Value*> stack_;
+  size_t stack_peak_ = 0;
   std::vector<size_t> marks_;
+  size_t marks_peak_ = 0;
   std::unordered_map<uint64_t, Value*> memo_;
-  // Python dicts replace an existing key: index of each dict's keys.
-  std::unordered_map<const Value*, std::unordered_map<std::string, size_t>> key_index_;
+
+  // Dict keys. Python replaces the value of a key that is already there, comparing keys by
+  // value: each key Value gets an id once (equal values, the same id), interned in ordered maps
+  // (comparisons, so no hash a file could make collide), and a dict's entries are found by
+  // (dict, key id). A key referenced a million times through the memo costs one lookup each.
+  struct DictSlot {
+    const Value* dict;
+    uint64_t key;
+    bool operator==(const DictSlot& o) const { return dict == o.dict && key == o.key; }
+  };
+  struct DictSlotHash {
+    size_t operator()(const DictSlot& s) const {
+      uint64_t x = reinterpret_cast<uintptr_t>(s.dict) ^ (s.key * 0x9E3779B97F4A7C15ull);
+      x ^= x >> 31;  // splitmix64's finalizer: neither input is chosen by the file
+      x *= 0xBF58476D1CE4E5B9ull;
+      x ^= x >> 29;
+      return static_cast<size_t>(x);
+    }
+  };
+  std::unordered_map<DictSlot, size_t, DictSlotHash> dict_slots_;  // -> index in entries
+  std::unordered_map<const Value*, uint64_t> key_ids_;
+  std::map<int64_t, uint64_t> int_keys_;     // ints, bools and integral floats (1 == 1.0 == True)
+  std::map<uint64_t, uint64_t> float_keys_;  // other floats, by their bits
+  std::map<std::pair<Kind, std::string_view>, uint64_t> text_keys_;  // str, bytes, big ints
+  uint64_t next_key_id_ = 1;
+  // str -> bytes conversions already made (latin-1 and UTF-8 apart): made once per str.
+  std::map<std::pair<const Value*, bool>, Value*> encoded_;
+
   Value* none_ = nullptr;
   Value* true_ = nullptr;
   Value* false_ = nullptr;
   PickleResult result_;
 };
 
-std::string Unpickler::key_identity(const Value* k) const {
-  char buf[40];
+uint64_t Unpickler::key_id(const Value* k) {
+  const auto cached = key_ids_.find(k);
+  if (cached != key_ids_.end()) return cached->second;
+  uint64_t id = 0;
+  auto intern = [&](auto& map, const auto& content) {
+    const auto [it, fresh] = map.emplace(content, next_key_id_);
+    if (fresh) {
+      ++next_key_id_;
+      charge(96);
+    }
+    return it->second;
+  };
   switch (k->kind) {
-    case Kind::None:
-      return "n";
-    case Kind::Bool:
-      return k->boolean ? "i1" : "i0";  // True == 1 in Python
-    case Kind::Int:
-      return "i" + std::to_string(k->integer);
+    case Kind::None: id = intern(text_keys_, std::make_pair(Kind::None, std::string_view())); break;
+    case Kind::Bool: id = intern(int_keys_, int64_t(k->boolean ? 1 : 0)); break;
+    case Kind::Int: id = intern(int_keys_, k->integer); break;
     case Kind::Float:
-      if (std::isfinite(k->real) && std::floor(k->real) == k->real &&
-          std::fabs(k->real) < 9.0e18) {
-        return "i" + std::to_string(static_cast<int64_t>(k->real));
+      if (std::isfinite(k->real) && std::floor(k->real) == k->real && std::fabs(k->real) < 9.0e18) {
+        id = intern(int_keys_, static_cast<int64_t>(k->real));
+      } else {
+        uint64_t bits = 0;
+        std::memcpy(&bits, &k->real, sizeof(bits));
+        id = intern(float_keys_, bits);
       }
-      std::memcpy(buf, &k->real, sizeof(double));
-      return "f" + std::string(buf, sizeof(double));
+      break;
     case Kind::Str:
-      return "s" + k->text;
     case Kind::Bytes:
-      return "b" + k->text;
     case Kind::BigInt:
-      return "l" + k->text;
+      // The text stays where it is (Values never move): the map holds a view of it. Comparing
+      // costs at most the key's length per level of the map.
+      spend(k->text.size() * 8);
+      id = intern(text_keys_, std::make_pair(k->kind, std::string_view(k->text)));
+      break;
     default:
-      std::snprintf(buf, sizeof(buf), "p%p", static_cast<const void*>(k));
-      return buf;
+      id = next_key_id_++;  // tuples, objects, ...: by identity
   }
+  key_ids_.emplace(k, id);
+  charge(48);
+  return id;
 }
 
 void Unpickler::set_item(Value* target, Value* key, Value* value) {
   if (target->kind != Kind::Dict && target->kind != Kind::Object) {
     error("setting an item of a " + target->type_name() + ", which is not a dict");
   }
-  auto& index = key_index_[target];
-  std::string id = key_identity(key);
-  const auto it = index.find(id);
-  if (it != index.end()) {
+  spend(1);
+  const DictSlot slot{target, key_id(key)};
+  const auto it = dict_slots_.find(slot);
+  if (it != dict_slots_.end()) {
     target->entries[it->second].second = value;  // Python keeps the first position
   } else {
-    charge(id.size() + 64 + sizeof(std::pair<const Value*, const Value*>));
-    index.emplace(std::move(id), target->entries.size());
+    charge(64 + 2 * sizeof(std::pair<const Value*, const Value*>));
+    dict_slots_.emplace(slot, target->entries.size());
     target->entries.emplace_back(key, value);
   }
   nest(target, key);
@@ -528,7 +590,7 @@ void Unpickler::append(Value* target, Value* item, const char* opcode) {
   if (target->kind != Kind::List && target->kind != Kind::Object) {
     error(std::string(opcode) + " on a " + target->type_name() + ", which is not a list");
   }
-  charge(sizeof(void*));
+  charge(2 * sizeof(void*));  // with the vector's spare capacity
   target->items.push_back(item);
   nest(target, item);
 }
@@ -537,9 +599,94 @@ void Unpickler::add_to_set(Value* target, Value* item) {
   if (target->kind != Kind::Set && target->kind != Kind::Object) {
     error("ADDITEMS on a " + target->type_name() + ", which is not a set");
   }
-  charge(sizeof(void*));
+  charge(2 * sizeof(void*));
   target->items.push_back(item);
   nest(target, item);
+}
+
+// The true nesting depth of every value, whatever order the containers were filled in (a list
+// filled after it was put in another makes that one deeper too, which nest() cannot see):
+// Tarjan's strongly connected components, iterative, then the longest chain of components.
+void Unpickler::check_depth() {
+  const Tree& tree = *tree_;
+  const size_t n = tree.size();
+  charge(n * 24);
+  constexpr uint32_t kUnseen = UINT32_MAX;
+  std::vector<uint32_t> order(n, kUnseen), low(n, 0), component_depth;
+  std::vector<uint32_t> component(n, kUnseen);
+  std::vector<uint32_t> scc_stack;
+  struct Frame {
+    uint32_t value;
+    size_t next_child;
+  };
+  std::vector<Frame> frames;
+  uint32_t counter = 0;
+  auto child = [&](const Value& v, size_t k) -> const Value* {
+    if (k < v.items.size()) return v.items[k];
+    k -= v.items.size();
+    if (k < 2 * v.entries.size()) return k % 2 ? v.entries[k / 2].second : v.entries[k / 2].first;
+    k -= 2 * v.entries.size();
+    if (k == 0) return v.args;
+    if (k == 1) return v.kwargs;
+    if (k == 2) return v.state;
+    return nullptr;
+  };
+  auto children = [&](const Value& v) { return v.items.size() + 2 * v.entries.size() + 3; };
+  for (size_t start = 0; start < n; ++start) {
+    if (order[start] != kUnseen) continue;
+    frames.push_back({static_cast<uint32_t>(start), 0});
+    order[start] = low[start] = counter++;
+    scc_stack.push_back(static_cast<uint32_t>(start));
+    while (!frames.empty()) {
+      Frame& f = frames.back();
+      const Value& v = tree[f.value];
+      if (f.next_child < children(v)) {
+        const Value* c = child(v, f.next_child++);
+        spend(1);
+        if (!c) continue;
+        const uint32_t ci = c->index;
+        if (order[ci] == kUnseen) {
+          order[ci] = low[ci] = counter++;
+          scc_stack.push_back(ci);
+          frames.push_back({ci, 0});
+        } else if (component[ci] == kUnseen) {
+          low[f.value] = std::min(low[f.value], order[ci]);  // on the stack: same component
+        }
+        continue;
+      }
+      const uint32_t vi = f.value;
+      frames.pop_back();
+      if (!frames.empty()) low[frames.back().value] = std::min(low[frames.back().value], low[vi]);
+      if (low[vi] != order[vi]) continue;
+      // vi roots a component: every component its members reach is finished already.
+      const auto id = static_cast<uint32_t>(component_depth.size());
+      size_t members = 0;
+      for (size_t k = scc_stack.size(); k-- > 0;) {
+        component[scc_stack[k]] = id;
+        ++members;
+        if (scc_stack[k] == vi) break;
+      }
+      uint32_t depth = 0;
+      for (size_t k = scc_stack.size() - members; k < scc_stack.size(); ++k) {
+        const Value& m = tree[scc_stack[k]];
+        for (size_t j = 0, count = children(m); j < count; ++j) {
+          const Value* c = child(m, j);
+          if (!c) continue;
+          const uint32_t cc = component[c->index];
+          depth = std::max(depth, cc == id ? 1u : component_depth[cc] + 1);
+        }
+      }
+      spend(members);
+      component_depth.push_back(depth);
+      if (depth > limits_.max_depth) {
+        error("values nested deeper than " + std::to_string(limits_.max_depth) + " levels");
+      }
+      for (size_t k = scc_stack.size() - members; k < scc_stack.size(); ++k) {
+        tree_->at(scc_stack[k]).depth = depth;
+      }
+      scc_stack.resize(scc_stack.size() - members);
+    }
+  }
 }
 
 Value* Unpickler::decode_long(const uint8_t* p, size_t n) {
@@ -561,10 +708,7 @@ Value* Unpickler::decode_long(const uint8_t* p, size_t n) {
     std::memcpy(&v, &u, sizeof(v));
     return make_int(v);
   }
-  Value* v = make(Kind::BigInt);
-  v->text.assign(reinterpret_cast<const char*>(p), n);
-  charge(n);
-  return v;
+  return make_str(std::string(reinterpret_cast<const char*>(p), n), Kind::BigInt);
 }
 
 int64_t Unpickler::parse_decimal(const std::string& text, const char* opcode) {
@@ -575,7 +719,7 @@ int64_t Unpickler::parse_decimal(const std::string& text, const char* opcode) {
   int64_t v = 0;
   const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size()) {
-    error(std::string(opcode) + ": '" + printable(text) + "' is not an integer that fits 64 bits");
+    error(std::string(opcode) + ": '" + escape_and_cut(text, 60) + "' is not an integer that fits 64 bits");
   }
   return v;
 }
@@ -597,8 +741,10 @@ Value* Unpickler::text_int(const std::string& text, const char* opcode) {
   if (negative) digits.remove_prefix(1);
   if (digits.empty() || digits.size() > 4300 ||
       digits.find_first_not_of("0123456789") != std::string_view::npos) {
-    error(std::string(opcode) + ": '" + printable(text) + "' is not an integer");
+    error(std::string(opcode) + ": '" + escape_and_cut(text, 60) + "' is not an integer");
   }
+  // Quadratic in the digits, as in Python: each digit is a pass over the bytes so far.
+  spend(uint64_t(digits.size()) * (digits.size() / 2 + 1));
   std::vector<uint8_t> bytes{0};  // magnitude, little-endian
   for (char c : digits) {
     unsigned carry = static_cast<unsigned>(c - '0');
@@ -618,7 +764,6 @@ Value* Unpickler::text_int(const std::string& text, const char* opcode) {
       carry = v >> 8;
     }
   }
-  charge(bytes.size());
   return decode_long(bytes.data(), bytes.size());
 }
 
@@ -629,7 +774,7 @@ double Unpickler::parse_float(const std::string& text) {
   double v = 0;
   const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size()) {
-    error("FLOAT: '" + printable(text) + "' is not a number");
+    error("FLOAT: '" + escape_and_cut(text, 60) + "' is not a number");
   }
   return v;
 }
@@ -711,10 +856,10 @@ std::string Unpickler::raw_unicode_escape(const std::string& text) {
 }
 
 Value* Unpickler::placeholder(const Value* cls, Value* args, Value* kwargs) {
+  charge(cls->text.size() + cls->name.size());
   Value* obj = make(Kind::Object);
   obj->text = cls->text;
   obj->name = cls->name;
-  charge(obj->text.size() + obj->name.size());
   obj->args = args;
   obj->kwargs = kwargs;
   if (args) nest(obj, args);
@@ -727,7 +872,7 @@ Value* Unpickler::persistent_load(Value* pid) {
       "a persistent id ('storage', storage type, key, location, numel[, view])";
   if (pid->kind != Kind::Tuple || pid->items.empty() || !pid->items[0]->is_str("storage")) {
     error("unsupported persistent id: expected " + expected + ", found " +
-          printable(pickle::render(*pid, {2, 6, 40})));
+          pickle::render(*pid, {2, 6, 40, 300}));
   }
   const auto& t = pid->items;
   if (t.size() != 5 && t.size() != 6) {
@@ -740,7 +885,7 @@ Value* Unpickler::persistent_load(Value* pid) {
   bool known = false;
   const at::ScalarType dtype = storage_dtype(type->text, type->name, &known);
   if (!known) {
-    error("unknown storage type " + printable(type->qualified_name()) +
+    error("unknown storage type " + type->shown_name() +
           " (supported: Float, Double, Half, BFloat16, Long, Int, Short, Char, Byte, Bool and "
           "Untyped storages)");
   }
@@ -762,7 +907,7 @@ Value* Unpickler::persistent_load(Value* pid) {
   info->dtype = dtype;
   info->numel = numel;
   info->root_numel = numel;
-  charge(info->key.size() + info->type_name.size() + info->location.size() + sizeof(*info));
+  charge(info->key.size() + info->type_name.size() + info->location.size() + sizeof(*info) + 32);
 
   // Legacy files may name a view of a bigger root storage: (view key, offset, size).
   if (t.size() == 6 && t[5]->kind != Kind::None) {
@@ -775,7 +920,7 @@ Value* Unpickler::persistent_load(Value* pid) {
     int64_t end = 0;
     if (offset < 0 || size < 0 || !add_ok(offset, size, &end) || end > numel) {
       error("persistent id: the storage view [" + std::to_string(offset) + ", +" +
-            std::to_string(size) + ") lies outside storage '" + printable(info->key) + "' of " +
+            std::to_string(size) + ") lies outside storage '" + escape_and_cut(info->key) + "' of " +
             std::to_string(numel) + " elements");
     }
     info->view_offset = offset;
@@ -785,14 +930,16 @@ Value* Unpickler::persistent_load(Value* pid) {
   // One record per key: every id naming it must agree on its type and size.
   const auto found = result_.record_index.find(info->key);
   if (found == result_.record_index.end()) {
+    charge(2 * info->key.size() + info->type_name.size() + 128);
     result_.record_index.emplace(info->key, result_.records.size());
     result_.records.push_back(
         {info->key, info->type_name, dtype, numel, static_cast<uint64_t>(nbytes)});
   } else {
     const StorageRecord& r = result_.records[found->second];
     if (r.dtype != dtype || r.numel != numel) {
-      error("storage '" + printable(info->key) + "' is named twice, as " + r.type_name + " of " +
-            std::to_string(r.numel) + " elements and as " + info->type_name + " of " +
+      error("storage '" + escape_and_cut(info->key) + "' is named twice, as " +
+            escape_and_cut(r.type_name, 60) + " of " + std::to_string(r.numel) +
+            " elements and as " + escape_and_cut(info->type_name, 60) + " of " +
             std::to_string(numel));
     }
   }
@@ -827,7 +974,8 @@ Value* Unpickler::rebuild_tensor(const std::string& function, const Value* args)
   if (v3 && !dtype_from_global(*a[6], &info->dtype)) {
     error("torch._utils._rebuild_tensor_v3: unsupported dtype " + a[6]->type_name());
   }
-  charge(sizeof(*info) + 16 * info->sizes.size());
+  // With what loading it will take: the at::Tensor view made for it (TensorImpl, sizes, strides).
+  charge(sizeof(*info) + 16 * info->sizes.size() + 1024);
 
   // Capacity in elements of the tensor's dtype (differs from the storage's for v3 only).
   const size_t elem = element_size(info->dtype);
@@ -849,10 +997,29 @@ Value* Unpickler::rebuild_tensor(const std::string& function, const Value* args)
   return v;
 }
 
+// _codecs.encode(text, 'latin1' or 'utf-8'): the bytes, made once per text and encoding; null
+// when the text has characters latin-1 cannot hold.
+Value* Unpickler::to_bytes(const Value* text, bool latin1) {
+  const auto key = std::make_pair(text, latin1);
+  const auto found = encoded_.find(key);
+  if (found != encoded_.end()) return found->second;
+  spend(text->text.size());
+  Value* b = nullptr;
+  if (!latin1) {
+    b = make_str(text->text, Kind::Bytes);
+  } else {
+    std::string raw;
+    if (utf8_to_latin1(text->text, &raw)) b = make_str(std::move(raw), Kind::Bytes);
+  }
+  charge(96);
+  encoded_.emplace(key, b);
+  return b;
+}
+
 Value* Unpickler::numpy_scalar(const Value* args) {
   // numpy.core.multiarray.scalar(dtype, bytes): a NumPy scalar such as a float64 metric.
   const auto& a = args->items;
-  if (a.size() != 2 || a[0]->kind != Kind::Object || a[0]->qualified_name() != "numpy.dtype" ||
+  if (a.size() != 2 || a[0]->kind != Kind::Object || a[0]->text != "numpy" || a[0]->name != "dtype" ||
       !a[0]->args || a[0]->args->items.empty() || a[0]->args->items[0]->kind != Kind::Str ||
       a[1]->kind != Kind::Bytes) {
     return nullptr;
@@ -897,7 +1064,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
           " (only globals can be called)");
   }
   if (args->kind != Kind::Tuple && args->kind != Kind::List) {
-    error(std::string(opcode) + ": the arguments of " + printable(callable->qualified_name()) +
+    error(std::string(opcode) + ": the arguments of " + callable->shown_name() +
           " are a " + args->type_name() + ", not a tuple");
   }
   if (kwargs && kwargs->kind != Kind::Dict) {
@@ -906,7 +1073,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
   const std::string& module = callable->text;
   const std::string& name = callable->name;
   if (module == "torch._utils" && starts_with(name, "_rebuild_") && !known_callables().count(module + "." + name)) {
-    error("unsupported tensor kind: " + printable(callable->qualified_name()) +
+    error("unsupported tensor kind: " + callable->shown_name() +
           " (only dense CPU-storable tensors are read)");
   }
   checked_callable(module, name, opcode);
@@ -947,6 +1114,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
     if (source && source->kind == Kind::Dict) {
       for (const auto& [k, v] : source->entries) set_item(d, const_cast<Value*>(k), const_cast<Value*>(v));
     } else if (source && iterable_items(source)) {
+      spend(iterable_items(source)->size());
       for (const Value* pair : *iterable_items(source)) {
         const auto* kv = iterable_items(pair);
         if (!kv || kv->size() != 2) error(q + ": an item is not a (key, value) pair");
@@ -966,6 +1134,8 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
     if (!a.empty()) {
       const auto* source = iterable_items(a[0]);
       if (!source) return placeholder(callable, args, kwargs);
+      if (a[0]->kind == Kind::Tuple && kind == Kind::Tuple) return const_cast<Value*>(a[0]);
+      charge(source->size() * sizeof(void*));  // the copy below (make_container charges its own)
       for (const Value* x : *source) items.push_back(const_cast<Value*>(x));
     }
     return make_container(kind, std::move(items));
@@ -973,22 +1143,21 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
   if (q == "_codecs.encode" || q == "builtins.bytes" || q == "builtins.bytearray") {
     // Protocol 2 pickles bytes as _codecs.encode(latin-1 text, 'latin1').
     if (a.empty()) return make_str("", Kind::Bytes);
-    if (a[0]->kind == Kind::Bytes) return make_str(a[0]->text, Kind::Bytes);
-    if (a[0]->kind == Kind::Str && a.size() == 2 && a[1]->kind == Kind::Str) {
+    // bytes are immutable (and a bytearray is as inert as they are here): the same object, so
+    // a large one referenced a million times is never copied.
+    if (a[0]->kind == Kind::Bytes) return const_cast<Value*>(a[0]);
+    if (a[0]->kind == Kind::Str && a.size() == 2 && a[1]->kind == Kind::Str &&
+        a[1]->text.size() <= 16) {
       std::string enc = a[1]->text;
       std::transform(enc.begin(), enc.end(), enc.begin(), ::tolower);
-      std::string raw;
-      if ((enc == "latin1" || enc == "latin-1" || enc == "iso-8859-1" || enc == "iso8859-1") &&
-          utf8_to_latin1(a[0]->text, &raw)) {
-        charge(raw.size());
-        return make_str(std::move(raw), Kind::Bytes);
-      }
-      if (enc == "utf-8" || enc == "utf8" || enc == "ascii") {
-        charge(a[0]->text.size());
-        return make_str(a[0]->text, Kind::Bytes);
+      const bool latin1 = enc == "latin1" || enc == "latin-1" || enc == "iso-8859-1" ||
+                          enc == "iso8859-1";
+      if (latin1 || enc == "utf-8" || enc == "utf8" || enc == "ascii") {
+        if (Value* b = to_bytes(a[0], latin1)) return b;
       }
     }
     if (a[0]->kind == Kind::List && q != "_codecs.encode") {
+      spend(4 * a[0]->items.size());  // an item checked and copied: a few nanoseconds
       std::string raw;
       for (const Value* x : a[0]->items) {
         if (x->kind != Kind::Int || x->integer < 0 || x->integer > 255) {
@@ -996,7 +1165,6 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
         }
         raw += static_cast<char>(x->integer);
       }
-      charge(raw.size());
       return make_str(std::move(raw), Kind::Bytes);
     }
     return placeholder(callable, args, kwargs);
@@ -1040,7 +1208,7 @@ void Unpickler::build(Value* target, Value* state) {
       nest(target, state);
       return;
     case Kind::Global:
-      error("BUILD on the global " + printable(target->qualified_name()) +
+      error("BUILD on the global " + target->shown_name() +
             " refused (it would set state on a class or function)");
     default:
       error("BUILD on a " + target->type_name() + ", which has no state");
@@ -1059,6 +1227,7 @@ PickleResult Unpickler::run() {
       fail("pickle: the data ends before STOP (truncated) at byte " + std::to_string(pos_));
     }
     const uint8_t op = u8();
+    spend(1);
     switch (op) {
       case 0x80: {  // PROTO
         const uint8_t proto = u8();
@@ -1072,14 +1241,20 @@ PickleResult Unpickler::run() {
       }
       case '.': {  // STOP
         Value* root = pop();
+        check_depth();
         tree_->set_root(root);
         result_.tree = tree_;
         result_.end = pos_;
+        result_.memory = memory_;
+        result_.work = work_;
         return std::move(result_);
       }
       case '(':  // MARK
         marks_.push_back(stack_.size());
-        charge(sizeof(size_t));
+        if (marks_.size() > marks_peak_) {
+          marks_peak_ = marks_.size();
+          charge(sizeof(size_t));
+        }
         if (marks_.size() > limits_.max_depth) {
           error("marks nested deeper than " + std::to_string(limits_.max_depth) + " levels");
         }

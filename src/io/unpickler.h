@@ -25,6 +25,8 @@ struct StorageRecord {
 struct PickleResult {
   std::shared_ptr<pickle::Tree> tree;
   size_t end = 0;                              // offset just after STOP
+  size_t memory = 0;                           // bytes charged against Limits::max_memory
+  uint64_t work = 0;                           // steps charged against Limits::max_work
   std::vector<const pickle::Value*> tensors;   // every tensor built, in order
   std::vector<StorageRecord> records;          // every storage key, in first-seen order
   std::unordered_map<std::string, size_t> record_index;  // key -> records

@@ -1,5 +1,7 @@
 #include "io/zip_reader.h"
 
+#include <algorithm>
+
 #include "io/bytes.h"
 
 namespace rmt::io {
@@ -81,6 +83,10 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
     fail("zip archive: " + hex64(count) + " entries cannot fit in a central directory of " +
          hex64(directory_size) + " bytes");
   }
+  if (count > kMaxEntries) {
+    fail("zip archive: " + hex64(count) + " entries, more than the " + hex64(kMaxEntries) +
+         " a checkpoint reader accepts (torch.save writes one per tensor storage)");
+  }
   directory_offset_ = directory_offset;
 
   entries_.reserve(count);
@@ -106,7 +112,7 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
     if (!range_ok(p + kCentralHeaderSize, variable, end)) {
       fail("zip archive: central directory entry " + hex64(i) + " runs past the directory");
     }
-    entry.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_length);
+    entry.name = std::string_view(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_length);
 
     // Zip64 extra field: 64-bit values for exactly the fields that hold 0xFFFFFFFF (0xFFFF).
     const bool need_size = entry.size == 0xFFFFFFFFu;
@@ -121,12 +127,12 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
         const uint16_t id = load_le<uint16_t>(x);
         const uint16_t length = load_le<uint16_t>(x + 2);
         if (length > left - 4) fail("zip archive: a damaged extra field in entry '" +
-                                    printable(entry.name) + "'");
+                                    escape_and_cut(entry.name) + "'");
         if (id == 0x0001) {
           const uint8_t* f = x + 4;
           size_t have = length;
           auto take64 = [&](uint64_t* out) {
-            if (have < 8) fail("zip archive: the zip64 field of '" + printable(entry.name) +
+            if (have < 8) fail("zip archive: the zip64 field of '" + escape_and_cut(entry.name) +
                                "' is too short");
             *out = load_le<uint64_t>(f);
             f += 8;
@@ -136,7 +142,7 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
           if (need_compressed) take64(&entry.compressed_size);
           if (need_offset) take64(&entry.local_header_offset);
           if (need_disk) {
-            if (have < 4) fail("zip archive: the zip64 field of '" + printable(entry.name) +
+            if (have < 4) fail("zip archive: the zip64 field of '" + escape_and_cut(entry.name) +
                                "' is too short");
             entry_disk = load_le<uint32_t>(f);
           }
@@ -146,25 +152,72 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
         x += 4 + length;
         left -= 4 + length;
       }
-      if (!found) fail("zip archive: entry '" + printable(entry.name) +
+      if (!found) fail("zip archive: entry '" + escape_and_cut(entry.name) +
                        "' needs a zip64 extra field, which is missing");
     }
     if (entry_disk != 0) fail("zip archive: multi-disk archives are not supported");
     if (!by_name_.emplace(entry.name, entries_.size()).second) {
-      fail("zip archive: entry '" + printable(entry.name) + "' appears twice");
+      fail("zip archive: entry '" + escape_and_cut(entry.name) + "' appears twice");
     }
     entries_.push_back(std::move(entry));
     p += kCentralHeaderSize + variable;
   }
+
+  // Each entry's local header, and the span of bytes it owns: [local header, end of its data).
+  struct Span {
+    uint64_t begin, end;
+    size_t entry;
+  };
+  std::vector<Span> spans;
+  spans.reserve(entries_.size());
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    ZipEntry& entry = entries_[i];
+    const std::string what = "zip entry '" + escape_and_cut(entry.name) + "'";
+    const uint64_t lho = entry.local_header_offset;
+    if (!range_ok(lho, kLocalHeaderSize, directory_offset_) ||
+        load_le<uint32_t>(data_ + lho) != kLocalHeader) {
+      fail(what + ": no local header at offset " + hex64(lho));
+    }
+    const uint16_t name_length = load_le<uint16_t>(data_ + lho + 26);
+    const uint16_t extra_length = load_le<uint16_t>(data_ + lho + 28);
+    const uint64_t name_at = lho + kLocalHeaderSize;
+    if (!range_ok(name_at, uint64_t(name_length) + extra_length, directory_offset_)) {
+      fail(what + ": its local header runs past the central directory");
+    }
+    if (name_length != entry.name.size() ||
+        std::memcmp(data_ + name_at, entry.name.data(), name_length) != 0) {
+      fail(what + ": its local header names another file");
+    }
+    entry.data_offset = name_at + name_length + extra_length;
+    if (!range_ok(entry.data_offset, entry.compressed_size, directory_offset_)) {
+      fail(what + " (" + hex64(entry.compressed_size) + " bytes at offset " +
+           hex64(entry.data_offset) + ") runs past the end of the data; the file is truncated or "
+           "damaged");
+    }
+    spans.push_back({lho, entry.data_offset + entry.compressed_size, i});
+  }
+  // Entries that share bytes would let a small file be read as many times over as it has
+  // entries; zip writers never produce them.
+  std::sort(spans.begin(), spans.end(),
+            [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  for (size_t k = 1; k < spans.size(); ++k) {
+    if (spans[k].begin < spans[k - 1].end) {
+      fail("zip archive: entries '" + escape_and_cut(entries_[spans[k - 1].entry].name, 120) +
+           "' and '" + escape_and_cut(entries_[spans[k].entry].name, 120) +
+           "' overlap (bytes " + hex64(spans[k].begin) + " to " +
+           hex64(std::min(spans[k].end, spans[k - 1].end)) +
+           " belong to both); each entry must have bytes of its own");
+    }
+  }
 }
 
-const ZipEntry* ZipReader::find(const std::string& name) const {
+const ZipEntry* ZipReader::find(std::string_view name) const {
   const auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : &entries_[it->second];
 }
 
 ByteSpan ZipReader::contents(const ZipEntry& entry, bool verify_crc) const {
-  const std::string what = "zip entry '" + printable(entry.name) + "'";
+  const std::string what = "zip entry '" + escape_and_cut(entry.name) + "'";
   if (entry.flags & 0x1) fail(what + " is encrypted");
   if (entry.method != 0) {
     fail(what + " is compressed (method " + std::to_string(entry.method) +
@@ -174,27 +227,8 @@ ByteSpan ZipReader::contents(const ZipEntry& entry, bool verify_crc) const {
     fail(what + " is stored but its compressed size " + hex64(entry.compressed_size) +
          " differs from its size " + hex64(entry.size));
   }
-  const uint64_t lho = entry.local_header_offset;
-  if (!range_ok(lho, kLocalHeaderSize, directory_offset_) ||
-      load_le<uint32_t>(data_ + lho) != kLocalHeader) {
-    fail(what + ": no local header at offset " + hex64(lho));
-  }
-  const uint16_t name_length = load_le<uint16_t>(data_ + lho + 26);
-  const uint16_t extra_length = load_le<uint16_t>(data_ + lho + 28);
-  const uint64_t name_at = lho + kLocalHeaderSize;
-  if (!range_ok(name_at, uint64_t(name_length) + extra_length, directory_offset_)) {
-    fail(what + ": its local header runs past the central directory");
-  }
-  if (name_length != entry.name.size() ||
-      std::memcmp(data_ + name_at, entry.name.data(), name_length) != 0) {
-    fail(what + ": its local header names another file");
-  }
-  const uint64_t data_at = name_at + name_length + extra_length;
-  if (!range_ok(data_at, entry.size, directory_offset_)) {
-    fail(what + " (" + hex64(entry.size) + " bytes at offset " + hex64(data_at) +
-         ") runs past the end of the data; the file is truncated or damaged");
-  }
-  ByteSpan span{data_ + data_at, static_cast<size_t>(entry.size)};
+  // The local header and the range were checked when the directory was read.
+  ByteSpan span{data_ + entry.data_offset, static_cast<size_t>(entry.size)};
   if (verify_crc && crc32(span.data, span.size) != entry.crc) {
     fail(what + ": CRC-32 mismatch, the file is damaged");
   }
