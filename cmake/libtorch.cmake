@@ -106,12 +106,23 @@ function(_rmt_link_files out)
   set(${out} "${files}" PARENT_SCOPE)
 endfunction()
 
-# Stops the configure unless every LibTorch library (libtorch*, libc10*, libcaffe2*, libshm*,
-# libkineto*) among the link items ARGN lies in the chosen LibTorch's library folder: the folder of
-# the `torch` target's libtorch.so (found relative to TorchConfig.cmake, never searched for).
+# Stops the configure unless the chosen LibTorch (the one of Torch_DIR: TorchConfig.cmake and the
+# headers) is the one the build links: LibTorch's imported targets come from the Caffe2Config.cmake
+# beside TorchConfig.cmake, and every LibTorch library (libtorch*, libc10*, libcaffe2*, libshm*,
+# libkineto*) among the link items ARGN lies in the folder of the `torch` target's libtorch.so
+# (whose path those targets give relative to themselves: never searched for).
 function(rmt_check_one_libtorch)
+  list(GET TORCH_INCLUDE_DIRS 0 headers)
+  set(found "\n    TorchConfig.cmake: ${Torch_DIR} (LibTorch ${Torch_VERSION}), headers ${headers}")
+  set(problems "")
+
+  get_filename_component(expected_caffe2 "${Torch_DIR}/../Caffe2" REALPATH)
+  get_filename_component(caffe2 "${Caffe2_DIR}" REALPATH)
+  if(Caffe2_DIR AND NOT caffe2 STREQUAL expected_caffe2)
+    string(APPEND problems "\n    LibTorch's targets: Caffe2Config.cmake in ${Caffe2_DIR}")
+  endif()
+
   get_target_property(type torch TYPE)
-  set(torch_lib "")
   if(type STREQUAL "SHARED_LIBRARY")
     _rmt_link_files(torch_files torch)
     list(GET torch_files 0 torch_lib)
@@ -119,11 +130,11 @@ function(rmt_check_one_libtorch)
   else()
     set(lib_dir "${TORCH_INSTALL_PREFIX}/lib")
   endif()
+  string(APPEND found "\n    libraries: ${lib_dir}")
   get_filename_component(lib_dir_real "${lib_dir}" REALPATH)
 
   _rmt_link_files(files ${ARGN})
   get_cmake_property(cache_vars CACHE_VARIABLES)
-  set(strays "")
   foreach(file IN LISTS files)
     get_filename_component(name "${file}" NAME)
     if(NOT name MATCHES "^lib(torch|c10|caffe2|shm|kineto)([_.-].*)?$")
@@ -140,21 +151,20 @@ function(rmt_check_one_libtorch)
     foreach(var IN LISTS cache_vars)
       get_property(value CACHE ${var} PROPERTY VALUE)
       if(value STREQUAL file)
-        set(from " (cache entry ${var})")
+        set(from ", cache entry ${var}")
       endif()
     endforeach()
-    string(APPEND strays "\n    ${file}: LibTorch ${version}${from}")
+    string(APPEND problems "\n    ${file} (LibTorch ${version}${from})")
   endforeach()
-  if(strays)
-    list(GET TORCH_INCLUDE_DIRS 0 headers)
+
+  if(problems)
     message(FATAL_ERROR
       "rmt: two LibTorches in one build (the programs would load two libc10 and crash).\n"
-      "  Chosen: LibTorch ${Torch_VERSION}, TorchConfig.cmake in ${Torch_DIR}\n"
-      "    headers: ${headers}\n"
-      "    libraries: ${lib_dir}\n"
-      "  but the build would also link another LibTorch's libraries:${strays}\n"
-      "Choose one LibTorch in a fresh build directory: -DTorch_DIR=<the folder of its "
-      "TorchConfig.cmake> (README: Choosing a LibTorch).")
+      "  Found:${found}\n"
+      "  but also, from another LibTorch:${problems}\n"
+      "Choose one LibTorch, in a fresh build directory: -DTorch_DIR=<the folder of its "
+      "TorchConfig.cmake>, with no Torch_ROOT or CMAKE_PREFIX_PATH naming another "
+      "(README: Choosing a LibTorch).")
   endif()
   message(STATUS "rmt: LibTorch ${Torch_VERSION}, libraries in ${lib_dir}")
 endfunction()
