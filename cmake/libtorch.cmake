@@ -1,19 +1,20 @@
 # LibTorch, whole: its headers and every one of its libraries from the one installation chosen.
 # Included by the top-level CMakeLists.txt in place of a bare find_package(Torch).
 #
-# Which LibTorch: the one -DTorch_DIR=<directory of TorchConfig.cmake> or -DCMAKE_PREFIX_PATH
-# names; without either, the one inside python3's torch wheel.
+# Which LibTorch: the one -DTorch_DIR=<folder of TorchConfig.cmake> or -DCMAKE_PREFIX_PATH names;
+# without either, the one inside python3's torch wheel (failing that, find_package's own search).
 #
-# Why more than find_package(Torch): TorchConfig.cmake looks some of its libraries up with
-# find_library(c10 PATHS <its prefix>/lib), and find_library searches the system library folders
-# before PATHS. With Debian's libtorch-dev (1.13) installed beside the wheel, a build took the
-# wheel's headers and libtorch_cpu.so but /usr/lib/x86_64-linux-gnu/libc10.so: the tools loaded
-# two libc10 and crashed in malloc. So
+# Why more than find_package(Torch): TorchConfig.cmake finds its imported targets with
+# find_package(Caffe2 PATHS <its folder>/../Caffe2) and some of its libraries with
+# find_library(c10 PATHS <its prefix>/lib), and both search the system folders before PATHS. With
+# Debian's libtorch-dev (1.13) installed beside the wheel, a build took the wheel's headers and
+# libtorch_cpu.so but /usr/lib/x86_64-linux-gnu/libc10.so (with -DTorch_DIR=<wheel>: Debian's
+# targets altogether), and the tools loaded two libc10 and crashed in malloc. So
 #   1. Torch_ROOT is set to the chosen LibTorch's prefix: find_* calls made while Torch's package
-#      files load search <Torch_ROOT>/lib before anything else (CMP0074);
-#   2. rmt_check_one_libtorch() stops the configure, naming both LibTorches, if any LibTorch
-#      library the build would link (TORCH_LIBRARIES and the imported targets behind it) is not
-#      the chosen one's.
+#      files load search it before anything else (CMP0074);
+#   2. rmt_check_one_libtorch() stops the configure, saying what came from where, if LibTorch's
+#      targets or any LibTorch library the build would link (TORCH_LIBRARIES and the imported
+#      targets behind it) are not the chosen LibTorch's.
 # At run time the binaries' RUNPATH holds the chosen LibTorch's library folder (CMake adds it);
 # the `single_libtorch` test checks that the built programs load exactly one libc10.
 
