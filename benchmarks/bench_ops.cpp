@@ -22,6 +22,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/autograd.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -31,6 +32,7 @@
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -81,6 +83,9 @@ Inputs make_inputs(int64_t b, const Stage& s, at::ScalarType dtype, at::Device d
 }
 
 // ---- the SDPA baseline: the chain's rotation, then attention with a materialized mask ----------
+// (at::scaled_dot_product_attention came with LibTorch 2.0: the rows read "skip" on older ones,
+// such as Debian 12's 1.13.)
+#define RMT_HAVE_SDPA (TORCH_VERSION_MAJOR >= 2)
 
 at::Tensor rotate_heads(const at::Tensor& x, const Inputs& in, int64_t heads, double mul) {
   const auto b = x.size(0), h = x.size(1), w = x.size(2);
@@ -89,6 +94,7 @@ at::Tensor rotate_heads(const at::Tensor& x, const Inputs& in, int64_t heads, do
   return rmt::ops::reference::theta_shift(split, in.sin, in.cos);
 }
 
+#if RMT_HAVE_SDPA
 at::Tensor sdpa_full(const Inputs& in) {
   const int64_t heads = in.decay.size(0), b = in.q.size(0), h = in.q.size(1), w = in.q.size(2);
   auto qr = rotate_heads(in.q, in, heads, 1.0).flatten(2, 3);          // b n l d
@@ -112,6 +118,10 @@ at::Tensor sdpa_decomposed(const Inputs& in) {
                                               row.permute({0, 3, 2, 1, 4}), mh, 0.0, false, 1.0);
   return out.permute({0, 3, 1, 2, 4}).flatten(-2, -1);  // b h w n*dv
 }
+#else
+at::Tensor sdpa_full(const Inputs&) { throw std::runtime_error("no SDPA in LibTorch 1.x"); }
+at::Tensor sdpa_decomposed(const Inputs&) { throw std::runtime_error("no SDPA in LibTorch 1.x"); }
+#endif
 
 // ---- timing ------------------------------------------------------------------------------------
 
@@ -227,6 +237,7 @@ void run_setting(const Setting& st, const Options& opt, at::Device dev) {
           why = "skip (L x L scores)";
         if (impl.name == "sdpa+mask" && (c.mask_bytes > mask_budget || c.flops > ref_flop_budget))
           why = "skip (mask)";
+        if (impl.name == "sdpa+mask" && !RMT_HAVE_SDPA) why = "skip (LibTorch < 2.0)";
         std::printf("| %d | %lldx%lld | %lld | %lld | %s |", stage_no, static_cast<long long>(s.h),
                     static_cast<long long>(s.w), static_cast<long long>(s.heads),
                     static_cast<long long>(s.d), impl.name.c_str());

@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-BUILD_DIR="${BUILD_DIR:-build}"
+source scripts/libtorch.sh  # RMT_LIBTORCH: wheel (default) or debian
+BUILD_DIR="${BUILD_DIR:-$rmt_build_dir}"
 REF="${RMT_REFERENCE_DIR:-../shared/reference}"
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$(rmt_torch_dir)"
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target rmt-classify rmt-infer
 bin="$BUILD_DIR/examples"
 work=$(mktemp -d)

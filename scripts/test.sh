@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-BUILD_DIR="${BUILD_DIR:-build}"
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+source scripts/libtorch.sh  # RMT_LIBTORCH: wheel (default) or debian
+BUILD_DIR="${BUILD_DIR:-$rmt_build_dir}"
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$(rmt_torch_dir)"
 cmake --build "$BUILD_DIR" -j"$(nproc)"
 ctest --test-dir "$BUILD_DIR" --output-on-failure
 scripts/test-io-sanitized.sh  # the checkpoint readers and their tests under ASan/UBSan (about 4 min)

@@ -4,7 +4,6 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
-#include <variant>
 
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
@@ -12,6 +11,7 @@
 #include "rmt/classifier.h"
 #include "rmt/model.h"
 #include "rmt/nn/masa.h"
+#include "nn/conv_padding.h"
 
 namespace rmt {
 namespace {
@@ -48,10 +48,10 @@ struct Counter {
       const auto& o = conv->options;
       const auto k = *o.kernel_size(), s = *o.stride(), d = *o.dilation();
       int64_t oh = h, ow = w;
-      if (const auto* pad = std::get_if<torch::ExpandingArray<2>>(&o.padding())) {
+      if (const auto* pad = nn::detail::padding_numbers(o)) {
         oh = (h + 2 * (**pad)[0] - d[0] * (k[0] - 1) - 1) / s[0] + 1;
         ow = (w + 2 * (**pad)[1] - d[1] * (k[1] - 1) - 1) / s[1] + 1;
-      } else if (std::holds_alternative<torch::enumtype::kValid>(o.padding())) {
+      } else if (nn::detail::padding_is_valid(o)) {
         oh = (h - d[0] * (k[0] - 1) - 1) / s[0] + 1;
         ow = (w - d[1] * (k[1] - 1) - 1) / s[1] + 1;
       }  // kSame keeps the size (stride 1 only)

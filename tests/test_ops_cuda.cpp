@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#ifdef RMT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#endif
 #include <torch/autograd.h>
 #include <torch/cuda.h>
 
@@ -40,7 +42,9 @@ Inputs rounded_inputs(const Shape& s, at::ScalarType dtype, uint64_t seed) {
 
 // Fills the caching allocator's free memory with NaN, so that the next allocations start poisoned.
 void poison_allocator(int64_t bytes) {
+#ifdef RMT_WITH_CUDA  // else there are no CUDA kernels to test
   c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
   auto poison = at::full({std::max<int64_t>(bytes / 4, 1 << 20)},
                          std::numeric_limits<float>::quiet_NaN(),
                          at::TensorOptions().device(at::kCUDA).dtype(at::kFloat));

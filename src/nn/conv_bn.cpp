@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include "nn/conv_padding.h"
+
 namespace rmt::nn::detail {
 
 torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& bn,
@@ -12,14 +14,11 @@ torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& b
                     bo.affine() && bo.track_running_stats() && bn.running_mean.defined();
   if (!fold) return bn.forward(conv.forward(x));
   const auto& o = conv.options;
-  TORCH_CHECK(std::holds_alternative<torch::ExpandingArray<2>>(o.padding()),
-              "conv_bn: expected numeric padding");
   const auto scale = bn.weight * at::rsqrt(bn.running_var + bo.eps());
   const auto weight = conv.weight * scale.reshape({-1, 1, 1, 1});
   const auto bias = conv.bias.defined() ? (conv.bias - bn.running_mean) * scale + bn.bias
                                          : bn.bias - bn.running_mean * scale;
-  return at::conv2d(x, weight, bias, *o.stride(), *std::get<torch::ExpandingArray<2>>(o.padding()),
-                    *o.dilation(), o.groups());
+  return at::conv2d(x, weight, bias, *o.stride(), *numeric_padding(o), *o.dilation(), o.groups());
 }
 
 }  // namespace rmt::nn::detail

@@ -1,6 +1,7 @@
 #include "rmt/nn/dwconv.h"
 
 #include "rmt/ops/depthwise_conv.h"
+#include "nn/conv_padding.h"
 
 namespace rmt::nn {
 
@@ -20,7 +21,7 @@ torch::Tensor DWConv2dImpl::forward_add(const torch::Tensor& x, const torch::Ten
   }
   const auto& o = conv->options;
   return ops::depthwise_conv2d_nhwc(x, conv->weight, conv->bias, o.stride()->at(0),
-                                    std::get<torch::ExpandingArray<2>>(o.padding())->at(0),
+                                    detail::numeric_padding(o)->at(0),
                                     residual);
 }
 
@@ -31,7 +32,7 @@ torch::Tensor DWConv2dImpl::forward_gelu_add(const torch::Tensor& h, bool reuse_
     return forward_add(g, g);
   }
   return ops::gelu_depthwise_conv2d_add(h, conv->weight, conv->bias,
-                                        std::get<torch::ExpandingArray<2>>(o.padding())->at(0),
+                                        detail::numeric_padding(o)->at(0),
                                         reuse_input);
 }
 
