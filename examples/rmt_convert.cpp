@@ -185,7 +185,7 @@ int run(int argc, char** argv) {
       what = "the config " + config_path + " (" + kind_name + ")";
     }
     metadata["kind"] = rmt::to_string(model->kind());
-    metadata["config"] = model->config().to_json();
+    metadata["config"] = model->config().to_json(model->kind());  // readable back as --config
     try {
       rmt::load_state_dict(*model->module(), weights, /*strict=*/true);
     } catch (const c10::Error& e) {

@@ -150,7 +150,7 @@ TEST_F(Tools, ClassifyNamesImageNetClasses) {
   const auto weights = (dir_ / "imagenet_head.safetensors").string();
   rmt::save_safetensors(weights, rmt::state_dict(*model.module()));
   const auto config_1000 = (dir_ / "tiny_1000.json").string();
-  std::ofstream(config_1000) << config.to_json();
+  std::ofstream(config_1000) << config.to_json(rmt::ModelKind::Classifier);
   const auto image = write_image("a.png", 8);
   const auto r = run("rmt-classify", {"--config", config_1000, "--weights", weights, "--input-size",
                                       "64", "--topk", "5", "--json", image});
