@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <torch/version.h>
 #include <nlohmann/json.hpp>
 
 #include <ATen/ATen.h>
@@ -547,7 +548,8 @@ class BatchTools : public Scratch {
     for (const char* v : kLauncherVariables) line += std::string(" -u ") + v;
     for (const auto& [k, v] : env) line += " " + k + "=" + quote(v);
     const auto err = dir_ / ".stderr";
-    line += " " + command + " >/dev/null 2>" + quote(err.string()) + " </dev/null";
+    // A run that hangs fails here (status 124), instead of stalling the whole suite.
+    line += " timeout -k 10 300 " + command + " >/dev/null 2>" + quote(err.string()) + " </dev/null";
     const int raw = std::system(line.c_str());
     ToolRun r;
     // A signal that kills the tool shows as the shell's status 128 + signal (or as the signal
@@ -682,13 +684,17 @@ TEST_F(BatchTools, ThreeRanksUnderTorchrunEqualOneProcess) {
     EXPECT_NE(r.err.find(rank), std::string::npos) << r.err;
   }
   // Rank 0 merged after the TCPStore barrier (in a build without it, the last rank to finish did).
-  EXPECT_NE(r.err.find(FinishBarrier::available()
-                           ? "rank 0/3 (torchrun): merged 27 inputs (3 failed to decode)"
-                           : "merged 27 inputs (3 failed to decode)"),
+  // The torchrun here is the wheel's (torch 2.x), whose agent store LibTorch 1.13's client cannot
+  // talk to (other query codes): such a build notices within seconds and falls back.
+  const bool barrier = FinishBarrier::available() && TORCH_VERSION_MAJOR >= 2;
+  EXPECT_NE(r.err.find(barrier ? "rank 0/3 (torchrun): merged 27 inputs (3 failed to decode)"
+                               : "merged 27 inputs (3 failed to decode)"),
             std::string::npos)
       << r.err;
-  if (FinishBarrier::available())
-    EXPECT_EQ(r.err.find("no finish barrier"), std::string::npos) << r.err;
+  if (barrier) EXPECT_EQ(r.err.find("no finish barrier"), std::string::npos) << r.err;
+  if (FinishBarrier::available() && !barrier) {
+    EXPECT_NE(r.err.find("the store did not answer within 10 s"), std::string::npos) << r.err;
+  }
   merged_classes(ranks);
   EXPECT_EQ(slurp(ranks / "classes.jsonl"), slurp(single / "classes.jsonl"));
   EXPECT_EQ(slurp(ranks / "failures.jsonl"), slurp(single / "failures.jsonl"));

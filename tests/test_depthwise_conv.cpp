@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/version.h>
 
 #include <string>
 
@@ -143,10 +144,23 @@ TEST(DepthwiseConvOperator, CallableThroughTheDispatcher) {
                                     const c10::optional<at::Tensor>&, int64_t, int64_t,
                                     const c10::optional<at::Tensor>&)>();
   EXPECT_LT(relative_error(op.call(x, w, b, 1, 1, x), expected(x, w, b, x)), 1e-13);
-  const auto h = op.call(x.to(at::kHalf), w.to(at::kHalf), c10::nullopt, 1, 1, c10::nullopt);
-  EXPECT_EQ(h.scalar_type(), at::kHalf);
-  EXPECT_LT(relative_error(h, expected(x, w, at::zeros_like(b), {})), 2e-3);
   EXPECT_TRUE(handle.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd));
+}
+
+// A dtype without a CPU kernel of ours (Half) reaches the composite path, which is ATen's conv.
+TEST(DepthwiseConvOperator, OtherDtypesTakeTheCompositePath) {
+  at::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const auto x = at::randn({2, 6, 5, 8}, gen, at::kDouble);
+  const auto w = at::randn({8, 1, 3, 3}, gen, at::kDouble);
+  try {  // LibTorch 1.13 has no Half convolution on the CPU at all
+    at::conv2d(at::ones({1, 1, 3, 3}, at::kHalf), at::ones({1, 1, 3, 3}, at::kHalf));
+  } catch (const c10::Error&) {
+    GTEST_SKIP() << "this LibTorch (" << TORCH_VERSION << ") has no Half convolution on the CPU";
+  }
+  const auto h = rmt::ops::depthwise_conv2d_nhwc(x.to(at::kHalf), w.to(at::kHalf), {}, 1, 1);
+  EXPECT_EQ(h.scalar_type(), at::kHalf);
+  EXPECT_LT(relative_error(h, expected(x, w, at::zeros({8}, at::kDouble), {})), 2e-3);
 }
 
 TEST(DepthwiseConvErrors, SayWhatWasExpected) {

@@ -1,10 +1,14 @@
 #include "rmt/batch/barrier.h"
 
+#include <condition_variable>
+#include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
 #ifdef RMT_WITH_TCPSTORE
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 #endif
 
 namespace rmt::batch {
@@ -21,6 +25,70 @@ struct FinishBarrier::Impl {
 };
 
 bool FinishBarrier::available() { return true; }
+
+namespace {
+
+// Connects to the store and checks one round trip (a value set and read back), with deadlines:
+// the store may speak another protocol (torchrun from torch 2.x serves a TCPStore whose query codes
+// differ from LibTorch 1.13's), and then a call never returns or returns garbage. The work runs
+// in a detached thread that owns what it touches, so a call that never returns is left behind.
+c10::intrusive_ptr<c10d::TCPStore> connect_and_probe(const std::string& addr,
+                                                     const c10d::TCPStoreOptions& options,
+                                                     const std::string& probe_key) {
+  struct State {
+    std::mutex mutex;
+    std::condition_variable changed;
+    bool connected = false, done = false;
+    c10::intrusive_ptr<c10d::TCPStore> store;
+    std::exception_ptr error;
+  };
+  auto state = std::make_shared<State>();
+  std::thread([state, addr, options, probe_key] {
+    try {
+      auto store = c10::make_intrusive<c10d::TCPStore>(addr, options);
+      {
+        std::lock_guard<std::mutex> lock(state->mutex);
+        state->connected = true;
+      }
+      state->changed.notify_all();
+      const std::vector<uint8_t> hello = {'r', 'm', 't'};
+      store->set(probe_key, hello);
+      if (store->get(probe_key) != hello) {
+        throw std::runtime_error("a value set in the store read back differently");
+      }
+      std::lock_guard<std::mutex> lock(state->mutex);
+      state->store = std::move(store);
+      state->done = true;
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(state->mutex);
+      state->error = std::current_exception();
+      state->done = true;
+    }
+    state->changed.notify_all();
+  }).detach();
+
+  std::unique_lock<std::mutex> lock(state->mutex);
+  // Connecting retries until the server is up (rank 0 may start last): the caller's timeout, and
+  // a little more for the constructor's own bookkeeping.
+  const auto connect_deadline = std::chrono::steady_clock::now() + options.timeout +
+                                std::chrono::seconds(5);
+  if (!state->changed.wait_until(lock, connect_deadline,
+                                 [&] { return state->connected || state->done; })) {
+    throw std::runtime_error("no connection within " +
+                             std::to_string(options.timeout.count() / 1000) + " s");
+  }
+  // Once connected, a round trip takes milliseconds.
+  constexpr auto kAnswer = std::chrono::seconds(10);
+  if (!state->changed.wait_for(lock, kAnswer, [&] { return state->done; })) {
+    throw std::runtime_error(
+        "connected, but the store did not answer within 10 s: a launcher built with another "
+        "torch version? This rmt uses the TCPStore of LibTorch " TORCH_VERSION);
+  }
+  if (state->error) std::rethrow_exception(state->error);
+  return state->store;
+}
+
+}  // namespace
 
 std::unique_ptr<FinishBarrier> FinishBarrier::connect(const RankInfo& rank, const Environment& env,
                                                       const std::string& job,
@@ -49,11 +117,12 @@ std::unique_ptr<FinishBarrier> FinishBarrier::connect(const RankInfo& rank, cons
   options.waitWorkers = false;
   options.timeout = connect_timeout;
   auto impl = std::make_unique<Impl>();
+  const std::string where = *addr + ":" + *port_text;
   try {
-    impl->store = c10::make_intrusive<c10d::TCPStore>(*addr, options);
+    impl->store = connect_and_probe(*addr, options, "rmt-batch/" + job + "/hello/" +
+                                                       std::to_string(rank.rank));
   } catch (const std::exception& e) {
-    return reason("cannot reach the store at " + *addr + ":" + *port_text + ": " +
-                  std::string(e.what()).substr(0, 300));
+    return reason("cannot use the store at " + where + ": " + std::string(e.what()).substr(0, 300));
   }
   // A restart of the whole job (torchrun's restarts, a Slurm requeue) counts afresh.
   const std::string attempt =
