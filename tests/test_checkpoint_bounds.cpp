@@ -1,6 +1,6 @@
 // Hostile checkpoints, one class of attack per test, built here byte by byte (the large ones at
 // test time, never committed): each must be refused, or read, within the bounds docs/checkpoints.md
-// guarantees: in a few seconds (a 5 s watchdog, not a speed measurement), with peak memory at most
+// guarantees: in a few seconds (a watchdog of 5 s of CPU time, not a speed measurement), with peak memory at most
 // the file plus the tensors it holds plus 256 MiB, and with a message under 1 KB in which nothing
 // from the file is raw (no control byte, no megabyte-long name). Each reader runs in a child
 // process (tests/support/bounded_run.h), so a regression shows as a failed test, not a hung or

@@ -1,7 +1,7 @@
 #pragma once
-// Runs a piece of code in a child process (fork) with a wall-clock watchdog, and reports what it
-// did: finished or killed at the deadline, the exception message it threw, and how much its peak
-// resident memory rose above what it started with. The tests of hostile checkpoints use it to
+// Runs a piece of code in a child process (fork) with a CPU-time watchdog (and a longer wall-clock
+// one), and reports what it did: finished or killed at the deadline, the exception message it
+// threw, and how much its peak resident memory rose above what it started with. The tests of hostile checkpoints use it to
 // check "refused or loaded in bounded time and memory" without a hang or an OOM taking the test
 // program (or the machine) down. The deadline is a generous guard against hangs, not a speed
 // measurement; under sanitizers it is longer and the memory figure is not meaningful (shadow
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -71,6 +72,9 @@ inline void write_all(int fd, const std::string& s) {
 // `seconds`: the deadline (a guard against hangs). `address_space_headroom_mb`: without
 // sanitizers, the child's address space is limited to what it has plus this, so a reader that
 // would allocate without bound gets std::bad_alloc instead of exhausting the machine.
+// How much longer than the CPU deadline a child may take by the wall clock (a loaded machine).
+constexpr double kWallClockFactor = 6.0;
+
 inline BoundedResult run_bounded(const std::function<void()>& body, double seconds,
                                  long address_space_headroom_mb = 4096) {
   BoundedResult r;
@@ -89,6 +93,11 @@ inline BoundedResult run_bounded(const std::function<void()>& body, double secon
   if (pid == 0) {  // the child: run, report "<status><baseline KiB>\n<message>", exit
     ::close(fds[0]);
     const long baseline = detail::statm_kb(1);
+    // The deadline counts CPU time (SIGXCPU), so that a busy machine does not fail a bounded run;
+    // the wall clock below, several times longer, still catches a child that blocks.
+    const auto cpu_limit = static_cast<rlim_t>(std::ceil(seconds));
+    const struct rlimit cpu = {cpu_limit, cpu_limit + 1};
+    ::setrlimit(RLIMIT_CPU, &cpu);
     if (!sanitized()) {
       const rlim_t limit =
           static_cast<rlim_t>(detail::statm_kb(0) + address_space_headroom_mb * 1024) * 1024;
@@ -110,7 +119,7 @@ inline BoundedResult run_bounded(const std::function<void()>& body, double secon
   }
   ::close(fds[1]);
   std::string data;
-  const auto deadline = start + std::chrono::duration<double>(seconds);
+  const auto deadline = start + std::chrono::duration<double>(kWallClockFactor * seconds);
   bool eof = false;
   while (!eof) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -134,13 +143,16 @@ inline BoundedResult run_bounded(const std::function<void()>& body, double secon
     ::kill(pid, SIGKILL);
     ::wait4(pid, &status, 0, &usage);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    r.failure = "still running after " + std::to_string(seconds) + " s: killed";
+    r.failure = "still running after " + std::to_string(kWallClockFactor * seconds) +
+                " s of wall clock: killed";
     return r;
   }
   ::wait4(pid, &status, 0, &usage);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    r.failure = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
+    r.failure = WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU
+                    ? "used more than " + std::to_string(seconds) + " s of CPU: killed"
+                : WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
                                     : "exit status " + std::to_string(WEXITSTATUS(status));
     return r;
   }
