@@ -14,8 +14,8 @@
 
 #include "rmt/batch/job.h"
 #include "rmt/batch/launcher.h"
-#include "rmt/model.h"
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
+#include "rmt/models/model.h"
 #include "tool_common.h"
 
 namespace rmt::tools {

@@ -25,8 +25,8 @@
 #include "rmt/batch/job.h"
 #include "rmt/batch/merge.h"
 #include "rmt/batch/prefetch.h"
-#include "rmt/model.h"
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
+#include "rmt/models/model.h"
 
 // The 1000 ImageNet-1k class names, one per line (generated from examples/imagenet_classes.txt).
 extern const char* const rmt_imagenet_classes_text;

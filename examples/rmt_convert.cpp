@@ -17,10 +17,10 @@
 #include <CLI/CLI.hpp>
 
 #include "tool_common.h"
-#include "rmt/checkpoint.h"
-#include "rmt/model.h"
-#include "rmt/state_dict.h"
-#include "rmt/untrusted.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/state_dict.h"
+#include "rmt/io/untrusted.h"
+#include "rmt/models/model.h"
 #include "rmt/version.h"
 
 namespace {

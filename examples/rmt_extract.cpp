@@ -15,7 +15,7 @@
 #include "rmt/batch/inputs.h"
 #include "rmt/batch/job.h"
 #include "rmt/batch/merge.h"
-#include "rmt/model.h"
+#include "rmt/models/model.h"
 #include "tool_common.h"
 
 namespace {

@@ -9,7 +9,7 @@
 
 #include "rmt/rmt.h"
 #include "tool_common.h"
-#include "rmt/summary.h"
+#include "rmt/models/summary.h"
 
 namespace {
 

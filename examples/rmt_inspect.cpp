@@ -17,9 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "tool_common.h"
-#include "rmt/checkpoint.h"
-#include "rmt/pickle.h"
-#include "rmt/untrusted.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/pickle.h"
+#include "rmt/io/untrusted.h"
 
 namespace {
 

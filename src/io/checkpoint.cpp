@@ -10,7 +10,7 @@
 
 #include "io/bytes.h"
 #include "io/checkpoint_reader.h"
-#include "rmt/checkpoint.h"
+#include "rmt/io/checkpoint.h"
 
 namespace rmt {
 

@@ -1,4 +1,4 @@
-#include "rmt/summary.h"
+#include "rmt/models/summary.h"
 
 #include <cstdio>
 #include <map>
@@ -8,8 +8,8 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
-#include "rmt/classifier.h"
-#include "rmt/model.h"
+#include "rmt/models/classifier.h"
+#include "rmt/models/model.h"
 #include "rmt/nn/masa.h"
 #include "nn/conv_padding.h"
 

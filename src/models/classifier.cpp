@@ -1,9 +1,9 @@
-#include "rmt/classifier.h"
+#include "rmt/models/classifier.h"
 
 #include <ATen/ATen.h>
 
-#include "rmt/model.h"
-#include "stage_builder.h"
+#include "rmt/models/model.h"
+#include "models/stage_builder.h"
 
 namespace rmt {
 

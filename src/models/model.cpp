@@ -1,6 +1,6 @@
-#include "rmt/model.h"
+#include "rmt/models/model.h"
 
-#include "rmt/state_dict.h"
+#include "rmt/io/state_dict.h"
 
 namespace rmt {
 

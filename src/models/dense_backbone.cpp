@@ -1,12 +1,12 @@
-#include "rmt/dense_backbone.h"
+#include "rmt/models/dense_backbone.h"
 
 #include <algorithm>
 
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/normalization.h>
 
-#include "rmt/model.h"
-#include "stage_builder.h"
+#include "rmt/models/model.h"
+#include "models/stage_builder.h"
 
 namespace rmt {
 

@@ -1,4 +1,4 @@
-#include "stage_builder.h"
+#include "models/stage_builder.h"
 
 #include <numeric>
 

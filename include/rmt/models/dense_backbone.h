@@ -3,7 +3,7 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 
-#include "rmt/config.h"
+#include "rmt/models/config.h"
 #include "rmt/nn/basic_layer.h"
 #include "rmt/nn/patch_embed.h"
 

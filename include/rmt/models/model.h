@@ -5,11 +5,11 @@
 #include <string>
 #include <vector>
 
-#include "rmt/checkpoint.h"
-#include "rmt/classifier.h"
-#include "rmt/config.h"
-#include "rmt/dense_backbone.h"
-#include "rmt/state_dict.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/state_dict.h"
+#include "rmt/models/classifier.h"
+#include "rmt/models/config.h"
+#include "rmt/models/dense_backbone.h"
 
 namespace rmt {
 

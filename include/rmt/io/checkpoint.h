@@ -10,7 +10,7 @@
 #include <ATen/ATen.h>
 #include <torch/ordered_dict.h>
 
-#include "rmt/pickle.h"
+#include "rmt/io/pickle.h"
 
 namespace rmt {
 
@@ -44,7 +44,7 @@ StateDict read_state_dict_from_memory(const void* data, size_t size, const std::
                                       const WeightsSelection& selection = {});
 
 // Everything in a checkpoint, for inspection: the whole object tree (tensors with their data,
-// metadata such as `epoch` or the `args` Namespace as inert values, see rmt/pickle.h).
+// metadata such as `epoch` or the `args` Namespace as inert values, see rmt/io/pickle.h).
 struct CheckpointContents {
   std::string path;
   std::string format;  // "torch.save zip", "torch.save legacy" or "safetensors"

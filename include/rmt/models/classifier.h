@@ -6,7 +6,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/linear.h>
 
-#include "rmt/config.h"
+#include "rmt/models/config.h"
 #include "rmt/nn/basic_layer.h"
 #include "rmt/nn/patch_embed.h"
 
