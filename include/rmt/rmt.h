@@ -2,6 +2,7 @@
 // Everything of the rmt library. The headers are grouped by concern, as src/ is.
 #include "rmt/version.h"
 // Models: the one handle (Model), the classifier, the dense backbone, configs and presets, costs.
+#include "rmt/models/check_images.h"
 #include "rmt/models/classifier.h"
 #include "rmt/models/config.h"
 #include "rmt/models/dense_backbone.h"

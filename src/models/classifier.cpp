@@ -2,7 +2,7 @@
 
 #include <ATen/ATen.h>
 
-#include "rmt/models/model.h"
+#include "rmt/models/check_images.h"
 #include "models/stage_builder.h"
 
 namespace rmt {

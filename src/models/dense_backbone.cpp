@@ -5,7 +5,7 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/normalization.h>
 
-#include "rmt/models/model.h"
+#include "rmt/models/check_images.h"
 #include "models/stage_builder.h"
 
 namespace rmt {

@@ -45,9 +45,4 @@ class Model {
   std::shared_ptr<torch::nn::Module> module_;
 };
 
-// Checks an image batch against a model: 4-D (B, C, H, W), C == expected_channels, floating point,
-// same dtype and device as the model's parameters. Throws c10::Error saying what was expected.
-void check_images(const torch::Tensor& images, int64_t expected_channels,
-                  const torch::nn::Module& model);
-
 }  // namespace rmt
