@@ -71,8 +71,9 @@ std::pair<torch::Tensor, torch::Tensor> VisRetNetImpl::forward_train(const torch
 }
 
 void VisRetNetImpl::set_backend(nn::Backend backend) {
-  detail::set_backend(layers, backend);
-  patch_embed->backend = backend;
+  WithBackend::set_backend(backend);
+  patch_embed->set_backend(backend);
+  for (const auto& layer : *layers) layer->as<nn::BasicLayerImpl>()->set_backend(backend);
 }
 
 }  // namespace rmt

@@ -49,8 +49,9 @@ void DenseBackboneImpl::train(bool on) {
 }
 
 void DenseBackboneImpl::set_backend(nn::Backend backend) {
-  detail::set_backend(layers, backend);
-  patch_embed->backend = backend;
+  WithBackend::set_backend(backend);
+  patch_embed->set_backend(backend);
+  for (const auto& layer : *layers) layer->as<nn::BasicLayerImpl>()->set_backend(backend);
 }
 
 }  // namespace rmt

@@ -25,16 +25,19 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
   auto k = k_proj->forward(x);
   auto v = v_proj->forward(x);
   torch::Tensor out;
-  const bool reference = options.backend() == Backend::Reference ||
-                         (options.backend() == Backend::Auto && x.is_cuda());
-  if (reference) {
-    out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
-                               : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
-  } else {
+  if (policy_.fused_attention(x.device().type())) {
     out = options.decomposed() ? ops::masa_decomposed(q, k, v, sin, cos, decay, scale)
                                : ops::masa_full(q, k, v, sin, cos, decay, scale);
+  } else {
+    out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
+                               : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
   }
   return out_proj->forward(lepe->forward_add(v, out));  // out + lepe(v)
+}
+
+void MaSAImpl::set_backend(Backend backend) {
+  WithBackend::set_backend(backend);
+  lepe->set_backend(backend);
 }
 
 }  // namespace rmt::nn

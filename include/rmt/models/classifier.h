@@ -12,7 +12,7 @@
 
 namespace rmt {
 
-class VisRetNetImpl : public torch::nn::Module {
+class VisRetNetImpl : public torch::nn::Module, public nn::WithBackend {
  public:
   // token_label adds `aux_head`; config.validate(Classifier or TokenLabel) is called first.
   explicit VisRetNetImpl(const Config& config, bool token_label = false);
@@ -37,8 +37,8 @@ class VisRetNetImpl : public torch::nn::Module {
 
   const Config& config() const { return config_; }
   bool token_label() const { return token_label_; }
-  // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
-  void set_backend(nn::Backend backend);
+  // The model's and every module's in it (see rmt/nn/backend.h).
+  void set_backend(nn::Backend backend) override;
 
   nn::PatchEmbed patch_embed{nullptr};
   torch::nn::ModuleList layers{nullptr};

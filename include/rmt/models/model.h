@@ -32,7 +32,7 @@ class Model {
   void to(torch::Device device, torch::Dtype dtype);
   void eval() { module_->eval(); }
   void train(bool on = true) { module_->train(on); }
-  // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
+  // The model's and every module's in it (see rmt/nn/backend.h).
   void set_backend(nn::Backend backend);
 
   // Reads and loads a checkpoint; strict unless told otherwise.
