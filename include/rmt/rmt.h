@@ -12,6 +12,7 @@
 #include "rmt/nn/backend.h"
 #include "rmt/nn/basic_layer.h"
 #include "rmt/nn/block.h"
+#include "rmt/nn/cost.h"
 #include "rmt/nn/dwconv.h"
 #include "rmt/nn/ffn.h"
 #include "rmt/nn/masa.h"

@@ -70,6 +70,18 @@ std::pair<torch::Tensor, torch::Tensor> VisRetNetImpl::forward_train(const torch
   return {apply_head(pool(tokens)), apply_aux_head(tokens)};
 }
 
+nn::Size2d VisRetNetImpl::count_cost(nn::CostCounter& counter, const std::string& name,
+                                     nn::Size2d in) const {
+  const auto join = nn::CostCounter::join;
+  auto tokens = counter.count(join(name, "patch_embed"), *patch_embed, in);
+  tokens = counter.count(join(name, "layers"), *layers, tokens);
+  const int64_t b = counter.batch(), n = b * tokens.first * tokens.second;
+  counter.linear(join(name, "proj"), *proj, n, tokens);
+  if (head) counter.linear(join(name, "head"), *head, b, {1, 1});
+  if (aux_head) counter.linear(join(name, "aux_head"), *aux_head, n, tokens);
+  return {1, 1};
+}
+
 void VisRetNetImpl::set_backend(nn::Backend backend) {
   WithBackend::set_backend(backend);
   patch_embed->set_backend(backend);

@@ -35,6 +35,18 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
   return out_proj->forward(lepe->forward_add(v, out));  // out + lepe(v)
 }
 
+Size2d MaSAImpl::count_cost(CostCounter& counter, const std::string& name, Size2d in) const {
+  counter.count_children(name, *this, in);
+  const auto [h, w] = in;
+  const int64_t b = counter.batch();
+  const int64_t c = options.embed_dim();  // heads x head_dim, for q, k and v alike
+  // Decomposed: rows (H x W x W), then columns (W x H x H); full: every pair of the H x W tokens.
+  const int64_t per_matmul =
+      options.decomposed() ? b * (h * w * w + w * h * h) * c : b * (h * w) * (h * w) * c;
+  counter.add({CostCounter::join(name, "attention"), CostKind::Attention, 2 * per_matmul, 0, h, w});
+  return in;
+}
+
 void MaSAImpl::set_backend(Backend backend) {
   WithBackend::set_backend(backend);
   lepe->set_backend(backend);

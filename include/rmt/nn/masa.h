@@ -4,6 +4,7 @@
 
 #include <torch/nn/modules/linear.h>
 
+#include "rmt/nn/cost.h"
 #include "rmt/nn/dwconv.h"
 
 namespace rmt::nn {
@@ -15,7 +16,7 @@ struct MaSAOptions {
   TORCH_ARG(bool, decomposed) = false;
 };
 
-class MaSAImpl : public torch::nn::Module, public WithBackend {
+class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost {
  public:
   explicit MaSAImpl(const MaSAOptions& options);
   // x: (B, H, W, C); sin, cos: (H, W, head_dim); decay: (heads,). Returns (B, H, W, C).
@@ -23,6 +24,9 @@ class MaSAImpl : public torch::nn::Module, public WithBackend {
                         const torch::Tensor& decay);
   // This module's and lepe's.
   void set_backend(Backend backend) override;
+  // The projections and lepe, then the two attention matmuls (QK^T and attention x V), which are
+  // no child module: "NAME.attention".
+  Size2d count_cost(CostCounter& counter, const std::string& name, Size2d in) const override;
 
   MaSAOptions options;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr};
