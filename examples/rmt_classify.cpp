@@ -213,7 +213,8 @@ int run(int argc, char** argv) {
   int64_t topk = 5;
   bool json = false;
   std::vector<std::string> inputs;
-  rmt::tools::add_model_flags(app, model_flags, {"classifier", "token_label"}, false);
+  rmt::tools::add_model_flags(app, model_flags,
+                              rmt::tools::batch_model_spec({"classifier", "token_label"}, false));
   app.add_option("--topk", topk, "how many classes to print per image")
       ->check(CLI::PositiveNumber);
   rmt::tools::add_preprocess_flags(app, pre_flags);
