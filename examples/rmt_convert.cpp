@@ -107,10 +107,6 @@ int run(int argc, char** argv) {
   spec.run = false;
   spec.module_prefix_flag = true;
   rmt::tools::add_model_flags(app, model_flags, spec);
-  const auto& arch = model_flags.arch;
-  const auto& config_path = model_flags.config_path;
-  const auto& key_prefix = model_flags.select.key_prefix;
-  const bool keep_module = model_flags.select.keep_module_prefix;
   app.add_flag("--force", force, "replace the output file if it exists (never the input)");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   try {
@@ -118,6 +114,10 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  const auto& arch = model_flags.arch;
+  const auto& config_path = model_flags.config_path;
+  const auto& key_prefix = model_flags.select.key_prefix;
+  const bool keep_module = model_flags.select.keep_module_prefix;
 
   // Refuse before reading anything: the output must not be the input, nor an existing file
   // unless --force.
