@@ -48,12 +48,18 @@ int run(int argc, char** argv) {
   app.add_flag("--per-layer", per_layer, "with --summary: one line per counted layer too");
   app.add_option("--dtype", dtype_name, "float32, float64, float16 or bfloat16");
   app.add_option("--device", device_name, "cpu or cuda");
+  int threads = 0;
+  app.add_option("--threads", threads,
+                 "CPU threads (default: OMP_NUM_THREADS when set, else the CPUs this process may "
+                 "use: affinity mask and cgroup quota)")
+      ->check(CLI::Range(1, 1024));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   if (arch.empty() && config_path.empty()) throw std::invalid_argument("give --arch NAME or --config FILE.json");
+  rmt::runtime::configure_threads(threads);
   if (summary) {
     const rmt::Model summarized = !arch.empty()
         ? rmt::Model::from_preset(arch)

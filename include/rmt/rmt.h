@@ -13,6 +13,9 @@
 #include "rmt/state_dict.h"
 #include "rmt/summary.h"
 #include "rmt/version.h"
+// CPU threads: how many, and how they wait.
+#include "rmt/runtime/threads.h"
+#include "rmt/runtime/wait_policy.h"
 // Batch inference over many processes (rmt-classify/rmt-extract --output).
 #include "rmt/batch/barrier.h"
 #include "rmt/batch/chunks.h"
