@@ -14,7 +14,7 @@
 //
 // Threads: --threads N (default: rmt::runtime::configure_threads(), what the tools use: the CPUs
 // this process may run on, or OMP_NUM_THREADS); like the tools, this program starts its OpenMP
-// threads with GOMP_SPINCOUNT=10000 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.
+// threads with GOMP_SPINCOUNT=1000 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.
 // --contend K starts K busy processes (a spinning loop each) before each row's timing and stops
 // them after it: the machine under load.
 //
@@ -351,7 +351,7 @@ void row(const Options& opt, const std::string& preset, int64_t batch, int64_t s
 
 int main(int argc, char** argv) {
   Options opt;
-  for (int i = 1; i < argc; ++i) {
+  for (int i = 1; i < argc; ++i) try {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
       if (i + 1 >= argc) {
@@ -415,6 +415,10 @@ int main(int argc, char** argv) {
                    argv[0]);
       return a == "--help" ? 0 : 1;
     }
+  } catch (const std::logic_error&) {  // std::stoi and friends: not a number
+    std::fprintf(stderr, "bench_models: %s: expected a number, found '%s'\n", argv[i - 1],
+                 i < argc ? argv[i] : "");
+    return 1;
   }
   if (opt.device == "cuda" && !torch::cuda::is_available()) {
     std::fprintf(stderr, "bench_models: --device cuda: no CUDA device\n");
