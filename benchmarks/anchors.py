@@ -365,8 +365,8 @@ def main():
         floor = speed["gemm_flops"] / speed["model_flops"]
         for p in args.paths:
             ips = batch / speed[p]
-            peak = f"{peaks[p]:.0f}" if p in peaks else ""
-            print(label % LABELS[p] + f" {ips:.2f} | {peak} | {speed['gemm_flops'] / 1e9:.1f} | "
+            peak = f" {peaks[p]:.0f} |" if p in peaks else " |"
+            print(label % LABELS[p] + f" {ips:.2f} |{peak} {speed['gemm_flops'] / 1e9:.1f} | "
                   f"{floor:.2f} | {100 * ips / floor:.0f}% |", flush=True)
     return 0
 

@@ -14,6 +14,7 @@
 # Peak memory is measured in the quiet runs only (load does not change it).
 set -euo pipefail
 
+command_line="$0 $*"
 here=$(cd "$(dirname "$0")" && pwd)
 repo_root=$(dirname "$here")
 official="" build="$repo_root/build" model=rmt_s batches="1 16" threads_list="1 2" contend_list="0 1"
@@ -42,7 +43,7 @@ fi
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 torch_version=$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '?')
 echo "# Side-by-side, $(date -u '+%Y-%m-%d %H:%M UTC'): $cpu, $(nproc) CPUs online, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
-echo "# LibTorch/torch $torch_version; command: benchmarks/compare.sh $*"
+echo "# LibTorch/torch $torch_version; command: $command_line"
 policy="rmt's default (GOMP_SPINCOUNT=1000)"
 [ -z "${GOMP_SPINCOUNT:-}" ] || policy="GOMP_SPINCOUNT=$GOMP_SPINCOUNT"
 [ -z "${OMP_WAIT_POLICY:-}" ] || policy="OMP_WAIT_POLICY=$OMP_WAIT_POLICY ${GOMP_SPINCOUNT:+GOMP_SPINCOUNT=$GOMP_SPINCOUNT}"
