@@ -4,7 +4,7 @@ through ONNX Runtime, on the same threads and under the same load, printed as be
 
     python3 benchmarks/anchors.py --official-repo DIR [--model rmt_s] [--batches 1,16]
         [--threads N] [--contend K] [--min-seconds 10] [--repeats 3] [--paths eager,ort]
-        [--gflops G] [--no-memory] [--onnx-dir /tmp/rmt-anchors] [--header]
+        [--gflops G] [--no-memory] [--onnx-dir /tmp/rmt-anchors] [--spincount N] [--tag T] [--header]
 
 DIR is a clone of the authors' repository (github.com/qhfan/RMT) that you provide; their
 classifier (classfication_release/RMT.py) is imported from it at run time, nothing of it is copied
@@ -318,6 +318,7 @@ def main():
     parser.add_argument("--onnx-dir", default="/tmp/rmt-anchors")
     parser.add_argument("--spincount", type=int, default=None, help="GOMP_SPINCOUNT for the workers")
     parser.add_argument("--header", action="store_true", help="print the table's header")
+    parser.add_argument("--tag", default="", help="appended to the path's name: 'authors-eager [TAG]'")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     argv = sys.argv[1:]
     args = parser.parse_args(argv)
@@ -366,7 +367,8 @@ def main():
         for p in args.paths:
             ips = batch / speed[p]
             peak = f" {peaks[p]:.0f} |" if p in peaks else " |"
-            print(label % LABELS[p] + f" {ips:.2f} |{peak} {speed['gemm_flops'] / 1e9:.1f} | "
+            name = LABELS[p] + (f" [{args.tag}]" if args.tag else "")
+            print(label % name + f" {ips:.2f} |{peak} {speed['gemm_flops'] / 1e9:.1f} | "
                   f"{floor:.2f} | {100 * ips / floor:.0f}% |", flush=True)
     return 0
 

@@ -77,7 +77,7 @@ done
 # The default thread count under one busy process, with the wait policies a user may set.
 default_threads=$(python3 -c 'import os; print(len(os.sched_getaffinity(0)))')
 echo
-echo "Wait policies, one busy process, $default_threads threads (rmt's path only):"
+echo "Wait policies, one busy process, $default_threads threads (rmt's path; the authors' eager model with rmt's spin count):"
 echo
 echo "| model | path | input | batch | threads | busy procs | img/s | peak RSS MiB | sgemm GFLOP/s | GEMM floor img/s | of floor |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -87,6 +87,12 @@ for batch in $batches; do
         --dense "" --train none --paths rmt --contend 1 --min-seconds "$min_seconds" --no-memory \
         --tag "$policy" | grep '^| ' | grep -v '^| model'
   done
+  # The authors' eager model with rmt's spin count: how much of its loss under load is the policy.
+  if [ "$anchors" = 1 ]; then
+    python3 "$here/anchors.py" --official-repo "$official" --model "$model" --batches "$batch" \
+            --threads "$default_threads" --contend 1 --min-seconds "$min_seconds" --gflops "$gflops" \
+            --no-memory --paths eager --spincount 1000 --tag "GOMP_SPINCOUNT=1000" | grep '^| '
+  fi
 done
 
 # Issue 13's target: default settings (no --threads, rmt's wait policy) with one busy process keep
