@@ -185,6 +185,10 @@ TEST(Threads, EnvironmentAndRequestOverrideTheDefault) {
   const auto by_default = plan_threads(0, nullptr, nullptr);
   EXPECT_EQ(by_default.threads, rmt::runtime::default_thread_count());
   EXPECT_EQ(plan_threads(0, nullptr, nullptr, 1 << 20).threads, 1);  // never 0
+  // Ranks started together share the CPUs; an explicit count or OMP_NUM_THREADS is not divided.
+  EXPECT_EQ(plan_threads(0, nullptr, nullptr, 2).threads, std::max(1, by_default.threads / 2));
+  EXPECT_EQ(plan_threads(0, "3", nullptr, 2).threads, 3);
+  EXPECT_EQ(plan_threads(4, nullptr, nullptr, 2).threads, 4);
   try {
     plan_threads(0, "two", nullptr);
     ADD_FAILURE() << "accepted OMP_NUM_THREADS=two";
@@ -230,4 +234,26 @@ TEST(Threads, PreinitSetsTheSpinCountBeforeOpenMPStarts) {
   EXPECT_NE(passive.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << passive;
   const std::string chosen = run_self("GOMP_SPINCOUNT=12345");
   EXPECT_NE(chosen.find("GOMP_SPINCOUNT = '12345'"), std::string::npos) << chosen;
+}
+
+TEST(Threads, ToolsStartWithTheDefaultSpinCount) {
+  const std::string tool = rmt::test::tool_path("rmt-infer");
+  if (!std::filesystem::exists(tool)) GTEST_SKIP() << tool << " is not built";
+  const auto display = [&](const std::string& environment) {
+    std::string out;
+    FILE* pipe = popen(("env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY OMP_DISPLAY_ENV=VERBOSE " + environment +
+                        " " + rmt::test::quote(tool) + " --help 2>&1").c_str(), "r");
+    if (pipe == nullptr) return out;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+    pclose(pipe);
+    return out;
+  };
+  const std::string by_default = display("");
+  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << by_default;
+  EXPECT_NE(by_default.find("--threads"), std::string::npos) << by_default;  // the tool ran
+  const std::string active = display("OMP_WAIT_POLICY=ACTIVE");
+  EXPECT_NE(active.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << active;
+  EXPECT_EQ(active.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << active;
 }
