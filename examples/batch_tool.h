@@ -101,8 +101,9 @@ inline void add_batch_flags(CLI::App& app, BatchFlags& f, bool features) {
                  "process's share of the cores, 1 to 8)")
       ->check(CLI::Range(1, 256));
   app.add_option("--threads", f.threads,
-                 "the model's CPU threads (default: LibTorch's, which follows OMP_NUM_THREADS; "
-                 "torchrun sets that to 1)")
+                 "the model's CPU threads (default: OMP_NUM_THREADS when set, which torchrun "
+                 "sets to 1; else the CPUs this process may use, affinity and cgroup quota, "
+                 "shared among LOCAL_WORLD_SIZE ranks)")
       ->check(CLI::Range(1, 1024));
   app.add_option("--progress", f.progress, "seconds between progress lines on stderr")
       ->check(CLI::Range(0.0, 1e9))
@@ -152,7 +153,9 @@ inline int decode_threads(const BatchFlags& f) {
 }
 
 inline void apply_threads(const BatchFlags& f) {
-  if (f.threads > 0) at::set_num_threads(f.threads);
+  int here = 1;
+  if (const char* n = std::getenv("LOCAL_WORLD_SIZE")) here = std::max(1, std::atoi(n));
+  rmt::runtime::configure_threads(f.threads, here);
 }
 
 // What makes two runs' results comparable: recorded in the run directory, checked on restarts.

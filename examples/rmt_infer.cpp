@@ -34,12 +34,18 @@ int run(int argc, char** argv) {
   app.add_option("--compare", compare,
                  "reference .npy per output: print the relative error ||out - ref|| / ||ref||");
   app.add_flag("--per-layer", per_layer, "with --summary: one line per counted layer too");
+  int threads = 0;
+  app.add_option("--threads", threads,
+                 "CPU threads (default: OMP_NUM_THREADS when set, else the CPUs this process may "
+                 "use: affinity mask and cgroup quota)")
+      ->check(CLI::Range(1, 1024));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   if (!model_flags.given()) throw std::invalid_argument("give --arch NAME or --config FILE.json");
+  rmt::runtime::configure_threads(threads);
   if (summary) {
     const int64_t h = input_size.front(), w = input_size.back();
     std::cout << rmt::format_summary(

@@ -30,6 +30,9 @@
 // Images: decoding and the timm eval preprocessing.
 #include "rmt/data/image.h"
 #include "rmt/data/preprocess.h"
+// CPU threads: how many, and how they wait.
+#include "rmt/runtime/threads.h"
+#include "rmt/runtime/wait_policy.h"
 // Batch inference over many processes (rmt-classify/rmt-extract --output).
 #include "rmt/batch/barrier.h"
 #include "rmt/batch/chunks.h"
