@@ -4,8 +4,24 @@
 //
 //   bench_models [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N]
 //                [--min-seconds S] [--models rmt_t,rmt_s,rmt_b,rmt_l] [--batches 1,16]
-//                [--dense 512,1024] [--dense-model rmt_t_dense]
+//                [--dense 512,1024] [--dense-model rmt_t_dense] [--paths rmt,literal]
+//                [--threads N] [--contend K] [--no-memory] [--tag TEXT]
 //                [--train rmt_t] [--train-batch 4] [--train-size 224]
+//
+// One row per implementation: `rmt` (the library's path) and `literal`; benchmarks/anchors.py
+// prints the authors' model (eager and through ONNX Runtime) in the same format, and
+// benchmarks/compare.sh runs both for the side-by-side table.
+//
+// Threads: --threads N (default: rmt::runtime::configure_threads(), what the tools use: the CPUs
+// this process may run on, or OMP_NUM_THREADS); like the tools, this program starts its OpenMP
+// threads with GOMP_SPINCOUNT=1000 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.
+// --contend K starts K busy processes (a spinning loop each) before each row's timing and stops
+// them after it: the machine under load.
+//
+// GEMM floor (CPU): each round also times a 1024x1024x1024 float32 at::mm on the same threads, under
+// the same load; the floor is the model's FLOPs (2 x the multiply-accumulates rmt::summarize
+// counts: convs, linear layers, attention matmuls) at that sgemm rate, in img/s, and "of floor" is
+// the implementation's img/s as a share of it.
 //
 // Speed: one child process builds the model and times the two paths alternately (fused, literal,
 // fused, literal, ...) after one warm-up run of each, at least --repeats times and until each path
@@ -18,6 +34,8 @@
 // backward of a loss on the output, BatchNorm and stochastic depth in training mode) without and
 // with activation checkpointing (use_checkpoints / use_checkpoint on every stage), each in a child
 // process of its own.
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +51,10 @@
 #include <torch/cuda.h>
 
 #include "rmt/rmt.h"
+#include "rmt/runtime/threads.h"
+#include "rmt/runtime/wait_policy.h"
+
+RMT_OPENMP_WAIT_POLICY_PREINIT();
 
 #ifdef RMT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -52,6 +74,11 @@ struct Options {
   std::string dense_model = "rmt_t_dense";
   std::string train_model = "rmt_t";
   int64_t train_batch = 4, train_size = 224;
+  int threads = 0;   // 0: rmt::runtime::configure_threads()'s default
+  int contend = 0;   // busy processes during the timing
+  bool memory = true;
+  bool run_rmt = true, run_literal = true;
+  std::string tag;  // appended to the path's name: "rmt [TAG]"
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -70,7 +97,40 @@ void synchronize(const torch::Device& device) {
 
 struct Speed {
   double fused = 0, literal = 0;  // median seconds per forward
+  double gemm_flops = 0;          // sgemm FLOP/s on the same threads (CPU; 0 on CUDA)
+  double model_flops = 0;         // per image: 2 x rmt::summarize's multiply-accumulates
+  int threads = 0;
 };
+
+// K processes that spin until stopped: the load a shared machine puts on the model.
+class Contenders {
+ public:
+  explicit Contenders(int count) {
+    for (int i = 0; i < count; ++i) {
+      const pid_t pid = fork();
+      if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        volatile unsigned long spin = 0;
+        for (;;) spin = spin + 1;
+      }
+      if (pid > 0) pids_.push_back(pid);
+    }
+  }
+  ~Contenders() {
+    for (const pid_t pid : pids_) kill(pid, SIGKILL);
+    for (const pid_t pid : pids_) waitpid(pid, nullptr, 0);
+  }
+  Contenders(const Contenders&) = delete;
+  Contenders& operator=(const Contenders&) = delete;
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+int apply_threads(const Options& opt) {
+  if (opt.device != "cpu") return at::get_num_threads();
+  return rmt::runtime::configure_threads(opt.threads).threads;
+}
 
 rmt::Model build(const Options& opt, const std::string& preset, const torch::Device& device) {
   auto model = rmt::Model::from_preset(preset);
@@ -85,8 +145,11 @@ double median(std::vector<double> v) {
 }
 
 Speed measure_speed(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
+  Speed speed;
+  speed.threads = apply_threads(opt);
   const torch::Device device(opt.device);
   auto model = build(opt, preset, device);
+  speed.model_flops = 2.0 * static_cast<double>(rmt::summarize(model, size, size).total_macs());
   torch::NoGradGuard no_grad;
   auto images = torch::randn({batch, 3, size, size}).to(device, opt.dtype);
   auto timed = [&](rmt::nn::Backend backend) {
@@ -97,21 +160,51 @@ Speed measure_speed(const Options& opt, const std::string& preset, int64_t batch
     synchronize(device);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  timed(rmt::nn::Backend::Fused);  // warm-up
-  timed(rmt::nn::Backend::Reference);
-  std::vector<double> fused, literal;
+  const bool cpu = device.is_cpu();
+  const int64_t n = 1024;
+  auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
+  auto gemm = [&] {
+    const auto start = std::chrono::steady_clock::now();
+    at::mm_out(c, a, b);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  if (opt.run_rmt) timed(rmt::nn::Backend::Fused);  // warm-up
+  if (opt.run_literal) timed(rmt::nn::Backend::Reference);
+  if (cpu) gemm();
+  std::vector<double> fused, literal, gemms;
   double spent = 0;
   for (int i = 0; i < opt.repeats || spent < opt.min_seconds; ++i) {
-    fused.push_back(timed(rmt::nn::Backend::Fused));
-    literal.push_back(timed(rmt::nn::Backend::Reference));
-    spent += std::min(fused.back(), literal.back());
+    double least = 1e30;
+    if (opt.run_rmt) {
+      fused.push_back(timed(rmt::nn::Backend::Fused));
+      least = fused.back();
+    }
+    if (opt.run_literal) {
+      literal.push_back(timed(rmt::nn::Backend::Reference));
+      least = std::min(least, literal.back());
+    }
+    // Enough sgemm calls for ~1/10 of a forward, timed as one: the rate under the same conditions.
+    if (cpu) {
+      double t = 0;
+      int calls = 0;
+      do {
+        t += gemm();
+        ++calls;
+      } while (t < 0.1 * least && calls < 50);
+      gemms.push_back(t / calls);
+    }
+    spent += least;
   }
-  return {median(fused), median(literal)};
+  if (opt.run_rmt) speed.fused = median(fused);
+  if (opt.run_literal) speed.literal = median(literal);
+  if (cpu) speed.gemm_flops = 2.0 * n * n * n / median(gemms);
+  return speed;
 }
 
 // Peak memory of one forward (after building the model and the input).
 double measure_peak(const Options& opt, const std::string& preset, int64_t batch, int64_t size,
                     rmt::nn::Backend backend) {
+  apply_threads(opt);
   const torch::Device device(opt.device);
   auto model = build(opt, preset, device);
   model.set_backend(backend);
@@ -136,6 +229,7 @@ double measure_peak(const Options& opt, const std::string& preset, int64_t batch
 
 // Peak memory of one training step, with activation checkpointing in every stage or without.
 double measure_train_peak(const Options& opt, bool checkpoint) {
+  apply_threads(opt);
   const torch::Device device(opt.device);
   auto p = rmt::preset(opt.train_model);
   p.config.use_checkpoint = checkpoint;
@@ -205,24 +299,50 @@ bool isolated(F work, T& result, std::string& error) {
   return true;
 }
 
+void print_row(const Options& opt, const std::string& preset, const char* path, int64_t batch,
+               int64_t size, const Speed& speed, double seconds, double peak) {
+  const std::string name = opt.tag.empty() ? path : std::string(path) + " [" + opt.tag + "]";
+  std::printf("| %s | %s | %lldx%lld | %lld | %d | %d | %.2f |", preset.c_str(), name.c_str(),
+              static_cast<long long>(size), static_cast<long long>(size),
+              static_cast<long long>(batch), speed.threads, opt.contend, batch / seconds);
+  if (opt.memory) {
+    std::printf(" %.0f |", peak);
+  } else {
+    std::printf(" |");
+  }
+  if (speed.gemm_flops > 0) {
+    const double floor = speed.gemm_flops / speed.model_flops;  // img/s
+    std::printf(" %.1f | %.2f | %.0f%% |\n", speed.gemm_flops / 1e9, floor,
+                100.0 * batch / seconds / floor);
+  } else {
+    std::printf(" | | |\n");
+  }
+}
+
 void row(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
-  std::printf("| %s | %lldx%lld | %lld |", preset.c_str(), static_cast<long long>(size),
-              static_cast<long long>(size), static_cast<long long>(batch));
   Speed speed;
   double fused_peak = 0, literal_peak = 0;
   std::string error;
-  const bool ok =
-      isolated([&] { return measure_speed(opt, preset, batch, size); }, speed, error) &&
-      isolated([&] { return measure_peak(opt, preset, batch, size, rmt::nn::Backend::Fused); },
-               fused_peak, error) &&
-      isolated([&] { return measure_peak(opt, preset, batch, size, rmt::nn::Backend::Reference); },
-               literal_peak, error);
+  bool ok;
+  {
+    Contenders load(opt.contend);
+    ok = isolated([&] { return measure_speed(opt, preset, batch, size); }, speed, error);
+  }
+  if (ok && opt.memory && opt.run_rmt) {
+    ok = isolated([&] { return measure_peak(opt, preset, batch, size, rmt::nn::Backend::Fused); },
+                  fused_peak, error);
+  }
+  if (ok && opt.memory && opt.run_literal) {
+    ok = isolated([&] { return measure_peak(opt, preset, batch, size, rmt::nn::Backend::Reference); },
+                  literal_peak, error);
+  }
   if (!ok) {
-    std::printf(" error: %s | | | | | |\n", error.c_str());
+    std::printf("| %s | | %lldx%lld | %lld | | %d | error: %s | | | | |\n", preset.c_str(),
+                static_cast<long long>(size), static_cast<long long>(size),
+                static_cast<long long>(batch), opt.contend, error.c_str());
   } else {
-    std::printf(" %.2f | %.0f | %.2f | %.0f | %.2fx | %.2f |\n", batch / speed.fused, fused_peak,
-                batch / speed.literal, literal_peak, speed.literal / speed.fused,
-                fused_peak / literal_peak);
+    if (opt.run_rmt) print_row(opt, preset, "rmt", batch, size, speed, speed.fused, fused_peak);
+    if (opt.run_literal) print_row(opt, preset, "literal", batch, size, speed, speed.literal, literal_peak);
   }
   std::fflush(stdout);
 }
@@ -231,7 +351,7 @@ void row(const Options& opt, const std::string& preset, int64_t batch, int64_t s
 
 int main(int argc, char** argv) {
   Options opt;
-  for (int i = 1; i < argc; ++i) {
+  for (int i = 1; i < argc; ++i) try {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
       if (i + 1 >= argc) {
@@ -259,6 +379,26 @@ int main(int argc, char** argv) {
     } else if (a == "--dense") {
       opt.dense_sizes.clear();
       for (const auto& s : split(value())) opt.dense_sizes.push_back(std::stoll(s));
+    } else if (a == "--threads") {
+      opt.threads = std::max(0, std::stoi(value()));
+    } else if (a == "--contend") {
+      opt.contend = std::max(0, std::stoi(value()));
+    } else if (a == "--tag") {
+      opt.tag = value();
+    } else if (a == "--no-memory") {
+      opt.memory = false;
+    } else if (a == "--paths") {
+      opt.run_rmt = opt.run_literal = false;
+      for (const auto& p : split(value())) {
+        if (p == "rmt") {
+          opt.run_rmt = true;
+        } else if (p == "literal") {
+          opt.run_literal = true;
+        } else {
+          std::fprintf(stderr, "bench_models: --paths: expected rmt and/or literal, found '%s'\n", p.c_str());
+          return 1;
+        }
+      }
     } else if (a == "--train") {
       opt.train_model = value();
     } else if (a == "--train-batch") {
@@ -270,24 +410,42 @@ int main(int argc, char** argv) {
                    "usage: %s [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N] "
                    "[--min-seconds S] "
                    "[--models a,b] [--batches 1,16] [--dense 512,1024] [--dense-model rmt_t_dense] "
+                   "[--paths rmt,literal] [--threads N] [--contend K] [--no-memory] [--tag TEXT] "
                    "[--train rmt_t|none] [--train-batch 4] [--train-size 224]\n",
                    argv[0]);
       return a == "--help" ? 0 : 1;
     }
+  } catch (const std::logic_error&) {  // std::stoi and friends: not a number
+    std::fprintf(stderr, "bench_models: %s: expected a number, found '%s'\n", argv[i - 1],
+                 i < argc ? argv[i] : "");
+    return 1;
   }
   if (opt.device == "cuda" && !torch::cuda::is_available()) {
     std::fprintf(stderr, "bench_models: --device cuda: no CUDA device\n");
     return 1;
   }
-  // No ATen call that starts the thread pool before fork(): each child starts its own.
-  std::printf("# RMT end to end: %s, %s, %ld cores; median of >= %d alternating runs and >= %g s "
-              "per path\n\n",
+  // No ATen call that starts the thread pool before fork(): each child starts its own. The plan
+  // below only reads the affinity mask, the cgroup files and the environment.
+  const auto plan = rmt::runtime::plan_threads(opt.threads, std::getenv("OMP_NUM_THREADS"),
+                                               std::getenv("MKL_NUM_THREADS"));
+  std::printf("# RMT end to end: %s, %s, %ld CPUs online; median of >= %d alternating runs and >= "
+              "%g s per path\n# threads: %s; %d busy processes during the timing\n",
               opt.device.c_str(), c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN),
-              opt.repeats, opt.min_seconds);
+              opt.repeats, opt.min_seconds,
+              opt.device == "cpu" ? rmt::runtime::describe(plan).c_str() : "(CUDA)", opt.contend);
+  for (const auto& m : opt.models) {
+    double gflop = 0;  // built in a child: building initialises weights, which may start OpenMP
+    std::string error;
+    if (isolated([&] { return 2e-9 * static_cast<double>(rmt::summarize(rmt::Model::from_preset(m)).total_macs()); },
+                 gflop, error)) {
+      std::printf("# %s: %.2f GFLOP per image at 224x224 (2 x rmt::summarize's MACs)\n", m.c_str(), gflop);
+    }
+  }
+  std::printf("\n");
   const char* memory = opt.device == "cuda" ? "peak GPU MiB" : "peak RSS MiB";
-  std::printf("| model | input | batch | library img/s | library %s | literal img/s | literal %s | speed-up | memory ratio |\n",
-              memory, memory);
-  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| model | path | input | batch | threads | busy procs | img/s | %s | sgemm GFLOP/s | "
+              "GEMM floor img/s | of floor |\n", memory);
+  std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& m : opt.models) {
     for (const auto b : opt.batches) row(opt, m, b, 224);
   }

@@ -1,6 +1,6 @@
 #pragma once
-// What rmt-classify and rmt-extract share: the model, preprocessing and batch-job options, loading
-// the model, and the settings a run directory records.
+// What rmt-classify and rmt-extract share: the model options as they take them, the preprocessing
+// and batch-job options, and the settings a run directory records.
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -12,70 +12,23 @@
 #include <torch/cuda.h>
 #include <CLI/CLI.hpp>
 
+#include "model_flags.h"
 #include "rmt/batch/job.h"
 #include "rmt/batch/launcher.h"
-#include "rmt/model.h"
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
+#include "rmt/models/model.h"
 #include "tool_common.h"
 
 namespace rmt::tools {
 
-struct ModelFlags {
-  std::string arch, config_path, kind_name = "classifier", weights, weights_key = "auto",
-                                 key_prefix, dtype_name = "float32", device_name = "cpu";
-  bool non_strict = false;
-};
-
-// --arch/--config/--kind/--weights/...: `kinds` are the --kind values allowed with --config;
-// dense_presets: whether the help lists the dense backbone presets.
-inline void add_model_flags(CLI::App& app, ModelFlags& f, const std::vector<std::string>& kinds,
-                            bool dense_presets) {
-  std::string names;
-  for (const auto& n : rmt::preset_names()) {
-    if (dense_presets || n.find("dense") == std::string::npos)
-      names += (names.empty() ? "" : ", ") + n;
-  }
-  auto* arch_opt = app.add_option("--arch", f.arch, "preset name: " + names);
-  auto* config_opt =
-      app.add_option("--config", f.config_path, "JSON file with the constructor arguments");
-  arch_opt->excludes(config_opt);
-  std::string kind_help;
-  for (const auto& k : kinds) kind_help += (kind_help.empty() ? "" : " or ") + k;
-  app.add_option("--kind", f.kind_name, "with --config: " + kind_help)->check(CLI::IsMember(kinds));
-  app.add_option("--weights", f.weights, "checkpoint: torch.save (.pth) or safetensors (required)");
-  app.add_option("--weights-key", f.weights_key,
-                 "entry holding the weights (auto: model, state_dict, model_ema, ...)");
-  app.add_option("--key-prefix", f.key_prefix, "keep only keys with this prefix, removed");
-  app.add_flag("--non-strict", f.non_strict,
-               "load the matching keys and report the others instead of failing");
-  app.add_option("--device", f.device_name,
-                 "cpu or cuda (with a launcher: cuda:LOCAL_RANK, or SLURM_LOCALID)");
-  app.add_option("--dtype", f.dtype_name, "float32, float64, float16 or bfloat16");
-}
-
-// The model of the flags, with its weights, on `device` in eval mode. Warnings (non-strict loads)
-// go to stderr.
-inline rmt::Model load_model(const ModelFlags& f, torch::Device device, const char* tool) {
-  if (f.arch.empty() && f.config_path.empty()) {
-    throw std::invalid_argument("give --arch NAME or --config FILE.json");
-  }
-  if (f.weights.empty()) throw std::invalid_argument("--weights is required");
-  const auto dtype = parse_dtype(f.dtype_name);
-  std::optional<rmt::Model> model;
-  if (!f.arch.empty()) {
-    model.emplace(rmt::Model::from_preset(f.arch));
-  } else {
-    const auto kind = rmt::model_kind_from_string(f.kind_name);
-    model.emplace(rmt::config_from_json_file(f.config_path, kind), kind);
-  }
-  rmt::WeightsSelection selection;
-  selection.weights_key = f.weights_key;
-  selection.key_prefix = f.key_prefix;
-  auto report = model->load(f.weights, selection, !f.non_strict);
-  if (!report.ok()) std::cerr << tool << ": warning: " << report.summary() << "\n";
-  model->to(device, dtype);
-  model->eval();
-  return std::move(*model);
+// The model options of rmt-classify and rmt-extract: `kinds` are the --kind values allowed with
+// --config; dense_presets: whether --arch's help lists the dense backbone presets.
+inline ModelFlagsSpec batch_model_spec(std::vector<std::string> kinds, bool dense_presets) {
+  ModelFlagsSpec spec;
+  spec.kinds = std::move(kinds);
+  spec.dense_presets = dense_presets;
+  spec.device_help = "cpu or cuda (with a launcher: cuda:LOCAL_RANK, or SLURM_LOCALID)";
+  return spec;
 }
 
 struct PreprocessFlags {
@@ -148,8 +101,9 @@ inline void add_batch_flags(CLI::App& app, BatchFlags& f, bool features) {
                  "process's share of the cores, 1 to 8)")
       ->check(CLI::Range(1, 256));
   app.add_option("--threads", f.threads,
-                 "the model's CPU threads (default: LibTorch's, which follows OMP_NUM_THREADS; "
-                 "torchrun sets that to 1)")
+                 "the model's CPU threads (default: OMP_NUM_THREADS when set, which torchrun "
+                 "sets to 1; else the CPUs this process may use, affinity and cgroup quota, "
+                 "shared among LOCAL_WORLD_SIZE ranks)")
       ->check(CLI::Range(1, 1024));
   app.add_option("--progress", f.progress, "seconds between progress lines on stderr")
       ->check(CLI::Range(0.0, 1e9))
@@ -199,7 +153,9 @@ inline int decode_threads(const BatchFlags& f) {
 }
 
 inline void apply_threads(const BatchFlags& f) {
-  if (f.threads > 0) at::set_num_threads(f.threads);
+  int here = 1;
+  if (const char* n = std::getenv("LOCAL_WORLD_SIZE")) here = std::max(1, std::atoi(n));
+  rmt::runtime::configure_threads(f.threads, here);
 }
 
 // What makes two runs' results comparable: recorded in the run directory, checked on restarts.
@@ -207,8 +163,9 @@ inline std::map<std::string, std::string> run_settings(const ModelFlags& f, cons
                                                        const rmt::PreprocessOptions& pre,
                                                        const PreprocessFlags& pf) {
   return {{"model", rmt::to_string(model.kind()) + " " + model.config().to_json()},
-          {"weights", rmt::batch::fingerprint_file(f.weights) + ", key " + f.weights_key +
-                          ", prefix '" + f.key_prefix + "'" + (f.non_strict ? ", non-strict" : "")},
+          {"weights", rmt::batch::fingerprint_file(f.weights) + ", key " + f.select.weights_key +
+                          ", prefix '" + f.select.key_prefix + "'" +
+                          (f.non_strict ? ", non-strict" : "")},
           {"dtype", f.dtype_name},
           {"preprocessing", "input_size " + std::to_string(pre.input_size) + ", crop_pct " +
                                 std::to_string(pre.crop_pct) + ", resize " +

@@ -25,8 +25,8 @@
 #include "rmt/batch/job.h"
 #include "rmt/batch/merge.h"
 #include "rmt/batch/prefetch.h"
-#include "rmt/model.h"
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
+#include "rmt/models/model.h"
 
 // The 1000 ImageNet-1k class names, one per line (generated from examples/imagenet_classes.txt).
 extern const char* const rmt_imagenet_classes_text;
@@ -213,7 +213,8 @@ int run(int argc, char** argv) {
   int64_t topk = 5;
   bool json = false;
   std::vector<std::string> inputs;
-  rmt::tools::add_model_flags(app, model_flags, {"classifier", "token_label"}, false);
+  rmt::tools::add_model_flags(app, model_flags,
+                              rmt::tools::batch_model_spec({"classifier", "token_label"}, false));
   app.add_option("--topk", topk, "how many classes to print per image")
       ->check(CLI::PositiveNumber);
   rmt::tools::add_preprocess_flags(app, pre_flags);

@@ -7,7 +7,6 @@
 #include <cstring>
 #include <iostream>
 #include <map>
-#include <optional>
 #include <string>
 #include <unordered_set>
 
@@ -16,33 +15,19 @@
 
 #include <CLI/CLI.hpp>
 
-#include "tool_common.h"
-#include "rmt/checkpoint.h"
-#include "rmt/model.h"
-#include "rmt/state_dict.h"
-#include "rmt/untrusted.h"
+#include "model_flags.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/state_dict.h"
+#include "rmt/io/untrusted.h"
+#include "rmt/models/model.h"
 #include "rmt/version.h"
+#include "tool_common.h"
 
 namespace {
-
-using rmt::pickle::Kind;
-using rmt::pickle::Value;
 
 std::string base_name(const std::string& path) {
   const size_t slash = path.find_last_of('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-// The entry that WeightsSelection{weights_key} takes the weights from ("" for the top level).
-std::string resolved_key(const rmt::CheckpointContents& c, const std::string& weights_key) {
-  if (weights_key != "auto") return weights_key;
-  const Value* root = c.root;
-  if (root && (root->kind == Kind::Dict || root->kind == Kind::Object)) {
-    for (const char* k : {"model", "state_dict", "model_ema", "state_dict_ema"}) {
-      if (root->find(k)) return k;
-    }
-  }
-  return "";
 }
 
 // Removes the temporary file unless it was renamed into place.
@@ -109,27 +94,19 @@ int run(int argc, char** argv) {
   CLI::App app{"Converts the weights of a checkpoint (torch.save .pth or safetensors) to a "
                "safetensors file with metadata (source, weights key, and with --arch or --config "
                "the model's configuration, after checking that the weights load into it)."};
-  std::string input, output, weights_key = "auto", key_prefix, arch, config_path,
-                             kind_name = "classifier";
-  bool keep_module = false, force = false, quiet = false;
+  std::string input, output;
+  bool force = false, quiet = false;
   app.add_option("input", input, "the checkpoint to read")->required();
   app.add_option("output", output, "the safetensors file to write")->required();
-  app.add_option("--weights-key", weights_key,
-                 "entry holding the weights (auto: model, state_dict, model_ema, state_dict_ema, "
-                 "else the top-level dict; \"\" the top-level dict)");
-  app.add_option("--key-prefix", key_prefix,
-                 "keep only keys with this prefix, removed (e.g. backbone.)");
-  app.add_flag("--keep-module-prefix", keep_module, "do not remove DistributedDataParallel's module.");
-  auto* arch_opt = app.add_option("--arch", arch, "a preset the weights must load into (strictly): " + [] {
-    std::string names;
-    for (const auto& n : rmt::preset_names()) names += (names.empty() ? "" : ", ") + n;
-    return names;
-  }());
-  auto* config_opt = app.add_option("--config", config_path,
-                                    "JSON file with the constructor arguments the weights must load into");
-  arch_opt->excludes(config_opt);
-  app.add_option("--kind", kind_name, "with --config: classifier, token_label or dense")
-      ->check(CLI::IsMember({"classifier", "token_label", "dense"}));
+  // The model the weights must load into, if any; the weights are the input file.
+  rmt::tools::ModelFlags model_flags;
+  rmt::tools::ModelFlagsSpec spec;
+  spec.arch_help = "a preset the weights must load into (strictly)";
+  spec.config_help = "JSON file with the constructor arguments the weights must load into";
+  spec.weights_help = "";
+  spec.run = false;
+  spec.module_prefix_flag = true;
+  rmt::tools::add_model_flags(app, model_flags, spec);
   app.add_flag("--force", force, "replace the output file if it exists (never the input)");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   try {
@@ -137,6 +114,10 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  const auto& arch = model_flags.arch;
+  const auto& config_path = model_flags.config_path;
+  const auto& key_prefix = model_flags.select.key_prefix;
+  const bool keep_module = model_flags.select.keep_module_prefix;
 
   // Refuse before reading anything: the output must not be the input, nor an existing file
   // unless --force.
@@ -155,11 +136,8 @@ int run(int argc, char** argv) {
   }
 
   const rmt::CheckpointContents contents = rmt::read_checkpoint(input);
-  rmt::WeightsSelection selection;
-  selection.weights_key = weights_key;
-  selection.key_prefix = key_prefix;
-  selection.strip_module_prefix = !keep_module;
-  const rmt::StateDict weights = rmt::select_state_dict(contents, selection);
+  const rmt::SelectedWeights selected = rmt::select_weights(contents, model_flags.select.selection());
+  const rmt::StateDict& weights = selected.weights;
   check_not_inflated(weights, input);
 
   // The source's own safetensors metadata is kept; ours replaces entries of the same name.
@@ -167,27 +145,24 @@ int run(int argc, char** argv) {
   metadata["format"] = "pt";
   metadata["source"] = base_name(input);
   metadata["source_format"] = contents.format;
-  metadata["weights_key"] = resolved_key(contents, weights_key);
+  metadata["weights_key"] = selected.entry;
   if (!key_prefix.empty()) metadata["key_prefix"] = key_prefix;
   if (keep_module) metadata["module_prefix_kept"] = "true";
   metadata["converted_by"] = "rmt-convert " + rmt::version();
 
-  if (!arch.empty() || !config_path.empty()) {
-    std::optional<rmt::Model> model;
+  if (model_flags.given()) {
+    const rmt::Model model = model_flags.build();
     std::string what;
     if (!arch.empty()) {
-      model.emplace(rmt::Model::from_preset(arch));
       metadata["arch"] = arch;
       what = "preset " + arch;
     } else {
-      const auto kind = rmt::model_kind_from_string(kind_name);
-      model.emplace(rmt::config_from_json_file(config_path, kind), kind);
-      what = "the config " + config_path + " (" + kind_name + ")";
+      what = "the config " + config_path + " (" + model_flags.kind_name + ")";
     }
-    metadata["kind"] = rmt::to_string(model->kind());
-    metadata["config"] = model->config().to_json(model->kind());  // readable back as --config
+    metadata["kind"] = rmt::to_string(model.kind());
+    metadata["config"] = model.config().to_json(model.kind());  // readable back as --config
     try {
-      rmt::load_state_dict(*model->module(), weights, /*strict=*/true);
+      rmt::load_state_dict(*model.module(), weights, /*strict=*/true);
     } catch (const c10::Error& e) {
       throw std::runtime_error(rmt::cut_message("the weights of " + input + " do not load into " +
                                                 what + ": " + e.what_without_backtrace()));

@@ -15,7 +15,7 @@
 #include "rmt/batch/inputs.h"
 #include "rmt/batch/job.h"
 #include "rmt/batch/merge.h"
-#include "rmt/model.h"
+#include "rmt/models/model.h"
 #include "tool_common.h"
 
 namespace {
@@ -76,7 +76,8 @@ int run(int argc, char** argv) {
   rmt::tools::PreprocessFlags pre_flags;
   rmt::tools::BatchFlags batch;
   std::vector<std::string> inputs;
-  rmt::tools::add_model_flags(app, model_flags, {"classifier", "token_label", "dense"}, true);
+  rmt::tools::add_model_flags(
+      app, model_flags, rmt::tools::batch_model_spec({"classifier", "token_label", "dense"}, true));
   rmt::tools::add_preprocess_flags(app, pre_flags);
   rmt::tools::add_batch_flags(app, batch, true);
   app.add_option("inputs", inputs, "image files and directories (walked recursively)");

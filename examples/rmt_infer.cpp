@@ -2,35 +2,23 @@
 #include <cstdio>
 #include <iostream>
 #include <sstream>
-#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <torch/cuda.h>
 
+#include "model_flags.h"
 #include "rmt/rmt.h"
 #include "tool_common.h"
-#include "rmt/summary.h"
 
 namespace {
 
 int run(int argc, char** argv) {
   CLI::App app{"Runs an RMT model (a preset or a config) with a checkpoint on a .npy image batch."};
-  std::string arch, config_path, kind_name = "classifier", weights, weights_key = "auto",
-                                 key_prefix, input, output, dtype_name = "float32", device_name = "cpu";
-  bool non_strict = false;
-  auto* arch_opt = app.add_option("--arch", arch, "preset name: " + [] {
-    std::string names;
-    for (const auto& n : rmt::preset_names()) names += (names.empty() ? "" : ", ") + n;
-    return names;
-  }());
-  auto* config_opt = app.add_option("--config", config_path, "JSON file with the constructor arguments");
-  arch_opt->excludes(config_opt);
-  app.add_option("--kind", kind_name, "with --config: classifier, token_label or dense")
-      ->check(CLI::IsMember({"classifier", "token_label", "dense"}));
-  app.add_option("--weights", weights, "checkpoint: torch.save (.pth) or safetensors (required unless --summary)");
-  app.add_option("--weights-key", weights_key, "entry holding the weights (auto: model, state_dict, model_ema, ...)");
-  app.add_option("--key-prefix", key_prefix, "keep only keys with this prefix, removed (e.g. backbone.)");
-  app.add_flag("--non-strict", non_strict, "load the matching keys and report the others instead of failing");
+  rmt::tools::ModelFlags model_flags;
+  rmt::tools::ModelFlagsSpec spec;
+  spec.weights_help = "checkpoint: torch.save (.pth) or safetensors (required unless --summary)";
+  rmt::tools::add_model_flags(app, model_flags, spec);
+  std::string input, output;
   app.add_option("--input", input, "float .npy, (B, C, H, W) (required unless --summary)");
   app.add_option("--output", output, "output prefix: PREFIX.npy, or PREFIX.stage{i}.npy per selected stage i (dense) "
                  "(required unless --summary)");
@@ -46,46 +34,33 @@ int run(int argc, char** argv) {
   app.add_option("--compare", compare,
                  "reference .npy per output: print the relative error ||out - ref|| / ||ref||");
   app.add_flag("--per-layer", per_layer, "with --summary: one line per counted layer too");
-  app.add_option("--dtype", dtype_name, "float32, float64, float16 or bfloat16");
-  app.add_option("--device", device_name, "cpu or cuda");
+  int threads = 0;
+  app.add_option("--threads", threads,
+                 "CPU threads (default: OMP_NUM_THREADS when set, else the CPUs this process may "
+                 "use: affinity mask and cgroup quota)")
+      ->check(CLI::Range(1, 1024));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (arch.empty() && config_path.empty()) throw std::invalid_argument("give --arch NAME or --config FILE.json");
+  if (!model_flags.given()) throw std::invalid_argument("give --arch NAME or --config FILE.json");
+  rmt::runtime::configure_threads(threads);
   if (summary) {
-    const rmt::Model summarized = !arch.empty()
-        ? rmt::Model::from_preset(arch)
-        : rmt::Model(rmt::config_from_json_file(config_path, rmt::model_kind_from_string(kind_name)),
-                     rmt::model_kind_from_string(kind_name));
     const int64_t h = input_size.front(), w = input_size.back();
-    std::cout << rmt::format_summary(rmt::summarize(summarized, h, w),
-                                     !arch.empty() ? arch : config_path, per_layer);
+    std::cout << rmt::format_summary(
+        rmt::summarize(model_flags.build(), h, w),
+        !model_flags.arch.empty() ? model_flags.arch : model_flags.config_path, per_layer);
     return 0;
   }
-  for (const auto& [value, name] : {std::pair{&weights, "--weights"}, std::pair{&input, "--input"},
-                                    std::pair{&output, "--output"}}) {
+  for (const auto& [value, name] : {std::pair{&model_flags.weights, "--weights"},
+                                    std::pair{&input, "--input"}, std::pair{&output, "--output"}}) {
     if (value->empty()) throw std::invalid_argument(std::string(name) + " is required (unless --summary)");
   }
 
-  const auto dtype = rmt::tools::parse_dtype(dtype_name);
-  const torch::Device device = rmt::tools::parse_device(device_name);
-
-  std::optional<rmt::Model> model;
-  if (!arch.empty()) {
-    model.emplace(rmt::Model::from_preset(arch));
-  } else {
-    const auto kind = rmt::model_kind_from_string(kind_name);
-    model.emplace(rmt::config_from_json_file(config_path, kind), kind);
-  }
-  rmt::WeightsSelection selection;
-  selection.weights_key = weights_key;
-  selection.key_prefix = key_prefix;
-  auto report = model->load(weights, selection, !non_strict);
-  if (!report.ok()) std::cerr << "rmt-infer: warning: " << report.summary() << "\n";
-  model->to(device, dtype);
-  model->eval();
+  const auto dtype = rmt::tools::parse_dtype(model_flags.dtype_name);
+  const torch::Device device = rmt::tools::parse_device(model_flags.device_name);
+  rmt::Model model = rmt::tools::load_model(model_flags, device, "rmt-infer");
 
   auto images = rmt::read_npy(input);
   if (!at::isFloatingType(images.scalar_type())) {
@@ -96,16 +71,16 @@ int run(int argc, char** argv) {
   at::globalContext().setAllowTF32CuDNN(false);
   // Dense outputs are named by the stage they hold.
   std::vector<int64_t> stages;
-  if (model->kind() == rmt::ModelKind::Dense) {
-    stages = model->config().selected_stages();
+  if (model.kind() == rmt::ModelKind::Dense) {
+    stages = model.config().selected_stages();
     if (stages.empty()) {
       throw std::invalid_argument("the config's out_indices selects none of the " +
-                                  std::to_string(model->config().num_stages()) +
+                                  std::to_string(model.config().num_stages()) +
                                   " stages: nothing to write");
     }
   }
   torch::NoGradGuard no_grad;
-  auto outputs = model->forward(images.to(device, dtype));
+  auto outputs = model.forward(images.to(device, dtype));
   if (!compare.empty() && compare.size() != outputs.size()) {
     throw std::invalid_argument("--compare: the model has " + std::to_string(outputs.size()) +
                                 " outputs (dense: one per selected stage, in stage order), found " +
@@ -125,7 +100,7 @@ int run(int argc, char** argv) {
     std::cout << label << " " << actual.sizes() << ": relative error " << error << " vs "
               << compare[i] << "\n";
   }
-  if (model->kind() == rmt::ModelKind::Dense) {
+  if (model.kind() == rmt::ModelKind::Dense) {
     for (size_t i = 0; i < outputs.size(); ++i) {
       rmt::write_npy(output + ".stage" + std::to_string(stages[i]) + ".npy", outputs[i]);
     }

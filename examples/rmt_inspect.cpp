@@ -16,10 +16,11 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "model_flags.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/pickle.h"
+#include "rmt/io/untrusted.h"
 #include "tool_common.h"
-#include "rmt/checkpoint.h"
-#include "rmt/pickle.h"
-#include "rmt/untrusted.h"
 
 namespace {
 
@@ -86,16 +87,10 @@ bool is_mapping(const Value* v) {
   return v && (v->kind == Kind::Dict || (v->kind == Kind::Object && !v->entries.empty()));
 }
 
-// Where read_state_dict takes the weights from, in words (the same order as WeightsSelection).
-std::string weights_source(const rmt::CheckpointContents& c, const rmt::WeightsSelection& s) {
-  if (s.weights_key.empty()) return "the top-level dict";
-  if (s.weights_key != "auto") return "entry '" + printable(s.weights_key) + "'";
-  if (is_mapping(c.root)) {
-    for (const char* k : {"model", "state_dict", "model_ema", "state_dict_ema"}) {
-      if (c.root->find(k)) return std::string("entry '") + k + "' (auto)";
-    }
-  }
-  return "the top-level dict (auto)";
+// Where the weights were taken from, in words.
+std::string weights_source(const rmt::SelectedWeights& s) {
+  return (s.entry.empty() ? std::string("the top-level dict") : "entry '" + printable(s.entry) + "'") +
+         (s.automatic ? " (auto)" : "");
 }
 
 struct Totals {
@@ -167,15 +162,11 @@ int run(int argc, char** argv) {
   CLI::App app{"Lists what a checkpoint (torch.save .pth or safetensors) holds, without building "
                "a model: its entries and metadata, then the weights read_state_dict would take, "
                "one key per line with shape and dtype, and the parameter count."};
-  std::string path, weights_key = "auto", key_prefix;
-  bool json = false, keep_module = false, no_keys = false;
+  std::string path;
+  bool json = false, no_keys = false;
   app.add_option("file", path, "the checkpoint")->required();
-  auto* key_opt = app.add_option("--weights-key", weights_key,
-                                 "entry holding the weights (auto: model, state_dict, model_ema, "
-                                 "state_dict_ema, else the top-level dict; \"\" the top-level dict)");
-  auto* prefix_opt = app.add_option("--key-prefix", key_prefix,
-                                    "keep only keys with this prefix, removed (e.g. backbone.)");
-  app.add_flag("--keep-module-prefix", keep_module, "do not remove DistributedDataParallel's module.");
+  rmt::tools::SelectionFlags select;
+  rmt::tools::add_selection_flags(app, select, /*module_prefix_flag=*/true);
   app.add_flag("--no-keys", no_keys, "only the entries and totals, not one line per tensor");
   app.add_flag("--json", json, "machine-readable output");
   try {
@@ -184,25 +175,22 @@ int run(int argc, char** argv) {
     return app.exit(e);
   }
   // With a selection given, only that state_dict is shown (and failing to find it is an error).
-  const bool explicit_selection = key_opt->count() > 0 || prefix_opt->count() > 0;
+  const bool explicit_selection =
+      select.weights_key_opt->count() > 0 || select.key_prefix_opt->count() > 0;
 
   const rmt::CheckpointContents contents = rmt::read_checkpoint(path);
-  rmt::WeightsSelection selection;
-  selection.weights_key = weights_key;
-  selection.key_prefix = key_prefix;
-  selection.strip_module_prefix = !keep_module;
-
-  rmt::StateDict weights;
+  rmt::SelectedWeights selected;
   std::string no_weights;  // why there are none (auto selection on a file without weights)
   try {
-    weights = rmt::select_state_dict(contents, selection);
+    selected = rmt::select_weights(contents, select.selection());
   } catch (const std::exception& e) {
     if (explicit_selection) throw;
     no_weights = e.what();
   }
-  const std::string source = weights_source(contents, selection) +
-                             (key_prefix.empty() ? "" : ", keys starting with '" +
-                                                            printable(key_prefix) + "'");
+  const rmt::StateDict& weights = selected.weights;
+  const std::string source = weights_source(selected) +
+                             (select.key_prefix.empty() ? "" : ", keys starting with '" +
+                                                                   printable(select.key_prefix) + "'");
   const Totals totals = totals_of(weights);
 
   if (json) {

@@ -9,6 +9,13 @@
 #include <torch/cuda.h>
 #include <torch/types.h>
 
+#include "rmt/runtime/threads.h"
+#include "rmt/runtime/wait_policy.h"
+
+// Every tool is one source file that includes this header once: its OpenMP threads wait with
+// rmt's default spin count unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT.
+RMT_OPENMP_WAIT_POLICY_PREINIT();
+
 namespace rmt::tools {
 
 inline torch::Dtype parse_dtype(const std::string& name) {

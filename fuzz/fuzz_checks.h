@@ -8,7 +8,7 @@
 #include <exception>
 #include <string>
 
-#include "rmt/untrusted.h"
+#include "rmt/io/untrusted.h"
 
 namespace rmt::fuzz {
 

@@ -7,7 +7,7 @@
 #include <exception>
 
 #include "fuzz_checks.h"
-#include "rmt/pickle.h"
+#include "rmt/io/pickle.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rmt::pickle::Limits limits;

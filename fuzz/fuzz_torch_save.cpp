@@ -9,8 +9,8 @@
 #include <exception>
 
 #include "fuzz_checks.h"
-#include "rmt/checkpoint.h"
-#include "rmt/untrusted.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/untrusted.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -20,7 +20,7 @@ echo "test-install: cmake --install $build --prefix $prefix"
 cmake --install "$build" --prefix "$prefix" >"$work/install.log" ||
   { cat "$work/install.log" >&2; echo "test-install: error: install failed (is $build fully built?)" >&2; exit 1; }
 
-for f in include/rmt/rmt.h include/rmt/version.h include/rmt/preprocess.h include/rmt/nn/masa.h; do
+for f in include/rmt/rmt.h include/rmt/version.h include/rmt/data/preprocess.h include/rmt/nn/masa.h; do
   [ -e "$prefix/$f" ] || { echo "test-install: error: $f was not installed" >&2; exit 1; }
 done
 # lib, lib64 or lib/<multiarch>, depending on CMAKE_INSTALL_LIBDIR.

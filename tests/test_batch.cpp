@@ -35,9 +35,9 @@
 #include "rmt/batch/prefetch.h"
 #include "rmt/batch/run_directory.h"
 #include "rmt/batch/shard.h"
-#include "rmt/checkpoint.h"
-#include "rmt/model.h"
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/models/model.h"
 #include "tool_runner.h"
 
 #include "image_writer.h"

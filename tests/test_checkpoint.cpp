@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "checkpoint_bytes.h"
-#include "rmt/checkpoint.h"
-#include "rmt/pickle.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/pickle.h"
 
 namespace {
 

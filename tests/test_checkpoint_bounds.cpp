@@ -15,10 +15,10 @@
 
 #include "bounded_run.h"
 #include "checkpoint_bytes.h"
-#include "rmt/checkpoint.h"
-#include "rmt/pickle.h"
-#include "rmt/state_dict.h"
-#include "rmt/untrusted.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/pickle.h"
+#include "rmt/io/state_dict.h"
+#include "rmt/io/untrusted.h"
 
 namespace {
 

@@ -22,7 +22,7 @@
 #include "checkpoint_bytes.h"
 #include "reference.h"
 #include "tool_runner.h"
-#include "rmt/checkpoint.h"
+#include "rmt/io/checkpoint.h"
 
 namespace {
 

@@ -14,9 +14,9 @@
 
 #include "reference.h"
 #include "tool_runner.h"
-#include "rmt/image.h"
-#include "rmt/npy.h"
-#include "rmt/preprocess.h"
+#include "rmt/data/image.h"
+#include "rmt/data/preprocess.h"
+#include "rmt/io/npy.h"
 
 #include "image_writer.h"
 

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "reference.h"
-#include "rmt/model.h"
-#include "rmt/summary.h"
+#include "rmt/models/model.h"
+#include "rmt/models/summary.h"
 
 namespace {
 

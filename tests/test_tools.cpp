@@ -16,9 +16,9 @@
 
 #include "reference.h"
 #include "tool_runner.h"
-#include "rmt/model.h"
-#include "rmt/state_dict.h"
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
+#include "rmt/io/state_dict.h"
+#include "rmt/models/model.h"
 
 #include "image_writer.h"
 

@@ -1,18 +1,38 @@
 #pragma once
-// Everything of the rmt library.
-#include "rmt/checkpoint.h"
-#include "rmt/classifier.h"
-#include "rmt/config.h"
-#include "rmt/dense_backbone.h"
-#include "rmt/image.h"
-#include "rmt/model.h"
-#include "rmt/npy.h"
+// Everything of the rmt library. The headers are grouped by concern, as src/ is.
+#include "rmt/version.h"
+// Models: the one handle (Model), the classifier, the dense backbone, configs and presets, costs.
+#include "rmt/models/check_images.h"
+#include "rmt/models/classifier.h"
+#include "rmt/models/config.h"
+#include "rmt/models/dense_backbone.h"
+#include "rmt/models/model.h"
+#include "rmt/models/summary.h"
+// The modules the models are built of, and the torch operators they run.
+#include "rmt/nn/backend.h"
+#include "rmt/nn/basic_layer.h"
+#include "rmt/nn/block.h"
+#include "rmt/nn/cost.h"
+#include "rmt/nn/dwconv.h"
+#include "rmt/nn/ffn.h"
+#include "rmt/nn/masa.h"
+#include "rmt/nn/patch_embed.h"
+#include "rmt/nn/patch_merging.h"
+#include "rmt/nn/relpos.h"
 #include "rmt/ops/depthwise_conv.h"
 #include "rmt/ops/masa.h"
-#include "rmt/preprocess.h"
-#include "rmt/state_dict.h"
-#include "rmt/summary.h"
-#include "rmt/version.h"
+// Files: checkpoints (torch.save, safetensors) and their pickles, loading into a module, .npy.
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/npy.h"
+#include "rmt/io/pickle.h"
+#include "rmt/io/state_dict.h"
+#include "rmt/io/untrusted.h"
+// Images: decoding and the timm eval preprocessing.
+#include "rmt/data/image.h"
+#include "rmt/data/preprocess.h"
+// CPU threads: how many, and how they wait.
+#include "rmt/runtime/threads.h"
+#include "rmt/runtime/wait_policy.h"
 // Batch inference over many processes (rmt-classify/rmt-extract --output).
 #include "rmt/batch/barrier.h"
 #include "rmt/batch/chunks.h"

@@ -7,7 +7,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
-#include "rmt/checkpoint.h"
+#include "rmt/io/checkpoint.h"
 
 namespace rmt::batch {
 

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "rmt/image.h"
+#include "rmt/data/image.h"
 
 namespace rmt::batch {
 

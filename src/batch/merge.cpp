@@ -10,7 +10,7 @@
 
 #include "rmt/batch/run_directory.h"
 #include "rmt/batch/shard.h"
-#include "rmt/checkpoint.h"
+#include "rmt/io/checkpoint.h"
 
 namespace rmt::batch {
 

@@ -1,7 +1,7 @@
 #pragma once
 // Little helpers shared by the checkpoint readers: overflow-checked arithmetic, little-endian
 // loads from unaligned memory, CRC-32, dtypes. Text from a file reaches messages only through
-// rmt::escape_and_cut (rmt/untrusted.h).
+// rmt::escape_and_cut (rmt/io/untrusted.h).
 
 #include <cstddef>
 #include <cstdint>
@@ -14,7 +14,7 @@
 
 #include <c10/core/ScalarType.h>
 
-#include "rmt/untrusted.h"
+#include "rmt/io/untrusted.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "rmt's checkpoint readers assume a little-endian host"

@@ -10,7 +10,7 @@
 
 #include "io/bytes.h"
 #include "io/checkpoint_reader.h"
-#include "rmt/checkpoint.h"
+#include "rmt/io/checkpoint.h"
 
 namespace rmt {
 
@@ -18,8 +18,6 @@ using pickle::Kind;
 using pickle::Value;
 
 namespace {
-
-const char* const kAutoKeys[] = {"model", "state_dict", "model_ema", "state_dict_ema"};
 
 std::string key_text(const Value& k) {
   if (k.kind == Kind::Str) return io::escape_and_cut(k.text, 80);
@@ -52,20 +50,23 @@ bool is_state_dict(const Value* v) {
 }
 
 // Chooses the weights and names them; reads their data through `load`.
-StateDict select(const Value* root, const WeightsSelection& selection,
-                 const std::function<void(const std::vector<const Value*>&)>& load) {
+SelectedWeights select(const Value* root, const WeightsSelection& selection,
+                       const std::function<void(const std::vector<const Value*>&)>& load) {
   if (!is_mapping(root)) {
     io::fail("the checkpoint holds a " + (root ? root->type_name() : std::string("nothing")) +
              ", expected a dict (a state_dict or a training checkpoint with 'model', "
              "'state_dict', ...)");
   }
+  SelectedWeights selected;
   const Value* chosen = nullptr;
   std::string where;
   const std::string& key = selection.weights_key;
   if (key == "auto") {
-    for (const char* k : kAutoKeys) {
+    selected.automatic = true;
+    for (const auto& k : automatic_weights_keys()) {
       if ((chosen = root->find(k))) {
-        where = std::string("entry '") + k + "'";
+        selected.entry = k;
+        where = "entry '" + k + "'";
         break;
       }
     }
@@ -83,9 +84,11 @@ StateDict select(const Value* root, const WeightsSelection& selection,
           }
         }
         if (why.empty()) why = "it is empty";
-        io::fail("no weights found: none of the entries model, state_dict, model_ema, "
-                 "state_dict_ema is present, and the top-level dict is not a state_dict (" +
-                 why + "); entries: " + entry_list(*root));
+        std::string tried;
+        for (const auto& k : automatic_weights_keys()) tried += (tried.empty() ? "" : ", ") + k;
+        io::fail("no weights found: none of the entries " + tried +
+                 " is present, and the top-level dict is not a state_dict (" + why +
+                 "); entries: " + entry_list(*root));
       }
       chosen = root;
       where = "the top-level dict";
@@ -95,6 +98,7 @@ StateDict select(const Value* root, const WeightsSelection& selection,
     where = "the top-level dict";
   } else {
     chosen = root->find(key);
+    selected.entry = key;
     if (!chosen) {
       io::fail("no entry '" + io::escape_and_cut(key) + "'; entries: " + entry_list(*root));
     }
@@ -140,7 +144,7 @@ StateDict select(const Value* root, const WeightsSelection& selection,
   for (size_t i : kept) wanted.push_back(values[i]);
   load(wanted);
 
-  StateDict out;
+  StateDict& out = selected.weights;
   out.reserve(kept.size());
   for (size_t i : kept) {
     std::string name = names[i].substr(prefix.size());
@@ -149,7 +153,7 @@ StateDict select(const Value* root, const WeightsSelection& selection,
     if (!data.defined()) io::fail(where + ": tensor '" + io::escape_and_cut(name) + "' has no data");
     out.insert(std::move(name), data);
   }
-  return out;
+  return selected;
 }
 
 // Runs f, turning any error into std::runtime_error("NAME: message"), under 1 KB (the parts
@@ -181,7 +185,8 @@ CheckpointContents read_all(const uint8_t* data, size_t size, const std::string&
 StateDict read_weights(const uint8_t* data, size_t size, const WeightsSelection& selection) {
   auto reader = io::open_checkpoint(data, size);
   return select(reader->contents.root, selection,
-                [&](const std::vector<const Value*>& t) { reader->load(t); });
+                [&](const std::vector<const Value*>& t) { reader->load(t); })
+      .weights;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,6 +357,11 @@ class Describer {
 
 }  // namespace
 
+const std::vector<std::string>& automatic_weights_keys() {
+  static const std::vector<std::string> keys{"model", "state_dict", "model_ema", "state_dict_ema"};
+  return keys;
+}
+
 StateDict read_state_dict(const std::string& path, const WeightsSelection& selection) {
   return named(path, [&] {
     io::MappedFile file(path);
@@ -378,10 +388,15 @@ CheckpointContents read_checkpoint_from_memory(const void* data, size_t size,
   return named(name, [&] { return read_all(static_cast<const uint8_t*>(data), size, name); });
 }
 
-StateDict select_state_dict(const CheckpointContents& contents, const WeightsSelection& selection) {
+SelectedWeights select_weights(const CheckpointContents& contents,
+                               const WeightsSelection& selection) {
   return named(contents.path, [&] {
     return select(contents.root, selection, [](const std::vector<const Value*>&) {});
   });
+}
+
+StateDict select_state_dict(const CheckpointContents& contents, const WeightsSelection& selection) {
+  return select_weights(contents, selection).weights;
 }
 
 std::string describe_checkpoint(const CheckpointContents& contents) {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "rmt/checkpoint.h"
+#include "rmt/io/checkpoint.h"
 
 namespace rmt::io {
 

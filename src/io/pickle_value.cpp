@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "io/bytes.h"
-#include "rmt/pickle.h"
+#include "rmt/io/pickle.h"
 
 namespace rmt::pickle {
 

@@ -9,7 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "rmt/pickle.h"
+#include "rmt/io/pickle.h"
 
 namespace rmt::io {
 

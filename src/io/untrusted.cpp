@@ -1,4 +1,4 @@
-#include "rmt/untrusted.h"
+#include "rmt/io/untrusted.h"
 
 #include <cstdio>
 

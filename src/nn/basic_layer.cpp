@@ -153,4 +153,11 @@ StageOutput BasicLayerImpl::forward_stage(const torch::Tensor& input) {
   return {x, x};
 }
 
+void BasicLayerImpl::set_backend(Backend backend) {
+  WithBackend::set_backend(backend);
+  Relpos->set_backend(backend);
+  for (size_t i = 0; i < blocks->size(); ++i) blocks->ptr<RetBlockImpl>(i)->set_backend(backend);
+  if (downsample) downsample->set_backend(backend);
+}
+
 }  // namespace rmt::nn

@@ -35,7 +35,7 @@ torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
   x = pos->forward_add(x, x);  // x + pos(x): a new tensor, ours to update in place below
   // In place when no gradient is recorded (and not for the authors' literal op sequence): two
   // tensors of the block's size fewer to allocate.
-  const bool in_place = !at::GradMode::is_enabled() && retention->options.backend() != Backend::Reference;
+  const bool in_place = !at::GradMode::is_enabled() && !policy_.literal();
   auto residual = [&](torch::Tensor& acc, const torch::Tensor& branch, const torch::Tensor& gamma) {
     auto b = gamma.defined() ? (in_place ? branch.mul_(gamma) : gamma * branch) : branch;
     b = drop_path(b, p, is_training());
@@ -43,6 +43,13 @@ torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
   };
   x = residual(x, retention->forward(retention_layer_norm->forward(x), sin, cos, decay), gamma_1);
   return residual(x, ffn->forward(final_layer_norm->forward(x)), gamma_2);
+}
+
+void RetBlockImpl::set_backend(Backend backend) {
+  WithBackend::set_backend(backend);
+  pos->set_backend(backend);
+  retention->set_backend(backend);
+  ffn->set_backend(backend);
 }
 
 }  // namespace rmt::nn

@@ -8,9 +8,9 @@
 namespace rmt::nn::detail {
 
 torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& bn,
-                      const torch::Tensor& x, Backend backend) {
+                      const torch::Tensor& x, bool may_fold) {
   const auto& bo = bn.options;
-  const bool fold = backend != Backend::Reference && !bn.is_training() && !at::GradMode::is_enabled() &&
+  const bool fold = may_fold && !bn.is_training() && !at::GradMode::is_enabled() &&
                     bo.affine() && bo.track_running_stats() && bn.running_mean.defined();
   if (!fold) return bn.forward(conv.forward(x));
   const auto& o = conv.options;

@@ -7,13 +7,11 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 
-#include "rmt/nn/backend.h"
-
 namespace rmt::nn::detail {
 
-// bn(conv(x)); folded unless the backend is Reference, the BatchNorm is in training mode (batch
-// statistics) or a gradient is being recorded.
+// bn(conv(x)); folded when may_fold (the caller's backend policy is not literal), unless the
+// BatchNorm is in training mode (batch statistics) or a gradient is being recorded.
 torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& bn,
-                      const torch::Tensor& x, Backend backend);
+                      const torch::Tensor& x, bool may_fold);
 
 }  // namespace rmt::nn::detail

@@ -15,7 +15,7 @@ DWConv2dImpl::DWConv2dImpl(int64_t dim, int64_t kernel_size, int64_t stride, int
 torch::Tensor DWConv2dImpl::forward(const torch::Tensor& x) { return forward_add(x, {}); }
 
 torch::Tensor DWConv2dImpl::forward_add(const torch::Tensor& x, const torch::Tensor& residual) {
-  if (backend == Backend::Reference) {
+  if (policy_.literal()) {
     auto y = conv->forward(x.permute({0, 3, 1, 2})).permute({0, 2, 3, 1});
     return residual.defined() ? y + residual : y;
   }
@@ -27,7 +27,7 @@ torch::Tensor DWConv2dImpl::forward_add(const torch::Tensor& x, const torch::Ten
 
 torch::Tensor DWConv2dImpl::forward_gelu_add(const torch::Tensor& h, bool reuse_input) {
   const auto& o = conv->options;
-  if (backend == Backend::Reference || o.stride()->at(0) != 1) {
+  if (policy_.literal() || o.stride()->at(0) != 1) {
     const auto g = at::gelu(h);
     return forward_add(g, g);
   }

@@ -14,4 +14,9 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   return fc2->forward(hidden);
 }
 
+void FeedForwardImpl::set_backend(Backend backend) {
+  WithBackend::set_backend(backend);
+  dwconv->set_backend(backend);
+}
+
 }  // namespace rmt::nn

@@ -25,16 +25,31 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
   auto k = k_proj->forward(x);
   auto v = v_proj->forward(x);
   torch::Tensor out;
-  const bool reference = options.backend() == Backend::Reference ||
-                         (options.backend() == Backend::Auto && x.is_cuda());
-  if (reference) {
-    out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
-                               : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
-  } else {
+  if (policy_.fused_attention(x.device().type())) {
     out = options.decomposed() ? ops::masa_decomposed(q, k, v, sin, cos, decay, scale)
                                : ops::masa_full(q, k, v, sin, cos, decay, scale);
+  } else {
+    out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
+                               : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
   }
   return out_proj->forward(lepe->forward_add(v, out));  // out + lepe(v)
+}
+
+Size2d MaSAImpl::count_cost(CostCounter& counter, const std::string& name, Size2d in) const {
+  counter.count_children(name, *this, in);
+  const auto [h, w] = in;
+  const int64_t b = counter.batch();
+  const int64_t c = options.embed_dim();  // heads x head_dim, for q, k and v alike
+  // Decomposed: rows (H x W x W), then columns (W x H x H); full: every pair of the H x W tokens.
+  const int64_t per_matmul =
+      options.decomposed() ? b * (h * w * w + w * h * h) * c : b * (h * w) * (h * w) * c;
+  counter.add({CostCounter::join(name, "attention"), CostKind::Attention, 2 * per_matmul, 0, h, w});
+  return in;
+}
+
+void MaSAImpl::set_backend(Backend backend) {
+  WithBackend::set_backend(backend);
+  lepe->set_backend(backend);
 }
 
 }  // namespace rmt::nn

@@ -29,7 +29,7 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim) {
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& x) {
-  if (backend == Backend::Reference || at::GradMode::is_enabled()) {
+  if (policy_.literal() || at::GradMode::is_enabled()) {
     return proj->forward(x).permute({0, 2, 3, 1});
   }
   // (conv, BatchNorm) pairs at 0, 3, 6, 9 with GELU after the first three. Channels-last from the
@@ -37,7 +37,7 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& x) {
   auto y = x.contiguous(at::MemoryFormat::ChannelsLast);
   for (size_t i = 0; i < 10; i += 3) {
     y = detail::conv_bn(*proj[i]->as<torch::nn::Conv2dImpl>(),
-                        *proj[i + 1]->as<torch::nn::BatchNorm2dImpl>(), y, backend);
+                        *proj[i + 1]->as<torch::nn::BatchNorm2dImpl>(), y, /*may_fold=*/true);
     if (i < 9) at::gelu_(y);
   }
   return y.permute({0, 2, 3, 1});

@@ -14,8 +14,8 @@ torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) {
   // The authors copy to (B, C, H, W); the fused path hands the conv the channels-last view, whose
   // result comes back channels-last, i.e. (B, H, W, C) contiguous after the permute.
   auto nchw = x.permute({0, 3, 1, 2});
-  if (backend == Backend::Reference) nchw = nchw.contiguous();
-  auto y = detail::conv_bn(*reduction, *norm, nchw, backend);
+  if (policy_.literal()) nchw = nchw.contiguous();
+  auto y = detail::conv_bn(*reduction, *norm, nchw, /*may_fold=*/!policy_.literal());
   return y.permute({0, 2, 3, 1});
 }
 

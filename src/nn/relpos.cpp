@@ -32,7 +32,7 @@ std::pair<torch::Tensor, torch::Tensor> RelPos2dImpl::sin_cos(int64_t height, in
             at::cos(phase).reshape({height, width, -1})};
   };
   // Under autograd the tables would carry angle's graph (a parameter only if a user made it one).
-  if (!cache || (at::GradMode::is_enabled() && angle.requires_grad())) return compute();
+  if (policy_.literal() || (at::GradMode::is_enabled() && angle.requires_grad())) return compute();
   std::lock_guard<std::mutex> lock(cache_mutex_);
   const bool same = cached_.height == height && cached_.width == width &&
                     cached_.angle.defined() && cached_.angle.is_same(angle) &&

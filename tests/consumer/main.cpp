@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include <ATen/ATen.h>
-#include <rmt/model.h>
+#include <rmt/models/model.h>
 #include <rmt/ops/depthwise_conv.h>
 #include <rmt/version.h>
 

@@ -14,7 +14,7 @@
 #include "rmt/batch/prefetch.h"
 #include "rmt/batch/run_directory.h"
 #include "rmt/batch/shard.h"
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
 
 namespace rmt::batch {
 

@@ -11,7 +11,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
 
 namespace rmt::batch {
 

@@ -34,7 +34,7 @@ struct StageOutput {
   torch::Tensor downsampled;  // after downsampling, or `features` when the stage has none
 };
 
-class BasicLayerImpl : public torch::nn::Module {
+class BasicLayerImpl : public torch::nn::Module, public WithBackend {
  public:
   explicit BasicLayerImpl(const BasicLayerOptions& options);
   // In training, throws std::invalid_argument when a block's stochastic depth rate is outside [0, 1]
@@ -42,6 +42,8 @@ class BasicLayerImpl : public torch::nn::Module {
   StageOutput forward_stage(const torch::Tensor& x);
   // The stage's output as the classifier consumes it (after downsampling).
   torch::Tensor forward(const torch::Tensor& x) { return forward_stage(x).downsampled; }
+  // This stage's and every module's in it.
+  void set_backend(Backend backend) override;
 
   BasicLayerOptions options;
   RelPos2d Relpos{nullptr};

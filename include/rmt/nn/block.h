@@ -20,12 +20,14 @@ struct RetBlockOptions {
   TORCH_ARG(double, layer_init_values) = 1e-5;
 };
 
-class RetBlockImpl : public torch::nn::Module {
+class RetBlockImpl : public torch::nn::Module, public WithBackend {
  public:
   explicit RetBlockImpl(const RetBlockOptions& options);
   // x: (B, H, W, C); sin/cos/decay as MaSA takes them.
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& sin, const torch::Tensor& cos,
                         const torch::Tensor& decay);
+  // This block's (residuals in place or not) and its modules'.
+  void set_backend(Backend backend) override;
 
   RetBlockOptions options;
   torch::nn::LayerNorm retention_layer_norm{nullptr};

@@ -7,7 +7,7 @@
 
 namespace rmt::nn {
 
-class DWConv2dImpl : public torch::nn::Module {
+class DWConv2dImpl : public torch::nn::Module, public WithBackend {
  public:
   DWConv2dImpl(int64_t dim, int64_t kernel_size, int64_t stride, int64_t padding);
   // x: (B, H, W, C) -> (B, H', W', C)
@@ -18,8 +18,8 @@ class DWConv2dImpl : public torch::nn::Module {
   // result (see rmt/ops/depthwise_conv.h): pass it only for a tensor nothing else uses.
   torch::Tensor forward_gelu_add(const torch::Tensor& h, bool reuse_input);
 
+  // Literal (Reference): at::conv2d on the permuted view, then the add.
   torch::nn::Conv2d conv{nullptr};
-  Backend backend = Backend::Auto;  // Reference: at::conv2d on the permuted view, then the add
 };
 TORCH_MODULE(DWConv2d);
 

@@ -7,11 +7,13 @@
 
 namespace rmt::nn {
 
-class FeedForwardImpl : public torch::nn::Module {
+class FeedForwardImpl : public torch::nn::Module, public WithBackend {
  public:
   FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim);
   // x: (B, H, W, C) -> (B, H, W, C)
   torch::Tensor forward(const torch::Tensor& x);
+  // This module's and dwconv's.
+  void set_backend(Backend backend) override;
 
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   DWConv2d dwconv{nullptr};

@@ -4,6 +4,7 @@
 
 #include <torch/nn/modules/linear.h>
 
+#include "rmt/nn/cost.h"
 #include "rmt/nn/dwconv.h"
 
 namespace rmt::nn {
@@ -13,15 +14,19 @@ struct MaSAOptions {
   TORCH_ARG(int64_t, embed_dim);
   TORCH_ARG(int64_t, num_heads);
   TORCH_ARG(bool, decomposed) = false;
-  TORCH_ARG(Backend, backend) = Backend::Auto;
 };
 
-class MaSAImpl : public torch::nn::Module {
+class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost {
  public:
   explicit MaSAImpl(const MaSAOptions& options);
   // x: (B, H, W, C); sin, cos: (H, W, head_dim); decay: (heads,). Returns (B, H, W, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sin, const torch::Tensor& cos,
                         const torch::Tensor& decay);
+  // This module's and lepe's.
+  void set_backend(Backend backend) override;
+  // The projections and lepe, then the two attention matmuls (QK^T and attention x V), which are
+  // no child module: "NAME.attention".
+  Size2d count_cost(CostCounter& counter, const std::string& name, Size2d in) const override;
 
   MaSAOptions options;
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr};

@@ -7,14 +7,14 @@
 
 namespace rmt::nn {
 
-class PatchEmbedImpl : public torch::nn::Module {
+class PatchEmbedImpl : public torch::nn::Module, public WithBackend {
  public:
   PatchEmbedImpl(int64_t in_chans, int64_t embed_dim);
   // x: (B, C, H, W) -> (B, ceil(H/4), ceil(W/4), embed_dim), channels last.
   torch::Tensor forward(const torch::Tensor& x);
 
+  // Not literal (Reference): BatchNorms folded, GELU in place at inference.
   torch::nn::Sequential proj{nullptr};
-  Backend backend = Backend::Auto;  // not Reference: BatchNorms folded, GELU in place at inference
 };
 TORCH_MODULE(PatchEmbed);
 

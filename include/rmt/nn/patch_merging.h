@@ -8,15 +8,14 @@
 
 namespace rmt::nn {
 
-class PatchMergingImpl : public torch::nn::Module {
+class PatchMergingImpl : public torch::nn::Module, public WithBackend {
  public:
   PatchMergingImpl(int64_t dim, int64_t out_dim);
   // x: (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), out_dim)
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::nn::Conv2d reduction{nullptr};
-  torch::nn::BatchNorm2d norm{nullptr};
-  Backend backend = Backend::Auto;  // not Reference: the BatchNorm folded into the conv at inference
+  torch::nn::BatchNorm2d norm{nullptr};  // not literal (Reference): folded into the conv at inference
 };
 TORCH_MODULE(PatchMerging);
 

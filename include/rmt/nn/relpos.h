@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <mutex>
 
+#include "rmt/nn/backend.h"
+
 namespace rmt::nn {
 
 struct RelPos2dOptions {
@@ -19,13 +21,14 @@ struct RelPos2dOptions {
   TORCH_ARG(double, heads_range);
 };
 
-class RelPos2dImpl : public torch::nn::Module {
+class RelPos2dImpl : public torch::nn::Module, public WithBackend {
  public:
   explicit RelPos2dImpl(const RelPos2dOptions& options);
 
   // sin and cos of (flattened position index * angle): each (H, W, head_dim), in the buffers' dtype.
   // They depend only on the input size: the last pair is kept and returned again while the size
-  // and `angle` (same tensor, no in-place change since) stay the same, unless `cache` is off.
+  // and `angle` (same tensor, no in-place change since) stay the same, unless the backend is
+  // Reference (the authors recompute the tables every call).
   std::pair<torch::Tensor, torch::Tensor> sin_cos(int64_t height, int64_t width) const;
   // decay[h] * |i - j|: (heads, length, length), the decomposed MaSA's 1D masks.
   torch::Tensor mask_1d(int64_t length) const;
@@ -37,7 +40,6 @@ class RelPos2dImpl : public torch::nn::Module {
   torch::Tensor angle;
   // decay: (heads,), log(1 - 2^(-initial_value - heads_range * h / heads)).
   torch::Tensor decay;
-  bool cache = true;  // off for Backend::Reference: the authors recompute the tables every call
 
  private:
   struct Tables {
@@ -51,7 +53,8 @@ class RelPos2dImpl : public torch::nn::Module {
     torch::Tensor sin, cos;
   };
   mutable std::mutex cache_mutex_;  // forward may run on several threads at once
-  mutable Tables cached_;};
+  mutable Tables cached_;
+};
 TORCH_MODULE(RelPos2d);
 
 // The per-head log-decay log(1 - 2^(-initial_value - heads_range * h / num_heads)), float32, with the

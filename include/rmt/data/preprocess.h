@@ -24,7 +24,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "rmt/image.h"
+#include "rmt/data/image.h"
 
 namespace rmt {
 

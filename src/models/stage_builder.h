@@ -3,8 +3,7 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 
-#include "rmt/config.h"
-#include "rmt/nn/masa.h"
+#include "rmt/models/config.h"
 
 namespace rmt::detail {
 
@@ -12,7 +11,5 @@ namespace rmt::detail {
 // activation checkpointing as the kind's constructor takes it (use_checkpoints per stage for the
 // classifiers, use_checkpoint for every stage of the dense backbone). config.validate(kind) first.
 torch::nn::ModuleList build_stages(const Config& config, ModelKind kind);
-
-void set_backend(torch::nn::ModuleList& stages, nn::Backend backend);
 
 }  // namespace rmt::detail

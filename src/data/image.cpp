@@ -1,4 +1,4 @@
-#include "rmt/image.h"
+#include "rmt/data/image.h"
 
 #include <algorithm>
 #include <cctype>

@@ -1,4 +1,4 @@
-#include "rmt/preprocess.h"
+#include "rmt/data/preprocess.h"
 
 #include <algorithm>
 #include <cmath>

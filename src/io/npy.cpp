@@ -1,4 +1,4 @@
-#include "rmt/npy.h"
+#include "rmt/io/npy.h"
 
 #include <cstring>
 #include <fstream>

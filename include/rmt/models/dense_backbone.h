@@ -3,13 +3,13 @@
 
 #include <torch/nn/modules/container/modulelist.h>
 
-#include "rmt/config.h"
+#include "rmt/models/config.h"
 #include "rmt/nn/basic_layer.h"
 #include "rmt/nn/patch_embed.h"
 
 namespace rmt {
 
-class DenseBackboneImpl : public torch::nn::Module {
+class DenseBackboneImpl : public torch::nn::Module, public nn::WithBackend {
  public:
   // config.validate(Dense) is called first; projection is unused (as in the authors' RMT).
   explicit DenseBackboneImpl(const Config& config);
@@ -25,8 +25,8 @@ class DenseBackboneImpl : public torch::nn::Module {
   bool freeze_batchnorm = false;
 
   const Config& config() const { return config_; }
-  // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
-  void set_backend(nn::Backend backend);
+  // The model's and every module's in it (see rmt/nn/backend.h).
+  void set_backend(nn::Backend backend) override;
 
   nn::PatchEmbed patch_embed{nullptr};
   torch::nn::ModuleList layers{nullptr};

@@ -1,4 +1,4 @@
-#include "rmt/config.h"
+#include "rmt/models/config.h"
 
 #include <algorithm>
 #include <cmath>

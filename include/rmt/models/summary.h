@@ -16,26 +16,11 @@
 #include <string>
 #include <vector>
 
-namespace torch::nn {
-class Module;
-}
+#include "rmt/nn/cost.h"
 
 namespace rmt {
 
 class Model;
-
-enum class CostKind { Conv, DepthwiseConv, Linear, Attention };
-std::string to_string(CostKind kind);  // "conv", "depthwise conv", "linear", "attention"
-
-// One counted operation: a conv or linear layer (by its module path, e.g.
-// "layers.0.blocks.1.ffn.fc1") or the attention matmuls of a MaSA ("...retention.attention").
-struct LayerCost {
-  std::string name;
-  CostKind kind = CostKind::Linear;
-  int64_t macs = 0;
-  int64_t parameters = 0;  // the layer's own weights and bias (0 for attention)
-  int64_t out_height = 0, out_width = 0;  // spatial size of the layer's output
-};
 
 struct ModelSummary {
   int64_t batch = 1, height = 0, width = 0;  // the input size counted at
@@ -52,9 +37,8 @@ struct ModelSummary {
 };
 
 // Counts a VisRetNet, a DenseBackbone, or any module built from rmt's layers (convs, linears,
-// MaSA, containers of those), for a (batch, C, height, width) input. Containers are walked in
-// registration order, which is the order their children run in; a stride changes the spatial size
-// for the layers after it. Throws std::invalid_argument for a non-positive size.
+// MaSA, containers of those), for a (batch, C, height, width) input: the modules give their own
+// costs (nn::CostCounter, rmt/nn/cost.h). Throws std::invalid_argument for a non-positive size.
 ModelSummary summarize(const torch::nn::Module& module, int64_t height, int64_t width,
                        int64_t batch = 1);
 ModelSummary summarize(const Model& model, int64_t height = 224, int64_t width = 224,

@@ -7,7 +7,7 @@
 
 #include <torch/nn/module.h>
 
-#include "rmt/checkpoint.h"
+#include "rmt/io/checkpoint.h"
 
 namespace rmt {
 

@@ -1,4 +1,4 @@
-#include "stage_builder.h"
+#include "models/stage_builder.h"
 
 #include <numeric>
 
@@ -36,15 +36,6 @@ torch::nn::ModuleList build_stages(const Config& config, ModelKind kind) {
     first += depth;
   }
   return layers;
-}
-
-void set_backend(torch::nn::ModuleList& stages, nn::Backend backend) {
-  for (const auto& module : stages->modules(/*include_self=*/false)) {
-    if (auto* masa = module->as<nn::MaSAImpl>()) masa->options.backend(backend);
-    if (auto* conv = module->as<nn::DWConv2dImpl>()) conv->backend = backend;
-    if (auto* merge = module->as<nn::PatchMergingImpl>()) merge->backend = backend;
-    if (auto* relpos = module->as<nn::RelPos2dImpl>()) relpos->cache = backend != nn::Backend::Reference;
-  }
 }
 
 }  // namespace rmt::detail

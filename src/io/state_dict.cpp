@@ -1,4 +1,4 @@
-#include "rmt/state_dict.h"
+#include "rmt/io/state_dict.h"
 
 #include <sstream>
 #include <stdexcept>
@@ -6,7 +6,7 @@
 
 #include <torch/nn/module.h>
 
-#include "rmt/untrusted.h"
+#include "rmt/io/untrusted.h"
 
 namespace rmt {
 

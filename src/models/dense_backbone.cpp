@@ -1,12 +1,12 @@
-#include "rmt/dense_backbone.h"
+#include "rmt/models/dense_backbone.h"
 
 #include <algorithm>
 
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/normalization.h>
 
-#include "rmt/model.h"
-#include "stage_builder.h"
+#include "rmt/models/check_images.h"
+#include "models/stage_builder.h"
 
 namespace rmt {
 
@@ -49,8 +49,9 @@ void DenseBackboneImpl::train(bool on) {
 }
 
 void DenseBackboneImpl::set_backend(nn::Backend backend) {
-  detail::set_backend(layers, backend);
-  patch_embed->backend = backend;
+  WithBackend::set_backend(backend);
+  patch_embed->set_backend(backend);
+  for (const auto& layer : *layers) layer->as<nn::BasicLayerImpl>()->set_backend(backend);
 }
 
 }  // namespace rmt

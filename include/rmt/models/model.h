@@ -5,11 +5,11 @@
 #include <string>
 #include <vector>
 
-#include "rmt/checkpoint.h"
-#include "rmt/classifier.h"
-#include "rmt/config.h"
-#include "rmt/dense_backbone.h"
-#include "rmt/state_dict.h"
+#include "rmt/io/checkpoint.h"
+#include "rmt/io/state_dict.h"
+#include "rmt/models/classifier.h"
+#include "rmt/models/config.h"
+#include "rmt/models/dense_backbone.h"
 
 namespace rmt {
 
@@ -32,7 +32,7 @@ class Model {
   void to(torch::Device device, torch::Dtype dtype);
   void eval() { module_->eval(); }
   void train(bool on = true) { module_->train(on); }
-  // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
+  // The model's and every module's in it (see rmt/nn/backend.h).
   void set_backend(nn::Backend backend);
 
   // Reads and loads a checkpoint; strict unless told otherwise.
@@ -44,10 +44,5 @@ class Model {
   ModelKind kind_;
   std::shared_ptr<torch::nn::Module> module_;
 };
-
-// Checks an image batch against a model: 4-D (B, C, H, W), C == expected_channels, floating point,
-// same dtype and device as the model's parameters. Throws c10::Error saying what was expected.
-void check_images(const torch::Tensor& images, int64_t expected_channels,
-                  const torch::nn::Module& model);
 
 }  // namespace rmt

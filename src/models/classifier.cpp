@@ -1,9 +1,9 @@
-#include "rmt/classifier.h"
+#include "rmt/models/classifier.h"
 
 #include <ATen/ATen.h>
 
-#include "rmt/model.h"
-#include "stage_builder.h"
+#include "rmt/models/check_images.h"
+#include "models/stage_builder.h"
 
 namespace rmt {
 
@@ -70,9 +70,22 @@ std::pair<torch::Tensor, torch::Tensor> VisRetNetImpl::forward_train(const torch
   return {apply_head(pool(tokens)), apply_aux_head(tokens)};
 }
 
+nn::Size2d VisRetNetImpl::count_cost(nn::CostCounter& counter, const std::string& name,
+                                     nn::Size2d in) const {
+  const auto join = nn::CostCounter::join;
+  auto tokens = counter.count(join(name, "patch_embed"), *patch_embed, in);
+  tokens = counter.count(join(name, "layers"), *layers, tokens);
+  const int64_t b = counter.batch(), n = b * tokens.first * tokens.second;
+  counter.linear(join(name, "proj"), *proj, n, tokens);
+  if (head) counter.linear(join(name, "head"), *head, b, {1, 1});
+  if (aux_head) counter.linear(join(name, "aux_head"), *aux_head, n, tokens);
+  return {1, 1};
+}
+
 void VisRetNetImpl::set_backend(nn::Backend backend) {
-  detail::set_backend(layers, backend);
-  patch_embed->backend = backend;
+  WithBackend::set_backend(backend);
+  patch_embed->set_backend(backend);
+  for (const auto& layer : *layers) layer->as<nn::BasicLayerImpl>()->set_backend(backend);
 }
 
 }  // namespace rmt

@@ -6,13 +6,14 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/linear.h>
 
-#include "rmt/config.h"
+#include "rmt/models/config.h"
 #include "rmt/nn/basic_layer.h"
+#include "rmt/nn/cost.h"
 #include "rmt/nn/patch_embed.h"
 
 namespace rmt {
 
-class VisRetNetImpl : public torch::nn::Module {
+class VisRetNetImpl : public torch::nn::Module, public nn::WithBackend, public nn::CountsCost {
  public:
   // token_label adds `aux_head`; config.validate(Classifier or TokenLabel) is called first.
   explicit VisRetNetImpl(const Config& config, bool token_label = false);
@@ -37,8 +38,12 @@ class VisRetNetImpl : public torch::nn::Module {
 
   const Config& config() const { return config_; }
   bool token_label() const { return token_label_; }
-  // Every MaSA, depthwise conv and FFN of the model (see rmt/nn/backend.h).
-  void set_backend(nn::Backend backend);
+  // The model's and every module's in it (see rmt/nn/backend.h).
+  void set_backend(nn::Backend backend) override;
+  // The stem and the stages, then proj on every token of the last stage, head on the pooled
+  // vector and aux_head (token labeling) on every token again (see rmt/models/summary.h).
+  nn::Size2d count_cost(nn::CostCounter& counter, const std::string& name,
+                        nn::Size2d in) const override;
 
   nn::PatchEmbed patch_embed{nullptr};
   torch::nn::ModuleList layers{nullptr};

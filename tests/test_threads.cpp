@@ -1,0 +1,259 @@
+// The thread count rmt picks: cgroup CPU quotas (v1 and v2, read from fake cgroup trees), the
+// affinity mask, and the environment variables that override them. No timing here: speed under
+// load is shown by benchmarks/bench_models --contend.
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include "rmt/runtime/threads.h"
+#include "tool_runner.h"
+#include "rmt/runtime/wait_policy.h"
+
+namespace fs = std::filesystem;
+using rmt::runtime::cgroup_cpu_quota;
+using rmt::runtime::parse_cgroup1_cfs_quota;
+using rmt::runtime::parse_cgroup2_cpu_max;
+
+namespace {
+
+// A fake root: files written under it at their real paths.
+class FakeRoot {
+ public:
+  FakeRoot() {
+    path_ = fs::temp_directory_path() /
+            ("rmt_threads_" + std::to_string(getpid()) + "_" + std::to_string(counter_++));
+    fs::create_directories(path_);
+  }
+  ~FakeRoot() { rmt::test::remove_tree(path_.string()); }
+  void write(const std::string& file, const std::string& text) const {
+    const fs::path p = path_.string() + file;
+    fs::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+  }
+  std::string str() const { return path_.string(); }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+const char* kMountinfoV2 =
+    "25 1 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
+    "rw,nsdelegate,memory_recursiveprot\n";
+// This machine's kind of hybrid setup: v1 controllers, and v2 mounted without them.
+const char* kMountinfoHybrid =
+    "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+    "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n"
+    "34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset\n"
+    "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+
+}  // namespace
+
+TEST(Threads, ParsesCgroup2CpuMax) {
+  EXPECT_FALSE(parse_cgroup2_cpu_max("max 100000\n").has_value());
+  EXPECT_DOUBLE_EQ(*parse_cgroup2_cpu_max("150000 100000\n"), 1.5);
+  EXPECT_DOUBLE_EQ(*parse_cgroup2_cpu_max("50000 100000"), 0.5);
+  EXPECT_DOUBLE_EQ(*parse_cgroup2_cpu_max("200000"), 2.0);  // the period defaults to 100 ms
+  for (const char* bad : {"", "max max", "-5 100000", "1.5 100000", "100000 0", "1 2 3", "lots"}) {
+    try {
+      parse_cgroup2_cpu_max(bad);
+      ADD_FAILURE() << "accepted \"" << bad << "\"";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("cpu.max: expected"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::string("found \"") + bad), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Threads, ParsesCgroup1CfsQuota) {
+  EXPECT_FALSE(parse_cgroup1_cfs_quota("-1\n", "100000\n").has_value());
+  EXPECT_DOUBLE_EQ(*parse_cgroup1_cfs_quota("250000\n", "100000\n"), 2.5);
+  EXPECT_DOUBLE_EQ(*parse_cgroup1_cfs_quota("50000", "200000"), 0.25);
+  EXPECT_THROW(parse_cgroup1_cfs_quota("0", "100000"), std::invalid_argument);
+  EXPECT_THROW(parse_cgroup1_cfs_quota("-2", "100000"), std::invalid_argument);
+  EXPECT_THROW(parse_cgroup1_cfs_quota("x", "100000"), std::invalid_argument);
+  try {
+    parse_cgroup1_cfs_quota("100000", "0");
+    ADD_FAILURE() << "accepted a period of 0";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("cpu.cfs_period_us"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Threads, QuotaPaysForThreadsRoundedUp) {
+  EXPECT_EQ(rmt::runtime::threads_for_quota(0.25), 1);
+  EXPECT_EQ(rmt::runtime::threads_for_quota(1.0), 1);
+  EXPECT_EQ(rmt::runtime::threads_for_quota(1.5), 2);
+  EXPECT_EQ(rmt::runtime::threads_for_quota(4.0), 4);
+}
+
+TEST(Threads, Cgroup2QuotaIsTheTightestOnThePath) {
+  FakeRoot root;
+  root.write("/sys/fs/cgroup/cpu.max", "max 100000\n");
+  root.write("/sys/fs/cgroup/kubepods/cpu.max", "300000 100000\n");
+  root.write("/sys/fs/cgroup/kubepods/pod1/cpu.max", "150000 100000\n");
+  root.write("/sys/fs/cgroup/kubepods/pod1/app/cpu.max", "max 100000\n");
+  auto quota = cgroup_cpu_quota("0::/kubepods/pod1/app\n", kMountinfoV2, root.str());
+  ASSERT_TRUE(quota.has_value());
+  EXPECT_DOUBLE_EQ(quota->cpus, 1.5);
+  EXPECT_EQ(quota->file, "/sys/fs/cgroup/kubepods/pod1/cpu.max");
+
+  // No quota anywhere on the path.
+  EXPECT_FALSE(cgroup_cpu_quota("0::/other\n", kMountinfoV2, root.str()).has_value());
+}
+
+TEST(Threads, Cgroup2InAContainerNamespace) {
+  // Inside a cgroup namespace the process sees its own cgroup as "/" at the mount point.
+  FakeRoot root;
+  root.write("/sys/fs/cgroup/cpu.max", "200000 100000\n");
+  auto quota = cgroup_cpu_quota("0::/\n", kMountinfoV2, root.str());
+  ASSERT_TRUE(quota.has_value());
+  EXPECT_DOUBLE_EQ(quota->cpus, 2.0);
+  // A mount whose root is the container's cgroup: the path is taken relative to it.
+  const std::string mountinfo =
+      "25 1 0:23 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+  root.write("/sys/fs/cgroup/job/cpu.max", "50000 100000\n");
+  quota = cgroup_cpu_quota("0::/docker/abc/job\n", mountinfo, root.str());
+  ASSERT_TRUE(quota.has_value());
+  EXPECT_DOUBLE_EQ(quota->cpus, 0.5);
+}
+
+TEST(Threads, Cgroup1CpuController) {
+  FakeRoot root;
+  root.write("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
+  root.write("/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+  root.write("/sys/fs/cgroup/cpu,cpuacct/slurm/job7/cpu.cfs_quota_us", "100000\n");
+  root.write("/sys/fs/cgroup/cpu,cpuacct/slurm/job7/cpu.cfs_period_us", "100000\n");
+  const std::string cgroup =
+      "4:memory:/slurm/job7\n3:cpuset:/\n2:cpu,cpuacct:/slurm/job7\n0::/slurm/job7\n";
+  auto quota = cgroup_cpu_quota(cgroup, kMountinfoHybrid, root.str());
+  ASSERT_TRUE(quota.has_value());
+  EXPECT_DOUBLE_EQ(quota->cpus, 1.0);
+  EXPECT_EQ(quota->file, "/sys/fs/cgroup/cpu,cpuacct/slurm/job7/cpu.cfs_quota_us");
+}
+
+TEST(Threads, MissingOrMalformedFilesMeanNoLimit) {
+  FakeRoot root;
+  EXPECT_FALSE(cgroup_cpu_quota("0::/a\n", kMountinfoV2, root.str()).has_value());
+  root.write("/sys/fs/cgroup/a/cpu.max", "garbage\n");
+  EXPECT_FALSE(cgroup_cpu_quota("0::/a\n", kMountinfoV2, root.str()).has_value());
+  // No cgroup file system mounted, or an empty /proc/self/cgroup.
+  EXPECT_FALSE(cgroup_cpu_quota("0::/a\n", "", root.str()).has_value());
+  EXPECT_FALSE(cgroup_cpu_quota("", kMountinfoHybrid, root.str()).has_value());
+}
+
+TEST(Threads, AffinityMaskBoundsTheCount) {
+  const int all = rmt::runtime::affinity_cpu_count();
+  EXPECT_GE(all, 1);
+  // A thread pinned to one CPU sees one.
+  int pinned = 0;
+  std::thread t([&] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+    int first = 0;
+    while (!CPU_ISSET(first, &set)) ++first;
+    CPU_ZERO(&set);
+    CPU_SET(first, &set);
+    ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+    pinned = rmt::runtime::affinity_cpu_count();
+    const auto plan = rmt::runtime::plan_threads(0, nullptr, nullptr);
+    EXPECT_LE(plan.threads, 1);
+    EXPECT_EQ(plan.affinity_cpus, 1);
+  });
+  t.join();
+  EXPECT_EQ(pinned, 1);
+}
+
+TEST(Threads, EnvironmentAndRequestOverrideTheDefault) {
+  using rmt::runtime::plan_threads;
+  EXPECT_EQ(plan_threads(3, "5", nullptr).threads, 3);
+  EXPECT_EQ(plan_threads(3, "5", nullptr).source, "requested");
+  EXPECT_EQ(plan_threads(0, "5", "7").threads, 5);
+  EXPECT_EQ(plan_threads(0, "5", "7").source, "OMP_NUM_THREADS");
+  EXPECT_EQ(plan_threads(0, "4,2", nullptr).threads, 4);  // nested levels: the outer one
+  EXPECT_EQ(plan_threads(0, nullptr, "7").threads, 7);
+  EXPECT_EQ(plan_threads(0, "", "7").source, "MKL_NUM_THREADS");
+  const auto by_default = plan_threads(0, nullptr, nullptr);
+  EXPECT_EQ(by_default.threads, rmt::runtime::default_thread_count());
+  EXPECT_EQ(plan_threads(0, nullptr, nullptr, 1 << 20).threads, 1);  // never 0
+  // Ranks started together share the CPUs; an explicit count or OMP_NUM_THREADS is not divided.
+  EXPECT_EQ(plan_threads(0, nullptr, nullptr, 2).threads, std::max(1, by_default.threads / 2));
+  EXPECT_EQ(plan_threads(0, "3", nullptr, 2).threads, 3);
+  EXPECT_EQ(plan_threads(4, nullptr, nullptr, 2).threads, 4);
+  try {
+    plan_threads(0, "two", nullptr);
+    ADD_FAILURE() << "accepted OMP_NUM_THREADS=two";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("OMP_NUM_THREADS=\"two\""), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(plan_threads(0, "0", nullptr), std::invalid_argument);
+}
+
+TEST(Threads, ConfigureSetsLibTorch) {
+  const auto s = rmt::runtime::configure_threads(1);
+  EXPECT_EQ(s.threads, 1);
+  EXPECT_EQ(at::get_num_threads(), 1);
+  EXPECT_NE(rmt::runtime::describe(s).find("1 thread (requested"), std::string::npos)
+      << rmt::runtime::describe(s);
+}
+
+// This program has the preinit entry: libgomp, started before main(), took GOMP_SPINCOUNT=1000,
+// unless the user had chosen a wait policy. OMP_DISPLAY_ENV=VERBOSE makes it print what it took.
+RMT_OPENMP_WAIT_POLICY_PREINIT();
+
+TEST(Threads, Nothing) {}
+
+std::string run_self(const std::string& environment) {
+  const std::string command = "env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY OMP_DISPLAY_ENV=VERBOSE " +
+                              environment + " /proc/" + std::to_string(getpid()) +
+                              "/exe --gtest_filter=Threads.Nothing 2>&1";
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return out;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  pclose(pipe);
+  return out;
+}
+
+TEST(Threads, PreinitSetsTheSpinCountBeforeOpenMPStarts) {
+  const std::string by_default = run_self("");
+  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << by_default;
+  const std::string passive = run_self("OMP_WAIT_POLICY=PASSIVE");
+  EXPECT_NE(passive.find("OMP_WAIT_POLICY = 'PASSIVE'"), std::string::npos) << passive;
+  EXPECT_NE(passive.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << passive;
+  const std::string chosen = run_self("GOMP_SPINCOUNT=12345");
+  EXPECT_NE(chosen.find("GOMP_SPINCOUNT = '12345'"), std::string::npos) << chosen;
+}
+
+TEST(Threads, ToolsStartWithTheDefaultSpinCount) {
+  const std::string tool = rmt::test::tool_path("rmt-infer");
+  if (!std::filesystem::exists(tool)) GTEST_SKIP() << tool << " is not built";
+  const auto display = [&](const std::string& environment) {
+    std::string out;
+    FILE* pipe = popen(("env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY OMP_DISPLAY_ENV=VERBOSE " + environment +
+                        " " + rmt::test::quote(tool) + " --help 2>&1").c_str(), "r");
+    if (pipe == nullptr) return out;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+    pclose(pipe);
+    return out;
+  };
+  const std::string by_default = display("");
+  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << by_default;
+  EXPECT_NE(by_default.find("--threads"), std::string::npos) << by_default;  // the tool ran
+  const std::string active = display("OMP_WAIT_POLICY=ACTIVE");
+  EXPECT_NE(active.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << active;
+  EXPECT_EQ(active.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << active;
+}
