@@ -24,7 +24,7 @@ namespace {
   throw std::invalid_argument("rmt::Config: " + message);
 }
 
-// As Python's repr would show it in most cases: 6 significant digits (printf's %g).
+// 6 significant digits (printf's %g): short, and enough to name the value.
 std::string number(double value) { return fmt::format("{:g}", value); }
 // Numbers as above, integers in full, flags as true/false.
 template <typename T>
