@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <torch/cuda.h>
 
 #include "rmt/rmt.h"
@@ -206,8 +207,7 @@ bool isolated(F work, T& result, std::string& error) {
 }
 
 void row(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
-  std::printf("| %s | %lldx%lld | %lld |", preset.c_str(), static_cast<long long>(size),
-              static_cast<long long>(size), static_cast<long long>(batch));
+  fmt::print("| {} | {}x{} | {} |", preset, size, size, batch);
   Speed speed;
   double fused_peak = 0, literal_peak = 0;
   std::string error;
@@ -218,11 +218,11 @@ void row(const Options& opt, const std::string& preset, int64_t batch, int64_t s
       isolated([&] { return measure_peak(opt, preset, batch, size, rmt::nn::Backend::Reference); },
                literal_peak, error);
   if (!ok) {
-    std::printf(" error: %s | | | | | |\n", error.c_str());
+    fmt::print(" error: {} | | | | | |\n", error);
   } else {
-    std::printf(" %.2f | %.0f | %.2f | %.0f | %.2fx | %.2f |\n", batch / speed.fused, fused_peak,
-                batch / speed.literal, literal_peak, speed.literal / speed.fused,
-                fused_peak / literal_peak);
+    fmt::print(" {:.2f} | {:.0f} | {:.2f} | {:.0f} | {:.2f}x | {:.2f} |\n", batch / speed.fused,
+               fused_peak, batch / speed.literal, literal_peak, speed.literal / speed.fused,
+               fused_peak / literal_peak);
   }
   std::fflush(stdout);
 }
@@ -280,32 +280,32 @@ int main(int argc, char** argv) {
     return 1;
   }
   // No ATen call that starts the thread pool before fork(): each child starts its own.
-  std::printf("# RMT end to end: %s, %s, %ld cores; median of >= %d alternating runs and >= %g s "
-              "per path\n\n",
-              opt.device.c_str(), c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN),
-              opt.repeats, opt.min_seconds);
+  fmt::print("# RMT end to end: {}, {}, {} cores; median of >= {} alternating runs and >= {:g} s "
+             "per path\n\n",
+             opt.device, c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN), opt.repeats,
+             opt.min_seconds);
   const char* memory = opt.device == "cuda" ? "peak GPU MiB" : "peak RSS MiB";
-  std::printf("| model | input | batch | library img/s | library %s | literal img/s | literal %s | speed-up | memory ratio |\n",
-              memory, memory);
-  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  fmt::print("| model | input | batch | library img/s | library {0} | literal img/s | literal {0} | "
+             "speed-up | memory ratio |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+             memory);
   for (const auto& m : opt.models) {
     for (const auto b : opt.batches) row(opt, m, b, 224);
   }
   for (const auto s : opt.dense_sizes) row(opt, opt.dense_model, 1, s);
   if (opt.train_model != "none") {
-    std::printf("\n# Training step (forward + backward), activation checkpointing off and on\n\n");
-    std::printf("| model | input | batch | %s | %s, checkpointed | ratio |\n|---|---|---:|---:|---:|---:|\n",
-                memory, memory);
+    fmt::print("\n# Training step (forward + backward), activation checkpointing off and on\n\n");
+    fmt::print("| model | input | batch | {0} | {0}, checkpointed | ratio |\n"
+               "|---|---|---:|---:|---:|---:|\n",
+               memory);
     double plain = 0, checkpointed = 0;
     std::string error;
-    std::printf("| %s | %lldx%lld | %lld |", opt.train_model.c_str(),
-                static_cast<long long>(opt.train_size), static_cast<long long>(opt.train_size),
-                static_cast<long long>(opt.train_batch));
+    fmt::print("| {} | {}x{} | {} |", opt.train_model, opt.train_size, opt.train_size,
+               opt.train_batch);
     if (isolated([&] { return measure_train_peak(opt, false); }, plain, error) &&
         isolated([&] { return measure_train_peak(opt, true); }, checkpointed, error)) {
-      std::printf(" %.0f | %.0f | %.2f |\n", plain, checkpointed, checkpointed / plain);
+      fmt::print(" {:.0f} | {:.0f} | {:.2f} |\n", plain, checkpointed, checkpointed / plain);
     } else {
-      std::printf(" error: %s | | |\n", error.c_str());
+      fmt::print(" error: {} | | |\n", error);
     }
   }
   return 0;
