@@ -17,6 +17,7 @@
 #include "rmt/batch/launcher.h"
 #include "rmt/data/preprocess.h"
 #include "rmt/models/model.h"
+#include "rmt/models/pretrained.h"
 #include "tool_common.h"
 
 namespace rmt::tools {
@@ -31,17 +32,23 @@ inline ModelFlagsSpec batch_model_spec(std::vector<std::string> kinds, bool dens
   return spec;
 }
 
+// input_size and crop_pct left at 0 take the preset's pretrained config (rmt/pretrained.h: the
+// authors' evaluation, 224 and 0.875, or 0.96 for token labeling), else PreprocessOptions' defaults.
 struct PreprocessFlags {
-  int64_t input_size = 224;
-  double crop_pct = 0.9;
+  int64_t input_size = 0;
+  double crop_pct = 0;
   std::string pass_order = "pillow13";
 };
 
 inline void add_preprocess_flags(CLI::App& app, PreprocessFlags& f) {
-  app.add_option("--input-size", f.input_size, "side of the square crop the model sees")
+  app.add_option("--input-size", f.input_size,
+                 "side of the square crop the model sees (default: the preset's pretrained "
+                 "config, 224)")
       ->check(CLI::Range(int64_t(16), int64_t(4096)));
   app.add_option("--crop-pct", f.crop_pct,
-                 "the shorter side is resized to floor(input_size / crop_pct) before cropping")
+                 "the shorter side is resized to floor(input_size / crop_pct) before cropping "
+                 "(default: the preset's pretrained config, 0.875 or 0.96 for token labeling; "
+                 "0.9 with --config)")
       ->check(CLI::Range(0.05, 1.0));
   app.add_option("--resize-order", f.pass_order,
                  "PIL's order of resize passes: pillow13 (Pillow >= 13) or horizontal-first "
@@ -49,10 +56,11 @@ inline void add_preprocess_flags(CLI::App& app, PreprocessFlags& f) {
       ->check(CLI::IsMember({"pillow13", "horizontal-first"}));
 }
 
-inline rmt::PreprocessOptions preprocess_options(const PreprocessFlags& f) {
-  rmt::PreprocessOptions pre;
-  pre.input_size = f.input_size;
-  pre.crop_pct = f.crop_pct;
+inline rmt::PreprocessOptions preprocess_options(const PreprocessFlags& f, const ModelFlags& m) {
+  auto pre = rmt::has_pretrained_config(m.arch) ? rmt::pretrained_config(m.arch).preprocess()
+                                                : rmt::PreprocessOptions{};
+  if (f.input_size > 0) pre.input_size = f.input_size;
+  if (f.crop_pct > 0) pre.crop_pct = f.crop_pct;
   pre.pass_order = f.pass_order == "pillow13" ? rmt::PillowPassOrder::Pillow13
                                               : rmt::PillowPassOrder::HorizontalFirst;
   pre.validate();

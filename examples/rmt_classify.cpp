@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
@@ -58,15 +60,15 @@ std::vector<std::string> class_names(int64_t num_classes, const std::string& lab
     text << in.rdbuf();
     auto names = split_lines(text.str());
     if (static_cast<int64_t>(names.size()) != num_classes) {
-      throw std::runtime_error(labels_path + ": expected " + std::to_string(num_classes) +
-                               " class names (one per line, the model's num_classes), found " +
-                               std::to_string(names.size()));
+      throw std::runtime_error(fmt::format(
+          "{}: expected {} class names (one per line, the model's num_classes), found {}",
+          labels_path, num_classes, names.size()));
     }
     return names;
   }
   if (num_classes == 1000) return split_lines(rmt_imagenet_classes_text);
   std::vector<std::string> names;
-  for (int64_t i = 0; i < num_classes; ++i) names.push_back("class " + std::to_string(i));
+  for (int64_t i = 0; i < num_classes; ++i) names.push_back(fmt::format("class {}", i));
   return names;
 }
 
@@ -125,10 +127,8 @@ class Progress {
     const int filled = total_ ? static_cast<int>(width * done_ / total_) : width;
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    std::string bar(static_cast<size_t>(filled), '#');
-    bar.resize(width, '.');
-    std::fprintf(stderr, "\r\033[2K[%s] %zu/%zu images  %.1f images/s", bar.c_str(), done_,
-                 total_, seconds > 0 ? done_ / seconds : 0.0);
+    fmt::print(stderr, "\r\033[2K[{:#<{}}{:.<{}}] {}/{} images  {:.1f} images/s", "", filled, "",
+               width - filled, done_, total_, seconds > 0 ? done_ / seconds : 0.0);
     std::fflush(stderr);
   }
   bool enabled() const { return enabled_; }
@@ -138,12 +138,6 @@ class Progress {
   bool enabled_;
   std::chrono::steady_clock::time_point start_;
 };
-
-std::string percent(double p) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%7.2f%%", 100.0 * p);
-  return buffer;
-}
 
 // The top-k classes of a batch of preprocessed images: (probabilities, class indices), (B, k) each,
 // on the CPU.
@@ -245,7 +239,7 @@ int run(int argc, char** argv) {
   const auto rank = sharded ? rmt::tools::rank_of(batch) : rmt::batch::RankInfo{};
   const auto dtype = rmt::tools::parse_dtype(model_flags.dtype_name);
   const torch::Device device = rmt::tools::device_for(model_flags.device_name, rank);
-  const auto pre = rmt::tools::preprocess_options(pre_flags);
+  const auto pre = rmt::tools::preprocess_options(pre_flags, model_flags);
   rmt::tools::apply_threads(batch);
 
   // The model.
@@ -257,12 +251,12 @@ int run(int argc, char** argv) {
   auto model = rmt::tools::load_model(model_flags, device, kTool);
   const int64_t num_classes = model.config().num_classes;
   if (num_classes <= 0) {
-    throw std::invalid_argument("the model has no classification head (num_classes = " +
-                                std::to_string(num_classes) + ")");
+    throw std::invalid_argument(
+        fmt::format("the model has no classification head (num_classes = {})", num_classes));
   }
   const auto names = class_names(num_classes, labels_path);
   topk = std::min(topk, num_classes);
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd records, no version counters
 
   if (sharded) {
     const auto listing = rmt::batch::list_inputs(inputs, batch.file_lists);
@@ -335,9 +329,7 @@ int run(int argc, char** argv) {
         if (json) {
           predictions.push_back({{"index", index}, {"label", names[index]}, {"probability", p}});
         } else {
-          char idx[16];
-          std::snprintf(idx, sizeof idx, "%5lld", static_cast<long long>(index));
-          std::cout << "  " << percent(p) << "  " << idx << "  " << names[index] << "\n";
+          fmt::print("  {:7.2f}%  {:5}  {}\n", 100.0 * p, index, names[index]);
         }
       }
       if (json) results.push_back({{"file", file}, {"predictions", predictions}});
@@ -374,8 +366,8 @@ int run(int argc, char** argv) {
     std::cout << doc.dump(2) << "\n";
   }
   if (!failures.empty()) {
-    std::cerr << kTool << ": " << failures.size() << " of " << files.size() + path_failures
-              << " inputs failed\n";
+    fmt::print(stderr, "{}: {} of {} inputs failed\n", kTool, failures.size(),
+               files.size() + path_failures);
     return kSomeInputsFailed;
   }
   if (files.empty()) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "model_flags.h"
 #include "rmt/io/checkpoint.h"
@@ -74,19 +75,11 @@ void check_not_inflated(const rmt::StateDict& weights, const std::string& input)
   }
   constexpr Bytes kSlack = Bytes(256) << 20;
   if (to_write > held + kSlack) {
-    auto text = [](Bytes n) {
-      std::string s;
-      do {
-        s += static_cast<char>('0' + static_cast<int>(n % 10));
-        n /= 10;
-      } while (n);
-      return std::string(s.rbegin(), s.rend());
-    };
-    throw std::runtime_error(
-        input + ": its " + std::to_string(weights.size()) + " tensors would take " +
-        text(to_write) + " bytes as safetensors, but the checkpoint holds only " + text(held) +
-        " bytes of tensor data (its tensors repeat or overlap the same data, which safetensors "
-        "cannot share); refusing to inflate it");
+    throw std::runtime_error(fmt::format(
+        "{}: its {} tensors would take {} bytes as safetensors, but the checkpoint holds only {} "
+        "bytes of tensor data (its tensors repeat or overlap the same data, which safetensors "
+        "cannot share); refusing to inflate it",
+        input, weights.size(), to_write, held));
   }
 }
 
@@ -172,7 +165,7 @@ int run(int argc, char** argv) {
     }
   }
 
-  TempFile temp(output + ".partial-" + std::to_string(::getpid()));
+  TempFile temp(fmt::format("{}.partial-{}", output, ::getpid()));
   try {
     rmt::save_safetensors(temp.path(), weights, metadata);
   } catch (const std::exception& e) {
@@ -184,9 +177,9 @@ int run(int argc, char** argv) {
   exact.strip_module_prefix = false;
   const rmt::StateDict back = rmt::read_state_dict(temp.path(), exact);
   if (back.size() != weights.size()) {
-    throw std::runtime_error("cannot write " + output + ": the file read back holds " +
-                             std::to_string(back.size()) + " tensors instead of " +
-                             std::to_string(weights.size()));
+    throw std::runtime_error(
+        fmt::format("cannot write {}: the file read back holds {} tensors instead of {}", output,
+                    back.size(), weights.size()));
   }
   for (const auto& item : weights) {
     const at::Tensor* written = back.find(item.key());
@@ -201,15 +194,13 @@ int run(int argc, char** argv) {
     rmt::CountSum elements;
     for (const auto& item : weights) elements.add(item.value().numel());
     const std::string& key = metadata["weights_key"];
-    std::cout << "rmt-convert: wrote " << output << ": " << weights.size() << " tensors, "
-              << (elements.saturated() ? "more than " : "") << elements.value()
-              << " elements, from "
-              << (key.empty() ? "the top-level dict" : "entry '" + rmt::escape_and_cut(key) + "'")
-              << " of " << input << " (" << contents.format << ")";
-    if (!arch.empty() || !config_path.empty()) {
-      std::cout << "; they load into " << (!arch.empty() ? arch : config_path);
-    }
-    std::cout << "\n";
+    fmt::print("rmt-convert: wrote {}: {} tensors, {}{} elements, from {} of {} ({}){}\n", output,
+               weights.size(), elements.saturated() ? "more than " : "", elements.value(),
+               key.empty() ? "the top-level dict" : "entry '" + rmt::escape_and_cut(key) + "'",
+               input, contents.format,
+               arch.empty() && config_path.empty()
+                   ? ""
+                   : "; they load into " + (!arch.empty() ? arch : config_path));
   }
   return 0;
 }

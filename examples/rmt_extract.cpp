@@ -9,6 +9,8 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
 
 #include "batch_tool.h"
 #include "rmt/batch/chunks.h"
@@ -32,7 +34,7 @@ class FeaturesSink : public rmt::batch::ChunkSink {
   static std::vector<std::string> output_names(const rmt::Model& model) {
     if (model.kind() != rmt::ModelKind::Dense) return {"features"};
     std::vector<std::string> names;
-    for (auto i : model.config().out_indices) names.push_back("stage" + std::to_string(i));
+    for (auto i : model.config().out_indices) names.push_back(fmt::format("stage{}", i));
     return names;
   }
 
@@ -106,10 +108,10 @@ int run(int argc, char** argv) {
   const auto rank = rmt::tools::rank_of(batch);
   const auto dtype = rmt::tools::parse_dtype(model_flags.dtype_name);
   const torch::Device device = rmt::tools::device_for(model_flags.device_name, rank);
-  const auto pre = rmt::tools::preprocess_options(pre_flags);
+  const auto pre = rmt::tools::preprocess_options(pre_flags, model_flags);
   rmt::tools::apply_threads(batch);
   auto model = rmt::tools::load_model(model_flags, device, kTool);
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd records, no version counters
 
   const auto listing = rmt::batch::list_inputs(inputs, batch.file_lists);
   for (const auto& d : listing.empty_directories) {

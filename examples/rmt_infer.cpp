@@ -4,6 +4,9 @@
 #include <sstream>
 
 #include <CLI/CLI.hpp>
+#include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/cuda.h>
 
 #include "model_flags.h"
@@ -64,8 +67,8 @@ int run(int argc, char** argv) {
 
   auto images = rmt::read_npy(input);
   if (!at::isFloatingType(images.scalar_type())) {
-    throw std::invalid_argument(input + ": expected floating-point images, found " +
-                                std::string(c10::toString(images.scalar_type())));
+    throw std::invalid_argument(fmt::format("{}: expected floating-point images, found {}", input,
+                                            c10::toString(images.scalar_type())));
   }
   // cuDNN convolutions would otherwise use TF32 (a 10-bit mantissa) for float32 on Ampere and newer.
   at::globalContext().setAllowTF32CuDNN(false);
@@ -74,35 +77,35 @@ int run(int argc, char** argv) {
   if (model.kind() == rmt::ModelKind::Dense) {
     stages = model.config().selected_stages();
     if (stages.empty()) {
-      throw std::invalid_argument("the config's out_indices selects none of the " +
-                                  std::to_string(model.config().num_stages()) +
-                                  " stages: nothing to write");
+      throw std::invalid_argument(
+          fmt::format("the config's out_indices selects none of the {} stages: nothing to write",
+                      model.config().num_stages()));
     }
   }
-  torch::NoGradGuard no_grad;
+  c10::InferenceMode inference;  // no autograd records, no version counters
   auto outputs = model.forward(images.to(device, dtype));
   if (!compare.empty() && compare.size() != outputs.size()) {
-    throw std::invalid_argument("--compare: the model has " + std::to_string(outputs.size()) +
-                                " outputs (dense: one per selected stage, in stage order), found " +
-                                std::to_string(compare.size()) + " reference files");
+    throw std::invalid_argument(fmt::format(
+        "--compare: the model has {} outputs (dense: one per selected stage, in stage order), "
+        "found {} reference files",
+        outputs.size(), compare.size()));
   }
   for (size_t i = 0; i < compare.size(); ++i) {
     auto expected = rmt::read_npy(compare[i]).to(at::kDouble);
     auto actual = outputs[i].to(at::kCPU, at::kDouble);
     if (actual.sizes() != expected.sizes()) {
-      std::ostringstream message;
-      message << compare[i] << ": expected the output's shape " << actual.sizes() << ", found "
-              << expected.sizes();
-      throw std::invalid_argument(message.str());
+      throw std::invalid_argument(fmt::format("{}: expected the output's shape [{}], found [{}]",
+                                              compare[i], fmt::join(actual.sizes(), ", "),
+                                              fmt::join(expected.sizes(), ", ")));
     }
     const double error = ((actual - expected).norm() / expected.norm()).item<double>();
-    const auto label = stages.empty() ? "output " + std::to_string(i) : "stage " + std::to_string(stages[i]);
-    std::cout << label << " " << actual.sizes() << ": relative error " << error << " vs "
-              << compare[i] << "\n";
+    fmt::print("{} {} [{}]: relative error {:g} vs {}\n", stages.empty() ? "output" : "stage",
+               stages.empty() ? static_cast<int64_t>(i) : stages[i],
+               fmt::join(actual.sizes(), ", "), error, compare[i]);
   }
   if (model.kind() == rmt::ModelKind::Dense) {
     for (size_t i = 0; i < outputs.size(); ++i) {
-      rmt::write_npy(output + ".stage" + std::to_string(stages[i]) + ".npy", outputs[i]);
+      rmt::write_npy(fmt::format("{}.stage{}.npy", output, stages[i]), outputs[i]);
     }
   } else {
     rmt::write_npy(output + ".npy", outputs.front());

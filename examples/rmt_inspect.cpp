@@ -14,12 +14,15 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "model_flags.h"
 #include "rmt/io/checkpoint.h"
 #include "rmt/io/pickle.h"
 #include "rmt/io/untrusted.h"
+#include "grouping.h"
 #include "tool_common.h"
 
 namespace {
@@ -40,14 +43,7 @@ constexpr size_t kMaxJsonEntries = 10000;
 // Element counts: a sum over many tensors (a shared one counted at every name) can pass 2^63.
 using Count = unsigned __int128;
 
-std::string decimal(Count n) {
-  std::string s;
-  do {
-    s += static_cast<char>('0' + static_cast<int>(n % 10));
-    n /= 10;
-  } while (n);
-  return std::string(s.rbegin(), s.rend());
-}
+std::string decimal(Count n) { return fmt::format("{}", n); }
 
 nlohmann::json count_json(Count n) {
   if (n <= static_cast<Count>(INT64_MAX)) return static_cast<int64_t>(n);
@@ -70,18 +66,10 @@ std::string dtype_name(at::ScalarType t) {
   }
 }
 
-std::string shape_text(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
+std::string shape_text(at::IntArrayRef sizes) { return fmt::format("[{}]", fmt::join(sizes, ", ")); }
 
 // 1234567 -> "1,234,567"
-std::string grouped(Count n) {
-  std::string s = decimal(n);
-  for (ptrdiff_t p = static_cast<ptrdiff_t>(s.size()) - 3; p > 0; p -= 3) s.insert(p, ",");
-  return s;
-}
+std::string grouped(Count n) { return fmt::format(rmt::tools::grouping(), "{:L}", n); }
 
 bool is_mapping(const Value* v) {
   return v && (v->kind == Kind::Dict || (v->kind == Kind::Object && !v->entries.empty()));
@@ -113,16 +101,12 @@ Totals totals_of(const rmt::StateDict& weights) {
 }
 
 std::string totals_text(const Totals& t) {
-  std::string s = std::to_string(t.tensors) + " tensors, " + grouped(t.floating) +
-                  " parameters (floating-point elements)";
-  if (t.elements != t.floating) s += ", " + grouped(t.elements) + " elements in all";
-  s += "; by dtype:";
-  bool first = true;
-  for (const auto& [d, n] : t.by_dtype) {
-    s += std::string(first ? " " : ", ") + d + " " + grouped(n);
-    first = false;
-  }
-  return s;
+  std::string s = fmt::format("{} tensors, {} parameters (floating-point elements)", t.tensors,
+                              grouped(t.floating));
+  if (t.elements != t.floating) s += fmt::format(", {} elements in all", grouped(t.elements));
+  std::vector<std::string> by_dtype;
+  for (const auto& [d, n] : t.by_dtype) by_dtype.push_back(fmt::format("{} {}", d, grouped(n)));
+  return fmt::format("{}; by dtype: {}", s, fmt::join(by_dtype, ", "));
 }
 
 // The top-level entries, values rendered in one session: a value shared by several entries is
@@ -230,19 +214,20 @@ int run(int argc, char** argv) {
     return 0;
   }
 
-  std::ostringstream out;
-  out << "file: " << rmt::escape_and_cut(path, 4096) << "\n";
+  fmt::memory_buffer out;
+  const auto line = [&out](auto&&... args) { fmt::format_to(std::back_inserter(out), args...); };
+  line("file: {}\n", rmt::escape_and_cut(path, 4096));
   if (explicit_selection) {
-    out << "format: " << contents.format << "\n";
+    line("format: {}\n", contents.format);
   } else {
-    out << rmt::describe_checkpoint(contents);
+    line("{}", rmt::describe_checkpoint(contents));
   }
   if (!no_weights.empty()) {
-    out << "weights: none found (" << no_weights << ")\n";
-    std::cout << out.str();
+    line("weights: none found ({})\n", no_weights);
+    std::cout << fmt::to_string(out);
     return 0;
   }
-  out << "weights: " << source << ": " << totals.tensors << " tensors\n";
+  line("weights: {}: {} tensors\n", source, totals.tensors);
   if (!no_keys) {
     size_t width = 0;
     for (const auto& item : weights) {
@@ -251,20 +236,20 @@ int run(int argc, char** argv) {
     size_t listed = 0;
     for (const auto& item : weights) {
       if (listed == kMaxListedKeys) {
-        out << "  ... (" << weights.size() - listed << " more tensors not listed; --json lists "
-            << "every key)\n";
+        line("  ... ({} more tensors not listed; --json lists every key)\n", weights.size() - listed);
         break;
       }
       ++listed;
       const std::string name = printable(item.key());
       const std::string shape = shape_text(item.value().sizes());
-      out << "  " << name << std::string(name.size() < width ? width - name.size() + 2 : 2, ' ')
-          << shape << std::string(shape.size() < 18 ? 20 - shape.size() : 2, ' ')
-          << dtype_name(item.value().scalar_type()) << "\n";
+      // Padding counted in bytes (fmt's widths count code points).
+      line("  {}{:{}}{}{:{}}{}\n", name, "", name.size() < width ? width - name.size() + 2 : 2,
+           shape, "", shape.size() < 18 ? 20 - shape.size() : 2,
+           dtype_name(item.value().scalar_type()));
     }
   }
-  out << "total: " << totals_text(totals) << "\n";
-  std::cout << out.str();
+  line("total: {}\n", totals_text(totals));
+  std::cout << fmt::to_string(out);
   return 0;
 }
 

@@ -3,7 +3,8 @@
 # nlohmann-json, CLI11, stb, clang with its sanitizer and libFuzzer runtimes (libclang-rt-14-dev,
 # only "recommended" by Debian's clang: scripts/fuzz-replay.sh and scripts/sanitize.sh need it),
 # and LibTorch: from the PyPI torch wheel (pinned), or with RMT_LIBTORCH=debian Debian's
-# libtorch-dev with OpenBLAS (see scripts/libtorch.sh).
+# libtorch-dev with OpenBLAS and libfmt-dev (the wheel ships fmt's headers; Debian's LibTorch does
+# not: see cmake/fmt.cmake) (see scripts/libtorch.sh).
 set -euo pipefail
 source "$(dirname "$0")/libtorch.sh"
 TORCH_VERSION="${RMT_TORCH_VERSION:-2.11.0}"
@@ -14,7 +15,7 @@ packages=(g++ cmake make libgtest-dev nlohmann-json3-dev libcli11-dev libstb-dev
           clang libclang-rt-14-dev)
 if [ "$RMT_LIBTORCH" = debian ]; then
   # libtorch1.13 accepts any libblas.so.3, and apt would pick the reference BLAS (10x slower).
-  packages+=(libtorch-dev libopenblas0-pthread)
+  packages+=(libtorch-dev libopenblas0-pthread libfmt-dev)
 else
   packages+=(python3-pip)
 fi

@@ -23,6 +23,11 @@ cmake --install "$build" --prefix "$prefix" >"$work/install.log" ||
 for f in include/rmt/rmt.h include/rmt/version.h include/rmt/data/preprocess.h include/rmt/nn/masa.h; do
   [ -e "$prefix/$f" ] || { echo "test-install: error: $f was not installed" >&2; exit 1; }
 done
+# fmt is private to the library and the tools (cmake/fmt.cmake): no installed header includes it.
+if grep -rlE '#[[:space:]]*include[[:space:]]*[<"]fmt/' "$prefix/include/rmt" >&2; then
+  echo "test-install: error: the installed headers above include fmt, which rmt keeps private" >&2
+  exit 1
+fi
 # lib, lib64 or lib/<multiarch>, depending on CMAKE_INSTALL_LIBDIR.
 for f in librmt.so rmtConfig.cmake rmtConfigVersion.cmake rmtTargets.cmake; do
   [ -n "$(find "$prefix" -name "$f" -print -quit)" ] ||

@@ -6,7 +6,7 @@
 # reference checkpoints through them (scripts/fuzz-replay.sh). Label: fuzz (skip it with
 # ctest -LE fuzz). Skipped (exit 77) where clang or libFuzzer's runtime is missing.
 set(_rmt_fuzz_args)
-foreach(_var Torch_DIR nlohmann_json_DIR CMAKE_PREFIX_PATH)
+foreach(_var Torch_DIR nlohmann_json_DIR fmt_DIR CMAKE_PREFIX_PATH)
   if(DEFINED ${_var} AND NOT "${${_var}}" STREQUAL "")
     string(REPLACE ";" "\\;" _value "${${_var}}")
     list(APPEND _rmt_fuzz_args "-D${_var}=${_value}")

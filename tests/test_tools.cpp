@@ -17,6 +17,7 @@
 #include "reference.h"
 #include "tool_runner.h"
 #include "rmt/data/preprocess.h"
+#include "rmt/io/checkpoint.h"
 #include "rmt/io/state_dict.h"
 #include "rmt/models/model.h"
 
@@ -187,6 +188,26 @@ TEST_F(Tools, ClassifyReportsBadInputsAndGoesOn) {
   ASSERT_EQ(doc.at("errors").size(), 2u);
   EXPECT_EQ(doc.at("errors").at(0).at("file"), missing);  // paths are checked first
   EXPECT_EQ(doc.at("errors").at(1).at("file"), corrupt);
+}
+
+// With --arch, rmt-classify preprocesses as the preset's pretrained config says (the authors'
+// evaluation: resize 256, crop 224 for RMT-T); --crop-pct and --input-size override it.
+TEST_F(Tools, ClassifyTakesThePresetsPretrainedConfig) {
+  const auto weights = (dir_ / "rmt_t.safetensors").string();  // random: the classes do not matter
+  rmt::save_safetensors(weights, rmt::state_dict(*rmt::Model::from_preset("rmt_t").module()));
+  const auto a = write_image("a.png", 6);
+  auto r = run("rmt-classify", {"--arch", "rmt_t", "--weights", weights, "--json", "--topk", "1", a});
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto pre = nlohmann::json::parse(r.out).at("preprocessing");
+  EXPECT_EQ(pre.at("input_size"), 224);
+  EXPECT_EQ(pre.at("resize"), 256);
+  EXPECT_EQ(pre.at("crop_pct"), 0.875);
+  r = run("rmt-classify", {"--arch", "rmt_t", "--weights", weights, "--json", "--topk", "1",
+                           "--crop-pct", "0.9", "--input-size", "160", a});
+  ASSERT_EQ(r.status, 0) << r.err;
+  pre = nlohmann::json::parse(r.out).at("preprocessing");
+  EXPECT_EQ(pre.at("input_size"), 160);
+  EXPECT_EQ(pre.at("resize"), 177);  // floor(160 / 0.9)
 }
 
 TEST_F(Tools, ClassifyFatalErrors) {

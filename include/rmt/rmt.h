@@ -6,7 +6,9 @@
 #include "rmt/models/classifier.h"
 #include "rmt/models/config.h"
 #include "rmt/models/dense_backbone.h"
+#include "rmt/models/feature_info.h"
 #include "rmt/models/model.h"
+#include "rmt/models/pretrained.h"
 #include "rmt/models/summary.h"
 // The modules the models are built of, and the torch operators they run.
 #include "rmt/nn/backend.h"

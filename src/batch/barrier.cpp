@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <fmt/format.h>
+
 #ifdef RMT_WITH_TCPSTORE
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/version.h>
@@ -173,9 +175,9 @@ void FinishBarrier::wait_for_all(const std::function<bool()>& finished_otherwise
       // is still counted.
       impl_->store->set(impl_->key("rank0-left"), Impl::bytes("1"));
       if (impl_->store->add(impl_->key("finished"), 0) >= impl_->world_size) return;
-      throw std::runtime_error("timed out after " + std::to_string(timeout.count()) +
-                               " s waiting for " + std::to_string(impl_->world_size - arrived) +
-                               " rank(s) to finish (--merge-wait)");
+      throw std::runtime_error(
+          fmt::format("timed out after {} s waiting for {} rank(s) to finish (--merge-wait)",
+                      timeout.count(), impl_->world_size - arrived));
     }
     if (waiting && now - last_news >= std::chrono::seconds(60)) {
       last_news = now;

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "rmt/io/checkpoint.h"
@@ -21,9 +22,10 @@ void check_complete(const Range& range, std::vector<int64_t> indices, const std:
   bool ok = static_cast<int64_t>(indices.size()) == range.size();
   for (size_t i = 0; ok && i < indices.size(); ++i) ok = indices[i] == range.begin + int64_t(i);
   if (!ok) {
-    throw std::runtime_error(path + ": the chunk of inputs [" + std::to_string(range.begin) + ", " +
-                             std::to_string(range.end) + ") has " + std::to_string(indices.size()) +
-                             " entries that are not each of its inputs once (an internal error)");
+    throw std::runtime_error(fmt::format(
+        "{}: the chunk of inputs [{}, {}) has {} entries that are not each of its inputs once (an "
+        "internal error)",
+        path, range.begin, range.end, indices.size()));
   }
 }
 

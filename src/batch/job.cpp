@@ -2,11 +2,11 @@
 
 #include <signal.h>
 
-#include <cstdio>
 #include <filesystem>
-#include <sstream>
 #include <stdexcept>
+#include <utility>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "rmt/batch/barrier.h"
@@ -21,12 +21,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-std::string fixed(double value, int digits) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.*f", digits, value);
-  return buffer;
-}
-
 // Test hook (the tests' SIGKILL case, never needed otherwise): RMT_BATCH_TEST_CRASH_AFTER_CHUNKS=N
 // makes the rank given by RMT_BATCH_TEST_CRASH_RANK (default 0) kill itself with SIGKILL once N
 // chunks are written, with the next one written to its temporary name but not yet renamed: the
@@ -39,21 +33,11 @@ int64_t crash_after_chunks(const JobOptions& o) {
   return std::stoll(*n);
 }
 
-// One line of the log, written at once when the statement ends (ranks share the terminal).
-class Line {
- public:
-  explicit Line(std::ostream& out) : out_(out) {}
-  ~Line() { out_ << text_.str() + "\n" << std::flush; }
-  template <typename T>
-  Line& operator<<(const T& value) {
-    text_ << value;
-    return *this;
-  }
-
- private:
-  std::ostream& out_;
-  std::ostringstream text_;
-};
+// One line of the log, written at once (ranks share the terminal).
+template <typename... Args>
+void log_line(std::ostream& out, fmt::format_string<Args...> format, Args&&... args) {
+  out << fmt::format(format, std::forward<Args>(args)...) + "\n" << std::flush;
+}
 
 class ProgressLog {
  public:
@@ -65,10 +49,9 @@ class ProgressLog {
     last_ = Clock::now();
     last_done_ = done;
     const double s = seconds_since(start_);
-    Line(log_) << prefix_ << done << "/" << total_ << " images"
-               << (total_ ? " (" + fixed(100.0 * done / total_, 0) + "%)" : std::string()) << ", "
-               << chunks_done << "/" << chunks << " chunks, " << fixed(s > 0 ? done / s : 0.0, 1)
-               << " images/s, " << failed << " failed to decode";
+    log_line(log_, "{}{}/{} images{}, {}/{} chunks, {:.1f} images/s, {} failed to decode", prefix_,
+             done, total_, total_ ? fmt::format(" ({:.0f}%)", 100.0 * done / total_) : "",
+             chunks_done, chunks, s > 0 ? done / s : 0.0, failed);
   }
 
  private:
@@ -95,8 +78,7 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   auto barrier =
       o.merge ? FinishBarrier::connect(rank, o.env, o.tool, o.store_timeout, &no_store) : nullptr;
   if (o.merge && !barrier && rank.world_size > 1 && o.env("MASTER_ADDR")) {
-    Line(log) << prefix << "note: no finish barrier (" << no_store
-              << "): the last rank to finish merges";
+    log_line(log, "{}note: no finish barrier ({}): the last rank to finish merges", prefix, no_store);
   }
 
   RunManifest manifest;
@@ -125,11 +107,11 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
     dir.remove_temporaries_of(o.format, todo);
     int64_t todo_images = 0;
     for (const auto& c : todo) todo_images += c.size();
-    Line(log) << prefix << "inputs [" << summary.shard.begin << ", " << summary.shard.end << ") of "
-              << inputs.size() << ", " << chunks.size() << " chunks"
-              << (summary.chunks_skipped
-                      ? ", " + std::to_string(summary.chunks_skipped) + " finished before: skipped"
-                      : std::string());
+    log_line(log, "{}inputs [{}, {}) of {}, {} chunks{}", prefix, summary.shard.begin,
+             summary.shard.end, inputs.size(), chunks.size(),
+             summary.chunks_skipped
+                 ? fmt::format(", {} finished before: skipped", summary.chunks_skipped)
+                 : "");
 
     // Batches never straddle chunks: a chunk is written as soon as its last batch is done.
     std::vector<std::vector<InputImage>> batches;
@@ -200,8 +182,7 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
                               {"failed_to_decode", summary.failed},
                               {"seconds", summary.seconds}};
   dir.mark_rank_finished(rank.rank, mark.dump());
-  Line(log) << prefix << "finished: " << summary.images << " images in "
-            << fixed(summary.seconds, 1) << " s";
+  log_line(log, "{}finished: {} images in {:.1f} s", prefix, summary.images, summary.seconds);
 
   if (!o.merge) {
     summary.merge_note = "no merge asked for";
@@ -217,20 +198,20 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
           summary.merge_note = "rank 0 merges";
           return summary;
         }
-        Line(log) << prefix << "rank 0 no longer waits: the last rank to finish merges";
+        log_line(log, "{}rank 0 no longer waits: the last rank to finish merges", prefix);
       } else {
         barrier->arrive();
-        Line(log) << prefix << "waiting for every rank to finish (the launcher's TCPStore)";
+        log_line(log, "{}waiting for every rank to finish (the launcher's TCPStore)", prefix);
         barrier->wait_for_all(all_done, o.merge_wait, [&](int64_t missing) {
-          Line(log) << prefix << "waiting for " << missing << " rank(s) to finish";
+          log_line(log, "{}waiting for {} rank(s) to finish", prefix, missing);
         });
         merge_here = true;
       }
     } catch (const std::exception& e) {
       if (rank.rank == 0) {
         summary.merge_note = std::string("no merge: ") + e.what();
-        Line(log) << prefix << "warning: " << summary.merge_note
-                  << "; the last rank to finish merges, or run --merge " << o.output_dir;
+        log_line(log, "{}warning: {}; the last rank to finish merges, or run --merge {}", prefix,
+                 summary.merge_note, o.output_dir);
         return summary;
       }
       // The store is gone (rank 0 served it and has left): check the run directory instead.
@@ -238,10 +219,11 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   }
   if (!merge_here) {
     if (const auto missing = dir.missing_chunks(o.format, every_chunk); !missing.empty()) {
-      summary.merge_note =
-          std::to_string(missing.size()) + " chunk(s) of other ranks not finished " +
-          "yet: the last rank to finish merges (or run --merge " + o.output_dir + ")";
-      Line(log) << prefix << summary.merge_note;
+      summary.merge_note = fmt::format(
+          "{} chunk(s) of other ranks not finished yet: the last rank to finish merges (or run "
+          "--merge {})",
+          missing.size(), o.output_dir);
+      log_line(log, "{}{}", prefix, summary.merge_note);
       return summary;
     }
   }
@@ -250,9 +232,9 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   std::string files;
   for (const auto& f : summary.merge.written)
     files += " " + std::filesystem::path(f).filename().string();
-  Line(log) << prefix << "merged " << summary.merge.inputs << " inputs (" << summary.merge.failures
-            << " failed to decode) into" << files;
-  if (!summary.merge.note.empty()) Line(log) << prefix << "note: " << summary.merge.note;
+  log_line(log, "{}merged {} inputs ({} failed to decode) into{}", prefix, summary.merge.inputs,
+           summary.merge.failures, files);
+  if (!summary.merge.note.empty()) log_line(log, "{}note: {}", prefix, summary.merge.note);
   return summary;
 }
 

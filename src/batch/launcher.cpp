@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include <fmt/format.h>
+
 namespace rmt::batch {
 
 namespace {
@@ -53,8 +55,7 @@ std::string to_string(Launcher launcher) {
 }
 
 std::string RankInfo::describe() const {
-  return "rank " + std::to_string(rank) + "/" + std::to_string(world_size) + " (" +
-         to_string(launcher) + ")";
+  return fmt::format("rank {}/{} ({})", rank, world_size, to_string(launcher));
 }
 
 Environment process_environment() {
@@ -71,9 +72,8 @@ RankInfo detect_rank(std::optional<int64_t> rank, std::optional<int64_t> world_s
   // A --world-size given next to a launcher's own count must agree with it.
   const auto agree = [&](const std::string& source) {
     if (world_size && *world_size != info.world_size) {
-      throw std::invalid_argument("--world-size " + std::to_string(*world_size) +
-                                  " disagrees with " + source + " = " +
-                                  std::to_string(info.world_size));
+      throw std::invalid_argument(fmt::format("--world-size {} disagrees with {} = {}",
+                                              *world_size, source, info.world_size));
     }
   };
   if (rank) {
@@ -109,18 +109,19 @@ RankInfo detect_rank(std::optional<int64_t> rank, std::optional<int64_t> world_s
           std::string(kWorldSizeVariable) + " to spec.completions");
     }
   } else if (world_size && *world_size != 1) {
-    throw std::invalid_argument("--world-size " + std::to_string(*world_size) +
-                                " without a rank: give --rank too, or run under torchrun, srun or "
-                                "a Kubernetes Indexed Job");
+    throw std::invalid_argument(fmt::format(
+        "--world-size {} without a rank: give --rank too, or run under torchrun, srun or a "
+        "Kubernetes Indexed Job",
+        *world_size));
   }
   if (info.world_size < 1) {
-    throw std::invalid_argument("the world size (" + to_string(info.launcher) +
-                                ") must be at least 1, found " + std::to_string(info.world_size));
+    throw std::invalid_argument(fmt::format("the world size ({}) must be at least 1, found {}",
+                                            to_string(info.launcher), info.world_size));
   }
   if (info.rank >= info.world_size) {
     throw std::invalid_argument(
-        "the rank must be below the world size (" + to_string(info.launcher) + "): found rank " +
-        std::to_string(info.rank) + " of world size " + std::to_string(info.world_size));
+        fmt::format("the rank must be below the world size ({}): found rank {} of world size {}",
+                    to_string(info.launcher), info.rank, info.world_size));
   }
   return info;
 }
@@ -129,10 +130,10 @@ int64_t cuda_device_for(int64_t local_rank, int64_t device_count) {
   if (device_count < 1) throw std::runtime_error("no CUDA device is available");
   if (local_rank < device_count) return local_rank;
   if (device_count == 1) return 0;  // one device per rank (CUDA_VISIBLE_DEVICES set per task)
-  throw std::runtime_error("local rank " + std::to_string(local_rank) +
-                           " has no GPU of its own: " + std::to_string(device_count) +
-                           " CUDA devices are visible; start at most that many ranks per machine, "
-                           "or give each rank one device (CUDA_VISIBLE_DEVICES)");
+  throw std::runtime_error(fmt::format(
+      "local rank {} has no GPU of its own: {} CUDA devices are visible; start at most that many "
+      "ranks per machine, or give each rank one device (CUDA_VISIBLE_DEVICES)",
+      local_rank, device_count));
 }
 
 }  // namespace rmt::batch

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "rmt/batch/run_directory.h"
@@ -20,7 +21,7 @@ using Json = nlohmann::ordered_json;
 namespace {
 
 std::string range_text(const Range& r) {
-  return "[" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ")";
+  return fmt::format("[{}, {})", r.begin, r.end);
 }
 
 // A path as the chunk files hold it (JSON strings are UTF-8: other bytes become U+FFFD).
@@ -59,18 +60,19 @@ std::vector<ExpectedChunk> expected_chunks(const RunDirectory& dir, const RunMan
       text += (text.empty() ? "" : ", ") + range_text({missing[i].begin, missing[j].end});
       i = j + 1;
     }
-    throw std::runtime_error(dir.path() + ": " + std::to_string(missing_inputs) + " of " +
-                             std::to_string(m.num_inputs) + " inputs have no finished chunk (" +
-                             std::to_string(missing.size()) + " chunk(s): inputs " + text +
-                             "): run the ranks again (they resume), then merge");
+    throw std::runtime_error(fmt::format(
+        "{}: {} of {} inputs have no finished chunk ({} chunk(s): inputs {}): run the ranks again "
+        "(they resume), then merge",
+        dir.path(), missing_inputs, m.num_inputs, missing.size(), text));
   }
   std::map<std::string, bool> known;
   for (const auto& c : chunks) known[c.path] = true;
   for (const auto& f : dir.chunk_files(m.format)) {
     if (!known.count(f)) {
-      throw std::runtime_error(f + ": not a chunk of this run (chunks of " +
-                               std::to_string(m.chunk_size) +
-                               " inputs): its inputs could be counted twice; remove it");
+      throw std::runtime_error(fmt::format(
+          "{}: not a chunk of this run (chunks of {} inputs): its inputs could be counted twice; "
+          "remove it",
+          f, m.chunk_size));
     }
   }
   return chunks;
@@ -80,15 +82,15 @@ std::vector<ExpectedChunk> expected_chunks(const RunDirectory& dir, const RunMan
 void check_entry(const ExpectedChunk& chunk, int64_t expected, int64_t index,
                  const std::string& file, const std::vector<std::string>& inputs) {
   if (index != expected) {
-    throw std::runtime_error(chunk.path + ": expected the entry of input " +
-                             std::to_string(expected) + ", found input " + std::to_string(index) +
-                             " (the chunk holds " + range_text(chunk.range) +
-                             ", each input once, in order)");
+    throw std::runtime_error(fmt::format(
+        "{}: expected the entry of input {}, found input {} (the chunk holds {}, each input once, "
+        "in order)",
+        chunk.path, expected, index, range_text(chunk.range)));
   }
   if (as_written(file) != as_written(inputs[static_cast<size_t>(index)])) {
-    throw std::runtime_error(chunk.path + ": input " + std::to_string(index) + " is '" +
-                             file.substr(0, 200) + "' but inputs.txt says '" +
-                             inputs[static_cast<size_t>(index)].substr(0, 200) + "'");
+    throw std::runtime_error(fmt::format("{}: input {} is '{}' but inputs.txt says '{}'",
+                                         chunk.path, index, file.substr(0, 200),
+                                         inputs[static_cast<size_t>(index)].substr(0, 200)));
   }
 }
 
@@ -135,9 +137,9 @@ MergeResult merge_classes(const RunDirectory& dir, const RunManifest& m,
         index = j.at("index").get<int64_t>();
         file = j.at("file").get<std::string>();
       } catch (const std::exception& e) {
-        throw std::runtime_error(
-            chunk.path + ": entry " + std::to_string(expected - chunk.range.begin) +
-            " is not a result line (" + std::string(e.what()).substr(0, 200) + ")");
+        throw std::runtime_error(fmt::format("{}: entry {} is not a result line ({})", chunk.path,
+                                             expected - chunk.range.begin,
+                                             std::string(e.what()).substr(0, 200)));
       }
       if (expected >= chunk.range.end) {
         throw std::runtime_error(chunk.path + ": more entries than the inputs " +
@@ -152,13 +154,13 @@ MergeResult merge_classes(const RunDirectory& dir, const RunManifest& m,
       } else if (j.contains("predictions")) {
         ++result.results;
       } else {
-        throw std::runtime_error(chunk.path + ": input " + std::to_string(index) +
-                                 " has neither predictions nor an error");
+        throw std::runtime_error(
+            fmt::format("{}: input {} has neither predictions nor an error", chunk.path, index));
       }
     }
     if (expected != chunk.range.end) {
-      throw std::runtime_error(chunk.path + ": holds inputs up to " + std::to_string(expected) +
-                               " of " + range_text(chunk.range) + ": the file is truncated");
+      throw std::runtime_error(fmt::format("{}: holds inputs up to {} of {}: the file is truncated",
+                                           chunk.path, expected, range_text(chunk.range)));
     }
   }
   classes.commit();
@@ -200,10 +202,10 @@ FeatureChunkInfo read_features_chunk(const ExpectedChunk& chunk,
   std::map<int64_t, std::string> entries;  // every input of the chunk -> its path
   const auto add = [&](int64_t i, const std::string& file) {
     if (i < chunk.range.begin || i >= chunk.range.end || entries.count(i)) {
-      throw std::runtime_error(chunk.path + ": input " + std::to_string(i) +
-                               (entries.count(i)
-                                    ? " appears twice"
-                                    : " is outside the chunk's " + range_text(chunk.range)));
+      throw std::runtime_error(
+          fmt::format("{}: input {} {}", chunk.path, i,
+                      entries.count(i) ? "appears twice"
+                                       : "is outside the chunk's " + range_text(chunk.range)));
     }
     entries[i] = file;
   };
@@ -222,8 +224,8 @@ FeatureChunkInfo read_features_chunk(const ExpectedChunk& chunk,
   int64_t expected = chunk.range.begin;
   for (const auto& [i, file] : entries) check_entry(chunk, expected++, i, file, inputs);
   if (expected != chunk.range.end) {
-    throw std::runtime_error(chunk.path + ": holds inputs up to " + std::to_string(expected) +
-                             " of " + range_text(chunk.range));
+    throw std::runtime_error(fmt::format("{}: holds inputs up to {} of {}", chunk.path, expected,
+                                         range_text(chunk.range)));
   }
   for (const auto& item : tensors) {
     if (item.key() != "index" &&
@@ -293,10 +295,10 @@ MergeResult merge_features(const RunDirectory& dir, const RunManifest& m,
   failures.commit();
   result.written = {dir.file("index.jsonl"), dir.file("failures.jsonl")};
   if (bytes > options.max_tensor_bytes) {
-    result.note = "features.safetensors not written: its " + std::to_string(bytes >> 20) +
-                  " MiB exceed the merge limit of " +
-                  std::to_string(options.max_tensor_bytes >> 20) +
-                  " MiB; index.jsonl maps every input to its chunk file and row";
+    result.note = fmt::format(
+        "features.safetensors not written: its {} MiB exceed the merge limit of {} MiB; "
+        "index.jsonl maps every input to its chunk file and row",
+        bytes >> 20, options.max_tensor_bytes >> 20);
     return result;
   }
 
@@ -349,9 +351,9 @@ MergeResult merge_run(const std::string& directory, const MergeOptions& options)
   const auto inputs = dir.read_inputs();
   if (static_cast<int64_t>(inputs.size()) != manifest.num_inputs ||
       fingerprint_text(inputs_text(inputs)) != manifest.inputs_hash) {
-    throw std::runtime_error(dir.file("inputs.txt") + " does not match the manifest (" +
-                             std::to_string(inputs.size()) + " inputs, the manifest says " +
-                             std::to_string(manifest.num_inputs) + ")");
+    throw std::runtime_error(
+        fmt::format("{} does not match the manifest ({} inputs, the manifest says {})",
+                    dir.file("inputs.txt"), inputs.size(), manifest.num_inputs));
   }
   return manifest.format == ChunkFormat::Classes ? merge_classes(dir, manifest, inputs)
                                                  : merge_features(dir, manifest, inputs, options);

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 namespace rmt::batch {
@@ -70,19 +71,10 @@ struct Hasher {
     std::memcpy(&tail, data + i, n - i);
     h = mix(h ^ tail ^ (uint64_t(n - i) << 56));
   }
-  std::string hex() const {
-    char buffer[17];
-    std::snprintf(buffer, sizeof buffer, "%016llx",
-                  static_cast<unsigned long long>(mix(h ^ length)));
-    return buffer;
-  }
+  std::string hex() const { return fmt::format("{:016x}", mix(h ^ length)); }
 };
 
-std::string padded(int64_t value) {
-  char buffer[24];
-  std::snprintf(buffer, sizeof buffer, "%010lld", static_cast<long long>(value));
-  return buffer;
-}
+std::string padded(int64_t value) { return fmt::format("{:010}", value); }
 
 std::vector<std::string> list_names(const std::string& directory) {
   std::vector<std::string> names;
@@ -192,7 +184,7 @@ std::string fingerprint_file(const std::string& path) {
     h.update(buffer.data(), static_cast<size_t>(in.gcount()));
   }
   if (in.bad()) throw std::runtime_error(path + ": cannot read to fingerprint it");
-  return std::to_string(h.length) + " bytes, " + h.hex();
+  return fmt::format("{} bytes, {}", h.length, h.hex());
 }
 
 // ---- atomic files -----------------------------------------------------------------------------

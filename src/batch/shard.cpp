@@ -4,15 +4,17 @@
 #include <stdexcept>
 #include <string>
 
+#include <fmt/format.h>
+
 namespace rmt::batch {
 
 Range shard_of(int64_t count, int64_t rank, int64_t world_size) {
   if (count < 0)
-    throw std::invalid_argument("shard_of: the count is negative: " + std::to_string(count));
+    throw std::invalid_argument(fmt::format("shard_of: the count is negative: {}", count));
   if (world_size < 1 || rank < 0 || rank >= world_size) {
-    throw std::invalid_argument("shard_of: expected 0 <= rank < world_size, found rank " +
-                                std::to_string(rank) + " of world size " +
-                                std::to_string(world_size));
+    throw std::invalid_argument(fmt::format(
+        "shard_of: expected 0 <= rank < world_size, found rank {} of world size {}", rank,
+        world_size));
   }
   const int64_t base = count / world_size, extra = count % world_size;
   const int64_t begin = rank * base + std::min(rank, extra);
@@ -21,8 +23,8 @@ Range shard_of(int64_t count, int64_t rank, int64_t world_size) {
 
 std::vector<Range> all_chunks(int64_t num_inputs, int64_t chunk_size) {
   if (chunk_size < 1) {
-    throw std::invalid_argument("the chunk size must be at least 1, found " +
-                                std::to_string(chunk_size));
+    throw std::invalid_argument(
+        fmt::format("the chunk size must be at least 1, found {}", chunk_size));
   }
   std::vector<Range> chunks;
   for (int64_t begin = 0; begin < num_inputs; begin += chunk_size) {

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 // stb_image from Debian's libstb-dev, compiled into this file only: every function static (no
 // symbol clashes with another copy of stb), only the formats rmt reads (no TGA, which has no
 // signature and would "decode" arbitrary bytes), memory input only.
@@ -103,8 +105,8 @@ void check_complete(Format format, const uint8_t* p, size_t n, const std::string
     const int64_t stride = (width * bits + 31) / 32 * 4;
     const int64_t needed = static_cast<int64_t>(offset) + stride * height;
     if (width > 0 && needed > static_cast<int64_t>(n)) {
-      throw std::runtime_error(name + ": truncated BMP: expected " + std::to_string(needed) +
-                               " bytes of header and pixels, found " + std::to_string(n));
+      throw std::runtime_error(fmt::format(
+          "{}: truncated BMP: expected {} bytes of header and pixels, found {}", name, needed, n));
     }
   }
 }
@@ -114,8 +116,8 @@ void check_complete(Format format, const uint8_t* p, size_t n, const std::string
 Image::Image(int64_t width_, int64_t height_)
     : width(width_), height(height_), pixels(static_cast<size_t>(width_ * height_ * 3), 0) {
   if (width_ < 0 || height_ < 0) {
-    throw std::invalid_argument("rmt::Image: expected a non-negative size, found " +
-                                std::to_string(width_) + "x" + std::to_string(height_));
+    throw std::invalid_argument(
+        fmt::format("rmt::Image: expected a non-negative size, found {}x{}", width_, height_));
   }
 }
 
@@ -123,8 +125,8 @@ Image decode_image_from_memory(const void* data, size_t size, const std::string&
   const auto* bytes = static_cast<const uint8_t*>(data);
   if (size == 0) throw std::runtime_error(name + ": empty file, expected an image");
   if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    throw std::runtime_error(name + ": file too large (" + std::to_string(size) +
-                             " bytes), expected at most 2 GiB");
+    throw std::runtime_error(
+        fmt::format("{}: file too large ({} bytes), expected at most 2 GiB", name, size));
   }
   const Format format = detect_format(bytes, size);
   if (format == Format::Unknown) {
@@ -141,9 +143,8 @@ Image decode_image_from_memory(const void* data, size_t size, const std::string&
                              ")");
   }
   if (w <= 0 || h <= 0 || int64_t(w) * h > kMaxPixels) {
-    throw std::runtime_error(name + ": " + format_name(format) + " image of " + std::to_string(w) +
-                             "x" + std::to_string(h) + " pixels, expected 1 to " +
-                             std::to_string(kMaxPixels) + " pixels");
+    throw std::runtime_error(fmt::format("{}: {} image of {}x{} pixels, expected 1 to {} pixels",
+                                         name, format_name(format), w, h, kMaxPixels));
   }
   check_complete(format, bytes, size, name);
 
@@ -177,8 +178,8 @@ Image decode_image(const std::string& path) {
   std::vector<uint8_t> bytes;
   if (::fstat(fd, &info) == 0 && S_ISREG(info.st_mode)) {
     if (info.st_size > std::numeric_limits<int>::max()) {
-      throw std::runtime_error(path + ": file too large (" + std::to_string(info.st_size) +
-                               " bytes), expected an image of at most 2 GiB");
+      throw std::runtime_error(fmt::format(
+          "{}: file too large ({} bytes), expected an image of at most 2 GiB", path, info.st_size));
     }
     bytes.reserve(size_t(info.st_size));
   }
@@ -188,8 +189,8 @@ Image decode_image(const std::string& path) {
     if (got < 0) {
       if (errno == EINTR) continue;
       const int err = errno;
-      throw std::runtime_error(path + ": read error after " + std::to_string(bytes.size()) +
-                               " bytes (" + std::strerror(err) + ")");
+      throw std::runtime_error(fmt::format("{}: read error after {} bytes ({})", path,
+                                           bytes.size(), std::strerror(err)));
     }
     if (got == 0) break;
     bytes.insert(bytes.end(), buffer, buffer + got);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <ATen/ops/empty.h>
+#include <fmt/format.h>
 
 namespace rmt {
 namespace {
@@ -116,10 +117,10 @@ void vertical_pass(const Image& in, Image& out, int shift, const Taps& t) {
 void check_image(const Image& image, const char* what) {
   if (image.width <= 0 || image.height <= 0 ||
       image.pixels.size() != static_cast<size_t>(image.width * image.height * 3)) {
-    throw std::invalid_argument(std::string(what) + ": expected an RGB image with " +
-                                "width * height * 3 bytes, found " +
-                                std::to_string(image.width) + "x" + std::to_string(image.height) +
-                                " with " + std::to_string(image.pixels.size()) + " bytes");
+    throw std::invalid_argument(
+        fmt::format("{}: expected an RGB image with width * height * 3 bytes, found {}x{} with {} "
+                    "bytes",
+                    what, image.width, image.height, image.pixels.size()));
   }
 }
 
@@ -129,9 +130,9 @@ Image resize_bicubic(const Image& image, int64_t width, int64_t height, PillowPa
   check_image(image, "resize_bicubic");
   constexpr int64_t kMaxSide = 1 << 24;
   if (width < 1 || height < 1 || width > kMaxSide || height > kMaxSide) {
-    throw std::invalid_argument("resize_bicubic: expected an output size of 1 to 2^24 pixels per "
-                                "side, found " + std::to_string(width) + "x" +
-                                std::to_string(height));
+    throw std::invalid_argument(fmt::format(
+        "resize_bicubic: expected an output size of 1 to 2^24 pixels per side, found {}x{}", width,
+        height));
   }
   const bool horizontal = width != image.width;
   const bool vertical = height != image.height;
@@ -176,9 +177,9 @@ Image resize_bicubic(const Image& image, int64_t width, int64_t height, PillowPa
 
 std::pair<int64_t, int64_t> shorter_side_size(int64_t width, int64_t height, int64_t size) {
   if (width <= 0 || height <= 0 || size <= 0) {
-    throw std::invalid_argument("shorter_side_size: expected positive sizes, found image " +
-                                std::to_string(width) + "x" + std::to_string(height) +
-                                " and size " + std::to_string(size));
+    throw std::invalid_argument(fmt::format(
+        "shorter_side_size: expected positive sizes, found image {}x{} and size {}", width, height,
+        size));
   }
   const bool portrait = width <= height;
   const int64_t shorter = portrait ? width : height;
@@ -198,8 +199,8 @@ Image resize_shorter_side(const Image& image, int64_t size, PillowPassOrder orde
 Image center_crop(const Image& image, int64_t width, int64_t height) {
   check_image(image, "center_crop");
   if (width <= 0 || height <= 0) {
-    throw std::invalid_argument("center_crop: expected a positive crop size, found " +
-                                std::to_string(width) + "x" + std::to_string(height));
+    throw std::invalid_argument(
+        fmt::format("center_crop: expected a positive crop size, found {}x{}", width, height));
   }
   // Padding (torchvision pads left/top with the floor of half the missing pixels).
   const int64_t pad_left = width > image.width ? (width - image.width) / 2 : 0;
@@ -232,22 +233,22 @@ int64_t PreprocessOptions::resize_size() const {
 
 void PreprocessOptions::validate() const {
   if (input_size < 1 || input_size > 16384) {
-    throw std::invalid_argument("preprocess: input_size: expected 1 to 16384, found " +
-                                std::to_string(input_size));
+    throw std::invalid_argument(
+        fmt::format("preprocess: input_size: expected 1 to 16384, found {}", input_size));
   }
   if (!(crop_pct > 0.0 && crop_pct <= 10.0)) {
-    throw std::invalid_argument("preprocess: crop_pct: expected a number in (0, 10], found " +
-                                std::to_string(crop_pct));
+    throw std::invalid_argument(
+        fmt::format("preprocess: crop_pct: expected a number in (0, 10], found {}", crop_pct));
   }
   if (resize_size() < 1) {
-    throw std::invalid_argument("preprocess: input_size / crop_pct must be at least 1, found " +
-                                std::to_string(input_size) + " / " + std::to_string(crop_pct));
+    throw std::invalid_argument(fmt::format(
+        "preprocess: input_size / crop_pct must be at least 1, found {} / {}", input_size, crop_pct));
   }
   for (int c = 0; c < 3; ++c) {
     if (!(stddev[c] != 0.0f) || !std::isfinite(stddev[c]) || !std::isfinite(mean[c])) {
-      throw std::invalid_argument("preprocess: expected finite mean and non-zero std, found " +
-                                  std::string("channel ") + std::to_string(c) + ": mean " +
-                                  std::to_string(mean[c]) + ", std " + std::to_string(stddev[c]));
+      throw std::invalid_argument(fmt::format(
+          "preprocess: expected finite mean and non-zero std, found channel {}: mean {}, std {}", c,
+          mean[c], stddev[c]));
     }
   }
 }

@@ -4,8 +4,10 @@
 #include <fstream>
 #include <limits>
 #include <regex>
-#include <sstream>
 #include <stdexcept>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace rmt {
 
@@ -40,9 +42,7 @@ std::string descr_from_dtype(at::ScalarType type) {
     case at::kBool: return "|b1";
     default: break;
   }
-  std::ostringstream s;
-  s << "write_npy: unsupported dtype " << type;
-  throw std::runtime_error(s.str());
+  throw std::runtime_error(fmt::format("write_npy: unsupported dtype {}", c10::toString(type)));
 }
 
 }  // namespace
@@ -110,12 +110,10 @@ void write_npy(const std::string& path, const at::Tensor& input) {
   auto tensor = input.detach().to(at::kCPU);
   if (tensor.scalar_type() == at::kBFloat16) tensor = tensor.to(at::kFloat);
   tensor = tensor.contiguous();
-  std::ostringstream header;
-  header << "{'descr': '" << descr_from_dtype(tensor.scalar_type())
-         << "', 'fortran_order': False, 'shape': (";
-  for (int64_t i = 0; i < tensor.dim(); ++i) header << tensor.size(i) << (tensor.dim() == 1 || i + 1 < tensor.dim() ? ", " : "");
-  header << "), }";
-  std::string text = header.str();
+  // A 1-D shape is Python's one-element tuple, (n, ).
+  std::string text = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}{}), }}",
+                                 descr_from_dtype(tensor.scalar_type()),
+                                 fmt::join(tensor.sizes(), ", "), tensor.dim() == 1 ? ", " : "");
   // Pad so that the data starts on a 64-byte boundary, header ending in '\n' (format version 1).
   const size_t preamble = 10;
   text.append(64 - (preamble + text.size() + 1) % 64, ' ');

@@ -56,6 +56,42 @@ torch::Tensor VisRetNetImpl::apply_aux_head(const torch::Tensor& tokens) {
   return aux_head ? aux_head->forward(flat) : flat;
 }
 
+torch::Tensor VisRetNetImpl::forward_head(const torch::Tensor& features, bool pre_logits) {
+  TORCH_CHECK(features.dim() == 2 && features.size(1) == config_.projection,
+              "forward_head: expected pooled features (B, ", config_.projection,
+              "), found shape ", features.sizes());
+  return pre_logits ? features : apply_head(features);
+}
+
+void VisRetNetImpl::reset_classifier(int64_t num_classes) {
+  const auto reference = proj->weight;  // the model's device and dtype
+  const auto make = [&](const std::string& name, int64_t in_features) {
+    torch::nn::Linear linear(in_features, num_classes);
+    {
+      torch::NoGradGuard no_grad;
+      linear->weight.normal_(0.0, 0.02);
+      linear->bias.zero_();
+    }
+    linear->to(reference.device(), reference.scalar_type());
+    linear->train(is_training());
+    if (named_children().contains(name)) return replace_module(name, linear);
+    return register_module(name, linear);
+  };
+  const auto drop = [&](const std::string& name) {
+    if (named_children().contains(name)) unregister_module(name);
+  };
+  if (num_classes > 0) {
+    head = make("head", config_.projection);
+    if (token_label_) aux_head = make("aux_head", config_.embed_dims.back());
+  } else {
+    drop("head");
+    drop("aux_head");
+    head = nullptr;
+    aux_head = nullptr;
+  }
+  config_.num_classes = num_classes;
+}
+
 torch::Tensor VisRetNetImpl::forward(const torch::Tensor& images) {
   auto tokens = run_stages(images);
   auto logits = apply_head(pool(tokens));

@@ -7,8 +7,11 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "rmt/nn/relpos.h"
@@ -21,20 +24,21 @@ namespace {
   throw std::invalid_argument("rmt::Config: " + message);
 }
 
-std::string number(double value) {
-  std::ostringstream out;
-  out << value;
-  return out.str();
+// 6 significant digits (printf's %g): short, and enough to name the value.
+std::string number(double value) { return fmt::format("{:g}", value); }
+// Numbers as above, integers in full, flags as true/false.
+template <typename T>
+std::string item(T value) {
+  if constexpr (std::is_floating_point_v<T>) return number(value);
+  else return fmt::format("{}", value);
 }
 
 // "[a, b, c]", the first 10 entries of a longer list then "...": messages stay short.
 template <typename T>
 std::string list(const std::vector<T>& values) {
-  std::ostringstream out;
-  out << (std::is_same<T, bool>::value ? std::boolalpha : std::noboolalpha) << '[';
-  for (size_t i = 0; i < values.size() && i < 10; ++i) out << (i ? ", " : "") << values[i];
-  out << (values.size() > 10 ? ", ...]" : "]");
-  return out.str();
+  std::vector<std::string> shown;
+  for (size_t i = 0; i < values.size() && i < 10; ++i) shown.push_back(item(T(values[i])));
+  return fmt::format("[{}{}]", fmt::join(shown, ", "), values.size() > 10 ? ", ..." : "");
 }
 
 Config make(std::vector<int64_t> dims, std::vector<int64_t> depths, std::vector<int64_t> heads,

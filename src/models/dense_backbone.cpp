@@ -1,6 +1,7 @@
 #include "rmt/models/dense_backbone.h"
 
 #include <algorithm>
+#include <string>
 
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/normalization.h>
@@ -37,6 +38,16 @@ std::vector<torch::Tensor> DenseBackboneImpl::forward(const torch::Tensor& image
     x = stage.downsampled;
   }
   return outputs;
+}
+
+std::vector<FeatureInfo> DenseBackboneImpl::feature_info() const {
+  // The stem divides by 4; each stage's PatchMerging (after its features are taken) by 2 more.
+  std::vector<FeatureInfo> info;
+  for (const int64_t stage : config_.selected_stages()) {
+    info.push_back({stage, config_.embed_dims[static_cast<size_t>(stage)], int64_t(4) << stage,
+                    "extra_norms." + std::to_string(stage)});
+  }
+  return info;
 }
 
 void DenseBackboneImpl::train(bool on) {

@@ -44,6 +44,15 @@ void Model::set_backend(nn::Backend backend) {
   }
 }
 
+void Model::reset_classifier(int64_t num_classes) {
+  classifier()->reset_classifier(num_classes);
+  config_.num_classes = num_classes;
+}
+
+std::vector<FeatureInfo> Model::feature_info() const {
+  return dense_backbone()->feature_info();
+}
+
 LoadReport Model::load(const std::string& path, const WeightsSelection& selection, bool strict) {
   return load_weights(*module_, path, selection, strict);
 }

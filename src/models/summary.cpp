@@ -1,40 +1,29 @@
 #include "rmt/models/summary.h"
 
-#include <cstdio>
+#include <iterator>
 #include <map>
-#include <sstream>
 #include <stdexcept>
+
+#include <fmt/format.h>
 
 #include <torch/nn/module.h>
 
+#include "models/grouping.h"
 #include "rmt/models/model.h"
 
 namespace rmt {
 namespace {
 
-std::string with_commas(int64_t v) {
-  std::string digits = std::to_string(v < 0 ? -v : v), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return v < 0 ? "-" + out : out;
-}
-
-std::string fixed(double v, int decimals) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.*f", decimals, v);
-  return buffer;
-}
+std::string with_commas(int64_t v) { return fmt::format(detail::grouping(), "{:L}", v); }
 
 }  // namespace
 
 ModelSummary summarize(const torch::nn::Module& module, int64_t height, int64_t width,
                        int64_t batch) {
   if (height < 1 || width < 1 || batch < 1) {
-    throw std::invalid_argument("summarize: expected a positive batch, height and width, found " +
-                                std::to_string(batch) + "x" + std::to_string(height) + "x" +
-                                std::to_string(width));
+    throw std::invalid_argument(fmt::format(
+        "summarize: expected a positive batch, height and width, found {}x{}x{}", batch, height,
+        width));
   }
   ModelSummary summary;
   summary.batch = batch;
@@ -60,16 +49,18 @@ ModelSummary summarize(const Model& model, int64_t height, int64_t width, int64_
 }
 
 std::string format_summary(const ModelSummary& s, const std::string& title, bool per_layer) {
-  std::ostringstream out;
-  const auto g = [](int64_t macs) { return fixed(macs / 1e9, 3); };
-  out << (title.empty() ? std::string("model") : title) << " at input " << s.batch << "x3x"
-      << s.height << "x" << s.width << "\n";
-  out << "  parameters        " << with_commas(s.parameters) << " ("
-      << fixed(s.parameters / 1e6, 2) << " M)\n";
-  out << "  GMACs             " << fixed(s.total_macs() / 1e9, 2) << " = " << g(s.conv_macs)
-      << " dense convs + " << g(s.depthwise_conv_macs) << " depthwise convs + "
-      << g(s.linear_macs) << " linear + " << g(s.attention_macs) << " attention\n";
-  out << "  MACs              " << with_commas(s.total_macs()) << "\n";
+  fmt::memory_buffer out;
+  const auto g = [](int64_t macs) { return fmt::format("{:.3f}", macs / 1e9); };
+  fmt::format_to(std::back_inserter(out), "{} at input {}x3x{}x{}\n",
+                 title.empty() ? std::string("model") : title, s.batch, s.height, s.width);
+  fmt::format_to(std::back_inserter(out), "  parameters        {} ({:.2f} M)\n",
+                 with_commas(s.parameters), s.parameters / 1e6);
+  fmt::format_to(std::back_inserter(out),
+                 "  GMACs             {:.2f} = {} dense convs + {} depthwise convs + {} linear + {} "
+                 "attention\n",
+                 s.total_macs() / 1e9, g(s.conv_macs), g(s.depthwise_conv_macs), g(s.linear_macs),
+                 g(s.attention_macs));
+  fmt::format_to(std::back_inserter(out), "  MACs              {}\n", with_commas(s.total_macs()));
 
   // By top-level module: "layers.2.blocks..." -> "layers.2".
   std::vector<std::string> order;
@@ -82,28 +73,28 @@ std::string format_summary(const ModelSummary& s, const std::string& title, bool
     groups[key].first += l.parameters;
     groups[key].second += l.macs;
   }
-  char line[256];
-  std::snprintf(line, sizeof line, "\n  %-22s %14s %10s\n", "module", "parameters", "GMACs");
-  out << line;
+  constexpr const char* kModuleRow = "  {:<22} {:>14} {:>10}\n";
+  fmt::format_to(std::back_inserter(out), "\n");
+  fmt::format_to(std::back_inserter(out), kModuleRow, "module", "parameters", "GMACs");
   for (const auto& key : order) {
-    std::snprintf(line, sizeof line, "  %-22s %14s %10s\n", key.c_str(),
-                  with_commas(groups[key].first).c_str(), g(groups[key].second).c_str());
-    out << line;
+    fmt::format_to(std::back_inserter(out), kModuleRow, key, with_commas(groups[key].first),
+                   g(groups[key].second));
   }
-  out << "  (parameters of the counted layers; norms and relative positions hold the rest)\n";
+  fmt::format_to(std::back_inserter(out),
+                 "  (parameters of the counted layers; norms and relative positions hold the "
+                 "rest)\n");
   if (per_layer) {
-    std::snprintf(line, sizeof line, "\n  %-44s %-15s %9s %12s %14s\n", "layer", "kind", "output",
-                  "parameters", "MACs");
-    out << line;
+    constexpr const char* kLayerRow = "  {:<44} {:<15} {:>9} {:>12} {:>14}\n";
+    fmt::format_to(std::back_inserter(out), "\n");
+    fmt::format_to(std::back_inserter(out), kLayerRow, "layer", "kind", "output", "parameters",
+                   "MACs");
     for (const auto& l : s.layers) {
-      const std::string size = std::to_string(l.out_height) + "x" + std::to_string(l.out_width);
-      std::snprintf(line, sizeof line, "  %-44s %-15s %9s %12s %14s\n", l.name.c_str(),
-                    to_string(l.kind).c_str(), size.c_str(), with_commas(l.parameters).c_str(),
-                    with_commas(l.macs).c_str());
-      out << line;
+      fmt::format_to(std::back_inserter(out), kLayerRow, l.name, to_string(l.kind),
+                     fmt::format("{}x{}", l.out_height, l.out_width), with_commas(l.parameters),
+                     with_commas(l.macs));
     }
   }
-  return out.str();
+  return fmt::to_string(out);
 }
 
 }  // namespace rmt

@@ -5,6 +5,7 @@
 
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
 #include <torch/autograd.h>
 
 namespace rmt::nn {
@@ -137,9 +138,10 @@ StageOutput BasicLayerImpl::forward_stage(const torch::Tensor& input) {
       auto block = blocks->ptr<RetBlockImpl>(i);
       const double rate = block->options.drop_path();
       if (block->is_training() && !(rate >= 0 && rate <= 1)) {
-        throw std::invalid_argument(
-            "RMT: block " + std::to_string(i) + " of this stage has the stochastic depth rate " +
-            std::to_string(rate) + " (from drop_path_rate): training needs drop_path_rate in [0, 1]");
+        throw std::invalid_argument(fmt::format(
+            "RMT: block {} of this stage has the stochastic depth rate {} (from drop_path_rate): "
+            "training needs drop_path_rate in [0, 1]",
+            i, rate));
       }
       if (checkpoint) {
         const auto parameters = block->parameters();

@@ -1,17 +1,17 @@
 // Builds RMT-T from the installed rmt, runs one 64x64 image through it and prints the output shape;
-// calls an installed operator header's entry point too.
+// calls an installed operator header's entry point too. Includes every installed header (rmt.h):
+// they need nothing but LibTorch (fmt, for one, stays inside the library).
 #include <iostream>
 
 #include <ATen/ATen.h>
-#include <rmt/models/model.h>
-#include <rmt/ops/depthwise_conv.h>
-#include <rmt/version.h>
+#include <c10/core/InferenceMode.h>
+#include <rmt/rmt.h>
 
 int main() {
   try {
     auto model = rmt::Model::from_preset("rmt_t");
     model.eval();
-    at::NoGradGuard no_grad;
+    c10::InferenceMode inference;
     const auto logits = model.forward(at::randn({1, 3, 64, 64})).front();
     std::cout << "rmt " << rmt::version() << " (headers " << RMT_VERSION_STRING << ")\n";
     std::cout << "rmt_t output shape: " << logits.sizes() << "\n";
@@ -23,6 +23,10 @@ int main() {
     if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) != 1000) {
       std::cerr << "rmt_consumer: error: expected logits of shape [1, 1000], found "
                 << logits.sizes() << "\n";
+      return 1;
+    }
+    if (rmt::pretrained_config("rmt_t").preprocess().resize_size() != 256) {
+      std::cerr << "rmt_consumer: error: RMT-T's pretrained config does not resize to 256\n";
       return 1;
     }
     const auto y = rmt::ops::depthwise_conv2d_nhwc(at::ones({1, 4, 4, 8}), at::ones({8, 1, 3, 3}),

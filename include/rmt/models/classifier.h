@@ -35,6 +35,18 @@ class VisRetNetImpl : public torch::nn::Module, public nn::WithBackend, public n
   torch::Tensor forward_features(const torch::Tensor& images);
   // proj, BatchNorm, swish and average pooling of the last stage's tokens (B, h, w, C).
   torch::Tensor pool(const torch::Tensor& tokens);
+  // The classifier on pooled features (B, projection): logits (B, num_classes), or the features
+  // themselves with pre_logits or without a head (num_classes <= 0). For a classifier
+  // forward(x) == forward_head(forward_features(x)); a token-labeling model's forward adds
+  // 0.5 * max over tokens of aux_head(tokens), which pooled features no longer hold.
+  torch::Tensor forward_head(const torch::Tensor& features, bool pre_logits = false);
+
+  // A new head for num_classes classes (fine-tuning on another label set), replacing `head` (and
+  // `aux_head` with token labeling) as the authors initialise a Linear: weights normal with std
+  // 0.02 (their trunc_normal_, truncated at +-2, i.e. at 100 std), bias 0, on the device and dtype
+  // of the model. num_classes <= 0 removes the heads (identity: forward returns the pooled
+  // features). The backbone's parameters are left as they are; config().num_classes follows.
+  void reset_classifier(int64_t num_classes);
 
   const Config& config() const { return config_; }
   bool token_label() const { return token_label_; }

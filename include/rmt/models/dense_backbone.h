@@ -4,6 +4,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 
 #include "rmt/models/config.h"
+#include "rmt/models/feature_info.h"
 #include "rmt/nn/basic_layer.h"
 #include "rmt/nn/patch_embed.h"
 
@@ -23,6 +24,9 @@ class DenseBackboneImpl : public torch::nn::Module, public nn::WithBackend {
   // kept). Off by default, as the authors' code behaves whatever norm_eval says (see Config).
   void train(bool on = true) override;
   bool freeze_batchnorm = false;
+
+  // One entry per output of forward(), in the same order: stage, channels, reduction, module.
+  std::vector<FeatureInfo> feature_info() const;
 
   const Config& config() const { return config_; }
   // The model's and every module's in it (see rmt/nn/backend.h).

@@ -35,6 +35,11 @@ class Model {
   // The model's and every module's in it (see rmt/nn/backend.h).
   void set_backend(nn::Backend backend);
 
+  // Classifiers: a new head for num_classes (VisRetNetImpl::reset_classifier); config() follows.
+  void reset_classifier(int64_t num_classes);
+  // Dense: each output of forward(), in order (DenseBackboneImpl::feature_info); throws otherwise.
+  std::vector<FeatureInfo> feature_info() const;
+
   // Reads and loads a checkpoint; strict unless told otherwise.
   LoadReport load(const std::string& path, const WeightsSelection& selection = {},
                   bool strict = true);
