@@ -22,7 +22,7 @@
 #include "rmt/io/checkpoint.h"
 #include "rmt/io/pickle.h"
 #include "rmt/io/untrusted.h"
-#include "grouping.h"
+#include "models/grouping.h"  // the library's private helper (src/): one copy
 #include "tool_common.h"
 
 namespace {
@@ -69,7 +69,7 @@ std::string dtype_name(at::ScalarType t) {
 std::string shape_text(at::IntArrayRef sizes) { return fmt::format("[{}]", fmt::join(sizes, ", ")); }
 
 // 1234567 -> "1,234,567"
-std::string grouped(Count n) { return fmt::format(rmt::tools::grouping(), "{:L}", n); }
+std::string grouped(Count n) { return fmt::format(rmt::detail::grouping(), "{:L}", n); }
 
 bool is_mapping(const Value* v) {
   return v && (v->kind == Kind::Dict || (v->kind == Kind::Object && !v->entries.empty()));

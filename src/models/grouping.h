@@ -1,6 +1,6 @@
 #pragma once
 // Thousands separators for fmt's locale-aware integers: fmt::format(grouping(), "{:L}", 1234567)
-// is "1,234,567", whatever the global locale.
+// is "1,234,567", whatever the global locale. (rmt-inspect uses it too.)
 #include <locale>
 #include <string>
 
