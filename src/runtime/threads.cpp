@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -16,24 +15,13 @@
 
 #include <ATen/Parallel.h>
 
+#include "rmt/io/untrusted.h"
+
 namespace rmt::runtime {
 namespace {
 
-// The text quoted for an error message: at most 80 characters, control characters escaped.
-std::string quoted(const std::string& text) {
-  std::string out = "\"";
-  for (size_t i = 0; i < text.size() && i < 80; ++i) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c < 0x20 || c >= 0x7f) {
-      char hex[8];
-      std::snprintf(hex, sizeof hex, "\\x%02x", c);
-      out += hex;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + (text.size() > 80 ? "...\"" : "\"");
-}
+// The text quoted for an error message: escaped and cut as every message of the library is.
+std::string quoted(const std::string& text) { return "\"" + escape_and_cut(text, 80) + "\""; }
 
 std::string trimmed(const std::string& s) {
   const auto begin = s.find_first_not_of(" \t\r\n");
@@ -259,9 +247,7 @@ int threads_for_quota(double cpus) {
 }
 
 int default_thread_count(int processes_sharing) {
-  int threads = affinity_cpu_count();
-  if (const auto quota = cgroup_cpu_quota()) threads = std::min(threads, threads_for_quota(quota->cpus));
-  return std::max(1, threads / std::max(1, processes_sharing));
+  return plan_threads(0, nullptr, nullptr, processes_sharing).threads;
 }
 
 ThreadSettings plan_threads(int requested, const char* omp_num_threads, const char* mkl_num_threads,
