@@ -8,33 +8,18 @@
 
 namespace {
 
-using rmt::test::find_reference_file;
 using rmt::test::manifest_case;
 using rmt::test::relative_error;
 
-struct Case {
-  rmt::Model model;
-  at::Tensor input;
-  std::vector<at::Tensor> expected;
-};
+using Case = rmt::test::ReferenceCase;
 
 // A case of the reference manifest (tests/data), in float64.
 Case load_case(const std::string& name) {
-  const auto entry = manifest_case(name);
-  const auto kind = rmt::model_kind_from_string(entry.at("kind"));
-  rmt::Model model(rmt::config_from_json(entry.at("config").dump()), kind);
-  rmt::WeightsSelection selection;
-  selection.weights_key = entry.at("weights_key");
-  if (entry.contains("key_prefix")) selection.key_prefix = entry.at("key_prefix");
-  model.load(find_reference_file(entry.at("checkpoint")), selection);
-  model.eval();
-  model.to(torch::kCPU, torch::kFloat64);
-  std::vector<at::Tensor> expected;
-  for (const auto& file : entry.at("outputs")) {
-    expected.push_back(rmt::read_npy(find_reference_file(file)).to(at::kDouble));
-  }
-  return {std::move(model), rmt::read_npy(find_reference_file(entry.at("input"))).to(at::kDouble),
-          std::move(expected)};
+  auto c = rmt::test::load_manifest_case(name);
+  c.model.to(torch::kCPU, torch::kFloat64);
+  c.input = c.input.to(at::kDouble);
+  for (auto& e : c.expected) e = e.to(at::kDouble);
+  return c;
 }
 
 // --- forward_head ------------------------------------------------------------------------------

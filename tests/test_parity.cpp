@@ -8,42 +8,13 @@
 namespace {
 
 using rmt::test::data_path;
-using rmt::test::find_reference_file;
 using rmt::test::manifest_case;
 using rmt::test::relative_error;
 
-struct LoadedCase {
-  rmt::Model model;
-  at::Tensor input;
-  std::vector<at::Tensor> expected;
-};
+using LoadedCase = rmt::test::ReferenceCase;
+using rmt::test::build_manifest_model;
 
-rmt::Model build_model(const nlohmann::json& entry) {
-  const auto kind = rmt::model_kind_from_string(entry.at("kind"));
-  if (entry.at("config").is_string()) {
-    auto p = rmt::preset(entry.at("config").get<std::string>());
-    EXPECT_EQ(p.kind, kind);
-    return rmt::Model(p.config, kind);
-  }
-  return rmt::Model(rmt::config_from_json(entry.at("config").dump()), kind);
-}
-
-rmt::WeightsSelection selection_of(const nlohmann::json& entry) {
-  rmt::WeightsSelection s;
-  s.weights_key = entry.at("weights_key");
-  if (entry.contains("key_prefix")) s.key_prefix = entry.at("key_prefix");
-  return s;
-}
-
-LoadedCase load_case(const std::string& name) {
-  auto entry = manifest_case(name);
-  auto model = build_model(entry);
-  model.load(find_reference_file(entry.at("checkpoint")), selection_of(entry));
-  model.eval();
-  std::vector<at::Tensor> expected;
-  for (const auto& file : entry.at("outputs")) expected.push_back(rmt::read_npy(find_reference_file(file)));
-  return {std::move(model), rmt::read_npy(find_reference_file(entry.at("input"))), std::move(expected)};
-}
+LoadedCase load_case(const std::string& name) { return rmt::test::load_manifest_case(name); }
 
 // Runs the case in `dtype` with the given attention backend and returns the worst relative error.
 double worst_error(LoadedCase& c, at::ScalarType dtype, rmt::nn::Backend backend) {
@@ -118,7 +89,7 @@ TEST(TinyCls, RelativePositionTensorsMatch) {
 
 TEST(TinyCls, EmaWeightsGiveTheEmaOutput) {
   auto entry = manifest_case("tiny_cls");
-  auto model = build_model(entry);
+  auto model = build_manifest_model(entry);
   rmt::WeightsSelection s;
   s.weights_key = "model_ema";
   model.load(data_path("tiny_cls.pth"), s);
@@ -136,7 +107,7 @@ class SameWeights : public ::testing::TestWithParam<std::pair<std::string, doubl
 
 TEST_P(SameWeights, GiveTheReferenceOutput) {
   const auto [file, tolerance] = GetParam();
-  auto model = build_model(manifest_case("tiny_cls"));
+  auto model = build_manifest_model(manifest_case("tiny_cls"));
   model.load(data_path(file));  // auto weights key, `module.` stripped
   model.eval();
   model.to(torch::kCPU, at::kDouble);
