@@ -152,18 +152,20 @@ inline torch::Device device_for(const std::string& name, const rmt::batch::RankI
   return device;
 }
 
+// The ranks on this machine (torchrun's LOCAL_WORLD_SIZE), which share its cores.
+inline int ranks_on_this_machine() {
+  const char* n = std::getenv("LOCAL_WORLD_SIZE");
+  return n ? std::max(1, std::atoi(n)) : 1;
+}
+
 // Decode threads: the flag, or a share of the cores among the ranks on this machine.
 inline int decode_threads(const BatchFlags& f) {
   if (f.decode_threads > 0) return f.decode_threads;
-  int64_t here = 1;
-  if (const char* n = std::getenv("LOCAL_WORLD_SIZE")) here = std::max<int64_t>(1, std::atoll(n));
-  return rmt::batch::default_decode_threads(here);
+  return rmt::batch::default_decode_threads(ranks_on_this_machine());
 }
 
 inline void apply_threads(const BatchFlags& f) {
-  int here = 1;
-  if (const char* n = std::getenv("LOCAL_WORLD_SIZE")) here = std::max(1, std::atoi(n));
-  rmt::runtime::configure_threads(f.threads, here);
+  rmt::runtime::configure_threads(f.threads, ranks_on_this_machine());
 }
 
 // What makes two runs' results comparable: recorded in the run directory, checked on restarts.
