@@ -6,9 +6,13 @@ set(RMT_TCPSTORE "AUTO" CACHE STRING "Use c10d's TCPStore for the batch tools' f
 set(RMT_WITH_TCPSTORE OFF)
 if(NOT RMT_TCPSTORE STREQUAL "OFF")
   include(CheckCXXSourceCompiles)
-  # The library files, not Torch's imported targets (try_compile cannot re-export those).
-  find_library(RMT_TORCH_CPU_LIBRARY torch_cpu PATHS "${TORCH_INSTALL_PREFIX}/lib")
-  find_library(RMT_C10_LIBRARY c10 PATHS "${TORCH_INSTALL_PREFIX}/lib")
+  # The library files, not Torch's imported targets (try_compile cannot re-export those), from
+  # the chosen LibTorch's library folder only (that of TORCH_LIBRARY, which cmake/libtorch.cmake
+  # vetted): a default search finds another installation's first (Debian's in /usr/lib beside
+  # the wheel), the test program then fails to link and the barrier is silently left out.
+  get_filename_component(_rmt_torch_lib_dir "${TORCH_LIBRARY}" DIRECTORY)
+  find_library(RMT_TORCH_CPU_LIBRARY torch_cpu PATHS "${_rmt_torch_lib_dir}" NO_DEFAULT_PATH)
+  find_library(RMT_C10_LIBRARY c10 PATHS "${_rmt_torch_lib_dir}" NO_DEFAULT_PATH)
   mark_as_advanced(RMT_TORCH_CPU_LIBRARY RMT_C10_LIBRARY)
   set(CMAKE_REQUIRED_INCLUDES ${TORCH_INCLUDE_DIRS})
   set(CMAKE_REQUIRED_LIBRARIES ${RMT_TORCH_CPU_LIBRARY} ${RMT_C10_LIBRARY})
