@@ -585,4 +585,40 @@ TEST(Modules, FoldedBatchNormsMatchConvThenBatchNorm) {
   EXPECT_GT(merge_ref.abs().max().item<double>(), 1.0);  // non-trivial statistics at work
 }
 
+// The fused path keeps derived weights between calls (BatchNorms folded into their convs, Linear
+// weights packed for oneDNN): they must follow every change of the weights they come from, in place
+// (as a checkpoint load makes) or by a move to another dtype, and agree with the literal path.
+TEST(Modules, KeptFoldedAndPackedWeightsFollowTheWeights) {
+  auto model = rmt::Model::from_preset("rmt_t");
+  model.eval();
+  torch::NoGradGuard no_grad;
+  const auto images = torch::randn({1, 3, 64, 64});
+  auto literal = [&] {
+    model.set_backend(rmt::nn::Backend::Reference);
+    auto y = model.forward(images)[0];
+    model.set_backend(rmt::nn::Backend::Fused);
+    return y;
+  };
+  const auto before = model.forward(images)[0];  // fills the caches
+  EXPECT_LT(rmt::test::relative_error(before, literal()), 1e-5);
+  for (auto& b : model.module()->named_buffers()) {
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2.0);
+    if (b.key().find("running_mean") != std::string::npos) b.value().normal_(0, 0.1);
+  }
+  for (auto& p : model.module()->named_parameters()) {
+    if (p.key().find("proj.weight") != std::string::npos ||
+        p.key().find("fc1.weight") != std::string::npos) {
+      p.value().mul_(1.5);
+    }
+  }
+  const auto after = model.forward(images)[0];
+  EXPECT_GT(rmt::test::relative_error(after, before), 1e-3);  // the changes matter
+  EXPECT_LT(rmt::test::relative_error(after, literal()), 1e-5);
+  model.to(torch::kCPU, at::kDouble);
+  const auto images64 = images.to(at::kDouble);
+  const auto fused64 = model.forward(images64)[0];
+  model.set_backend(rmt::nn::Backend::Reference);
+  EXPECT_LT(rmt::test::relative_error(fused64, model.forward(images64)[0]), 1e-10);
+}
+
 }  // namespace

@@ -1,17 +1,26 @@
 #pragma once
 // A convolution followed by an eval-mode BatchNorm, as one convolution: the BatchNorm's affine
-// map folded into the convolution's weights and bias (computed per call: the weights are small),
-// so the large activation is written once instead of twice. The folded weights round differently
-// from the two-step form by about one float ulp: far inside parity tolerances.
+// map folded into the convolution's weights and bias, so the large activation is written once
+// instead of twice. The folded weights round differently from the two-step form by about one
+// float ulp: far inside parity tolerances.
+
+#include <utility>
 
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 
+#include "nn/derived_weights.h"
+
 namespace rmt::nn::detail {
 
+// The folded weight (channels-last: the activations' layout, which oneDNN then takes without a
+// copy) and bias of one (conv, BatchNorm) pair.
+class FoldedConvBn : public DerivedWeights<std::pair<torch::Tensor, torch::Tensor>> {};
+
 // bn(conv(x)); folded when may_fold (the caller's backend policy is not literal), unless the
-// BatchNorm is in training mode (batch statistics) or a gradient is being recorded.
+// BatchNorm is in training mode (batch statistics) or a gradient is being recorded. `cache`
+// (optional) keeps the folded weights between calls.
 torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& bn,
-                      const torch::Tensor& x, bool may_fold);
+                      const torch::Tensor& x, bool may_fold, FoldedConvBn* cache = nullptr);
 
 }  // namespace rmt::nn::detail

@@ -1,17 +1,22 @@
 #include "rmt/nn/ffn.h"
 
+#include "nn/token_linear.h"
+
 namespace rmt::nn {
 
 FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
   fc1 = register_module("fc1", torch::nn::Linear(embed_dim, ffn_dim));
   fc2 = register_module("fc2", torch::nn::Linear(ffn_dim, embed_dim));
   dwconv = register_module("dwconv", DWConv2d(ffn_dim, 3, 1, 1));
+  for (auto& p : packed_) p = std::make_shared<detail::PackedLinear>();
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   // dwconv(gelu(h)) + gelu(h), in fc1's output buffer (nothing else uses it) when it can.
-  auto hidden = dwconv->forward_gelu_add(fc1->forward(x), /*reuse_input=*/true);
-  return fc2->forward(hidden);
+  if (policy_.literal()) return fc2->forward(dwconv->forward_gelu_add(fc1->forward(x), true));
+  auto hidden =
+      dwconv->forward_gelu_add(detail::linear_tokens(*fc1, x, packed_[0].get()), /*reuse_input=*/true);
+  return detail::linear_tokens(*fc2, hidden, packed_[1].get());
 }
 
 void FeedForwardImpl::set_backend(Backend backend) {

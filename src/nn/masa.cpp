@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "rmt/ops/masa.h"
+#include "nn/token_linear.h"
 
 namespace rmt::nn {
 
@@ -16,14 +17,19 @@ MaSAImpl::MaSAImpl(const MaSAOptions& options_) : options(options_) {
   v_proj = register_module("v_proj", torch::nn::Linear(dim, dim));
   lepe = register_module("lepe", DWConv2d(dim, 5, 1, 2));
   out_proj = register_module("out_proj", torch::nn::Linear(dim, dim));
+  for (auto& p : packed_) p = std::make_shared<detail::PackedLinear>();
 }
 
 torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin,
                                 const torch::Tensor& cos, const torch::Tensor& decay) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(options.embed_dim() / options.num_heads()));
-  auto q = q_proj->forward(x);
-  auto k = k_proj->forward(x);
-  auto v = v_proj->forward(x);
+  const bool literal = policy_.literal();
+  auto project = [&](torch::nn::LinearImpl& linear, size_t slot, const torch::Tensor& in) {
+    return literal ? linear.forward(in) : detail::linear_tokens(linear, in, packed_[slot].get());
+  };
+  auto q = project(*q_proj, 0, x);
+  auto k = project(*k_proj, 1, x);
+  auto v = project(*v_proj, 2, x);
   torch::Tensor out;
   if (policy_.fused_attention(x.device().type())) {
     out = options.decomposed() ? ops::masa_decomposed(q, k, v, sin, cos, decay, scale)
@@ -32,7 +38,7 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
     out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
                                : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
   }
-  return out_proj->forward(lepe->forward_add(v, out));  // out + lepe(v)
+  return project(*out_proj, 3, lepe->forward_add(v, out));  // out + lepe(v)
 }
 
 Size2d MaSAImpl::count_cost(CostCounter& counter, const std::string& name, Size2d in) const {

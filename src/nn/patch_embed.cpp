@@ -26,6 +26,7 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim) {
                   BatchNorm2d(embed_dim), torch::nn::GELU(),
                   Conv2d(Conv2dOptions(embed_dim, embed_dim, 3).stride(1).padding(1)),
                   BatchNorm2d(embed_dim)));
+  for (int i = 0; i < 4; ++i) folded_.push_back(std::make_shared<detail::FoldedConvBn>());
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& x) {
@@ -37,7 +38,8 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& x) {
   auto y = x.contiguous(at::MemoryFormat::ChannelsLast);
   for (size_t i = 0; i < 10; i += 3) {
     y = detail::conv_bn(*proj[i]->as<torch::nn::Conv2dImpl>(),
-                        *proj[i + 1]->as<torch::nn::BatchNorm2dImpl>(), y, /*may_fold=*/true);
+                        *proj[i + 1]->as<torch::nn::BatchNorm2dImpl>(), y, /*may_fold=*/true,
+                        folded_[i / 3].get());
     if (i < 9) at::gelu_(y);
   }
   return y.permute({0, 2, 3, 1});

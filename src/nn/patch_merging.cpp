@@ -8,6 +8,7 @@ PatchMergingImpl::PatchMergingImpl(int64_t dim, int64_t out_dim) {
   reduction = register_module(
       "reduction", torch::nn::Conv2d(torch::nn::Conv2dOptions(dim, out_dim, 3).stride(2).padding(1)));
   norm = register_module("norm", torch::nn::BatchNorm2d(out_dim));
+  folded_ = std::make_shared<detail::FoldedConvBn>();
 }
 
 torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) {
@@ -15,7 +16,8 @@ torch::Tensor PatchMergingImpl::forward(const torch::Tensor& x) {
   // result comes back channels-last, i.e. (B, H, W, C) contiguous after the permute.
   auto nchw = x.permute({0, 3, 1, 2});
   if (policy_.literal()) nchw = nchw.contiguous();
-  auto y = detail::conv_bn(*reduction, *norm, nchw, /*may_fold=*/!policy_.literal());
+  auto y = detail::conv_bn(*reduction, *norm, nchw, /*may_fold=*/!policy_.literal(),
+                            folded_.get());
   return y.permute({0, 2, 3, 1});
 }
 

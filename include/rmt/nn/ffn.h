@@ -1,11 +1,17 @@
 #pragma once
 // The block's FFN (FeedForwardNetwork): fc1, GELU, 3x3 depthwise conv with a residual, fc2.
 
+#include <array>
+#include <memory>
+
 #include <torch/nn/modules/linear.h>
 
 #include "rmt/nn/dwconv.h"
 
 namespace rmt::nn {
+namespace detail {
+class PackedLinear;  // nn/token_linear.h: a Linear weight packed for oneDNN, kept between calls
+}  // namespace detail
 
 class FeedForwardImpl : public torch::nn::Module, public WithBackend {
  public:
@@ -17,6 +23,9 @@ class FeedForwardImpl : public torch::nn::Module, public WithBackend {
 
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   DWConv2d dwconv{nullptr};
+
+ private:
+  std::array<std::shared_ptr<detail::PackedLinear>, 2> packed_;  // fc1, fc2
 };
 TORCH_MODULE(FeedForward);
 

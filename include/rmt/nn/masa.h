@@ -2,12 +2,18 @@
 // Manhattan self-attention (MaSA): the authors' VisionRetentionAll (full) and VisionRetentionChunk
 // (decomposed: rows, then columns). Same parameters for both; `decomposed` picks the computation.
 
+#include <array>
+#include <memory>
+
 #include <torch/nn/modules/linear.h>
 
 #include "rmt/nn/cost.h"
 #include "rmt/nn/dwconv.h"
 
 namespace rmt::nn {
+namespace detail {
+class PackedLinear;  // nn/token_linear.h: a Linear weight packed for oneDNN, kept between calls
+}  // namespace detail
 
 struct MaSAOptions {
   MaSAOptions(int64_t embed_dim, int64_t num_heads) : embed_dim_(embed_dim), num_heads_(num_heads) {}
@@ -32,6 +38,9 @@ class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr};
   DWConv2d lepe{nullptr};  // LCE: 5x5 depthwise conv on v
   torch::nn::Linear out_proj{nullptr};
+
+ private:
+  std::array<std::shared_ptr<detail::PackedLinear>, 4> packed_;  // q, k, v, out
 };
 TORCH_MODULE(MaSA);
 

@@ -1,12 +1,17 @@
 #pragma once
 // Downsampling between stages (PatchMerging): 3x3 stride-2 conv and BatchNorm.
 
+#include <memory>
+
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 
 #include "rmt/nn/backend.h"
 
 namespace rmt::nn {
+namespace detail {
+class FoldedConvBn;  // nn/conv_bn.h: a (conv, BatchNorm) pair's folded weights, kept between calls
+}  // namespace detail
 
 class PatchMergingImpl : public torch::nn::Module, public WithBackend {
  public:
@@ -16,6 +21,9 @@ class PatchMergingImpl : public torch::nn::Module, public WithBackend {
 
   torch::nn::Conv2d reduction{nullptr};
   torch::nn::BatchNorm2d norm{nullptr};  // not literal (Reference): folded into the conv at inference
+
+ private:
+  std::shared_ptr<detail::FoldedConvBn> folded_;
 };
 TORCH_MODULE(PatchMerging);
 
