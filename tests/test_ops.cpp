@@ -15,6 +15,7 @@
 
 #include "masa_cases.h"
 #include "reference.h"
+#include "rmt/ops/layer_norm.h"
 #include "rmt/ops/masa.h"
 
 namespace {
@@ -271,6 +272,36 @@ TEST(MasaOps, BackwardRejectsBadGradShape) {
   expect_error([&] { op.call(at::zeros({1, 3, 4, 4}, at::kDouble), in.q, in.k, in.v, in.sin,
                              in.cos, in.decay, in.scale); },
                "grad_out must have the output's shape");
+}
+
+// The block's residual step and LayerNorm in one pass: x + branch stored into x, its LayerNorm
+// returned, against LibTorch's add then at::layer_norm, for widths with and without a SIMD tail,
+// with and without a branch, in both precisions of the kernel and on the fallback (autograd).
+TEST(LayerNormOps, AddLayerNormMatchesAddThenLayerNorm) {
+  for (const auto dtype : {at::kDouble, at::kFloat}) {
+    const double tol = dtype == at::kDouble ? 1e-13 : 1e-6;
+    for (const int64_t channels : {64, 37, 3}) {
+      for (const bool with_branch : {true, false}) {
+        const auto opt = at::TensorOptions().dtype(dtype);
+        const auto x0 = at::randn({2, 5, 3, channels}, opt) * 3 + 1;
+        const auto branch = with_branch ? at::randn({2, 5, 3, channels}, opt) : at::Tensor();
+        const auto weight = at::randn({channels}, opt), bias = at::randn({channels}, opt);
+        const auto sum = with_branch ? x0 + branch : x0.clone();
+        const auto expected = at::layer_norm(sum, {channels}, weight, bias, 1e-6);
+        for (const bool grad : {false, true}) {
+          at::AutoGradMode mode(grad);
+          auto x = x0.clone();
+          const auto y = rmt::ops::add_layer_norm_(x, branch, weight, bias, 1e-6);
+          EXPECT_LT(rmt::test::relative_error(y, expected), tol) << channels << " " << with_branch;
+          EXPECT_TRUE(at::equal(x, sum)) << "x must hold x + branch";
+        }
+      }
+    }
+  }
+  auto x = at::randn({2, 4});
+  EXPECT_THROW(rmt::ops::add_layer_norm_(x, at::randn({2, 3}), at::ones({4}), at::zeros({4}), 1e-6),
+               c10::Error);
+  EXPECT_THROW(rmt::ops::add_layer_norm_(x, {}, at::ones({3}), at::zeros({3}), 1e-6), c10::Error);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include "rmt/ops/layer_norm.h"
+
 namespace rmt::nn {
 
 torch::Tensor drop_path(const torch::Tensor& x, double p, bool training) {
@@ -41,6 +43,18 @@ torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
     b = drop_path(b, p, is_training());
     return in_place ? acc.add_(b) : acc + b;
   };
+  if (in_place && !is_training()) {
+    // Inference: each residual add and the LayerNorm after it in one pass over x.
+    auto norm = [&](torch::nn::LayerNormImpl& ln, const torch::Tensor& branch) {
+      return ops::add_layer_norm_(x, branch, ln.weight, ln.bias, ln.options.eps());
+    };
+    auto scaled = [&](torch::Tensor branch, const torch::Tensor& gamma) {
+      return gamma.defined() ? branch.mul_(gamma) : branch;
+    };
+    auto attention = retention->forward(norm(*retention_layer_norm, {}), sin, cos, decay);
+    auto hidden = norm(*final_layer_norm, scaled(attention, gamma_1));
+    return x.add_(scaled(ffn->forward(hidden), gamma_2));
+  }
   x = residual(x, retention->forward(retention_layer_norm->forward(x), sin, cos, decay), gamma_1);
   return residual(x, ffn->forward(final_layer_norm->forward(x)), gamma_2);
 }
