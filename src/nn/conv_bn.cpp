@@ -4,19 +4,36 @@
 #include <ATen/core/grad_mode.h>
 
 #include "nn/conv_padding.h"
+#include "nn/onednn.h"
 
 namespace rmt::nn::detail {
 
 namespace {
 
-std::pair<torch::Tensor, torch::Tensor> fold(const torch::nn::Conv2dImpl& conv,
-                                             const torch::nn::BatchNorm2dImpl& bn) {
+onednn::ConvGeometry geometry(const torch::nn::Conv2dImpl& conv) {
+  const auto& o = conv.options;
+  auto vec = [](const torch::ExpandingArray<2>& a) { return std::vector<int64_t>(a->begin(), a->end()); };
+  return {vec(numeric_padding(o)), vec(o.stride()), vec(o.dilation()), o.groups()};
+}
+
+// The prepacked convolution applies: float32 CPU, channels-last input.
+bool packs(const torch::Tensor& x, const torch::Tensor& weight) {
+  return onednn::conv_available() && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         weight.scalar_type() == at::kFloat && x.dim() == 4 &&
+         x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// pack: also the oneDNN-packed weight (worth it only when kept between calls).
+Folded fold(const torch::nn::Conv2dImpl& conv, const torch::nn::BatchNorm2dImpl& bn,
+            const torch::Tensor& x, bool pack) {
   const auto scale = bn.weight * at::rsqrt(bn.running_var + bn.options.eps());
   auto weight =
       (conv.weight * scale.reshape({-1, 1, 1, 1})).contiguous(at::MemoryFormat::ChannelsLast);
   auto bias = conv.bias.defined() ? (conv.bias - bn.running_mean) * scale + bn.bias
                                   : bn.bias - bn.running_mean * scale;
-  return {weight, bias};
+  auto packed = pack && packs(x, weight) ? onednn::pack_conv(weight, geometry(conv), x.sizes())
+                                 : torch::Tensor();
+  return {weight, bias, packed};
 }
 
 }  // namespace
@@ -28,13 +45,17 @@ torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& b
                        bo.affine() && bo.track_running_stats() && bn.running_mean.defined();
   if (!fold_it) return bn.forward(conv.forward(x));
   const auto& o = conv.options;
-  auto make = [&] { return fold(conv, bn); };
-  const auto [weight, bias] =
+  auto make = [&] { return fold(conv, bn, x, /*pack=*/cache != nullptr); };
+  const auto folded =
       cache ? cache->get({&conv.weight, &conv.bias, &bn.weight, &bn.bias, &bn.running_mean,
                           &bn.running_var},
                          make)
             : make();
-  return at::conv2d(x, weight, bias, *o.stride(), *numeric_padding(o), *o.dilation(), o.groups());
+  if (folded.packed.defined() && packs(x, folded.weight)) {
+    return onednn::conv(x, folded.packed, folded.bias, geometry(conv));
+  }
+  return at::conv2d(x, folded.weight, folded.bias, *o.stride(), *numeric_padding(o),
+                    *o.dilation(), o.groups());
 }
 
 }  // namespace rmt::nn::detail

@@ -4,8 +4,6 @@
 // instead of twice. The folded weights round differently from the two-step form by about one
 // float ulp: far inside parity tolerances.
 
-#include <utility>
-
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 
@@ -13,9 +11,13 @@
 
 namespace rmt::nn::detail {
 
-// The folded weight (channels-last: the activations' layout, which oneDNN then takes without a
-// copy) and bias of one (conv, BatchNorm) pair.
-class FoldedConvBn : public DerivedWeights<std::pair<torch::Tensor, torch::Tensor>> {};
+// One (conv, BatchNorm) pair folded: the weight (channels-last: the activations' layout, which
+// oneDNN then takes without a copy), the bias, and, where LibTorch has oneDNN's prepacked
+// convolution (nn/onednn.h), the weight packed for it (float32 only).
+struct Folded {
+  torch::Tensor weight, bias, packed;
+};
+class FoldedConvBn : public DerivedWeights<Folded> {};
 
 // bn(conv(x)); folded when may_fold (the caller's backend policy is not literal), unless the
 // BatchNorm is in training mode (batch statistics) or a gradient is being recorded. `cache`

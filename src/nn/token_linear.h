@@ -2,9 +2,9 @@
 // A Linear layer on (B, H, W, C) tokens at inference, as one 2-D GEMM with the bias inside it.
 // LibTorch's at::linear runs a 4-D input as a matmul followed by a separate bias add_: one more
 // pass over the output and one more parallel region per layer. Where LibTorch has oneDNN's linear
-// (mkldnn::_linear_pointwise, LibTorch >= 2.0 built with oneDNN) a float32 CPU layer runs there,
-// with its weight packed once into oneDNN's blocked layout (kept in a PackedLinear, beside the
-// weight: one more copy of the Linear weights in memory); elsewhere addmm. Same function; the
+// (nn/onednn.h) a float32 CPU layer runs there, with its weight packed once into oneDNN's blocked
+// layout (kept in a PackedLinear, beside the weight: one more copy of the Linear weights in
+// memory); elsewhere addmm. Same function; the
 // rounding differs from at::linear's by about an ulp (another summation order).
 
 #include <ATen/core/Tensor.h>

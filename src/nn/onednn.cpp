@@ -1,0 +1,69 @@
+#include "nn/onednn.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <optional>
+#include <string>
+
+namespace rmt::nn::detail::onednn {
+
+namespace {
+
+std::optional<c10::OperatorHandle> find(const char* name) {
+  return c10::Dispatcher::singleton().findSchema({name, ""});
+}
+
+const std::optional<c10::OperatorHandle>& linear_op() {
+  static const auto op = find("mkldnn::_linear_pointwise");
+  return op;
+}
+const std::optional<c10::OperatorHandle>& linear_pack_op() {
+  static const auto op = find("mkldnn::_reorder_linear_weight");
+  return op;
+}
+const std::optional<c10::OperatorHandle>& conv_op() {
+  static const auto op = find("mkldnn::_convolution_pointwise");
+  return op;
+}
+const std::optional<c10::OperatorHandle>& conv_pack_op() {
+  static const auto op = find("aten::mkldnn_reorder_conv2d_weight");
+  return op;
+}
+
+at::Tensor call(const std::optional<c10::OperatorHandle>& op, torch::jit::Stack stack) {
+  op->callBoxed(&stack);
+  return stack.at(0).toTensor();
+}
+
+c10::IValue optional_tensor(const at::Tensor& t) { return t.defined() ? c10::IValue(t) : c10::IValue(); }
+c10::IValue no_post_op_scalars() { return c10::IValue(c10::List<std::optional<at::Scalar>>()); }
+
+}  // namespace
+
+bool linear_available() { return linear_op() && linear_pack_op(); }
+
+at::Tensor pack_linear(const at::Tensor& weight) {
+  return call(linear_pack_op(), {weight, c10::IValue()});
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias) {
+  return call(linear_op(), {x, packed, optional_tensor(bias), c10::IValue(std::string("none")),
+                            no_post_op_scalars(), c10::IValue()});
+}
+
+bool conv_available() { return conv_op() && conv_pack_op(); }
+
+at::Tensor pack_conv(const at::Tensor& weight, const ConvGeometry& g, at::IntArrayRef example) {
+  return call(conv_pack_op(), {weight.to_mkldnn(), g.padding, g.stride, g.dilation, g.groups,
+                               example.vec()});
+}
+
+at::Tensor conv(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
+                const ConvGeometry& g) {
+  return call(conv_op(), {x, packed, optional_tensor(bias), g.padding, g.stride, g.dilation,
+                          g.groups, c10::IValue(std::string("none")), no_post_op_scalars(),
+                          c10::IValue()});
+}
+
+}  // namespace rmt::nn::detail::onednn
