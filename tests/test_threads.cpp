@@ -206,7 +206,7 @@ TEST(Threads, ConfigureSetsLibTorch) {
       << rmt::runtime::describe(s);
 }
 
-// This program has the preinit entry: libgomp, started before main(), took GOMP_SPINCOUNT=1000,
+// This program has the preinit entry: libgomp, started before main(), took GOMP_SPINCOUNT=2000,
 // unless the user had chosen a wait policy. OMP_DISPLAY_ENV=VERBOSE makes it print what it took.
 RMT_OPENMP_WAIT_POLICY_PREINIT();
 
@@ -228,7 +228,7 @@ std::string run_self(const std::string& environment) {
 
 TEST(Threads, PreinitSetsTheSpinCountBeforeOpenMPStarts) {
   const std::string by_default = run_self("");
-  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << by_default;
+  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '2000'"), std::string::npos) << by_default;
   const std::string passive = run_self("OMP_WAIT_POLICY=PASSIVE");
   EXPECT_NE(passive.find("OMP_WAIT_POLICY = 'PASSIVE'"), std::string::npos) << passive;
   EXPECT_NE(passive.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << passive;
@@ -251,9 +251,9 @@ TEST(Threads, ToolsStartWithTheDefaultSpinCount) {
     return out;
   };
   const std::string by_default = display("");
-  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << by_default;
+  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '2000'"), std::string::npos) << by_default;
   EXPECT_NE(by_default.find("--threads"), std::string::npos) << by_default;  // the tool ran
   const std::string active = display("OMP_WAIT_POLICY=ACTIVE");
   EXPECT_NE(active.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << active;
-  EXPECT_EQ(active.find("GOMP_SPINCOUNT = '1000'"), std::string::npos) << active;
+  EXPECT_EQ(active.find("GOMP_SPINCOUNT = '2000'"), std::string::npos) << active;
 }

@@ -3,41 +3,41 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
-#include <optional>
+#include <c10/util/Optional.h>
 #include <string>
 
 namespace rmt::nn::detail::onednn {
 
 namespace {
 
-std::optional<c10::OperatorHandle> find(const char* name) {
+c10::optional<c10::OperatorHandle> find(const char* name) {
   return c10::Dispatcher::singleton().findSchema({name, ""});
 }
 
-const std::optional<c10::OperatorHandle>& linear_op() {
+const c10::optional<c10::OperatorHandle>& linear_op() {
   static const auto op = find("mkldnn::_linear_pointwise");
   return op;
 }
-const std::optional<c10::OperatorHandle>& linear_pack_op() {
+const c10::optional<c10::OperatorHandle>& linear_pack_op() {
   static const auto op = find("mkldnn::_reorder_linear_weight");
   return op;
 }
-const std::optional<c10::OperatorHandle>& conv_op() {
+const c10::optional<c10::OperatorHandle>& conv_op() {
   static const auto op = find("mkldnn::_convolution_pointwise");
   return op;
 }
-const std::optional<c10::OperatorHandle>& conv_pack_op() {
+const c10::optional<c10::OperatorHandle>& conv_pack_op() {
   static const auto op = find("aten::mkldnn_reorder_conv2d_weight");
   return op;
 }
 
-at::Tensor call(const std::optional<c10::OperatorHandle>& op, torch::jit::Stack stack) {
+at::Tensor call(const c10::optional<c10::OperatorHandle>& op, torch::jit::Stack stack) {
   op->callBoxed(&stack);
   return stack.at(0).toTensor();
 }
 
 c10::IValue optional_tensor(const at::Tensor& t) { return t.defined() ? c10::IValue(t) : c10::IValue(); }
-c10::IValue no_post_op_scalars() { return c10::IValue(c10::List<std::optional<at::Scalar>>()); }
+c10::IValue no_post_op_scalars() { return c10::IValue(c10::List<c10::optional<at::Scalar>>()); }
 
 }  // namespace
 

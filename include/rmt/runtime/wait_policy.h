@@ -4,10 +4,12 @@
 // At the end of each parallel region (an RMT-S forward opens ~450) libgomp's threads spin, by
 // default for 300,000 iterations (milliseconds), before they sleep. On a loaded machine a thread
 // that spins waits for a partner that the kernel has descheduled, and holds a core that the partner
-// (or another process) could run on. GOMP_SPINCOUNT=1000 (tens of microseconds) still catches the
-// partner on a quiet machine, where threads reach the end of a region microseconds apart, and
-// sleeps soon under load: under load it measured as fast as OMP_WAIT_POLICY=PASSIVE (never spin)
-// and about 1.8x the throughput of 10,000 (benchmarks/RESULTS.md).
+// (or another process) could run on. GOMP_SPINCOUNT=2000 (about ten microseconds) still bridges
+// the short serial gaps between the regions of one forward on a quiet machine, and sleeps soon
+// under load. Measured (RMT-S, batch 1, 2 threads; benchmarks/RESULTS.md): quiet, 2000 is 1.23x
+// the throughput of 1000 (whose threads fall asleep between regions and must be woken) and close
+// to 10,000; with one busy process it keeps 72% of the quiet 1-thread throughput, where 3000 keeps
+// 66% and 10,000 about half.
 //
 // libgomp reads these variables once, in its own constructor, which runs before any constructor
 // or main() of a program or library that depends on it: setenv() from main() is too late, and so
@@ -30,7 +32,7 @@
 namespace rmt::runtime {
 
 // rmt's default spin count for libgomp's idle threads.
-inline constexpr const char* kDefaultSpinCount = "1000";
+inline constexpr const char* kDefaultSpinCount = "2000";
 
 // True when the program should start again with GOMP_SPINCOUNT=kDefaultSpinCount: neither
 // OMP_WAIT_POLICY nor GOMP_SPINCOUNT is in `envp`.
@@ -58,7 +60,7 @@ inline void reexec_with_default_wait_policy(char** argv, char** envp) noexcept {
   size_t count = 0;
   while (envp[count] != nullptr) ++count;
   char** env = static_cast<char**>(alloca((count + 2) * sizeof(char*)));
-  static char spin[] = "GOMP_SPINCOUNT=1000";  // kDefaultSpinCount
+  static char spin[] = "GOMP_SPINCOUNT=2000";  // kDefaultSpinCount
   for (size_t i = 0; i < count; ++i) env[i] = envp[i];
   env[count] = spin;
   env[count + 1] = nullptr;
