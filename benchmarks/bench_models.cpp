@@ -48,6 +48,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <torch/cuda.h>
 
 #include "rmt/rmt.h"
@@ -277,7 +278,7 @@ bool isolated(F work, T& result, std::string& error) {
     try {
       out.value = work();
     } catch (const std::exception& e) {
-      std::snprintf(out.error, sizeof out.error, "%s", e.what());
+      *fmt::format_to_n(out.error, sizeof out.error - 1, "{}", e.what()).out = '\0';
     }
     if (write(fds[1], &out, sizeof out) != static_cast<ssize_t>(sizeof out)) _exit(2);
     _exit(0);
@@ -301,21 +302,20 @@ bool isolated(F work, T& result, std::string& error) {
 
 void print_row(const Options& opt, const std::string& preset, const char* path, int64_t batch,
                int64_t size, const Speed& speed, double seconds, double peak) {
-  const std::string name = opt.tag.empty() ? path : std::string(path) + " [" + opt.tag + "]";
-  std::printf("| %s | %s | %lldx%lld | %lld | %d | %d | %.2f |", preset.c_str(), name.c_str(),
-              static_cast<long long>(size), static_cast<long long>(size),
-              static_cast<long long>(batch), speed.threads, opt.contend, batch / seconds);
+  const std::string name = opt.tag.empty() ? path : fmt::format("{} [{}]", path, opt.tag);
+  fmt::print("| {} | {} | {}x{} | {} | {} | {} | {:.2f} |", preset, name, size, size, batch,
+             speed.threads, opt.contend, batch / seconds);
   if (opt.memory) {
-    std::printf(" %.0f |", peak);
+    fmt::print(" {:.0f} |", peak);
   } else {
-    std::printf(" |");
+    fmt::print(" |");
   }
   if (speed.gemm_flops > 0) {
     const double floor = speed.gemm_flops / speed.model_flops;  // img/s
-    std::printf(" %.1f | %.2f | %.0f%% |\n", speed.gemm_flops / 1e9, floor,
-                100.0 * batch / seconds / floor);
+    fmt::print(" {:.1f} | {:.2f} | {:.0f}% |\n", speed.gemm_flops / 1e9, floor,
+               100.0 * batch / seconds / floor);
   } else {
-    std::printf(" | | |\n");
+    fmt::print(" | | |\n");
   }
 }
 
@@ -337,9 +337,8 @@ void row(const Options& opt, const std::string& preset, int64_t batch, int64_t s
                   literal_peak, error);
   }
   if (!ok) {
-    std::printf("| %s | | %lldx%lld | %lld | | %d | error: %s | | | | |\n", preset.c_str(),
-                static_cast<long long>(size), static_cast<long long>(size),
-                static_cast<long long>(batch), opt.contend, error.c_str());
+    fmt::print("| {} | | {}x{} | {} | | {} | error: {} | | | | |\n", preset, size, size, batch,
+               opt.contend, error);
   } else {
     if (opt.run_rmt) print_row(opt, preset, "rmt", batch, size, speed, speed.fused, fused_peak);
     if (opt.run_literal) print_row(opt, preset, "literal", batch, size, speed, speed.literal, literal_peak);
@@ -355,7 +354,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
       if (i + 1 >= argc) {
-        std::fprintf(stderr, "bench_models: %s needs a value\n", a.c_str());
+        fmt::print(stderr, "bench_models: {} needs a value\n", a);
         std::exit(1);
       }
       return argv[++i];
@@ -395,7 +394,7 @@ int main(int argc, char** argv) {
         } else if (p == "literal") {
           opt.run_literal = true;
         } else {
-          std::fprintf(stderr, "bench_models: --paths: expected rmt and/or literal, found '%s'\n", p.c_str());
+          fmt::print(stderr, "bench_models: --paths: expected rmt and/or literal, found '{}'\n", p);
           return 1;
         }
       }
@@ -406,64 +405,64 @@ int main(int argc, char** argv) {
     } else if (a == "--train-size") {
       opt.train_size = std::max(1LL, std::stoll(value()));
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N] "
-                   "[--min-seconds S] "
-                   "[--models a,b] [--batches 1,16] [--dense 512,1024] [--dense-model rmt_t_dense] "
-                   "[--paths rmt,literal] [--threads N] [--contend K] [--no-memory] [--tag TEXT] "
-                   "[--train rmt_t|none] [--train-batch 4] [--train-size 224]\n",
-                   argv[0]);
+      fmt::print(stderr,
+                 "usage: {} [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N] "
+                 "[--min-seconds S] "
+                 "[--models a,b] [--batches 1,16] [--dense 512,1024] [--dense-model rmt_t_dense] "
+                 "[--paths rmt,literal] [--threads N] [--contend K] [--no-memory] [--tag TEXT] "
+                 "[--train rmt_t|none] [--train-batch 4] [--train-size 224]\n",
+                 argv[0]);
       return a == "--help" ? 0 : 1;
     }
   } catch (const std::logic_error&) {  // std::stoi and friends: not a number
-    std::fprintf(stderr, "bench_models: %s: expected a number, found '%s'\n", argv[i - 1],
-                 i < argc ? argv[i] : "");
+    fmt::print(stderr, "bench_models: {}: expected a number, found '{}'\n", argv[i - 1],
+               i < argc ? argv[i] : "");
     return 1;
   }
   if (opt.device == "cuda" && !torch::cuda::is_available()) {
-    std::fprintf(stderr, "bench_models: --device cuda: no CUDA device\n");
+    fmt::print(stderr, "bench_models: --device cuda: no CUDA device\n");
     return 1;
   }
   // No ATen call that starts the thread pool before fork(): each child starts its own. The plan
   // below only reads the affinity mask, the cgroup files and the environment.
   const auto plan = rmt::runtime::plan_threads(opt.threads, std::getenv("OMP_NUM_THREADS"),
                                                std::getenv("MKL_NUM_THREADS"));
-  std::printf("# RMT end to end: %s, %s, %ld CPUs online; median of >= %d alternating runs and >= "
-              "%g s per path\n# threads: %s; %d busy processes during the timing\n",
-              opt.device.c_str(), c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN),
-              opt.repeats, opt.min_seconds,
-              opt.device == "cpu" ? rmt::runtime::describe(plan).c_str() : "(CUDA)", opt.contend);
+  fmt::print("# RMT end to end: {}, {}, {} CPUs online; median of >= {} alternating runs and >= "
+             "{:g} s per path\n# threads: {}; {} busy processes during the timing\n",
+             opt.device, c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN), opt.repeats,
+             opt.min_seconds,
+             opt.device == "cpu" ? rmt::runtime::describe(plan) : std::string("(CUDA)"),
+             opt.contend);
   for (const auto& m : opt.models) {
     double gflop = 0;  // built in a child: building initialises weights, which may start OpenMP
     std::string error;
     if (isolated([&] { return 2e-9 * static_cast<double>(rmt::summarize(rmt::Model::from_preset(m)).total_macs()); },
                  gflop, error)) {
-      std::printf("# %s: %.2f GFLOP per image at 224x224 (2 x rmt::summarize's MACs)\n", m.c_str(), gflop);
+      fmt::print("# {}: {:.2f} GFLOP per image at 224x224 (2 x rmt::summarize's MACs)\n", m, gflop);
     }
   }
-  std::printf("\n");
+  fmt::print("\n");
   const char* memory = opt.device == "cuda" ? "peak GPU MiB" : "peak RSS MiB";
-  std::printf("| model | path | input | batch | threads | busy procs | img/s | %s | sgemm GFLOP/s | "
-              "GEMM floor img/s | of floor |\n", memory);
-  std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  fmt::print("| model | path | input | batch | threads | busy procs | img/s | {} | sgemm GFLOP/s | "
+             "GEMM floor img/s | of floor |\n", memory);
+  fmt::print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& m : opt.models) {
     for (const auto b : opt.batches) row(opt, m, b, 224);
   }
   for (const auto s : opt.dense_sizes) row(opt, opt.dense_model, 1, s);
   if (opt.train_model != "none") {
-    std::printf("\n# Training step (forward + backward), activation checkpointing off and on\n\n");
-    std::printf("| model | input | batch | %s | %s, checkpointed | ratio |\n|---|---|---:|---:|---:|---:|\n",
-                memory, memory);
+    fmt::print("\n# Training step (forward + backward), activation checkpointing off and on\n\n");
+    fmt::print("| model | input | batch | {0} | {0}, checkpointed | ratio |\n|---|---|---:|---:|---:|---:|\n",
+               memory);
     double plain = 0, checkpointed = 0;
     std::string error;
-    std::printf("| %s | %lldx%lld | %lld |", opt.train_model.c_str(),
-                static_cast<long long>(opt.train_size), static_cast<long long>(opt.train_size),
-                static_cast<long long>(opt.train_batch));
+    fmt::print("| {} | {}x{} | {} |", opt.train_model, opt.train_size, opt.train_size,
+               opt.train_batch);
     if (isolated([&] { return measure_train_peak(opt, false); }, plain, error) &&
         isolated([&] { return measure_train_peak(opt, true); }, checkpointed, error)) {
-      std::printf(" %.0f | %.0f | %.2f |\n", plain, checkpointed, checkpointed / plain);
+      fmt::print(" {:.0f} | {:.0f} | {:.2f} |\n", plain, checkpointed, checkpointed / plain);
     } else {
-      std::printf(" error: %s | | |\n", error.c_str());
+      fmt::print(" error: {} | | |\n", error);
     }
   }
   return 0;

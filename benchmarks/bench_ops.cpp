@@ -23,6 +23,7 @@
 #include <torch/autograd.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
@@ -182,12 +183,6 @@ Cost cost_of(bool full, int64_t b, const Stage& s, int64_t elt) {
   return c;
 }
 
-std::string fmt(double x, const char* f) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
-}
-
 void run_setting(const Setting& st, const Options& opt, at::Device dev) {
   const bool cuda = dev.is_cuda();
   const int64_t elt = at::elementSize(opt.dtype);
@@ -199,11 +194,11 @@ void run_setting(const Setting& st, const Options& opt, at::Device dev) {
 
   for (const bool full : {false, true}) {
     const char* op = full ? "masa_full" : "masa_decomposed";
-    std::printf("\n### %s, %s, batch %lld, %s, %s\n\n", op, st.name.c_str(),
-                static_cast<long long>(st.batch), c10::toString(opt.dtype), cuda ? "CUDA" : "CPU");
-    std::printf("| stage | HxW | heads | d | impl | fwd ms | GB/s | TFLOP/s |%s\n",
-                opt.backward ? " fwd+bwd ms |" : "");
-    std::printf("|---|---|---|---|---|---:|---:|---:|%s\n", opt.backward ? "---:|" : "");
+    fmt::print("\n### {}, {}, batch {}, {}, {}\n\n", op, st.name, st.batch,
+               c10::toString(opt.dtype), cuda ? "CUDA" : "CPU");
+    fmt::print("| stage | HxW | heads | d | impl | fwd ms | GB/s | TFLOP/s |{}\n",
+               opt.backward ? " fwd+bwd ms |" : "");
+    fmt::print("|---|---|---|---|---|---:|---:|---:|{}\n", opt.backward ? "---:|" : "");
     int stage_no = 0;
     for (const auto& s : st.stages) {
       ++stage_no;
@@ -238,11 +233,9 @@ void run_setting(const Setting& st, const Options& opt, at::Device dev) {
         if (impl.name == "sdpa+mask" && (c.mask_bytes > mask_budget || c.flops > ref_flop_budget))
           why = "skip (mask)";
         if (impl.name == "sdpa+mask" && !RMT_HAVE_SDPA) why = "skip (LibTorch < 2.0)";
-        std::printf("| %d | %lldx%lld | %lld | %lld | %s |", stage_no, static_cast<long long>(s.h),
-                    static_cast<long long>(s.w), static_cast<long long>(s.heads),
-                    static_cast<long long>(s.d), impl.name.c_str());
+        fmt::print("| {} | {}x{} | {} | {} | {} |", stage_no, s.h, s.w, s.heads, s.d, impl.name);
         if (!why.empty()) {
-          std::printf(" %s | | |%s\n", why.c_str(), opt.backward ? " |" : "");
+          fmt::print(" {} | | |{}\n", why, opt.backward ? " |" : "");
           std::fflush(stdout);
           continue;
         }
@@ -252,9 +245,7 @@ void run_setting(const Setting& st, const Options& opt, at::Device dev) {
             c10::InferenceMode guard;
             fwd = time_ms([&](int call) { impl.fn(inputs[call % sets]); }, cuda, opt.groups);
           }
-          std::printf(" %s | %s | %s |", fmt(fwd, "%.3f").c_str(),
-                      fmt(c.bytes / fwd / 1e6, "%.1f").c_str(),
-                      fmt(c.flops / fwd / 1e9, "%.3f").c_str());
+          fmt::print(" {:.3f} | {:.1f} | {:.3f} |", fwd, c.bytes / fwd / 1e6, c.flops / fwd / 1e9);
           if (opt.backward) {
             std::vector<Inputs> grad_inputs = inputs;
             for (auto& gi : grad_inputs) {
@@ -270,13 +261,13 @@ void run_setting(const Setting& st, const Options& opt, at::Device dev) {
                   torch::autograd::grad({out}, {gi.q, gi.k, gi.v}, {g});
                 },
                 cuda, opt.groups);
-            std::printf(" %s |", fmt(both, "%.3f").c_str());
+            fmt::print(" {:.3f} |", both);
           }
-          std::printf("\n");
+          fmt::print("\n");
         } catch (const std::exception& e) {
           std::string msg = e.what();
           msg = msg.substr(0, msg.find('\n')).substr(0, 60);
-          std::printf(" error: %s | | |%s\n", msg.c_str(), opt.backward ? " |" : "");
+          fmt::print(" error: {} | | |{}\n", msg, opt.backward ? " |" : "");
         }
         std::fflush(stdout);
       }
@@ -289,7 +280,7 @@ at::ScalarType parse_dtype(const std::string& s) {
   if (s == "half" || s == "float16") return at::kHalf;
   if (s == "bfloat16" || s == "bf16") return at::kBFloat16;
   if (s == "double" || s == "float64") return at::kDouble;
-  std::fprintf(stderr, "unknown dtype %s\n", s.c_str());
+  fmt::print(stderr, "unknown dtype {}\n", s);
   std::exit(2);
 }
 
@@ -301,7 +292,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
       if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        fmt::print(stderr, "{} needs a value\n", a);
         std::exit(2);
       }
       return argv[++i];
@@ -314,26 +305,27 @@ int main(int argc, char** argv) {
     else if (a == "--no-backward") opt.backward = false;
     else if (a == "--only") opt.only = next();
     else {
-      std::fprintf(stderr,
-                   "usage: %s [--device auto|cpu|cuda] [--batch N] [--dense-batch N] "
-                   "[--dtype float|half|bfloat16] [--groups N] [--no-backward] [--only 224|1024]\n",
-                   argv[0]);
+      fmt::print(stderr,
+                 "usage: {} [--device auto|cpu|cuda] [--batch N] [--dense-batch N] "
+                 "[--dtype float|half|bfloat16] [--groups N] [--no-backward] [--only 224|1024]\n",
+                 argv[0]);
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
   const bool cuda = opt.device == "cuda" || (opt.device == "auto" && torch::cuda::is_available());
   if (cuda && !torch::cuda::is_available()) {
-    std::fprintf(stderr, "--device cuda: no CUDA device\n");
+    fmt::print(stderr, "--device cuda: no CUDA device\n");
     return 1;
   }
   const at::Device dev = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
   if (opt.batch < 0) opt.batch = cuda ? 64 : 1;
   if (opt.dense_batch < 0) opt.dense_batch = cuda ? 8 : 1;
 
-  std::printf("# MaSA operators: %s, %s", cuda ? "CUDA" : "CPU", c10::toString(opt.dtype));
-  if (!cuda)
-    std::printf(", %d threads, kernel ISA %s", at::get_num_threads(), rmt::ops::cpu::isa_name());
-  std::printf("\n");
+  fmt::print("# MaSA operators: {}, {}", cuda ? "CUDA" : "CPU", c10::toString(opt.dtype));
+  if (!cuda) {
+    fmt::print(", {} threads, kernel ISA {}", at::get_num_threads(), rmt::ops::cpu::isa_name());
+  }
+  fmt::print("\n");
 
   const std::vector<Setting> settings = {
       {"224x224 (RMT-S)", opt.batch, {{56, 56, 4, 16}, {28, 28, 4, 32}, {14, 14, 8, 32}, {7, 7, 16, 32}}},

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "model_flags.h"
 #include "rmt/batch/job.h"
@@ -172,14 +173,16 @@ inline void apply_threads(const BatchFlags& f) {
 inline std::map<std::string, std::string> run_settings(const ModelFlags& f, const rmt::Model& model,
                                                        const rmt::PreprocessOptions& pre,
                                                        const PreprocessFlags& pf) {
-  return {{"model", rmt::to_string(model.kind()) + " " + model.config().to_json()},
-          {"weights", rmt::batch::fingerprint_file(f.weights) + ", key " + f.select.weights_key +
-                          ", prefix '" + f.select.key_prefix + "'" +
-                          (f.non_strict ? ", non-strict" : "")},
+  // crop_pct with 6 decimals ({:f}, "%f"), as the manifests of runs begun earlier hold it.
+  return {{"model", fmt::format("{} {}", rmt::to_string(model.kind()), model.config().to_json())},
+          {"weights",
+           fmt::format("{}, key {}, prefix '{}'{}", rmt::batch::fingerprint_file(f.weights),
+                       f.select.weights_key, f.select.key_prefix,
+                       f.non_strict ? ", non-strict" : "")},
           {"dtype", f.dtype_name},
-          {"preprocessing", "input_size " + std::to_string(pre.input_size) + ", crop_pct " +
-                                std::to_string(pre.crop_pct) + ", resize " +
-                                std::to_string(pre.resize_size()) + ", order " + pf.pass_order}};
+          {"preprocessing", fmt::format("input_size {}, crop_pct {:f}, resize {}, order {}",
+                                        pre.input_size, pre.crop_pct, pre.resize_size(),
+                                        pf.pass_order)}};
 }
 
 inline rmt::batch::JobOptions job_options(const char* tool, const BatchFlags& f,

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/types.h>
 
 #include "rmt/io/checkpoint.h"
@@ -34,12 +36,11 @@ struct SelectionFlags {
 };
 
 inline void add_selection_flags(CLI::App& app, SelectionFlags& f, bool module_prefix_flag) {
-  std::string automatic;
-  for (const auto& k : rmt::automatic_weights_keys()) automatic += (automatic.empty() ? "" : ", ") + k;
   f.weights_key_opt = app.add_option(
       "--weights-key", f.weights_key,
-      "entry holding the weights (auto: " + automatic +
-          ", else the top-level dict; \"\" the top-level dict)");
+      fmt::format("entry holding the weights (auto: {}, else the top-level dict; \"\" the "
+                  "top-level dict)",
+                  fmt::join(rmt::automatic_weights_keys(), ", ")));
   f.key_prefix_opt = app.add_option("--key-prefix", f.key_prefix,
                                     "keep only keys with this prefix, removed (e.g. backbone.)");
   if (module_prefix_flag) {
@@ -78,19 +79,20 @@ struct ModelFlags {
 };
 
 inline void add_model_flags(CLI::App& app, ModelFlags& f, const ModelFlagsSpec& spec = {}) {
-  std::string names;
+  std::vector<std::string> names;
   for (const auto& n : rmt::preset_names()) {
-    if (spec.dense_presets || n.find("dense") == std::string::npos)
-      names += (names.empty() ? "" : ", ") + n;
+    if (spec.dense_presets || n.find("dense") == std::string::npos) names.push_back(n);
   }
-  auto* arch_opt = app.add_option("--arch", f.arch, spec.arch_help + ": " + names);
+  auto* arch_opt = app.add_option("--arch", f.arch,
+                                  fmt::format("{}: {}", spec.arch_help, fmt::join(names, ", ")));
   auto* config_opt = app.add_option("--config", f.config_path, spec.config_help);
   arch_opt->excludes(config_opt);
   std::string kind_help;  // "a, b or c"
   for (size_t i = 0; i < spec.kinds.size(); ++i) {
-    kind_help += (i == 0 ? "" : i + 1 == spec.kinds.size() ? " or " : ", ") + spec.kinds[i];
+    fmt::format_to(std::back_inserter(kind_help), "{}{}",
+                   i == 0 ? "" : i + 1 == spec.kinds.size() ? " or " : ", ", spec.kinds[i]);
   }
-  app.add_option("--kind", f.kind_name, "with --config: " + kind_help)
+  app.add_option("--kind", f.kind_name, fmt::format("with --config: {}", kind_help))
       ->check(CLI::IsMember(spec.kinds));
   if (!spec.weights_help.empty()) app.add_option("--weights", f.weights, spec.weights_help);
   add_selection_flags(app, f.select, spec.module_prefix_flag);
@@ -110,7 +112,7 @@ inline rmt::Model load_model(const ModelFlags& f, torch::Device device, const ch
   const auto dtype = parse_dtype(f.dtype_name);
   rmt::Model model = f.build();
   auto report = model.load(f.weights, f.select.selection(), !f.non_strict);
-  if (!report.ok()) std::cerr << tool << ": warning: " << report.summary() << "\n";
+  if (!report.ok()) fmt::print(stderr, "{}: warning: {}\n", tool, report.summary());
   model.to(device, dtype);
   model.eval();
   return model;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -55,7 +56,9 @@ std::vector<std::string> split_lines(const std::string& text) {
 std::vector<std::string> class_names(int64_t num_classes, const std::string& labels_path) {
   if (!labels_path.empty()) {
     std::ifstream in(labels_path);
-    if (!in) throw std::runtime_error(labels_path + ": cannot open the class names file");
+    if (!in) {
+      throw std::runtime_error(fmt::format("{}: cannot open the class names file", labels_path));
+    }
     std::stringstream text;
     text << in.rdbuf();
     auto names = split_lines(text.str());
@@ -87,7 +90,7 @@ std::vector<std::string> collect_inputs(const std::vector<std::string>& args,
     std::error_code ec;
     const auto status = fs::status(arg, ec);
     if (ec || !fs::exists(status)) {
-      failures.push_back({arg, arg + ": no such file or directory"});
+      failures.push_back({arg, fmt::format("{}: no such file or directory", arg)});
       continue;
     }
     if (!fs::is_directory(status)) {
@@ -95,10 +98,14 @@ std::vector<std::string> collect_inputs(const std::vector<std::string>& args,
       continue;
     }
     const auto found = rmt::batch::images_in_directory(arg, ec);
-    if (ec) failures.push_back({arg, arg + ": cannot walk the directory (" + ec.message() + ")"});
+    if (ec) {
+      failures.push_back(
+          {arg, fmt::format("{}: cannot walk the directory ({})", arg, ec.message())});
+    }
     if (found.empty() && !ec) {
-      std::cerr << kTool << ": warning: " << arg
-                << ": no images (.jpg .jpeg .png .bmp .gif) in this directory\n";
+      fmt::print(stderr,
+                 "{}: warning: {}: no images (.jpg .jpeg .png .bmp .gif) in this directory\n",
+                 kTool, arg);
     }
     files.insert(files.end(), found.begin(), found.end());
   }
@@ -183,11 +190,11 @@ class ClassesSink : public rmt::batch::ChunkSink {
 
 int merge(const std::string& dir, const rmt::tools::BatchFlags& batch) {
   const auto result = rmt::batch::merge_run(dir, rmt::tools::merge_options(batch));
-  std::cerr << kTool << ": merged " << result.inputs << " inputs (" << result.failures
-            << " failed to decode) into";
-  for (const auto& f : result.written) std::cerr << " " << f;
-  std::cerr << "\n";
-  if (!result.note.empty()) std::cerr << kTool << ": note: " << result.note << "\n";
+  std::string files;
+  for (const auto& f : result.written) fmt::format_to(std::back_inserter(files), " {}", f);
+  fmt::print(stderr, "{}: merged {} inputs ({} failed to decode) into{}\n", kTool, result.inputs,
+             result.failures, files);
+  if (!result.note.empty()) fmt::print(stderr, "{}: note: {}\n", kTool, result.note);
   return kOk;
 }
 
@@ -245,8 +252,8 @@ int run(int argc, char** argv) {
   // The model.
   if (!model_flags.arch.empty() &&
       rmt::preset(model_flags.arch).kind == rmt::ModelKind::Dense) {
-    throw std::invalid_argument("--arch " + model_flags.arch +
-                                ": a dense backbone has no classes; use a classifier preset");
+    throw std::invalid_argument(fmt::format(
+        "--arch {}: a dense backbone has no classes; use a classifier preset", model_flags.arch));
   }
   auto model = rmt::tools::load_model(model_flags, device, kTool);
   const int64_t num_classes = model.config().num_classes;
@@ -261,18 +268,20 @@ int run(int argc, char** argv) {
   if (sharded) {
     const auto listing = rmt::batch::list_inputs(inputs, batch.file_lists);
     for (const auto& d : listing.empty_directories) {
-      std::cerr << kTool << ": warning: " << d
-                << ": no images (.jpg .jpeg .png .bmp .gif) in this directory\n";
+      fmt::print(stderr,
+                 "{}: warning: {}: no images (.jpg .jpeg .png .bmp .gif) in this directory\n",
+                 kTool, d);
     }
     if (listing.duplicates) {
-      std::cerr << kTool << ": warning: " << listing.duplicates
-                << " paths were given more than once: each is classified once\n";
+      fmt::print(stderr,
+                 "{}: warning: {} paths were given more than once: each is classified once\n",
+                 kTool, listing.duplicates);
     }
     if (listing.files.empty()) throw std::invalid_argument("no images to classify");
     auto settings = rmt::tools::run_settings(model_flags, model, pre, pre_flags);
     std::string labels_text;
-    for (const auto& n : names) labels_text += n + "\n";
-    settings["topk"] = std::to_string(topk);
+    for (const auto& n : names) fmt::format_to(std::back_inserter(labels_text), "{}\n", n);
+    settings["topk"] = fmt::to_string(topk);
     settings["labels"] = rmt::batch::fingerprint_text(labels_text);
     ClassesSink sink(model, device, dtype, topk, names);
     rmt::batch::run_job(listing.files,
@@ -285,7 +294,7 @@ int run(int argc, char** argv) {
   // The inputs.
   std::vector<Failure> failures;
   const auto files = collect_inputs(inputs, batch.file_lists, failures);
-  for (const auto& f : failures) std::cerr << kTool << ": error: " << f.message << "\n";
+  for (const auto& f : failures) fmt::print(stderr, "{}: error: {}\n", kTool, f.message);
   const size_t path_failures = failures.size();
 
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
@@ -316,13 +325,13 @@ int run(int argc, char** argv) {
           (g == decoded->images.size() ||
            decoded->failures[f].input.index < decoded->images[g].index)) {
         const auto& failure = decoded->failures[f++];
-        std::cerr << kTool << ": error: " << failure.error << "\n";
+        fmt::print(stderr, "{}: error: {}\n", kTool, failure.error);
         failures.push_back({failure.input.path, failure.error});
         continue;
       }
       const auto& file = decoded->images[g].path;
       nlohmann::ordered_json predictions = nlohmann::ordered_json::array();
-      if (!json) std::cout << file << "\n";
+      if (!json) fmt::print("{}\n", file);
       for (int64_t k = 0; k < topk; ++k) {
         const int64_t index = indices[static_cast<int64_t>(g)][k].item<int64_t>();
         const double p = probs[static_cast<int64_t>(g)][k].item<float>();
@@ -335,7 +344,7 @@ int run(int argc, char** argv) {
       if (json) results.push_back({{"file", file}, {"predictions", predictions}});
       ++g;
     }
-    std::cout.flush();
+    std::fflush(stdout);
     done += decoded->images.size() + decoded->failures.size();
     progress.update(done);
   }
@@ -363,7 +372,7 @@ int run(int argc, char** argv) {
         {"topk", topk},
         {"results", results},
         {"errors", errors}};
-    std::cout << doc.dump(2) << "\n";
+    fmt::print("{}\n", doc.dump(2));
   }
   if (!failures.empty()) {
     fmt::print(stderr, "{}: {} of {} inputs failed\n", kTool, failures.size(),
@@ -371,7 +380,7 @@ int run(int argc, char** argv) {
     return kSomeInputsFailed;
   }
   if (files.empty()) {
-    std::cerr << kTool << ": error: no images to classify\n";
+    fmt::print(stderr, "{}: error: no images to classify\n", kTool);
     return kSomeInputsFailed;
   }
   return kOk;

@@ -43,8 +43,8 @@ class TempFile {
   const std::string& path() const { return path_; }
   void commit(const std::string& destination) {
     if (::rename(path_.c_str(), destination.c_str()) != 0) {
-      throw std::runtime_error("cannot rename " + path_ + " to " + destination + ": " +
-                               std::strerror(errno));
+      throw std::runtime_error(
+          fmt::format("cannot rename {} to {}: {}", path_, destination, std::strerror(errno)));
     }
     path_.clear();
   }
@@ -119,13 +119,14 @@ int run(int argc, char** argv) {
   if (output == input ||
       (out_exists && ::stat(input.c_str(), &in_st) == 0 && in_st.st_dev == out_st.st_dev &&
        in_st.st_ino == out_st.st_ino)) {
-    throw std::invalid_argument(output + " is the input file: refusing to overwrite it");
+    throw std::invalid_argument(
+        fmt::format("{} is the input file: refusing to overwrite it", output));
   }
   if (out_exists && S_ISDIR(out_st.st_mode)) {
-    throw std::invalid_argument(output + " is a directory; give the file to write");
+    throw std::invalid_argument(fmt::format("{} is a directory; give the file to write", output));
   }
   if (out_exists && !force) {
-    throw std::invalid_argument(output + " exists (give --force to replace it)");
+    throw std::invalid_argument(fmt::format("{} exists (give --force to replace it)", output));
   }
 
   const rmt::CheckpointContents contents = rmt::read_checkpoint(input);
@@ -141,27 +142,27 @@ int run(int argc, char** argv) {
   metadata["weights_key"] = selected.entry;
   if (!key_prefix.empty()) metadata["key_prefix"] = key_prefix;
   if (keep_module) metadata["module_prefix_kept"] = "true";
-  metadata["converted_by"] = "rmt-convert " + rmt::version();
+  metadata["converted_by"] = fmt::format("rmt-convert {}", rmt::version());
 
   if (model_flags.given()) {
     const rmt::Model model = model_flags.build();
     std::string what;
     if (!arch.empty()) {
       metadata["arch"] = arch;
-      what = "preset " + arch;
+      what = fmt::format("preset {}", arch);
     } else {
-      what = "the config " + config_path + " (" + model_flags.kind_name + ")";
+      what = fmt::format("the config {} ({})", config_path, model_flags.kind_name);
     }
     metadata["kind"] = rmt::to_string(model.kind());
     metadata["config"] = model.config().to_json(model.kind());  // readable back as --config
     try {
       rmt::load_state_dict(*model.module(), weights, /*strict=*/true);
     } catch (const c10::Error& e) {
-      throw std::runtime_error(rmt::cut_message("the weights of " + input + " do not load into " +
-                                                what + ": " + e.what_without_backtrace()));
+      throw std::runtime_error(rmt::cut_message(fmt::format(
+          "the weights of {} do not load into {}: {}", input, what, e.what_without_backtrace())));
     } catch (const std::exception& e) {
-      throw std::runtime_error(rmt::cut_message("the weights of " + input + " do not load into " +
-                                                what + ": " + e.what()));
+      throw std::runtime_error(rmt::cut_message(
+          fmt::format("the weights of {} do not load into {}: {}", input, what, e.what())));
     }
   }
 
@@ -169,7 +170,8 @@ int run(int argc, char** argv) {
   try {
     rmt::save_safetensors(temp.path(), weights, metadata);
   } catch (const std::exception& e) {
-    throw std::runtime_error(rmt::cut_message("cannot write " + output + ": " + e.what()));
+    throw std::runtime_error(
+        rmt::cut_message(fmt::format("cannot write {}: {}", output, e.what())));
   }
   // Read back what was written before it takes the output's name.
   rmt::WeightsSelection exact;
@@ -184,8 +186,8 @@ int run(int argc, char** argv) {
   for (const auto& item : weights) {
     const at::Tensor* written = back.find(item.key());
     if (!written || !bit_identical(*written, item.value())) {
-      throw std::runtime_error("cannot write " + output + ": tensor '" +
-                               rmt::escape_and_cut(item.key()) + "' reads back differently");
+      throw std::runtime_error(fmt::format("cannot write {}: tensor '{}' reads back differently",
+                                           output, rmt::escape_and_cut(item.key())));
     }
   }
   temp.commit(output);
@@ -196,11 +198,12 @@ int run(int argc, char** argv) {
     const std::string& key = metadata["weights_key"];
     fmt::print("rmt-convert: wrote {}: {} tensors, {}{} elements, from {} of {} ({}){}\n", output,
                weights.size(), elements.saturated() ? "more than " : "", elements.value(),
-               key.empty() ? "the top-level dict" : "entry '" + rmt::escape_and_cut(key) + "'",
+               key.empty() ? std::string("the top-level dict")
+                           : fmt::format("entry '{}'", rmt::escape_and_cut(key)),
                input, contents.format,
                arch.empty() && config_path.empty()
-                   ? ""
-                   : "; they load into " + (!arch.empty() ? arch : config_path));
+                   ? std::string()
+                   : fmt::format("; they load into {}", !arch.empty() ? arch : config_path));
   }
   return 0;
 }

@@ -3,6 +3,7 @@
 // head (classifier and token-labeling models), or the dense backbone's feature maps. Results go to
 // a run directory as safetensors chunks, merged into one file in input order (see rmt/batch/*.h).
 #include <iostream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <utility>
@@ -11,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <c10/core/InferenceMode.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "batch_tool.h"
 #include "rmt/batch/chunks.h"
@@ -94,11 +96,11 @@ int run(int argc, char** argv) {
           "--merge DIR takes no inputs: they are the run's (DIR/inputs.txt)");
     }
     const auto result = rmt::batch::merge_run(batch.merge_dir, rmt::tools::merge_options(batch));
-    std::cerr << kTool << ": merged " << result.inputs << " inputs (" << result.failures
-              << " failed to decode) into";
-    for (const auto& f : result.written) std::cerr << " " << f;
-    std::cerr << "\n";
-    if (!result.note.empty()) std::cerr << kTool << ": note: " << result.note << "\n";
+    std::string files;
+    for (const auto& f : result.written) fmt::format_to(std::back_inserter(files), " {}", f);
+    fmt::print(stderr, "{}: merged {} inputs ({} failed to decode) into{}\n", kTool,
+               result.inputs, result.failures, files);
+    if (!result.note.empty()) fmt::print(stderr, "{}: note: {}\n", kTool, result.note);
     return 0;
   }
   if (batch.output.empty()) throw std::invalid_argument("give --output DIR (or --merge DIR)");
@@ -115,19 +117,16 @@ int run(int argc, char** argv) {
 
   const auto listing = rmt::batch::list_inputs(inputs, batch.file_lists);
   for (const auto& d : listing.empty_directories) {
-    std::cerr << kTool << ": warning: " << d
-              << ": no images (.jpg .jpeg .png .bmp .gif) in this directory\n";
+    fmt::print(stderr, "{}: warning: {}: no images (.jpg .jpeg .png .bmp .gif) in this directory\n",
+               kTool, d);
   }
   if (listing.duplicates) {
-    std::cerr << kTool << ": warning: " << listing.duplicates
-              << " paths were given more than once: each is computed once\n";
+    fmt::print(stderr, "{}: warning: {} paths were given more than once: each is computed once\n",
+               kTool, listing.duplicates);
   }
   if (listing.files.empty()) throw std::invalid_argument("no images to extract features from");
   auto settings = rmt::tools::run_settings(model_flags, model, pre, pre_flags);
-  std::string outputs;
-  for (const auto& n : FeaturesSink::output_names(model))
-    outputs += (outputs.empty() ? "" : " ") + n;
-  settings["outputs"] = outputs;
+  settings["outputs"] = fmt::format("{}", fmt::join(FeaturesSink::output_names(model), " "));
   FeaturesSink sink(model, device, dtype);
   rmt::batch::run_job(
       listing.files,

@@ -51,14 +51,17 @@ int run(int argc, char** argv) {
   rmt::runtime::configure_threads(threads);
   if (summary) {
     const int64_t h = input_size.front(), w = input_size.back();
-    std::cout << rmt::format_summary(
-        rmt::summarize(model_flags.build(), h, w),
-        !model_flags.arch.empty() ? model_flags.arch : model_flags.config_path, per_layer);
+    fmt::print("{}", rmt::format_summary(
+                         rmt::summarize(model_flags.build(), h, w),
+                         !model_flags.arch.empty() ? model_flags.arch : model_flags.config_path,
+                         per_layer));
     return 0;
   }
   for (const auto& [value, name] : {std::pair{&model_flags.weights, "--weights"},
                                     std::pair{&input, "--input"}, std::pair{&output, "--output"}}) {
-    if (value->empty()) throw std::invalid_argument(std::string(name) + " is required (unless --summary)");
+    if (value->empty()) {
+      throw std::invalid_argument(fmt::format("{} is required (unless --summary)", name));
+    }
   }
 
   const auto dtype = rmt::tools::parse_dtype(model_flags.dtype_name);
@@ -108,7 +111,7 @@ int run(int argc, char** argv) {
       rmt::write_npy(fmt::format("{}.stage{}.npy", output, stages[i]), outputs[i]);
     }
   } else {
-    rmt::write_npy(output + ".npy", outputs.front());
+    rmt::write_npy(fmt::format("{}.npy", output), outputs.front());
   }
   return 0;
 }

@@ -77,8 +77,10 @@ bool is_mapping(const Value* v) {
 
 // Where the weights were taken from, in words.
 std::string weights_source(const rmt::SelectedWeights& s) {
-  return (s.entry.empty() ? std::string("the top-level dict") : "entry '" + printable(s.entry) + "'") +
-         (s.automatic ? " (auto)" : "");
+  return fmt::format("{}{}",
+                     s.entry.empty() ? std::string("the top-level dict")
+                                     : fmt::format("entry '{}'", printable(s.entry)),
+                     s.automatic ? " (auto)" : "");
 }
 
 struct Totals {
@@ -172,9 +174,11 @@ int run(int argc, char** argv) {
     no_weights = e.what();
   }
   const rmt::StateDict& weights = selected.weights;
-  const std::string source = weights_source(selected) +
-                             (select.key_prefix.empty() ? "" : ", keys starting with '" +
-                                                                   printable(select.key_prefix) + "'");
+  const std::string source =
+      fmt::format("{}{}", weights_source(selected),
+                  select.key_prefix.empty()
+                      ? std::string()
+                      : fmt::format(", keys starting with '{}'", printable(select.key_prefix)));
   const Totals totals = totals_of(weights);
 
   if (json) {
@@ -210,7 +214,7 @@ int run(int argc, char** argv) {
     }
     j["weights"] = std::move(w);
     if (!explicit_selection) j["description"] = rmt::describe_checkpoint(contents);
-    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
 
@@ -224,7 +228,7 @@ int run(int argc, char** argv) {
   }
   if (!no_weights.empty()) {
     line("weights: none found ({})\n", no_weights);
-    std::cout << fmt::to_string(out);
+    fmt::print("{}", fmt::string_view(out.data(), out.size()));
     return 0;
   }
   line("weights: {}: {} tensors\n", source, totals.tensors);
@@ -249,7 +253,7 @@ int run(int argc, char** argv) {
     }
   }
   line("total: {}\n", totals_text(totals));
-  std::cout << fmt::to_string(out);
+  fmt::print("{}", fmt::string_view(out.data(), out.size()));
   return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include <c10/util/Exception.h>
+#include <fmt/format.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
 
@@ -23,13 +24,13 @@ inline torch::Dtype parse_dtype(const std::string& name) {
   if (name == "float64") return torch::kFloat64;
   if (name == "float16") return torch::kFloat16;
   if (name == "bfloat16") return torch::kBFloat16;
-  throw std::invalid_argument("--dtype: expected float32, float64, float16 or bfloat16, found '" +
-                              name + "'");
+  throw std::invalid_argument(
+      fmt::format("--dtype: expected float32, float64, float16 or bfloat16, found '{}'", name));
 }
 
 inline torch::Device parse_device(const std::string& name) {
   if (name != "cpu" && name != "cuda") {
-    throw std::invalid_argument("--device: expected cpu or cuda, found '" + name + "'");
+    throw std::invalid_argument(fmt::format("--device: expected cpu or cuda, found '{}'", name));
   }
   if (name == "cuda" && !torch::cuda::is_available()) {
     throw std::runtime_error("--device cuda: no CUDA device is available");
@@ -43,9 +44,9 @@ int run_tool(const char* tool, Body&& body) {
   try {
     return body();
   } catch (const c10::Error& e) {
-    std::cerr << tool << ": error: " << e.what_without_backtrace() << "\n";
+    fmt::print(stderr, "{}: error: {}\n", tool, e.what_without_backtrace());
   } catch (const std::exception& e) {
-    std::cerr << tool << ": error: " << e.what() << "\n";
+    fmt::print(stderr, "{}: error: {}\n", tool, e.what());
   }
   return 1;
 }

@@ -76,8 +76,8 @@ c10::intrusive_ptr<c10d::TCPStore> connect_and_probe(const std::string& addr,
                                 std::chrono::seconds(5);
   if (!state->changed.wait_until(lock, connect_deadline,
                                  [&] { return state->connected || state->done; })) {
-    throw std::runtime_error("no connection within " +
-                             std::to_string(options.timeout.count() / 1000) + " s");
+    throw std::runtime_error(
+        fmt::format("no connection within {} s", options.timeout.count() / 1000));
   }
   // Once connected, a round trip takes milliseconds.
   constexpr auto kAnswer = std::chrono::seconds(10);
@@ -109,8 +109,8 @@ std::unique_ptr<FinishBarrier> FinishBarrier::connect(const RankInfo& rank, cons
     port = std::stoi(*port_text, &used);
     if (used != port_text->size() || port < 1 || port > 65535) throw std::out_of_range("port");
   } catch (const std::exception&) {
-    throw std::invalid_argument("MASTER_PORT: expected a port number, found '" +
-                                port_text->substr(0, 40) + "'");
+    throw std::invalid_argument(
+        fmt::format("MASTER_PORT: expected a port number, found '{}'", port_text->substr(0, 40)));
   }
   const bool agent_store = env("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
   c10d::TCPStoreOptions options;
@@ -119,19 +119,19 @@ std::unique_ptr<FinishBarrier> FinishBarrier::connect(const RankInfo& rank, cons
   options.waitWorkers = false;
   options.timeout = connect_timeout;
   auto impl = std::make_unique<Impl>();
-  const std::string where = *addr + ":" + *port_text;
   try {
-    impl->store = connect_and_probe(*addr, options, "rmt-batch/" + job + "/hello/" +
-                                                       std::to_string(rank.rank));
+    impl->store =
+        connect_and_probe(*addr, options, fmt::format("rmt-batch/{}/hello/{}", job, rank.rank));
   } catch (const std::exception& e) {
-    return reason("cannot use the store at " + where + ": " + std::string(e.what()).substr(0, 300));
+    return reason(fmt::format("cannot use the store at {}:{}: {}", *addr, *port_text,
+                              std::string(e.what()).substr(0, 300)));
   }
   // A restart of the whole job (torchrun's restarts, a Slurm requeue) counts afresh.
-  const std::string attempt =
-      env("TORCHELASTIC_RUN_ID").value_or("") + "." +
-      env("TORCHELASTIC_RESTART_COUNT").value_or("") + "." + env("SLURM_JOB_ID").value_or("") +
-      "." + env("SLURM_STEP_ID").value_or("") + "." + env("SLURM_RESTART_COUNT").value_or("");
-  impl->prefix = "rmt-batch/" + job + "/" + attempt + "/";
+  const std::string attempt = fmt::format(
+      "{}.{}.{}.{}.{}", env("TORCHELASTIC_RUN_ID").value_or(""),
+      env("TORCHELASTIC_RESTART_COUNT").value_or(""), env("SLURM_JOB_ID").value_or(""),
+      env("SLURM_STEP_ID").value_or(""), env("SLURM_RESTART_COUNT").value_or(""));
+  impl->prefix = fmt::format("rmt-batch/{}/{}/", job, attempt);
   impl->world_size = rank.world_size;
   return std::unique_ptr<FinishBarrier>(new FinishBarrier(std::move(impl)));
 }
@@ -157,12 +157,14 @@ void FinishBarrier::wait_for_all(const std::function<bool()>& finished_otherwise
       arrived = impl_->store->add(impl_->key("finished"), 0);
       if (impl_->store->check({impl_->key("failed")})) {
         const auto text = impl_->store->get(impl_->key("failed"));
-        throw std::runtime_error("another rank failed: " + std::string(text.begin(), text.end()));
+        throw std::runtime_error(
+            fmt::format("another rank failed: {}", std::string(text.begin(), text.end())));
       }
     } catch (const std::runtime_error&) {
       throw;
     } catch (const std::exception& e) {
-      throw std::runtime_error("lost the barrier's store: " + std::string(e.what()).substr(0, 300));
+      throw std::runtime_error(
+          fmt::format("lost the barrier's store: {}", std::string(e.what()).substr(0, 300)));
     }
     if (arrived >= impl_->world_size) return;
     const auto now = Clock::now();

@@ -59,7 +59,7 @@ void ClassesChunk::write(const std::string& path) const {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   for (const auto& l : lines) out << l.second << '\n';
   out.close();
-  if (!out) throw std::runtime_error(path + ": cannot write");
+  if (!out) throw std::runtime_error(fmt::format("{}: cannot write", path));
 }
 
 void FeaturesChunk::add(const std::vector<InputImage>& images,
@@ -75,8 +75,8 @@ void FeaturesChunk::add(const std::vector<InputImage>& images,
   for (size_t i = 0; i < outputs.size(); ++i) {
     const auto& [name, t] = outputs[i];
     if (name != names_[i] || t.dim() < 1 || t.size(0) != static_cast<int64_t>(images.size())) {
-      throw std::logic_error("FeaturesChunk::add: output '" + name +
-                             "' does not have one row per image");
+      throw std::logic_error(
+          fmt::format("FeaturesChunk::add: output '{}' does not have one row per image", name));
     }
     parts_[i].push_back(t.detach().to(at::kCPU).contiguous());
   }
@@ -108,8 +108,8 @@ void FeaturesChunk::write(const std::string& path) const {
     return j.dump(-1, ' ', false, Json::error_handler_t::replace);
   };
   save_safetensors(path, tensors,
-                   {{"rmt.begin", std::to_string(range_.begin)},
-                    {"rmt.end", std::to_string(range_.end)},
+                   {{"rmt.begin", fmt::to_string(range_.begin)},
+                    {"rmt.end", fmt::to_string(range_.end)},
                     {"rmt.files", dump(files)},
                     {"rmt.failures", dump(failures)}});
 }

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include <fmt/format.h>
+
 #include "rmt/data/image.h"
 
 namespace rmt::batch {
@@ -33,13 +35,13 @@ std::vector<std::string> images_in_directory(const std::string& directory, std::
 
 std::vector<std::string> read_file_list(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open the file list");
+  if (!in) throw std::runtime_error(fmt::format("{}: cannot open the file list", path));
   std::vector<std::string> files;
   for (std::string line; std::getline(in, line);) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (!line.empty()) files.push_back(line);
   }
-  if (in.bad()) throw std::runtime_error(path + ": cannot read the file list");
+  if (in.bad()) throw std::runtime_error(fmt::format("{}: cannot read the file list", path));
   return files;
 }
 
@@ -58,7 +60,8 @@ InputListing list_inputs(const std::vector<std::string>& paths,
     }
     auto found = images_in_directory(path, error);
     if (error) {
-      throw std::runtime_error(path + ": cannot walk the directory (" + error.message() + ")");
+      throw std::runtime_error(
+          fmt::format("{}: cannot walk the directory ({})", path, error.message()));
     }
     if (found.empty()) listing.empty_directories.push_back(path);
     listing.files.insert(listing.files.end(), found.begin(), found.end());

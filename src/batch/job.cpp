@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <iterator>
 #include <stdexcept>
 #include <utility>
 
@@ -36,7 +37,9 @@ int64_t crash_after_chunks(const JobOptions& o) {
 // One line of the log, written at once (ranks share the terminal).
 template <typename... Args>
 void log_line(std::ostream& out, fmt::format_string<Args...> format, Args&&... args) {
-  out << fmt::format(format, std::forward<Args>(args)...) + "\n" << std::flush;
+  std::string line = fmt::format(format, std::forward<Args>(args)...);
+  line += '\n';
+  out << line << std::flush;
 }
 
 class ProgressLog {
@@ -69,7 +72,7 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
                    std::ostream& log) {
   const auto start = Clock::now();
   const RankInfo& rank = o.rank;
-  const std::string prefix = o.tool + ": " + rank.describe() + ": ";
+  const std::string prefix = fmt::format("{}: {}: ", o.tool, rank.describe());
   if (o.batch_size < 1) throw std::invalid_argument("the batch size must be at least 1");
 
   // Connect to the launcher's store first: rank 0 serves it from the start, and a rank that fails
@@ -164,7 +167,7 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   } catch (const std::exception& e) {
     if (barrier) {
       try {
-        barrier->report_failure(rank.describe() + ": " + e.what());
+        barrier->report_failure(fmt::format("{}: {}", rank.describe(), e.what()));
       } catch (...) {
       }
     }
@@ -209,7 +212,7 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
       }
     } catch (const std::exception& e) {
       if (rank.rank == 0) {
-        summary.merge_note = std::string("no merge: ") + e.what();
+        summary.merge_note = fmt::format("no merge: {}", e.what());
         log_line(log, "{}warning: {}; the last rank to finish merges, or run --merge {}", prefix,
                  summary.merge_note, o.output_dir);
         return summary;
@@ -230,8 +233,9 @@ JobSummary run_job(const std::vector<std::string>& inputs, const JobOptions& o, 
   summary.merge = merge_run(o.output_dir, o.merge_options);
   summary.merged = true;
   std::string files;
-  for (const auto& f : summary.merge.written)
-    files += " " + std::filesystem::path(f).filename().string();
+  for (const auto& f : summary.merge.written) {
+    fmt::format_to(std::back_inserter(files), " {}", std::filesystem::path(f).filename().string());
+  }
   log_line(log, "{}merged {} inputs ({} failed to decode) into{}", prefix, summary.merge.inputs,
            summary.merge.failures, files);
   if (!summary.merge.note.empty()) log_line(log, "{}note: {}", prefix, summary.merge.note);

@@ -12,8 +12,8 @@ namespace {
 // A non-negative decimal integer, nothing else; `what` names the flag or variable for the message.
 int64_t parse_count(const std::string& text, const std::string& what) {
   const auto bad = [&] {
-    return std::invalid_argument(what + ": expected a non-negative integer, found '" +
-                                 text.substr(0, 40) + "'");
+    return std::invalid_argument(fmt::format("{}: expected a non-negative integer, found '{}'",
+                                             what, text.substr(0, 40)));
   };
   if (text.empty() || text.size() > 18) throw bad();
   int64_t value = 0;
@@ -27,12 +27,12 @@ int64_t parse_count(const std::string& text, const std::string& what) {
 std::optional<int64_t> env_count(const Environment& env, const std::string& name) {
   const auto value = env(name);
   if (!value) return std::nullopt;
-  return parse_count(*value, "the environment variable " + name);
+  return parse_count(*value, fmt::format("the environment variable {}", name));
 }
 
 int64_t require(const Environment& env, const std::string& name, const std::string& because) {
   const auto value = env_count(env, name);
-  if (!value) throw std::invalid_argument(because + " but " + name + " is not set");
+  if (!value) throw std::invalid_argument(fmt::format("{} but {} is not set", because, name));
   return *value;
 }
 
@@ -103,10 +103,10 @@ RankInfo detect_rank(std::optional<int64_t> rank, std::optional<int64_t> world_s
     } else if (const auto n = env_count(env, kWorldSizeVariable)) {
       info.world_size = *n;
     } else {
-      throw std::invalid_argument(
+      throw std::invalid_argument(fmt::format(
           "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job), but the job's completions count "
-          "is not known: pass --world-size N or set " +
-          std::string(kWorldSizeVariable) + " to spec.completions");
+          "is not known: pass --world-size N or set {} to spec.completions",
+          kWorldSizeVariable));
     }
   } else if (world_size && *world_size != 1) {
     throw std::invalid_argument(fmt::format(

@@ -99,7 +99,7 @@ class OutputFile {
   explicit OutputFile(std::string path)
       : path_(std::move(path)), temporary_(temporary_path(path_)) {
     out_.open(temporary_, std::ios::binary | std::ios::trunc);
-    if (!out_) throw std::runtime_error(temporary_ + ": cannot open for writing");
+    if (!out_) throw std::runtime_error(fmt::format("{}: cannot open for writing", temporary_));
   }
   ~OutputFile() {
     if (!committed_) std::remove(temporary_.c_str());
@@ -107,7 +107,7 @@ class OutputFile {
   std::ofstream& out() { return out_; }
   void commit() {
     out_.close();
-    if (!out_) throw std::runtime_error(temporary_ + ": cannot write");
+    if (!out_) throw std::runtime_error(fmt::format("{}: cannot write", temporary_));
     commit_file(temporary_, path_);
     committed_ = true;
   }
@@ -126,7 +126,7 @@ MergeResult merge_classes(const RunDirectory& dir, const RunManifest& m,
   OutputFile classes(dir.file("classes.jsonl")), failures(dir.file("failures.jsonl"));
   for (const auto& chunk : chunks) {
     std::ifstream in(chunk.path, std::ios::binary);
-    if (!in) throw std::runtime_error(chunk.path + ": cannot open");
+    if (!in) throw std::runtime_error(fmt::format("{}: cannot open", chunk.path));
     int64_t expected = chunk.range.begin;
     for (std::string line; std::getline(in, line);) {
       Json j;
@@ -142,8 +142,8 @@ MergeResult merge_classes(const RunDirectory& dir, const RunManifest& m,
                                              std::string(e.what()).substr(0, 200)));
       }
       if (expected >= chunk.range.end) {
-        throw std::runtime_error(chunk.path + ": more entries than the inputs " +
-                                 range_text(chunk.range) + " it holds");
+        throw std::runtime_error(fmt::format("{}: more entries than the inputs {} it holds",
+                                             chunk.path, range_text(chunk.range)));
       }
       check_entry(chunk, expected, index, file, inputs);
       ++expected;
@@ -186,34 +186,39 @@ FeatureChunkInfo read_features_chunk(const ExpectedChunk& chunk,
     failures = Json::parse(contents.metadata.at("rmt.failures"));
     if (std::stoll(contents.metadata.at("rmt.begin")) != chunk.range.begin ||
         std::stoll(contents.metadata.at("rmt.end")) != chunk.range.end) {
-      throw std::runtime_error("rmt.begin/rmt.end are not " + range_text(chunk.range));
+      throw std::runtime_error(
+          fmt::format("rmt.begin/rmt.end are not {}", range_text(chunk.range)));
     }
   } catch (const std::exception& e) {
-    throw std::runtime_error(chunk.path + ": not a features chunk of this run (" +
-                             std::string(e.what()).substr(0, 200) + ")");
+    throw std::runtime_error(fmt::format("{}: not a features chunk of this run ({})", chunk.path,
+                                         std::string(e.what()).substr(0, 200)));
   }
-  if (!tensors.contains("index")) throw std::runtime_error(chunk.path + ": no 'index' tensor");
+  if (!tensors.contains("index")) {
+    throw std::runtime_error(fmt::format("{}: no 'index' tensor", chunk.path));
+  }
   const auto index = tensors["index"];
   if (index.scalar_type() != at::kLong || index.dim() != 1 ||
       index.size(0) != static_cast<int64_t>(files.size())) {
-    throw std::runtime_error(chunk.path +
-                             ": 'index' is not int64 with one entry per path of rmt.files");
+    throw std::runtime_error(fmt::format(
+        "{}: 'index' is not int64 with one entry per path of rmt.files", chunk.path));
   }
   std::map<int64_t, std::string> entries;  // every input of the chunk -> its path
   const auto add = [&](int64_t i, const std::string& file) {
     if (i < chunk.range.begin || i >= chunk.range.end || entries.count(i)) {
       throw std::runtime_error(
           fmt::format("{}: input {} {}", chunk.path, i,
-                      entries.count(i) ? "appears twice"
-                                       : "is outside the chunk's " + range_text(chunk.range)));
+                      entries.count(i)
+                          ? std::string("appears twice")
+                          : fmt::format("is outside the chunk's {}", range_text(chunk.range))));
     }
     entries[i] = file;
   };
   const auto* ix = index.data_ptr<int64_t>();
   for (int64_t r = 0; r < index.size(0); ++r) {
     add(ix[r], files.at(static_cast<size_t>(r)).get<std::string>());
-    if (r > 0 && ix[r] <= ix[r - 1])
-      throw std::runtime_error(chunk.path + ": rows are not in input order");
+    if (r > 0 && ix[r] <= ix[r - 1]) {
+      throw std::runtime_error(fmt::format("{}: rows are not in input order", chunk.path));
+    }
     info.rows.push_back(ix[r]);
   }
   for (const auto& f : failures) {
@@ -230,8 +235,8 @@ FeatureChunkInfo read_features_chunk(const ExpectedChunk& chunk,
   for (const auto& item : tensors) {
     if (item.key() != "index" &&
         (item.value().dim() < 1 || item.value().size(0) != index.size(0))) {
-      throw std::runtime_error(chunk.path + ": tensor '" + item.key() +
-                               "' does not have one row per image");
+      throw std::runtime_error(fmt::format("{}: tensor '{}' does not have one row per image",
+                                           chunk.path, item.key()));
     }
   }
   return info;
@@ -262,8 +267,9 @@ MergeResult merge_features(const RunDirectory& dir, const RunManifest& m,
       if (it == outputs.end()) {
         outputs.push_back({item.key(), {item.value().scalar_type(), shape}});
       } else if (it->second.dtype != item.value().scalar_type() || it->second.row_shape != shape) {
-        throw std::runtime_error(chunk.path + ": tensor '" + item.key() +
-                                 "' differs in dtype or shape from the earlier chunks'");
+        throw std::runtime_error(
+            fmt::format("{}: tensor '{}' differs in dtype or shape from the earlier chunks'",
+                        chunk.path, item.key()));
       }
     }
     const auto chunk_name = fs::path(chunk.path).filename().string();
@@ -277,7 +283,7 @@ MergeResult merge_features(const RunDirectory& dir, const RunManifest& m,
         ++result.failures;
       } else {
         line["row"] = row++;
-        line["chunk"] = "chunks/" + chunk_name;
+        line["chunk"] = fmt::format("chunks/{}", chunk_name);
         line["chunk_row"] = r++;
         ++result.results;
       }
@@ -319,7 +325,8 @@ MergeResult merge_features(const RunDirectory& dir, const RunManifest& m,
     for (size_t k = 0; k < outputs.size(); ++k) {
       if (n == 0) continue;
       if (!tensors.contains(outputs[k].first)) {
-        throw std::runtime_error(chunk.path + ": has no tensor '" + outputs[k].first + "'");
+        throw std::runtime_error(
+            fmt::format("{}: has no tensor '{}'", chunk.path, outputs[k].first));
       }
       merged[k].narrow(0, at_row, n).copy_(tensors[outputs[k].first]);
     }
@@ -332,7 +339,7 @@ MergeResult merge_features(const RunDirectory& dir, const RunManifest& m,
   StateDict out;
   out.insert("index", at::tensor(all_rows, at::kLong));
   for (size_t k = 0; k < outputs.size(); ++k) out.insert(outputs[k].first, merged[k]);
-  std::map<std::string, std::string> metadata{{"rmt.inputs", std::to_string(m.num_inputs)},
+  std::map<std::string, std::string> metadata{{"rmt.inputs", fmt::to_string(m.num_inputs)},
                                               {"rmt.tool", m.tool}};
   const auto files_text = files.dump(-1, ' ', false, Json::error_handler_t::replace);
   if (files_text.size() <= (size_t(32) << 20)) metadata["rmt.files"] = files_text;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 
@@ -22,28 +23,32 @@ using Json = nlohmann::ordered_json;
 
 namespace {
 
-std::string system_error(const std::string& what) { return what + ": " + std::strerror(errno); }
+std::string system_error(const std::string& what) {
+  return fmt::format("{}: {}", what, std::strerror(errno));
+}
 
 // Flushes a file (or a directory's entries) to disk.
 void sync_path(const std::string& path, bool directory) {
   const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) throw std::runtime_error(system_error(path + ": cannot open to flush it"));
+  if (fd < 0) {
+    throw std::runtime_error(system_error(fmt::format("{}: cannot open to flush it", path)));
+  }
   const int rc = ::fsync(fd);
   const int saved = errno;
   ::close(fd);
   // Some file systems cannot fsync a directory; the rename itself is atomic either way.
   if (rc != 0 && !(directory && (saved == EINVAL || saved == EBADF))) {
     errno = saved;
-    throw std::runtime_error(system_error(path + ": cannot flush to disk"));
+    throw std::runtime_error(system_error(fmt::format("{}: cannot flush to disk", path)));
   }
 }
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open");
+  if (!in) throw std::runtime_error(fmt::format("{}: cannot open", path));
   std::stringstream text;
   text << in.rdbuf();
-  if (in.bad()) throw std::runtime_error(path + ": cannot read");
+  if (in.bad()) throw std::runtime_error(fmt::format("{}: cannot read", path));
   return text.str();
 }
 
@@ -82,8 +87,10 @@ std::vector<std::string> list_names(const std::string& directory) {
   for (fs::directory_iterator it(directory, ec), end; !ec && it != end; it.increment(ec)) {
     names.push_back(it->path().filename().string());
   }
-  if (ec)
-    throw std::runtime_error(directory + ": cannot list the directory (" + ec.message() + ")");
+  if (ec) {
+    throw std::runtime_error(
+        fmt::format("{}: cannot list the directory ({})", directory, ec.message()));
+  }
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -97,8 +104,8 @@ std::string to_string(ChunkFormat format) {
 ChunkFormat chunk_format_from_string(const std::string& name) {
   if (name == "classes") return ChunkFormat::Classes;
   if (name == "features") return ChunkFormat::Features;
-  throw std::invalid_argument("expected the output format classes or features, found '" +
-                              name.substr(0, 40) + "'");
+  throw std::invalid_argument(fmt::format(
+      "expected the output format classes or features, found '{}'", name.substr(0, 40)));
 }
 
 std::string chunk_extension(ChunkFormat format) {
@@ -110,14 +117,13 @@ std::string chunk_extension(ChunkFormat format) {
 std::string RunManifest::to_json() const {
   Json settings_json = Json::object();
   for (const auto& [k, v] : settings) settings_json[k] = v;
-  return Json{{"tool", tool},
-              {"format", batch::to_string(format)},
-              {"num_inputs", num_inputs},
-              {"inputs_hash", inputs_hash},
-              {"chunk_size", chunk_size},
-              {"settings", settings_json}}
-             .dump(2) +
-         "\n";
+  return fmt::format("{}\n", Json{{"tool", tool},
+                                   {"format", batch::to_string(format)},
+                                   {"num_inputs", num_inputs},
+                                   {"inputs_hash", inputs_hash},
+                                   {"chunk_size", chunk_size},
+                                   {"settings", settings_json}}
+                                  .dump(2));
 }
 
 RunManifest RunManifest::from_json(const std::string& text, const std::string& name) {
@@ -131,11 +137,12 @@ RunManifest RunManifest::from_json(const std::string& text, const std::string& n
     m.chunk_size = j.at("chunk_size").get<int64_t>();
     for (const auto& [k, v] : j.at("settings").items()) m.settings[k] = v.get<std::string>();
   } catch (const std::exception& e) {
-    throw std::runtime_error(name + ": not a run manifest of rmt-classify or rmt-extract (" +
-                             std::string(e.what()).substr(0, 200) + ")");
+    throw std::runtime_error(
+        fmt::format("{}: not a run manifest of rmt-classify or rmt-extract ({})", name,
+                    std::string(e.what()).substr(0, 200)));
   }
   if (m.num_inputs < 0 || m.chunk_size < 1) {
-    throw std::runtime_error(name + ": the manifest's counts are out of range");
+    throw std::runtime_error(fmt::format("{}: the manifest's counts are out of range", name));
   }
   return m;
 }
@@ -144,14 +151,15 @@ std::string RunManifest::differences(const RunManifest& other) const {
   std::string out;
   const auto compare = [&](const std::string& field, const std::string& a, const std::string& b) {
     if (a != b && out.size() < 800) {
-      out += "  " + field + ": " + a.substr(0, 100) + " vs " + b.substr(0, 100) + "\n";
+      fmt::format_to(std::back_inserter(out), "  {}: {} vs {}\n", field, a.substr(0, 100),
+                     b.substr(0, 100));
     }
   };
   compare("tool", tool, other.tool);
   compare("format", batch::to_string(format), batch::to_string(other.format));
-  compare("number of inputs", std::to_string(num_inputs), std::to_string(other.num_inputs));
+  compare("number of inputs", fmt::to_string(num_inputs), fmt::to_string(other.num_inputs));
   compare("inputs hash", inputs_hash, other.inputs_hash);
-  compare("chunk size", std::to_string(chunk_size), std::to_string(other.chunk_size));
+  compare("chunk size", fmt::to_string(chunk_size), fmt::to_string(other.chunk_size));
   auto keys = settings;
   for (const auto& [k, v] : other.settings) keys.emplace(k, "");
   for (const auto& [k, unused] : keys) {
@@ -164,7 +172,10 @@ std::string RunManifest::differences(const RunManifest& other) const {
 
 std::string inputs_text(const std::vector<std::string>& inputs) {
   std::string text;
-  for (const auto& f : inputs) text += f + "\n";
+  for (const auto& f : inputs) {
+    text += f;
+    text += '\n';
+  }
   return text;
 }
 
@@ -176,14 +187,14 @@ std::string fingerprint_text(const std::string& text) {
 
 std::string fingerprint_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open to fingerprint it");
+  if (!in) throw std::runtime_error(fmt::format("{}: cannot open to fingerprint it", path));
   Hasher h;
   std::vector<char> buffer(size_t(1) << 20);
   while (in) {
     in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
     h.update(buffer.data(), static_cast<size_t>(in.gcount()));
   }
-  if (in.bad()) throw std::runtime_error(path + ": cannot read to fingerprint it");
+  if (in.bad()) throw std::runtime_error(fmt::format("{}: cannot read to fingerprint it", path));
   return fmt::format("{} bytes, {}", h.length, h.hex());
 }
 
@@ -194,15 +205,16 @@ std::string temporary_path(const std::string& path) {
   char host[64] = "host";
   ::gethostname(host, sizeof host - 1);
   host[sizeof host - 1] = 0;
+  const char* host_name = host;
   return (p.parent_path() /
-          ("." + p.filename().string() + ".tmp." + host + "." + std::to_string(::getpid())))
+          fmt::format(".{}.tmp.{}.{}", p.filename().string(), host_name, ::getpid()))
       .string();
 }
 
 void commit_file(const std::string& temporary, const std::string& path) {
   sync_path(temporary, false);
   if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    throw std::runtime_error(system_error("cannot rename " + temporary + " to " + path));
+    throw std::runtime_error(system_error(fmt::format("cannot rename {} to {}", temporary, path)));
   }
   auto parent = fs::path(path).parent_path().string();
   sync_path(parent.empty() ? "." : parent, true);
@@ -225,7 +237,7 @@ void write_text_atomically(const std::string& path, const std::string& text) {
     std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
     out << text;
     out.close();
-    if (!out) throw std::runtime_error(temporary + ": cannot write");
+    if (!out) throw std::runtime_error(fmt::format("{}: cannot write", temporary));
   });
 }
 
@@ -242,8 +254,8 @@ void RunDirectory::open(const RunManifest& manifest, const std::vector<std::stri
   for (const char* sub : {"chunks", "ranks"}) {
     fs::create_directories(fs::path(path_) / sub, ec);
     if (ec) {
-      throw std::runtime_error(path_ + ": cannot create the output directory (" + ec.message() +
-                               ")");
+      throw std::runtime_error(
+          fmt::format("{}: cannot create the output directory ({})", path_, ec.message()));
     }
   }
   const std::string manifest_path = file("manifest.json"), inputs_path = file("inputs.txt");
@@ -257,23 +269,25 @@ void RunDirectory::open(const RunManifest& manifest, const std::vector<std::stri
   const auto diff = manifest.differences(existing);
   if (!diff.empty()) {
     throw std::runtime_error(
-        path_ + " holds a different run (this run vs the one there):\n" + diff +
-        "use another --output directory, or the same inputs and settings to resume that run");
+        fmt::format("{} holds a different run (this run vs the one there):\n{}use another --output "
+                    "directory, or the same inputs and settings to resume that run",
+                    path_, diff));
   }
   if (!fs::exists(inputs_path)) write_text_atomically(inputs_path, list);
   if (fingerprint_text(read_text(inputs_path)) != existing.inputs_hash) {
-    throw std::runtime_error(inputs_path +
-                             " does not match the manifest's inputs hash: the run "
-                             "directory was changed by hand or by another run");
+    throw std::runtime_error(
+        fmt::format("{} does not match the manifest's inputs hash: the run directory was changed "
+                    "by hand or by another run",
+                    inputs_path));
   }
 }
 
 RunManifest RunDirectory::read_manifest() const {
   const auto path = file("manifest.json");
   if (!fs::exists(path)) {
-    throw std::runtime_error(path_ +
-                             ": no manifest.json: not the --output directory of a run of "
-                             "rmt-classify or rmt-extract");
+    throw std::runtime_error(fmt::format(
+        "{}: no manifest.json: not the --output directory of a run of rmt-classify or rmt-extract",
+        path_));
   }
   return RunManifest::from_json(read_text(path), path);
 }
@@ -281,17 +295,17 @@ RunManifest RunDirectory::read_manifest() const {
 std::vector<std::string> RunDirectory::read_inputs() const {
   const auto path = file("inputs.txt");
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open the run's input list");
+  if (!in) throw std::runtime_error(fmt::format("{}: cannot open the run's input list", path));
   std::vector<std::string> inputs;
   for (std::string line; std::getline(in, line);) inputs.push_back(line);
-  if (in.bad()) throw std::runtime_error(path + ": cannot read the run's input list");
+  if (in.bad()) throw std::runtime_error(fmt::format("{}: cannot read the run's input list", path));
   return inputs;
 }
 
 std::string RunDirectory::chunk_path(ChunkFormat format, const Range& chunk) const {
   return (fs::path(path_) / "chunks" /
-          (to_string(format) + "-" + padded(chunk.begin) + "-" + padded(chunk.end) +
-           chunk_extension(format)))
+          fmt::format("{}-{}-{}{}", to_string(format), padded(chunk.begin), padded(chunk.end),
+                      chunk_extension(format)))
       .string();
 }
 
@@ -301,7 +315,7 @@ bool RunDirectory::has_chunk(ChunkFormat format, const Range& chunk) const {
 }
 
 std::vector<std::string> RunDirectory::chunk_files(ChunkFormat format) const {
-  const std::string prefix = to_string(format) + "-", ext = chunk_extension(format);
+  const std::string prefix = fmt::format("{}-", to_string(format)), ext = chunk_extension(format);
   std::vector<std::string> files;
   for (const auto& name : list_names(file("chunks"))) {
     if (name.rfind(prefix, 0) == 0 && name.size() > ext.size() &&
@@ -316,7 +330,8 @@ void RunDirectory::remove_temporaries_of(ChunkFormat format,
                                          const std::vector<Range>& chunks) const {
   std::vector<std::string> prefixes;
   for (const auto& c : chunks) {
-    prefixes.push_back("." + fs::path(chunk_path(format, c)).filename().string() + ".tmp.");
+    prefixes.push_back(
+        fmt::format(".{}.tmp.", fs::path(chunk_path(format, c)).filename().string()));
   }
   std::sort(prefixes.begin(), prefixes.end());
   for (const auto& name : list_names(file("chunks"))) {
@@ -330,7 +345,8 @@ void RunDirectory::remove_temporaries_of(ChunkFormat format,
 }
 
 void RunDirectory::mark_rank_finished(int64_t rank, const std::string& summary) const {
-  write_text_atomically(file("ranks/rank-" + padded(rank) + ".json"), summary + "\n");
+  write_text_atomically(file(fmt::format("ranks/rank-{}.json", padded(rank))),
+                        fmt::format("{}\n", summary));
 }
 
 std::vector<Range> RunDirectory::missing_chunks(ChunkFormat format,

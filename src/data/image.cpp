@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 // stb_image from Debian's libstb-dev, compiled into this file only: every function static (no
 // symbol clashes with another copy of stb), only the formats rmt reads (no TGA, which has no
@@ -66,15 +67,9 @@ Format detect_format(const uint8_t* p, size_t n) {
   return Format::Unknown;
 }
 
+// "89 50 4e 47": the first bytes in hexadecimal.
 std::string describe_start(const uint8_t* p, size_t n) {
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < std::min<size_t>(n, 8); ++i) {
-    if (i) s += ' ';
-    s += hex[p[i] >> 4];
-    s += hex[p[i] & 15];
-  }
-  return s;
+  return fmt::format("{:02x}", fmt::join(p, p + std::min<size_t>(n, 8), " "));
 }
 
 uint32_t le32(const uint8_t* p) {
@@ -91,7 +86,8 @@ void check_complete(Format format, const uint8_t* p, size_t n, const std::string
     for (size_t i = n; i >= 2; --i) {
       if (p[i - 2] == 0xFF && p[i - 1] == 0xD9) return;
     }
-    throw std::runtime_error(name + ": truncated JPEG: no end-of-image marker (FF D9)");
+    throw std::runtime_error(
+        fmt::format("{}: truncated JPEG: no end-of-image marker (FF D9)", name));
   }
   if (format == Format::Bmp && n >= 34) {
     const uint32_t offset = le32(p + 10);
@@ -123,24 +119,24 @@ Image::Image(int64_t width_, int64_t height_)
 
 Image decode_image_from_memory(const void* data, size_t size, const std::string& name) {
   const auto* bytes = static_cast<const uint8_t*>(data);
-  if (size == 0) throw std::runtime_error(name + ": empty file, expected an image");
+  if (size == 0) throw std::runtime_error(fmt::format("{}: empty file, expected an image", name));
   if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
     throw std::runtime_error(
         fmt::format("{}: file too large ({} bytes), expected at most 2 GiB", name, size));
   }
   const Format format = detect_format(bytes, size);
   if (format == Format::Unknown) {
-    throw std::runtime_error(name + ": not a JPEG, PNG, BMP or GIF image (starts with " +
-                             describe_start(bytes, size) + ")");
+    throw std::runtime_error(fmt::format("{}: not a JPEG, PNG, BMP or GIF image (starts with {})",
+                                         name, describe_start(bytes, size)));
   }
   const int len = static_cast<int>(size);
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(bytes, len, &w, &h, &channels)) {
     // stb_image tried every format; its last message is about the last one it tried.
     const std::string reason = stbi_failure_reason();
-    throw std::runtime_error(name + ": corrupt " + format_name(format) + " image (" +
-                             (reason == "unknown image type" ? "unreadable header" : reason) +
-                             ")");
+    throw std::runtime_error(
+        fmt::format("{}: corrupt {} image ({})", name, format_name(format),
+                    reason == "unknown image type" ? "unreadable header" : reason));
   }
   if (w <= 0 || h <= 0 || int64_t(w) * h > kMaxPixels) {
     throw std::runtime_error(fmt::format("{}: {} image of {}x{} pixels, expected 1 to {} pixels",
@@ -151,8 +147,8 @@ Image decode_image_from_memory(const void* data, size_t size, const std::string&
   std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
       stbi_load_from_memory(bytes, len, &w, &h, &channels, 3), stbi_image_free);
   if (!decoded) {
-    throw std::runtime_error(name + ": corrupt " + format_name(format) + " image (" +
-                             stbi_failure_reason() + ")");
+    throw std::runtime_error(fmt::format("{}: corrupt {} image ({})", name, format_name(format),
+                                         stbi_failure_reason()));
   }
   Image image;
   image.width = w;
@@ -165,7 +161,7 @@ Image decode_image(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
-    throw std::runtime_error(path + ": cannot open (" + std::strerror(err) + ")");
+    throw std::runtime_error(fmt::format("{}: cannot open ({})", path, std::strerror(err)));
   }
   struct Closer {
     int fd;
@@ -173,7 +169,7 @@ Image decode_image(const std::string& path) {
   } closer{fd};
   struct stat info {};
   if (::fstat(fd, &info) == 0 && S_ISDIR(info.st_mode)) {
-    throw std::runtime_error(path + ": is a directory, expected an image file");
+    throw std::runtime_error(fmt::format("{}: is a directory, expected an image file", path));
   }
   std::vector<uint8_t> bytes;
   if (::fstat(fd, &info) == 0 && S_ISREG(info.st_mode)) {

@@ -1,7 +1,8 @@
 #include "io/bytes.h"
 
 #include <array>
-#include <cstdio>
+
+#include <fmt/format.h>
 
 namespace rmt::io {
 
@@ -31,12 +32,13 @@ std::string join_ints(const std::vector<int64_t>& values, size_t max_items) {
   for (size_t i = 0; i < values.size(); ++i) {
     if (i) s += ", ";
     if (i == max_items) {
-      s += "... (" + std::to_string(values.size() - i) + " more)";
+      fmt::format_to(std::back_inserter(s), "... ({} more)", values.size() - i);
       break;
     }
-    s += std::to_string(values[i]);
+    fmt::format_to(std::back_inserter(s), "{}", values[i]);
   }
-  return s + "]";
+  s += ']';
+  return s;
 }
 
 size_t element_size(c10::ScalarType dtype) {
@@ -56,7 +58,7 @@ size_t element_size(c10::ScalarType dtype) {
     case c10::kBool:
       return 1;
     default:
-      fail(std::string("unsupported dtype ") + c10::toString(dtype));
+      fail(fmt::format("unsupported dtype {}", c10::toString(dtype)));
   }
 }
 

@@ -7,6 +7,8 @@
 #include <unordered_set>
 
 #include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "io/bytes.h"
 #include "io/checkpoint_reader.h"
@@ -27,12 +29,13 @@ std::string key_text(const Value& k) {
 // "a, b, c, ... (N more)"
 std::string entry_list(const Value& dict, size_t max = 8) {
   std::string s;
+  auto to = std::back_inserter(s);
   for (size_t i = 0; i < dict.entries.size(); ++i) {
     if (i == max) {
-      s += ", ... (" + std::to_string(dict.entries.size() - i) + " more)";
+      fmt::format_to(to, ", ... ({} more)", dict.entries.size() - i);
       break;
     }
-    s += (i ? ", " : "") + key_text(*dict.entries[i].first);
+    fmt::format_to(to, "{}{}", i ? ", " : "", key_text(*dict.entries[i].first));
   }
   return s.empty() ? "none" : s;
 }
@@ -53,9 +56,9 @@ bool is_state_dict(const Value* v) {
 SelectedWeights select(const Value* root, const WeightsSelection& selection,
                        const std::function<void(const std::vector<const Value*>&)>& load) {
   if (!is_mapping(root)) {
-    io::fail("the checkpoint holds a " + (root ? root->type_name() : std::string("nothing")) +
-             ", expected a dict (a state_dict or a training checkpoint with 'model', "
-             "'state_dict', ...)");
+    io::fail(fmt::format("the checkpoint holds a {}, expected a dict (a state_dict or a training "
+                         "checkpoint with 'model', 'state_dict', ...)",
+                         root ? root->type_name() : std::string("nothing")));
   }
   SelectedWeights selected;
   const Value* chosen = nullptr;
@@ -66,7 +69,7 @@ SelectedWeights select(const Value* root, const WeightsSelection& selection,
     for (const auto& k : automatic_weights_keys()) {
       if ((chosen = root->find(k))) {
         selected.entry = k;
-        where = "entry '" + k + "'";
+        where = fmt::format("entry '{}'", k);
         break;
       }
     }
@@ -75,20 +78,18 @@ SelectedWeights select(const Value* root, const WeightsSelection& selection,
         std::string why;
         for (const auto& [k, x] : root->entries) {
           if (k->kind != Kind::Str) {
-            why = "its key " + key_text(*k) + " is not a string";
+            why = fmt::format("its key {} is not a string", key_text(*k));
             break;
           }
           if (x->kind != Kind::Tensor) {
-            why = "its entry '" + key_text(*k) + "' is a " + x->type_name();
+            why = fmt::format("its entry '{}' is a {}", key_text(*k), x->type_name());
             break;
           }
         }
         if (why.empty()) why = "it is empty";
-        std::string tried;
-        for (const auto& k : automatic_weights_keys()) tried += (tried.empty() ? "" : ", ") + k;
-        io::fail("no weights found: none of the entries " + tried +
-                 " is present, and the top-level dict is not a state_dict (" + why +
-                 "); entries: " + entry_list(*root));
+        io::fail(fmt::format("no weights found: none of the entries {} is present, and the "
+                             "top-level dict is not a state_dict ({}); entries: {}",
+                             fmt::join(automatic_weights_keys(), ", "), why, entry_list(*root)));
       }
       chosen = root;
       where = "the top-level dict";
@@ -100,22 +101,26 @@ SelectedWeights select(const Value* root, const WeightsSelection& selection,
     chosen = root->find(key);
     selected.entry = key;
     if (!chosen) {
-      io::fail("no entry '" + io::escape_and_cut(key) + "'; entries: " + entry_list(*root));
+      io::fail(fmt::format("no entry '{}'; entries: {}", io::escape_and_cut(key),
+                           entry_list(*root)));
     }
-    where = "entry '" + io::escape_and_cut(key) + "'";
+    where = fmt::format("entry '{}'", io::escape_and_cut(key));
   }
 
   if (!is_mapping(chosen)) {
-    io::fail(where + " is a " + chosen->type_name() + ", not a state_dict (a dict of tensors)");
+    io::fail(fmt::format("{} is a {}, not a state_dict (a dict of tensors)", where,
+                         chosen->type_name()));
   }
-  if (chosen->entries.empty()) io::fail(where + " holds no tensors");
+  if (chosen->entries.empty()) io::fail(fmt::format("{} holds no tensors", where));
   std::vector<std::string> names;
   std::vector<const Value*> values;
   names.reserve(chosen->entries.size());
   for (const auto& [k, x] : chosen->entries) {
-    if (k->kind != Kind::Str) io::fail(where + ": the key " + key_text(*k) + " is not a string");
+    if (k->kind != Kind::Str) {
+      io::fail(fmt::format("{}: the key {} is not a string", where, key_text(*k)));
+    }
     if (x->kind != Kind::Tensor) {
-      io::fail(where + ": '" + key_text(*k) + "' is a " + x->type_name() + ", not a tensor");
+      io::fail(fmt::format("{}: '{}' is a {}, not a tensor", where, key_text(*k), x->type_name()));
     }
     names.push_back(k->text);
     values.push_back(x);
@@ -136,8 +141,8 @@ SelectedWeights select(const Value* root, const WeightsSelection& selection,
     if (prefix.empty() || names[i].compare(0, prefix.size(), prefix) == 0) kept.push_back(i);
   }
   if (kept.empty()) {
-    io::fail("no key of " + where + " starts with '" + io::escape_and_cut(prefix) + "'; keys: " +
-             entry_list(*chosen, 6));
+    io::fail(fmt::format("no key of {} starts with '{}'; keys: {}", where,
+                         io::escape_and_cut(prefix), entry_list(*chosen, 6)));
   }
   std::vector<const Value*> wanted;
   wanted.reserve(kept.size());
@@ -148,9 +153,13 @@ SelectedWeights select(const Value* root, const WeightsSelection& selection,
   out.reserve(kept.size());
   for (size_t i : kept) {
     std::string name = names[i].substr(prefix.size());
-    if (out.contains(name)) io::fail(where + ": key '" + io::escape_and_cut(name) + "' appears twice");
+    if (out.contains(name)) {
+      io::fail(fmt::format("{}: key '{}' appears twice", where, io::escape_and_cut(name)));
+    }
     const at::Tensor& data = values[i]->tensor->data;
-    if (!data.defined()) io::fail(where + ": tensor '" + io::escape_and_cut(name) + "' has no data");
+    if (!data.defined()) {
+      io::fail(fmt::format("{}: tensor '{}' has no data", where, io::escape_and_cut(name)));
+    }
     out.insert(std::move(name), data);
   }
   return selected;
@@ -161,7 +170,7 @@ SelectedWeights select(const Value* root, const WeightsSelection& selection,
 template <typename F>
 auto named(const std::string& name, F&& f) -> decltype(f()) {
   const auto message = [&](const std::string& what) {
-    return cut_message(io::escape_and_cut(name, 300) + ": " + what);
+    return cut_message(fmt::format("{}: {}", io::escape_and_cut(name, 300), what));
   };
   try {
     return f();
@@ -205,17 +214,9 @@ struct TensorCount {
 // "what N tensors, M elements (float32, int64)"
 std::string tensor_summary(const TensorCount& c, const char* what) {
   const bool at_least = c.partial || c.elements.saturated();
-  std::string s = std::string(what) + (at_least ? "at least " : "") + std::to_string(c.tensors) +
-                  " tensors, " + std::to_string(c.elements.value()) + " elements";
-  if (!c.dtypes.empty()) {
-    s += " (";
-    bool first = true;
-    for (const auto& d : c.dtypes) {
-      s += (first ? "" : ", ") + d;
-      first = false;
-    }
-    s += ")";
-  }
+  std::string s = fmt::format("{}{}{} tensors, {} elements", what, at_least ? "at least " : "",
+                              c.tensors, c.elements.value());
+  if (!c.dtypes.empty()) fmt::format_to(std::back_inserter(s), " ({})", fmt::join(c.dtypes, ", "));
   return s;
 }
 
@@ -242,65 +243,71 @@ class Describer {
 
   bool full() const { return out.size() >= kMaxDescription; }
 
+  // Appends fmt's text to out.
+  template <typename... Args>
+  void put(fmt::format_string<Args...> format, Args&&... args) {
+    fmt::format_to(std::back_inserter(out), format, std::forward<Args>(args)...);
+  }
+
   void entry(const std::string& indent, const std::string& label, const std::string& where,
              const Value* v, int level) {
-    out += indent + label;
+    put("{}{}", indent, label);
     if (container(v)) {
       const std::string seen = session_.reference(v);
       if (!seen.empty()) {
-        out += ": " + v->type_name() + " " + seen + "\n";
+        put(": {} {}\n", v->type_name(), seen);
         return;
       }
     }
     if (state_dict(v)) {
-      out += ": " + tensor_summary(count(v), "state_dict, ") + "\n";
+      put(": {}\n", tensor_summary(count(v), "state_dict, "));
       session_.mark_shown(v, where);
       return;
     }
     if (v->kind == Kind::Object && v->state && v->state->kind == Kind::Dict && level < 2) {
       // argparse.Namespace and similar: one attribute per line
-      out += ": " + v->shown_name() + "\n";
+      put(": {}\n", v->shown_name());
       session_.mark_shown(v, where);
       lines(indent + "  ", v->state, where);
       return;
     }
     const TensorCount& c = count(v);
     if (is_mapping(v) && level < 1 && (c.tensors > 0 || v->entries.size() > 4)) {
-      out += ": " + v->type_name() + " of " + std::to_string(v->entries.size()) + " entries";
-      if (c.tensors) out += " (" + tensor_summary(c, "holding ") + ")";
+      put(": {} of {} entries", v->type_name(), v->entries.size());
+      if (c.tensors) put(" ({})", tensor_summary(c, "holding "));
       out += "\n";
       session_.mark_shown(v, where);
       size_t shown = 0;
       for (const auto& [k, x] : v->entries) {
         if (shown == 24 || full()) {
-          out += indent + "  ... (" + std::to_string(v->entries.size() - shown) + " more)\n";
+          put("{}  ... ({} more)\n", indent, v->entries.size() - shown);
           break;
         }
         ++shown;
         const std::string key = key_text(*k);
-        entry(indent + "  ", key, where + " > " + key, x, level + 1);
+        entry(indent + "  ", key, fmt::format("{} > {}", where, key), x, level + 1);
       }
       return;
     }
     if (c.tensors > 0 && v->kind != Kind::Tensor) {
-      out += ": " + v->type_name() + " (" + tensor_summary(c, "holding ") + ")\n";
+      put(": {} ({})\n", v->type_name(), tensor_summary(c, "holding "));
       session_.mark_shown(v, where);
       return;
     }
-    out += ": " + session_.render(*v, where, {4, 16, 200, 2000}) + "\n";
+    put(": {}\n", session_.render(*v, where, {4, 16, 200, 2000}));
   }
 
   void lines(const std::string& indent, const Value* dict, const std::string& where) {
     size_t shown = 0;
     for (const auto& [k, x] : dict->entries) {
       if (shown == 200 || full()) {
-        out += indent + "... (" + std::to_string(dict->entries.size() - shown) + " more)\n";
+        put("{}... ({} more)\n", indent, dict->entries.size() - shown);
         break;
       }
       ++shown;
       const std::string key = key_text(*k);
-      out += indent + key + " = " + session_.render(*x, where + "." + key, {3, 12, 200, 2000}) +
-             "\n";
+      put("{}{} = {}\n", indent, key,
+          session_.render(*x, fmt::format("{}.{}", where, key), {3, 12, 200, 2000}));
     }
   }
 
@@ -401,30 +408,27 @@ StateDict select_state_dict(const CheckpointContents& contents, const WeightsSel
 
 std::string describe_checkpoint(const CheckpointContents& contents) {
   Describer d;
-  d.out = "format: " + contents.format + "\n";
+  d.put("format: {}\n", contents.format);
   size_t shown = 0;
   for (const auto& [k, v] : contents.metadata) {
     if (shown == 200 || d.full()) {
-      d.out += "... (" + std::to_string(contents.metadata.size() - shown) +
-               " more metadata entries)\n";
+      d.put("... ({} more metadata entries)\n", contents.metadata.size() - shown);
       break;
     }
     ++shown;
-    d.out += "metadata " + io::escape_and_cut(k, 80) + ": " + io::escape_and_cut(v, 2000) + "\n";
+    d.put("metadata {}: {}\n", io::escape_and_cut(k, 80), io::escape_and_cut(v, 2000));
   }
   const Value* root = contents.root;
   if (!root) return d.out;
   if (d.state_dict(root)) {
-    d.out += tensor_summary(d.count(root), "state_dict, ") + "\n";
+    d.put("{}\n", tensor_summary(d.count(root), "state_dict, "));
   } else if (is_mapping(root)) {
     shown = 0;
     for (const auto& [k, v] : root->entries) {
       if (shown == 200 || d.full()) {
-        d.out += "... (" + std::to_string(root->entries.size() - shown) + " more entries" +
-                 (d.full() ? ": the description stops at " + std::to_string(kMaxDescription) +
-                                 " bytes"
-                           : std::string()) +
-                 ")\n";
+        d.put("... ({} more entries", root->entries.size() - shown);
+        if (d.full()) d.put(": the description stops at {} bytes", kMaxDescription);
+        d.out += ")\n";
         break;
       }
       ++shown;

@@ -16,7 +16,7 @@ namespace {
 constexpr char kMagic[] = "\x93NUMPY";
 
 [[noreturn]] void fail(const std::string& path, const std::string& message) {
-  throw std::runtime_error(path + ": " + message);
+  throw std::runtime_error(fmt::format("{}: {}", path, message));
 }
 
 at::ScalarType dtype_from_descr(const std::string& path, const std::string& descr) {
@@ -27,8 +27,9 @@ at::ScalarType dtype_from_descr(const std::string& path, const std::string& desc
   if (descr == "<i4") return at::kInt;
   if (descr == "|u1") return at::kByte;
   if (descr == "|b1") return at::kBool;
-  fail(path, "unsupported .npy dtype '" + descr +
-                 "': expected one of <f8 <f4 <f2 <i8 <i4 |u1 |b1 (little-endian)");
+  fail(path, fmt::format("unsupported .npy dtype '{}': expected one of <f8 <f4 <f2 <i8 <i4 |u1 |b1 "
+                         "(little-endian)",
+                         descr));
 }
 
 std::string descr_from_dtype(at::ScalarType type) {
@@ -65,7 +66,7 @@ at::Tensor read_npy(const std::string& path) {
     header_len = len[0] | (len[1] << 8) | (len[2] << 16) | (uint32_t(len[3]) << 24);
     if (header_len > (1u << 20)) fail(path, "the .npy header is larger than 1 MiB");
   } else {
-    fail(path, "unsupported .npy format version " + std::to_string(version[0]));
+    fail(path, fmt::format("unsupported .npy format version {}", version[0]));
   }
   std::string header(header_len, '\0');
   if (!in.read(header.data(), header_len)) fail(path, "truncated .npy header");
@@ -89,10 +90,10 @@ at::Tensor read_npy(const std::string& path) {
       try {
         dim = std::stoll(item);
       } catch (const std::exception&) {
-        fail(path, "bad dimension '" + item + "' in the .npy shape");
+        fail(path, fmt::format("bad dimension '{}' in the .npy shape", item));
       }
       if (dim < 0 || (dim > 0 && numel > std::numeric_limits<int64_t>::max() / 16 / dim)) {
-        fail(path, "bad or oversized dimension " + item + " in the .npy shape");
+        fail(path, fmt::format("bad or oversized dimension {} in the .npy shape", item));
       }
       numel *= dim;
       shape.push_back(dim);
@@ -101,7 +102,7 @@ at::Tensor read_npy(const std::string& path) {
   auto tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
   const auto bytes = static_cast<std::streamsize>(tensor.nbytes());
   if (bytes > 0 && !in.read(static_cast<char*>(tensor.data_ptr()), bytes)) {
-    fail(path, "the data is shorter than the shape " + m[1].str() + " needs");
+    fail(path, fmt::format("the data is shorter than the shape {} needs", m[1].str()));
   }
   return tensor;
 }
@@ -119,7 +120,7 @@ void write_npy(const std::string& path, const at::Tensor& input) {
   text.append(64 - (preamble + text.size() + 1) % 64, ' ');
   text.push_back('\n');
   std::ofstream out(path, std::ios::binary);
-  if (!out) throw std::runtime_error(path + ": cannot open for writing");
+  if (!out) fail(path, "cannot open for writing");
   out.write(kMagic, 6);
   const unsigned char version[2] = {1, 0};
   out.write(reinterpret_cast<const char*>(version), 2);
@@ -128,7 +129,7 @@ void write_npy(const std::string& path, const at::Tensor& input) {
   out.write(reinterpret_cast<const char*>(len), 2);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
   out.write(static_cast<const char*>(tensor.data_ptr()), static_cast<std::streamsize>(tensor.nbytes()));
-  if (!out) throw std::runtime_error(path + ": write failed");
+  if (!out) fail(path, "write failed");
 }
 
 }  // namespace rmt

@@ -4,10 +4,11 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cstdio>
 #include <cstdlib>
 #include <unordered_map>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "io/bytes.h"
 #include "rmt/io/pickle.h"
@@ -44,13 +45,14 @@ const Value* Value::attribute(std::string_view key) const {
 
 std::string Value::qualified_name() const {
   if (kind != Kind::Global && kind != Kind::Object) return {};
-  return text.empty() ? name : text + "." + name;
+  return text.empty() ? name : fmt::format("{}.{}", text, name);
 }
 
 std::string Value::shown_name(size_t max_bytes) const {
   if (kind != Kind::Global && kind != Kind::Object) return {};
   if (text.empty()) return io::escape_and_cut(name, max_bytes);
-  return io::escape_and_cut(text, max_bytes) + "." + io::escape_and_cut(name, max_bytes);
+  return fmt::format("{}.{}", io::escape_and_cut(text, max_bytes),
+                     io::escape_and_cut(name, max_bytes));
 }
 
 std::string Value::type_name() const {
@@ -67,7 +69,7 @@ std::string Value::type_name() const {
     case Kind::Dict: return "dict";
     case Kind::Set: return "set";
     case Kind::FrozenSet: return "frozenset";
-    case Kind::Global: return "global " + shown_name();
+    case Kind::Global: return fmt::format("global {}", shown_name());
     case Kind::Object: return shown_name();
     case Kind::Storage: return "storage";
     case Kind::Tensor: return "tensor";
@@ -79,10 +81,9 @@ namespace {
 
 std::string quote(std::string_view s, size_t max_bytes, bool bytes) {
   size_t left_out = 0;
-  std::string out = bytes ? "b'" : "'";
-  out += io::escape_text(s, max_bytes, '\'', bytes, &left_out);
-  out += "'";
-  if (left_out) out += "... (" + std::to_string(left_out) + " more bytes)";
+  std::string out = fmt::format("{}'{}'", bytes ? "b" : "",
+                                io::escape_text(s, max_bytes, '\'', bytes, &left_out));
+  if (left_out) fmt::format_to(std::back_inserter(out), "... ({} more bytes)", left_out);
   return out;
 }
 
@@ -106,7 +107,7 @@ std::string float_text(double v) {
 std::string bigint_text(const std::string& le) {
   const bool negative = !le.empty() && (static_cast<unsigned char>(le.back()) & 0x80);
   if (le.size() > 64) {
-    return std::string(negative ? "-" : "") + "<int of " + std::to_string(le.size()) + " bytes>";
+    return fmt::format("{}<int of {} bytes>", negative ? "-" : "", le.size());
   }
   std::vector<unsigned> mag(le.begin(), le.end());  // magnitude of the two's complement number
   for (auto& b : mag) b &= 0xFF;
@@ -132,7 +133,8 @@ std::string bigint_text(const std::string& le) {
     digits += static_cast<char>('0' + rem);
   }
   while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
-  return std::string(negative ? "-" : "") + std::string(digits.rbegin(), digits.rend());
+  if (negative) digits += '-';
+  return std::string(digits.rbegin(), digits.rend());
 }
 
 }  // namespace
@@ -146,7 +148,7 @@ class Renderer {
 
   void value(const Value& v, size_t depth) {
     if (out_.size() >= o_.max_length) {
-      if (!truncated_) out_ += "... (cut at " + std::to_string(o_.max_length) + " bytes)";
+      if (!truncated_) put("... (cut at {} bytes)", o_.max_length);
       truncated_ = true;
       return;
     }
@@ -178,20 +180,18 @@ class Renderer {
     switch (v.kind) {
       case Kind::None: out_ += "None"; return;
       case Kind::Bool: out_ += v.boolean ? "True" : "False"; return;
-      case Kind::Int: out_ += std::to_string(v.integer); return;
+      case Kind::Int: put("{}", v.integer); return;
       case Kind::BigInt: out_ += bigint_text(v.text); return;
       case Kind::Float: out_ += float_text(v.real); return;
       case Kind::Str: out_ += quote(v.text, o_.max_string, false); return;
       case Kind::Bytes: out_ += quote(v.text, o_.max_string, true); return;
       case Kind::Global: out_ += v.shown_name(o_.max_string); return;
       case Kind::Storage:
-        out_ += "storage(" + io::escape_and_cut(v.storage->type_name, 60) + ", key=" +
-                quote(v.storage->key, 40, false) + ", " + std::to_string(v.storage->numel) +
-                " elements)";
+        put("storage({}, key={}, {} elements)", io::escape_and_cut(v.storage->type_name, 60),
+            quote(v.storage->key, 40, false), v.storage->numel);
         return;
       case Kind::Tensor:
-        out_ += "tensor(" + io::dtype_name(v.tensor->dtype) + ", " +
-                io::join_ints(v.tensor->sizes, 64) + ")";
+        put("tensor({}, {})", io::dtype_name(v.tensor->dtype), io::join_ints(v.tensor->sizes, 64));
         return;
       default: break;
     }
@@ -233,7 +233,8 @@ class Renderer {
       if (e.def && !number[e.value]) continue;
       text.append(out_, done, e.pos - done);
       done = e.pos;
-      text += (e.def ? "&" : "*") + std::to_string(number[e.value]) + (e.def ? " " : "");
+      fmt::format_to(std::back_inserter(text), "{}{}{}", e.def ? "&" : "*", number[e.value],
+                     e.def ? " " : "");
     }
     text.append(out_, done, std::string::npos);
     return text;
@@ -243,6 +244,12 @@ class Renderer {
   const std::vector<const Value*>& shown() const { return shown_; }
 
  private:
+  // Appends fmt's text to out_.
+  template <typename... Args>
+  void put(fmt::format_string<Args...> format, Args&&... args) {
+    fmt::format_to(std::back_inserter(out_), format, std::forward<Args>(args)...);
+  }
+
   // Worth a mark: a container or object of more than 4 elements, a string of more than 64 bytes.
   // (Smaller ones are shown again: their text is short, and the limits bound it anyway.)
   static bool shareable(const Value& v, bool container) {
@@ -263,7 +270,7 @@ class Renderer {
     for (size_t i = 0; i < items.size(); ++i) {
       if (i) out_ += ", ";
       if (i == o_.max_items) {
-        out_ += "... (" + std::to_string(items.size() - i) + " more)";
+        put("... ({} more)", items.size() - i);
         break;
       }
       value(*items[i], depth + 1);
@@ -276,7 +283,7 @@ class Renderer {
     for (size_t i = 0; i < entries.size(); ++i) {
       if (i) out_ += ", ";
       if (i == o_.max_items) {
-        out_ += "... (" + std::to_string(entries.size() - i) + " more)";
+        put("... ({} more)", entries.size() - i);
         break;
       }
       value(*entries[i].first, depth + 1);
@@ -287,7 +294,7 @@ class Renderer {
   }
 
   void object(const Value& v, size_t depth) {
-    out_ += v.shown_name(o_.max_string) + "(";
+    put("{}(", v.shown_name(o_.max_string));
     size_t shown = 0;
     auto comma = [&] {
       if (shown++) out_ += ", ";
@@ -297,7 +304,7 @@ class Renderer {
       for (size_t i = 0; i < args.size(); ++i) {
         comma();
         if (i == o_.max_items) {
-          out_ += "... (" + std::to_string(args.size() - i) + " more)";
+          put("... ({} more)", args.size() - i);
           break;
         }
         value(*args[i], depth + 1);
@@ -307,7 +314,7 @@ class Renderer {
       for (size_t i = 0; i < dict->entries.size(); ++i) {
         comma();
         if (i == o_.max_items) {
-          out_ += "... (" + std::to_string(dict->entries.size() - i) + " more)";
+          put("... ({} more)", dict->entries.size() - i);
           break;
         }
         const Value& k = *dict->entries[i].first;
@@ -392,7 +399,7 @@ std::string RenderSession::reference(const Value* value) const {
   const auto found = shown_.find(value);
   if (found == shown_.end()) return {};
   const std::string& label = labels_[found->second / 2];
-  return (found->second % 2 ? "<same as " : "<see ") + label + ">";
+  return fmt::format("<{} {}>", found->second % 2 ? "same as" : "see", label);
 }
 
 

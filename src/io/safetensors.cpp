@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "io/bytes.h"
@@ -56,7 +57,7 @@ constexpr unsigned kDtype = 1, kShape = 2, kOffsets = 4;
 constexpr size_t kTensorBytes = 1024;
 
 std::string tensor_what(const std::string& name) {
-  return "safetensors: tensor '" + escape_and_cut(name) + "'";
+  return fmt::format("safetensors: tensor '{}'", escape_and_cut(name));
 }
 
 // The header's JSON, event by event (nlohmann's SAX parser does not recurse).
@@ -71,13 +72,15 @@ class HeaderReader : public nlohmann::json_sax<Json> {
   bool boolean(bool) override { return scalar("a boolean"); }
   bool number_integer(number_integer_t v) override {
     if (v >= 0) return number(static_cast<uint64_t>(v));
-    if (state_ == State::Shape || state_ == State::Offsets) fail(what() + " is negative");
+    if (state_ == State::Shape || state_ == State::Offsets) {
+      fail(fmt::format("{} is negative", what()));
+    }
     return scalar("a number");
   }
   bool number_unsigned(number_unsigned_t v) override { return number(v); }
   bool number_float(number_float_t, const string_t&) override {
     if (state_ == State::Shape || state_ == State::Offsets) {
-      fail(what() + " is not a non-negative integer");
+      fail(fmt::format("{} is not a non-negative integer", what()));
     }
     return scalar("a number");
   }
@@ -85,7 +88,7 @@ class HeaderReader : public nlohmann::json_sax<Json> {
     if (state_ == State::Metadata) {
       charge(key_.size() + s.size() + 96);
       if (!metadata.try_emplace(std::move(key_), std::move(s)).second) {
-        fail("safetensors: __metadata__ has the key '" + escape_and_cut(key_) + "' twice");
+        fail(fmt::format("safetensors: __metadata__ has the key '{}' twice", escape_and_cut(key_)));
       }
       return true;
     }
@@ -149,7 +152,8 @@ class HeaderReader : public nlohmann::json_sax<Json> {
       case State::Tensor: {
         field_ = k == "dtype" ? kDtype : k == "shape" ? kShape : k == "data_offsets" ? kOffsets : 0;
         if (field_ & tensors.back().fields) {
-          fail(tensor_what(tensors.back().name) + " has two '" + escape_and_cut(k, 20) + "' fields");
+          fail(fmt::format("{} has two '{}' fields", tensor_what(tensors.back().name),
+                           escape_and_cut(k, 20)));
         }
         tensors.back().fields |= field_;
         return true;
@@ -171,7 +175,8 @@ class HeaderReader : public nlohmann::json_sax<Json> {
       case State::Shape: state_ = State::Tensor; return true;
       case State::Offsets:
         if (tensors.back().offset_count != 2) {
-          fail(tensor_what(tensors.back().name) + ": data_offsets is not [begin, end]");
+          fail(fmt::format("{}: data_offsets is not [begin, end]",
+                           tensor_what(tensors.back().name)));
         }
         state_ = State::Tensor;
         return true;
@@ -185,35 +190,40 @@ class HeaderReader : public nlohmann::json_sax<Json> {
     std::string reason = e.what();
     const size_t token = reason.find("; last read:");
     if (token != std::string::npos) reason.resize(token);
-    fail("safetensors: the header is not valid JSON (" + escape_and_cut(reason, 200) +
-         ", near byte " + std::to_string(position) + " of the header: '" +
-         escape_and_cut(last_token, 40) + "')");
+    fail(fmt::format("safetensors: the header is not valid JSON ({}, near byte {} of the header: "
+                     "'{}')",
+                     escape_and_cut(reason, 200), position, escape_and_cut(last_token, 40)));
   }
 
  private:
   enum class State { Start, Top, TopValue, Metadata, Tensor, Shape, Offsets, Skip, End };
 
   std::string what() const {
-    const std::string t = tensor_what(tensors.back().name);
-    return state_ == State::Shape ? t + ": a shape entry" : t + ": data_offsets";
+    return fmt::format("{}: {}", tensor_what(tensors.back().name),
+                       state_ == State::Shape ? "a shape entry" : "data_offsets");
   }
   void charge(size_t bytes) {
     memory_ += bytes;
     if (memory_ > max_memory_) {
-      fail("safetensors: the header describes more than " + std::to_string(max_memory_) +
-           " bytes of tensor records and metadata");
+      fail(fmt::format("safetensors: the header describes more than {} bytes of tensor records and "
+                       "metadata",
+                       max_memory_));
     }
   }
   bool number(uint64_t v) {
     if (state_ == State::Shape) {
       auto& shape = tensors.back().shape;
-      if (shape.size() == kMaxDims) fail(tensor_what(tensors.back().name) + ": more than 64 dimensions");
+      if (shape.size() == kMaxDims) {
+        fail(fmt::format("{}: more than 64 dimensions", tensor_what(tensors.back().name)));
+      }
       shape.push_back(v);
       return true;
     }
     if (state_ == State::Offsets) {
       auto& t = tensors.back();
-      if (t.offset_count == 2) fail(tensor_what(t.name) + ": data_offsets is not [begin, end]");
+      if (t.offset_count == 2) {
+        fail(fmt::format("{}: data_offsets is not [begin, end]", tensor_what(t.name)));
+      }
       t.offsets[t.offset_count++] = v;
       return true;
     }
@@ -222,21 +232,25 @@ class HeaderReader : public nlohmann::json_sax<Json> {
   // A value where it does not belong (or an ignored field's scalar value).
   bool scalar(const char* kind) {
     switch (state_) {
-      case State::Start: fail(std::string("safetensors: the header is not a JSON object (it is ") + kind + ")");
+      case State::Start:
+        fail(fmt::format("safetensors: the header is not a JSON object (it is {})", kind));
       case State::TopValue:
         if (key_ == "__metadata__") fail("safetensors: __metadata__ is not an object");
-        fail(tensor_what(key_) + ": expected an object with dtype, shape and data_offsets");
+        fail(fmt::format("{}: expected an object with dtype, shape and data_offsets",
+                         tensor_what(key_)));
       case State::Metadata:
-        fail("safetensors: __metadata__ entry '" + escape_and_cut(key_) + "' is not a string");
-      case State::Tensor:
-        if (field_ == kDtype) fail(tensor_what(tensors.back().name) + ": dtype is not a string");
-        if (field_ == kShape) fail(tensor_what(tensors.back().name) + ": shape is not an array");
-        if (field_ == kOffsets) {
-          fail(tensor_what(tensors.back().name) + ": data_offsets is not [begin, end]");
-        }
+        fail(fmt::format("safetensors: __metadata__ entry '{}' is not a string",
+                         escape_and_cut(key_)));
+      case State::Tensor: {
+        const char* problem = field_ == kDtype     ? "dtype is not a string"
+                              : field_ == kShape   ? "shape is not an array"
+                              : field_ == kOffsets ? "data_offsets is not [begin, end]"
+                                                   : nullptr;
+        if (problem) fail(fmt::format("{}: {}", tensor_what(tensors.back().name), problem));
         return true;  // an unknown field's value: ignored, as the reference does
+      }
       case State::Shape:
-      case State::Offsets: fail(what() + " is not a non-negative integer");
+      case State::Offsets: fail(fmt::format("{} is not a non-negative integer", what()));
       default: return true;
     }
   }
@@ -246,7 +260,7 @@ class HeaderReader : public nlohmann::json_sax<Json> {
       skip_depth_ = 0;
     }
     if (++skip_depth_ > kMaxJsonDepth) {
-      fail("safetensors: the header nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+      fail(fmt::format("safetensors: the header nests deeper than {} levels", kMaxJsonDepth));
     }
     return true;
   }
@@ -270,9 +284,12 @@ class SafetensorsReader : public CheckpointReader {
     if (size < 8) fail("safetensors: the file is shorter than its 8-byte header length");
     const uint64_t header_size = load_le<uint64_t>(data);
     if (header_size > kMaxHeader || header_size > size - 8) {
-      fail("safetensors: the header length " + std::to_string(header_size) +
-           (header_size > size - 8 ? " exceeds the file size " + std::to_string(size)
-                                   : " exceeds the limit of 100000000 bytes"));
+      if (header_size > size - 8) {
+        fail(fmt::format("safetensors: the header length {} exceeds the file size {}", header_size,
+                         size));
+      }
+      fail(fmt::format("safetensors: the header length {} exceeds the limit of 100000000 bytes",
+                       header_size));
     }
     const char* header = reinterpret_cast<const char*>(data + 8);
     HeaderReader reader(limits.max_memory);
@@ -291,43 +308,44 @@ class SafetensorsReader : public CheckpointReader {
     for (const TensorEntry& e : entries) {
       const std::string what = tensor_what(e.name);
       if (e.fields != (kDtype | kShape | kOffsets)) {
-        fail(what + ": expected an object with dtype, shape and data_offsets");
+        fail(fmt::format("{}: expected an object with dtype, shape and data_offsets", what));
       }
       const DtypeName* dt = nullptr;
       for (const auto& d : kDtypes) {
         if (e.dtype == d.name) dt = &d;
       }
       if (!dt) {
-        fail(what + ": unsupported dtype '" + escape_and_cut(e.dtype, 20) +
-             "' (supported: F16, BF16, F32, F64, I64, I32, I16, I8, U8, BOOL)");
+        fail(fmt::format("{}: unsupported dtype '{}' (supported: F16, BF16, F32, F64, I64, I32, "
+                         "I16, I8, U8, BOOL)",
+                         what, escape_and_cut(e.dtype, 20)));
       }
       Checked c{dt->dtype, {}, {}};
       uint64_t numel = 1;
       for (const uint64_t n : e.shape) {
         if (n > static_cast<uint64_t>(INT64_MAX) || !mul_ok<uint64_t>(numel, n, &numel)) {
-          fail(what + ": the element count of its shape overflows");
+          fail(fmt::format("{}: the element count of its shape overflows", what));
         }
         c.shape.push_back(static_cast<int64_t>(n));
       }
       const uint64_t begin = e.offsets[0], end = e.offsets[1];
       if (begin > end || end > data_size) {
-        fail(what + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-             "] are out of range of the " + std::to_string(data_size) + " data bytes");
+        fail(fmt::format("{}: data_offsets [{}, {}] are out of range of the {} data bytes", what,
+                         begin, end, data_size));
       }
       uint64_t nbytes = 0;
       if (!mul_ok<uint64_t>(numel, element_size(dt->dtype), &nbytes) ||
           nbytes > static_cast<uint64_t>(INT64_MAX)) {
-        fail(what + ": the element count of its shape overflows");
+        fail(fmt::format("{}: the element count of its shape overflows", what));
       }
       if (nbytes != end - begin) {
-        fail(what + ": shape " + join_ints(c.shape) + " of " + dt->name + " needs " +
-             std::to_string(nbytes) + " bytes, but data_offsets give " + std::to_string(end - begin));
+        fail(fmt::format("{}: shape {} of {} needs {} bytes, but data_offsets give {}", what,
+                         join_ints(c.shape), dt->name, nbytes, end - begin));
       }
       // Row-major strides; with a zero-sized dimension the others can be anything, so check.
       c.strides.assign(c.shape.size(), 1);
       for (size_t i = c.shape.size(); i-- > 1;) {
         if (!mul_ok<int64_t>(c.strides[i], std::max<int64_t>(c.shape[i], 1), &c.strides[i - 1])) {
-          fail(what + ": the strides of its shape " + join_ints(c.shape) + " overflow");
+          fail(fmt::format("{}: the strides of its shape {} overflow", what, join_ints(c.shape)));
         }
       }
       checked.push_back(std::move(c));
@@ -343,7 +361,9 @@ class SafetensorsReader : public CheckpointReader {
       const uint64_t begin = e.offsets[0], end = e.offsets[1];
       if (c.dtype == at::kBool) {
         for (uint64_t k = begin; k < end; ++k) {
-          if (bytes[k] > 1) fail(tensor_what(e.name) + ": a bool byte is neither 0 nor 1");
+          if (bytes[k] > 1) {
+            fail(fmt::format("{}: a bool byte is neither 0 nor 1", tensor_what(e.name)));
+          }
         }
       }
       auto info = std::make_shared<pickle::TensorInfo>();
@@ -378,7 +398,7 @@ class SafetensorsReader : public CheckpointReader {
               [](const TensorEntry* a, const TensorEntry* b) { return a->name < b->name; });
     for (size_t i = 1; i < by_name.size(); ++i) {
       if (by_name[i]->name == by_name[i - 1]->name) {
-        fail(tensor_what(by_name[i]->name) + " appears twice in the header");
+        fail(fmt::format("{} appears twice in the header", tensor_what(by_name[i]->name)));
       }
     }
   }
@@ -397,21 +417,21 @@ class SafetensorsReader : public CheckpointReader {
     for (const TensorEntry* e : by_offset) {
       const uint64_t begin = e->offsets[0];
       if (begin < covered) {
-        fail("safetensors: tensors '" + escape_and_cut(previous->name) + "' and '" +
-             escape_and_cut(e->name) + "' have overlapping data_offsets");
+        fail(fmt::format("safetensors: tensors '{}' and '{}' have overlapping data_offsets",
+                         escape_and_cut(previous->name), escape_and_cut(e->name)));
       }
       if (begin > covered) {
-        fail("safetensors: data bytes " + std::to_string(covered) + " to " +
-             std::to_string(begin) + " belong to no tensor (a gap before tensor '" +
-             escape_and_cut(e->name) + "'); the tensors must cover the data without gaps");
+        fail(fmt::format("safetensors: data bytes {} to {} belong to no tensor (a gap before "
+                         "tensor '{}'); the tensors must cover the data without gaps",
+                         covered, begin, escape_and_cut(e->name)));
       }
       covered = e->offsets[1];
       previous = e;
     }
     if (covered != data_size) {
-      fail("safetensors: " + std::to_string(data_size - covered) +
-           " bytes after the last tensor's data belong to no tensor (the file must end where "
-           "the tensors end)");
+      fail(fmt::format("safetensors: {} bytes after the last tensor's data belong to no tensor "
+                       "(the file must end where the tensors end)",
+                       data_size - covered));
     }
   }
 };
@@ -441,19 +461,21 @@ void write_safetensors(const std::string& path, const StateDict& tensors,
   for (const auto& item : tensors) {
     const std::string& name = item.key();
     const at::Tensor& t = item.value();
-    if (name == "__metadata__") io::fail(path + ": a tensor cannot be named __metadata__");
+    if (name == "__metadata__") {
+      io::fail(fmt::format("{}: a tensor cannot be named __metadata__", path));
+    }
     const char* dtype = nullptr;
     for (const auto& d : io::kDtypes) {
       if (t.scalar_type() == d.dtype) dtype = d.name;
     }
     if (!dtype) {
-      io::fail(path + ": tensor '" + escape_and_cut(name) + "' has dtype " +
-               std::string(c10::toString(t.scalar_type())) + ", which safetensors cannot hold here");
+      io::fail(fmt::format("{}: tensor '{}' has dtype {}, which safetensors cannot hold here", path,
+                           escape_and_cut(name), c10::toString(t.scalar_type())));
     }
     uint64_t nbytes = 0, end = 0;
     if (!io::mul_ok<uint64_t>(static_cast<uint64_t>(t.numel()), t.element_size(), &nbytes) ||
         !io::add_ok(offset, nbytes, &end)) {
-      io::fail(path + ": the tensors' sizes overflow");
+      io::fail(fmt::format("{}: the tensors' sizes overflow", path));
     }
     header[name] = {{"dtype", dtype}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, end}}};
     offset = end;
@@ -461,7 +483,7 @@ void write_safetensors(const std::string& path, const StateDict& tensors,
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) io::fail(path + ": cannot open for writing");
+  if (!out) io::fail(fmt::format("{}: cannot open for writing", path));
   const uint64_t length = text.size();
   out.write(reinterpret_cast<const char*>(&length), sizeof(length));
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
@@ -471,7 +493,7 @@ void write_safetensors(const std::string& path, const StateDict& tensors,
     out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
   }
   out.close();
-  if (!out) io::fail(path + ": writing failed");
+  if (!out) io::fail(fmt::format("{}: writing failed", path));
 }
 
 }  // namespace
@@ -481,7 +503,7 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
   try {
     write_safetensors(path, tensors, metadata);
   } catch (const nlohmann::json::exception& e) {  // e.g. a name that is not UTF-8
-    io::fail(path + ": " + escape_and_cut(e.what(), 300));
+    io::fail(fmt::format("{}: {}", path, escape_and_cut(e.what(), 300)));
   }
 }
 

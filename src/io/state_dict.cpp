@@ -1,12 +1,14 @@
 #include "rmt/io/state_dict.h"
 
-#include <sstream>
+#include <iterator>
 #include <stdexcept>
 #include <unordered_map>
 
+#include <fmt/format.h>
 #include <torch/nn/module.h>
 
 #include "rmt/io/untrusted.h"
+#include "runtime/tensor_text.h"
 
 namespace rmt {
 
@@ -24,28 +26,25 @@ void collect(const torch::nn::Module& module, const std::string& prefix, StateDi
   }
 }
 
-std::string shape(at::IntArrayRef sizes) {
-  std::ostringstream s;
-  s << sizes;
-  return s.str();
-}
 
 // Keys of a list, escaped and cut, as many as `budget` bytes hold, then a count of the others
 // (names come from the file: a message listing all of them could be megabytes long, with terminal
 // control bytes in it). LoadReport keeps them all.
-void append_list(std::ostringstream& out, const char* title, const std::vector<std::string>& keys,
+void append_list(std::string& out, const char* title, const std::vector<std::string>& keys,
                  size_t budget) {
   if (keys.empty()) return;
-  out << "\n  " << title << " (" << keys.size() << "):";
+  fmt::format_to(std::back_inserter(out), "\n  {} ({}):", title, keys.size());
   size_t used = 0, shown = 0;
   for (const auto& key : keys) {
-    const std::string line = "\n    " + escape_and_cut(key, 100);
+    const std::string line = fmt::format("\n    {}", escape_and_cut(key, 100));
     if (used + line.size() > budget) break;
-    out << line;
+    out += line;
     used += line.size();
     ++shown;
   }
-  if (shown < keys.size()) out << "\n    ... (" << keys.size() - shown << " more)";
+  if (shown < keys.size()) {
+    fmt::format_to(std::back_inserter(out), "\n    ... ({} more)", keys.size() - shown);
+  }
 }
 
 }  // namespace
@@ -57,16 +56,15 @@ StateDict state_dict(const torch::nn::Module& module) {
 }
 
 std::string LoadReport::summary() const {
-  std::ostringstream out;
-  out << missing.size() << " missing, " << unexpected.size() << " unexpected, " << mismatched.size()
-      << " mis-shaped keys";
+  std::string out = fmt::format("{} missing, {} unexpected, {} mis-shaped keys", missing.size(),
+                                unexpected.size(), mismatched.size());
   // The lists share what a message may hold (under 1 KB with its context) fairly.
   const size_t lists = !missing.empty() + !unexpected.empty() + !mismatched.empty();
   const size_t budget = lists ? 720 / lists : 0;
   append_list(out, "missing", missing, budget);
   append_list(out, "unexpected", unexpected, budget);
   append_list(out, "mis-shaped", mismatched, budget);
-  return cut_message(out.str(), kMaxMessageBytes - 100);
+  return cut_message(std::move(out), kMaxMessageBytes - 100);
 }
 
 LoadReport load_state_dict(torch::nn::Module& module, const StateDict& weights, bool strict) {
@@ -77,22 +75,22 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& weights, 
     if (!found) {
       report.missing.push_back(item.key());
     } else if (found->sizes() != item.value().sizes()) {
-      report.mismatched.push_back(item.key() + ": expected " + shape(item.value().sizes()) +
-                                  ", found " + shape(found->sizes()));
+      report.mismatched.push_back(fmt::format("{}: expected {}, found {}", item.key(),
+                                              text::shape(item.value().sizes()),
+                                              text::shape(found->sizes())));
     } else if (at::isFloatingType(item.value().scalar_type()) !=
                at::isFloatingType(found->scalar_type())) {
-      std::ostringstream s;
-      s << item.key() << ": expected a " << item.value().scalar_type() << " tensor, found "
-        << found->scalar_type();
-      report.mismatched.push_back(s.str());
+      report.mismatched.push_back(fmt::format("{}: expected a {} tensor, found {}", item.key(),
+                                              c10::toString(item.value().scalar_type()),
+                                              c10::toString(found->scalar_type())));
     }
   }
   for (const auto& item : weights) {
     if (!own.contains(item.key())) report.unexpected.push_back(item.key());
   }
   if (!report.mismatched.empty() || (strict && !report.ok())) {
-    throw std::runtime_error("load_state_dict: the weights do not fit the model: " +
-                             report.summary());
+    throw std::runtime_error(
+        fmt::format("load_state_dict: the weights do not fit the model: {}", report.summary()));
   }
   at::NoGradGuard no_grad;
   for (auto& item : own) {
@@ -107,7 +105,7 @@ LoadReport load_weights(torch::nn::Module& module, const std::string& path,
   try {
     return load_state_dict(module, weights, strict);
   } catch (const std::runtime_error& e) {
-    throw std::runtime_error(cut_message(path + ": " + e.what()));
+    throw std::runtime_error(cut_message(fmt::format("{}: {}", path, e.what())));
   }
 }
 

@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include "io/bytes.h"
 #include "io/checkpoint_reader.h"
 #include "io/unpickler.h"
@@ -70,8 +73,8 @@ class TorchReader : public CheckpointReader {
     const size_t n = static_cast<size_t>(buffer.numel());
     for (size_t i = 0; i < n; ++i) {
       if (p[i] > 1) {
-        fail("storage '" + escape_and_cut(record.key) + "' holds a bool tensor, but its byte " +
-             std::to_string(i) + " is " + std::to_string(p[i]) + ", neither 0 nor 1");
+        fail(fmt::format("storage '{}' holds a bool tensor, but its byte {} is {}, neither 0 nor 1",
+                         escape_and_cut(record.key), i, p[i]));
       }
     }
   }
@@ -96,7 +99,7 @@ class TorchReader : public CheckpointReader {
     if (cached != record_of_.end()) return cached->second;
     const auto found = pickled_.record_index.find(st.key);
     if (found == pickled_.record_index.end()) {
-      fail("storage '" + escape_and_cut(st.key) + "' is not declared");  // cannot happen
+      fail(fmt::format("storage '{}' is not declared", escape_and_cut(st.key)));  // cannot happen
     }
     record_of_.emplace(&st, found->second);
     return found->second;
@@ -120,34 +123,37 @@ class TorchZipReader : public TorchReader {
                                            n.compare(slash, std::string_view::npos, "/data.pkl") == 0);
       if (!top) continue;
       if (pkl) {
-        fail("zip archive holds two data.pkl records ('" + escape_and_cut(pkl->name) + "', '" +
-             escape_and_cut(n) + "')");
+        fail(fmt::format("zip archive holds two data.pkl records ('{}', '{}')",
+                         escape_and_cut(pkl->name), escape_and_cut(n)));
       }
       pkl = &e;
     }
     if (!pkl) {
-      std::string listing;
+      std::vector<std::string> listing;
       for (size_t i = 0; i < zip_.entries().size() && i < 8; ++i) {
-        listing += (i ? ", " : "") + escape_and_cut(zip_.entries()[i].name, 60);
+        listing.push_back(escape_and_cut(zip_.entries()[i].name, 60));
       }
-      if (zip_.entries().size() > 8) listing += ", ...";
-      fail("zip archive without a data.pkl record, so not a torch.save checkpoint (entries: " +
-           (listing.empty() ? std::string("none") : listing) + ")");
+      if (zip_.entries().size() > 8) listing.emplace_back("...");
+      if (listing.empty()) listing.emplace_back("none");
+      fail(fmt::format("zip archive without a data.pkl record, so not a torch.save checkpoint "
+                       "(entries: {})",
+                       fmt::join(listing, ", ")));
     }
     prefix_ = std::string(pkl->name.substr(0, pkl->name.size() - std::strlen("data.pkl")));
     if (const ZipEntry* order = zip_.find(prefix_ + "byteorder")) {
       const ByteSpan s = zip_.contents(*order);
       const std::string_view value(reinterpret_cast<const char*>(s.data), s.size);
       if (value != "little") {
-        fail("the checkpoint was written on a '" + escape_and_cut(value, 20) +
-             "'-endian machine; only little-endian checkpoints are read");
+        fail(fmt::format("the checkpoint was written on a '{}'-endian machine; only little-endian "
+                         "checkpoints are read",
+                         escape_and_cut(value, 20)));
       }
     }
     const ByteSpan bytes = zip_.contents(*pkl);
     try {
       adopt(unpickle(bytes.data, bytes.size, limits), "torch.save zip");
     } catch (const std::exception& e) {
-      fail(escape_and_cut(pkl->name) + ": " + e.what());
+      fail(fmt::format("{}: {}", escape_and_cut(pkl->name), e.what()));
     }
   }
 
@@ -155,11 +161,15 @@ class TorchZipReader : public TorchReader {
   at::Tensor read_record(const StorageRecord& record) override {
     const std::string name = prefix_ + "data/" + record.key;
     const ZipEntry* e = zip_.find(name);
-    if (!e) fail("the storage record '" + escape_and_cut(name) + "' is missing from the archive");
+    if (!e) {
+      fail(fmt::format("the storage record '{}' is missing from the archive",
+                       escape_and_cut(name)));
+    }
     if (e->size != record.nbytes) {
-      fail("the storage record '" + escape_and_cut(name) + "' holds " + std::to_string(e->size) +
-           " bytes, but data.pkl declares " + std::to_string(record.numel) + " elements of " +
-           dtype_name(record.dtype) + " (" + std::to_string(record.nbytes) + " bytes)");
+      fail(fmt::format("the storage record '{}' holds {} bytes, but data.pkl declares {} elements "
+                       "of {} ({} bytes)",
+                       escape_and_cut(name), e->size, record.numel, dtype_name(record.dtype),
+                       record.nbytes));
     }
     const ByteSpan s = zip_.contents(*e);
     return copy_bytes(s.data, s.size);
@@ -185,7 +195,7 @@ class TorchLegacyReader : public TorchReader {
         budget.max_work -= std::min(budget.max_work, r.work);
         return r;
       } catch (const std::exception& e) {
-        fail(std::string("legacy torch.save: the ") + what + " pickle: " + e.what());
+        fail(fmt::format("legacy torch.save: the {} pickle: {}", what, e.what()));
       }
     };
     // 0x1950a86a20f9469cfc6c, as Python writes it: LONG1, 10 bytes, little-endian.
@@ -195,16 +205,17 @@ class TorchLegacyReader : public TorchReader {
       const Value* m = magic.tree->root();
       if (m->kind != Kind::BigInt || m->text.size() != sizeof(kMagic) ||
           std::memcmp(m->text.data(), kMagic, sizeof(kMagic)) != 0) {
-        fail("legacy torch.save: expected the magic number 0x1950a86a20f9469cfc6c, found " +
-             pickle::render(*m, {1, 4, 40}));
+        fail(fmt::format("legacy torch.save: expected the magic number 0x1950a86a20f9469cfc6c, "
+                         "found {}",
+                         pickle::render(*m, {1, 4, 40})));
       }
     }
     {
       PickleResult version = next("protocol version");
       const Value* v = version.tree->root();
       if (v->kind != Kind::Int || v->integer != 1001) {
-        fail("legacy torch.save: expected protocol version 1001, found " +
-             pickle::render(*v, {1, 4, 40}));
+        fail(fmt::format("legacy torch.save: expected protocol version 1001, found {}",
+                         pickle::render(*v, {1, 4, 40})));
       }
     }
     {
@@ -220,34 +231,37 @@ class TorchLegacyReader : public TorchReader {
     PickleResult keys = next("storage key list");
     const Value* list = keys.tree->root();
     if (list->kind != Kind::List) {
-      fail("legacy torch.save: the storage key list is a " + list->type_name() + ", not a list");
+      fail(fmt::format("legacy torch.save: the storage key list is a {}, not a list",
+                       list->type_name()));
     }
     for (const Value* k : list->items) {
       if (k->kind != Kind::Str) fail("legacy torch.save: a storage key is not a string");
       const auto found = pickled_.record_index.find(k->text);
       if (found == pickled_.record_index.end()) {
-        fail("legacy torch.save: storage '" + escape_and_cut(k->text) +
-             "' has a data record but no tensor names it");
+        fail(fmt::format("legacy torch.save: storage '{}' has a data record but no tensor names it",
+                         escape_and_cut(k->text)));
       }
       const StorageRecord& record = pickled_.records[found->second];
       if (!range_ok(pos, 8, size)) {
-        fail("legacy torch.save: the file ends before the record of storage '" +
-             escape_and_cut(k->text) + "' (truncated)");
+        fail(fmt::format("legacy torch.save: the file ends before the record of storage '{}' "
+                         "(truncated)",
+                         escape_and_cut(k->text)));
       }
       const int64_t numel = load_le<int64_t>(data + pos);
       pos += 8;
       if (numel != record.numel) {
-        fail("legacy torch.save: the record of storage '" + escape_and_cut(k->text) + "' holds " +
-             std::to_string(numel) + " elements, but the pickle declares " +
-             std::to_string(record.numel));
+        fail(fmt::format("legacy torch.save: the record of storage '{}' holds {} elements, but the "
+                         "pickle declares {}",
+                         escape_and_cut(k->text), numel, record.numel));
       }
       if (!range_ok(pos, record.nbytes, size)) {
-        fail("legacy torch.save: the record of storage '" + escape_and_cut(k->text) + "' (" +
-             std::to_string(record.nbytes) + " bytes at offset " + std::to_string(pos) +
-             ") runs past the end of the file (truncated)");
+        fail(fmt::format("legacy torch.save: the record of storage '{}' ({} bytes at offset {}) "
+                         "runs past the end of the file (truncated)",
+                         escape_and_cut(k->text), record.nbytes, pos));
       }
       if (!offsets_.emplace(k->text, pos).second) {
-        fail("legacy torch.save: storage '" + escape_and_cut(k->text) + "' has two data records");
+        fail(fmt::format("legacy torch.save: storage '{}' has two data records",
+                         escape_and_cut(k->text)));
       }
       pos += static_cast<size_t>(record.nbytes);
     }
@@ -257,7 +271,8 @@ class TorchLegacyReader : public TorchReader {
   at::Tensor read_record(const StorageRecord& record) override {
     const auto it = offsets_.find(record.key);
     if (it == offsets_.end()) {
-      fail("legacy torch.save: storage '" + escape_and_cut(record.key) + "' has no data record");
+      fail(fmt::format("legacy torch.save: storage '{}' has no data record",
+                       escape_and_cut(record.key)));
     }
     return copy_bytes(data_ + it->second, static_cast<size_t>(record.nbytes));
   }
@@ -294,24 +309,19 @@ std::unique_ptr<CheckpointReader> open_checkpoint(const uint8_t* data, size_t si
   if (size >= 262 && std::memcmp(data + 257, "ustar", 5) == 0) {
     fail("a tar-format torch.save checkpoint (PyTorch < 0.4) is not supported");
   }
-  std::string head;
-  for (size_t i = 0; i < size && i < 8; ++i) {
-    char buf[4];
-    std::snprintf(buf, sizeof(buf), "%02x", data[i]);
-    head += (i ? " " : "") + std::string(buf);
-  }
-  fail("not a checkpoint: expected a torch.save zip archive, a legacy torch.save file or a "
-       "safetensors file, but it starts with bytes " + head);
+  fail(fmt::format("not a checkpoint: expected a torch.save zip archive, a legacy torch.save file "
+                   "or a safetensors file, but it starts with bytes {:02x}",
+                   fmt::join(data, data + std::min<size_t>(size, 8), " ")));
 }
 
 MappedFile::MappedFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open: " + std::string(std::strerror(errno)));
+  if (fd < 0) fail(fmt::format("cannot open: {}", std::strerror(errno)));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
-    fail("cannot stat: " + std::string(std::strerror(err)));
+    fail(fmt::format("cannot stat: {}", std::strerror(err)));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -331,7 +341,7 @@ MappedFile::MappedFile(const std::string& path) {
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
           ::close(fd);
-          fail("cannot read: " + std::string(n < 0 ? std::strerror(errno) : "unexpected end"));
+          fail(fmt::format("cannot read: {}", n < 0 ? std::strerror(errno) : "unexpected end"));
         }
         done += static_cast<size_t>(n);
       }

@@ -18,11 +18,12 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <map>
 #include <string_view>
 #include <unordered_set>
+
+#include <fmt/format.h>
 
 #include "io/bytes.h"
 
@@ -137,8 +138,9 @@ void check_callable(const std::string& module, const std::string& name, const ch
   if (known_callables().count(q)) return;
   const std::string shown = escape_and_cut(q);
   if (dangerous_module(module)) {
-    fail(std::string("refusing to call ") + shown + " (" + opcode +
-         "): it could run code; only data and tensors are read from checkpoints");
+    fail(fmt::format("refusing to call {} ({}): it could run code; only data and tensors are read "
+                     "from checkpoints",
+                     shown, opcode));
   }
   if (module == "builtins") {
     const bool exception_class =
@@ -146,14 +148,16 @@ void check_callable(const std::string& module, const std::string& name, const ch
                              name.find("Exception") != std::string::npos ||
                              name.find("Warning") != std::string::npos);
     if (!exception_class) {
-      fail(std::string("refusing to call ") + shown + " (" + opcode +
-           "): builtins other than the plain data types could run code");
+      fail(fmt::format("refusing to call {} ({}): builtins other than the plain data types could "
+                       "run code",
+                       shown, opcode));
     }
     return;
   }
   if (!class_like(name)) {
-    fail(std::string("refusing to call ") + shown + " (" + opcode +
-         "): an unknown function; only known data constructors and classes are accepted");
+    fail(fmt::format("refusing to call {} ({}): an unknown function; only known data constructors "
+                     "and classes are accepted",
+                     shown, opcode));
   }
 }
 
@@ -198,28 +202,27 @@ void check_view(int64_t offset, const std::vector<int64_t>& sizes,
                 const std::vector<int64_t>& strides, int64_t capacity, size_t element_bytes,
                 const std::string& storage_key) {
   // Sizes and strides come from the file: at most 8 of each go into a message.
-  const std::string view = "tensor of size " + join_ints(sizes) + ", stride " +
-                           join_ints(strides) + ", storage offset " + std::to_string(offset);
+  const std::string view = fmt::format("tensor of size {}, stride {}, storage offset {}",
+                                       join_ints(sizes), join_ints(strides), offset);
   if (sizes.size() != strides.size()) {
-    fail(view + ": " + std::to_string(sizes.size()) + " sizes but " +
-         std::to_string(strides.size()) + " strides");
+    fail(fmt::format("{}: {} sizes but {} strides", view, sizes.size(), strides.size()));
   }
-  if (sizes.size() > 64) fail(view + ": more than 64 dimensions");
-  if (offset < 0) fail(view + ": negative storage offset");
+  if (sizes.size() > 64) fail(fmt::format("{}: more than 64 dimensions", view));
+  if (offset < 0) fail(fmt::format("{}: negative storage offset", view));
   for (size_t i = 0; i < sizes.size(); ++i) {
-    if (sizes[i] < 0) fail(view + ": negative size");
-    if (strides[i] < 0) fail(view + ": negative stride");
+    if (sizes[i] < 0) fail(fmt::format("{}: negative size", view));
+    if (strides[i] < 0) fail(fmt::format("{}: negative stride", view));
   }
   int64_t numel = 1;
-  if (!element_count(sizes, &numel)) fail(view + ": the element count overflows");
+  if (!element_count(sizes, &numel)) fail(fmt::format("{}: the element count overflows", view));
   int64_t bytes = 0;
   if (!mul_ok<int64_t>(numel, static_cast<int64_t>(element_bytes), &bytes)) {
-    fail(view + ": the element count overflows");
+    fail(fmt::format("{}: the element count overflows", view));
   }
   if (numel == 0) {
     if (offset > capacity) {
-      fail(view + ": the offset is past the end of storage '" + escape_and_cut(storage_key) +
-           "' of " + std::to_string(capacity) + " elements");
+      fail(fmt::format("{}: the offset is past the end of storage '{}' of {} elements", view,
+                       escape_and_cut(storage_key), capacity));
     }
     return;
   }
@@ -227,12 +230,12 @@ void check_view(int64_t offset, const std::vector<int64_t>& sizes,
   for (size_t i = 0; i < sizes.size(); ++i) {
     int64_t step = 0;
     if (!mul_ok<int64_t>(sizes[i] - 1, strides[i], &step) || !add_ok(last, step, &last)) {
-      fail(view + ": its extent overflows");
+      fail(fmt::format("{}: its extent overflows", view));
     }
   }
   if (last >= capacity) {
-    fail(view + " reaches element " + std::to_string(last) + ", past the end of storage '" +
-         escape_and_cut(storage_key) + "' of " + std::to_string(capacity) + " elements");
+    fail(fmt::format("{} reaches element {}, past the end of storage '{}' of {} elements", view,
+                     last, escape_and_cut(storage_key), capacity));
   }
 }
 
@@ -295,12 +298,12 @@ class Unpickler {
  private:
   [[noreturn]] void error(const std::string& what) const {
     // Under 1 KB with the location kept: the parts from the file are already escaped and cut.
-    fail("pickle: " + cut_message(what, 900) + " at byte " + std::to_string(op_start_));
+    fail(fmt::format("pickle: {} at byte {}", cut_message(what, 900), op_start_));
   }
 
   // --- input
   const uint8_t* take(uint64_t n) {
-    if (n > size_ - pos_) error("truncated data: needs " + std::to_string(n) + " more bytes");
+    if (n > size_ - pos_) error(fmt::format("truncated data: needs {} more bytes", n));
     const uint8_t* p = data_ + pos_;
     pos_ += static_cast<size_t>(n);
     return p;
@@ -327,16 +330,15 @@ class Unpickler {
   void spend(uint64_t steps) {
     work_ += steps;
     if (work_ > limits_.max_work) {
-      error("reading it would take more than " + std::to_string(limits_.max_work) +
-            " steps of work (the pickle repeats costly operations far more than a checkpoint "
-            "does)");
+      error(fmt::format("reading it would take more than {} steps of work (the pickle repeats "
+                        "costly operations far more than a checkpoint does)",
+                        limits_.max_work));
     }
   }
   void charge(uint64_t bytes) {
     memory_ += bytes;
     if (memory_ > limits_.max_memory) {
-      error("reading it would take more than " + std::to_string(limits_.max_memory) +
-            " bytes of memory");
+      error(fmt::format("reading it would take more than {} bytes of memory", limits_.max_memory));
     }
     spend(bytes);
   }
@@ -344,7 +346,7 @@ class Unpickler {
     if (child->depth + 1 > container->depth) {
       container->depth = child->depth + 1;
       if (container->depth > limits_.max_depth) {
-        error("values nested deeper than " + std::to_string(limits_.max_depth) + " levels");
+        error(fmt::format("values nested deeper than {} levels", limits_.max_depth));
       }
     }
   }
@@ -416,7 +418,7 @@ class Unpickler {
   }
   Value* memo_get(uint64_t index) {
     const auto it = memo_.find(index);
-    if (it == memo_.end()) error("memo entry " + std::to_string(index) + " is missing");
+    if (it == memo_.end()) error(fmt::format("memo entry {} is missing", index));
     return it->second;
   }
 
@@ -428,11 +430,11 @@ class Unpickler {
   int64_t as_int(const Value* v, const char* what) const {
     if (v->kind == Kind::Int) return v->integer;
     if (v->kind == Kind::Bool) return v->boolean ? 1 : 0;
-    error(std::string(what) + " should be an int, found " + v->type_name());
+    error(fmt::format("{} should be an int, found {}", what, v->type_name()));
   }
   std::vector<int64_t> int_tuple(const Value* v, const char* what) {
     if (v->kind != Kind::Tuple && v->kind != Kind::List) {
-      error(std::string(what) + " should be a tuple of ints, found " + v->type_name());
+      error(fmt::format("{} should be a tuple of ints, found {}", what, v->type_name()));
     }
     charge(v->items.size() * sizeof(int64_t));
     std::vector<int64_t> out;
@@ -570,7 +572,7 @@ uint64_t Unpickler::key_id(const Value* k) {
 
 void Unpickler::set_item(Value* target, Value* key, Value* value) {
   if (target->kind != Kind::Dict && target->kind != Kind::Object) {
-    error("setting an item of a " + target->type_name() + ", which is not a dict");
+    error(fmt::format("setting an item of a {}, which is not a dict", target->type_name()));
   }
   spend(1);
   const DictSlot slot{target, key_id(key)};
@@ -588,7 +590,7 @@ void Unpickler::set_item(Value* target, Value* key, Value* value) {
 
 void Unpickler::append(Value* target, Value* item, const char* opcode) {
   if (target->kind != Kind::List && target->kind != Kind::Object) {
-    error(std::string(opcode) + " on a " + target->type_name() + ", which is not a list");
+    error(fmt::format("{} on a {}, which is not a list", opcode, target->type_name()));
   }
   charge(2 * sizeof(void*));  // with the vector's spare capacity
   target->items.push_back(item);
@@ -597,7 +599,7 @@ void Unpickler::append(Value* target, Value* item, const char* opcode) {
 
 void Unpickler::add_to_set(Value* target, Value* item) {
   if (target->kind != Kind::Set && target->kind != Kind::Object) {
-    error("ADDITEMS on a " + target->type_name() + ", which is not a set");
+    error(fmt::format("ADDITEMS on a {}, which is not a set", target->type_name()));
   }
   charge(2 * sizeof(void*));
   target->items.push_back(item);
@@ -679,7 +681,7 @@ void Unpickler::check_depth() {
       spend(members);
       component_depth.push_back(depth);
       if (depth > limits_.max_depth) {
-        error("values nested deeper than " + std::to_string(limits_.max_depth) + " levels");
+        error(fmt::format("values nested deeper than {} levels", limits_.max_depth));
       }
       for (size_t k = scc_stack.size() - members; k < scc_stack.size(); ++k) {
         tree_->at(scc_stack[k]).depth = depth;
@@ -719,7 +721,8 @@ int64_t Unpickler::parse_decimal(const std::string& text, const char* opcode) {
   int64_t v = 0;
   const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size()) {
-    error(std::string(opcode) + ": '" + escape_and_cut(text, 60) + "' is not an integer that fits 64 bits");
+    error(fmt::format("{}: '{}' is not an integer that fits 64 bits", opcode,
+                      escape_and_cut(text, 60)));
   }
   return v;
 }
@@ -741,7 +744,7 @@ Value* Unpickler::text_int(const std::string& text, const char* opcode) {
   if (negative) digits.remove_prefix(1);
   if (digits.empty() || digits.size() > 4300 ||
       digits.find_first_not_of("0123456789") != std::string_view::npos) {
-    error(std::string(opcode) + ": '" + escape_and_cut(text, 60) + "' is not an integer");
+    error(fmt::format("{}: '{}' is not an integer", opcode, escape_and_cut(text, 60)));
   }
   // Quadratic in the digits, as in Python: each digit is a pass over the bytes so far.
   spend(uint64_t(digits.size()) * (digits.size() / 2 + 1));
@@ -774,7 +777,7 @@ double Unpickler::parse_float(const std::string& text) {
   double v = 0;
   const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size()) {
-    error("FLOAT: '" + escape_and_cut(text, 60) + "' is not a number");
+    error(fmt::format("FLOAT: '{}' is not a number", escape_and_cut(text, 60)));
   }
   return v;
 }
@@ -868,26 +871,26 @@ Value* Unpickler::placeholder(const Value* cls, Value* args, Value* kwargs) {
 }
 
 Value* Unpickler::persistent_load(Value* pid) {
-  const std::string expected =
-      "a persistent id ('storage', storage type, key, location, numel[, view])";
+  const char* expected = "a persistent id ('storage', storage type, key, location, numel[, view])";
   if (pid->kind != Kind::Tuple || pid->items.empty() || !pid->items[0]->is_str("storage")) {
-    error("unsupported persistent id: expected " + expected + ", found " +
-          pickle::render(*pid, {2, 6, 40, 300}));
+    error(fmt::format("unsupported persistent id: expected {}, found {}", expected,
+                      pickle::render(*pid, {2, 6, 40, 300})));
   }
   const auto& t = pid->items;
   if (t.size() != 5 && t.size() != 6) {
-    error("persistent id with " + std::to_string(t.size()) + " fields; expected " + expected);
+    error(fmt::format("persistent id with {} fields; expected {}", t.size(), expected));
   }
   const Value* type = t[1];
   if (type->kind != Kind::Global) {
-    error("persistent id: the storage type is a " + type->type_name() + ", expected a global");
+    error(fmt::format("persistent id: the storage type is a {}, expected a global",
+                      type->type_name()));
   }
   bool known = false;
   const at::ScalarType dtype = storage_dtype(type->text, type->name, &known);
   if (!known) {
-    error("unknown storage type " + type->shown_name() +
-          " (supported: Float, Double, Half, BFloat16, Long, Int, Short, Char, Byte, Bool and "
-          "Untyped storages)");
+    error(fmt::format("unknown storage type {} (supported: Float, Double, Half, BFloat16, Long, "
+                      "Int, Short, Char, Byte, Bool and Untyped storages)",
+                      type->shown_name()));
   }
   if (t[2]->kind != Kind::Str) error("persistent id: the storage key is not a string");
   if (t[3]->kind != Kind::Str) error("persistent id: the storage location is not a string");
@@ -919,9 +922,9 @@ Value* Unpickler::persistent_load(Value* pid) {
     const int64_t size = as_int(view->items[2], "the storage view's size");
     int64_t end = 0;
     if (offset < 0 || size < 0 || !add_ok(offset, size, &end) || end > numel) {
-      error("persistent id: the storage view [" + std::to_string(offset) + ", +" +
-            std::to_string(size) + ") lies outside storage '" + escape_and_cut(info->key) + "' of " +
-            std::to_string(numel) + " elements");
+      error(fmt::format("persistent id: the storage view [{}, +{}) lies outside storage '{}' of {} "
+                        "elements",
+                        offset, size, escape_and_cut(info->key), numel));
     }
     info->view_offset = offset;
     info->numel = size;
@@ -937,10 +940,9 @@ Value* Unpickler::persistent_load(Value* pid) {
   } else {
     const StorageRecord& r = result_.records[found->second];
     if (r.dtype != dtype || r.numel != numel) {
-      error("storage '" + escape_and_cut(info->key) + "' is named twice, as " +
-            escape_and_cut(r.type_name, 60) + " of " + std::to_string(r.numel) +
-            " elements and as " + escape_and_cut(info->type_name, 60) + " of " +
-            std::to_string(numel));
+      error(fmt::format("storage '{}' is named twice, as {} of {} elements and as {} of {}",
+                        escape_and_cut(info->key), escape_and_cut(r.type_name, 60), r.numel,
+                        escape_and_cut(info->type_name, 60), numel));
     }
   }
   v->storage = std::move(info);
@@ -953,12 +955,12 @@ Value* Unpickler::rebuild_tensor(const std::string& function, const Value* args)
   const bool v3 = function == "_rebuild_tensor_v3";
   const size_t min_args = v1 ? 4 : (v3 ? 7 : 4);
   if (a.size() < min_args || a.size() > (v3 ? 8 : 7)) {
-    error("torch._utils." + function + " called with " + std::to_string(a.size()) + " arguments");
+    error(fmt::format("torch._utils.{} called with {} arguments", function, a.size()));
   }
   const Value* storage = a[0];
   if (storage->kind != Kind::Storage) {
-    error("torch._utils." + function + ": the first argument is a " + storage->type_name() +
-          ", expected a storage");
+    error(fmt::format("torch._utils.{}: the first argument is a {}, expected a storage", function,
+                      storage->type_name()));
   }
   const auto& st = *storage->storage;
   auto info = std::make_shared<pickle::TensorInfo>();
@@ -968,11 +970,13 @@ Value* Unpickler::rebuild_tensor(const std::string& function, const Value* args)
   info->sizes = int_tuple(a[2], "the tensor's size");
   info->strides = int_tuple(a[3], "the tensor's stride");
   if (!v1 && a.size() > 4) {
-    if (a[4]->kind != Kind::Bool) error("torch._utils." + function + ": requires_grad is not a bool");
+    if (a[4]->kind != Kind::Bool) {
+      error(fmt::format("torch._utils.{}: requires_grad is not a bool", function));
+    }
     info->requires_grad = a[4]->boolean;
   }
   if (v3 && !dtype_from_global(*a[6], &info->dtype)) {
-    error("torch._utils._rebuild_tensor_v3: unsupported dtype " + a[6]->type_name());
+    error(fmt::format("torch._utils._rebuild_tensor_v3: unsupported dtype {}", a[6]->type_name()));
   }
   // With what loading it will take: the at::Tensor view made for it (TensorImpl, sizes, strides).
   charge(sizeof(*info) + 16 * info->sizes.size() + 1024);
@@ -1060,21 +1064,21 @@ Value* Unpickler::numpy_scalar(const Value* args) {
 
 Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* opcode) {
   if (callable->kind != Kind::Global) {
-    error(std::string(opcode) + ": refusing to call a " + callable->type_name() +
-          " (only globals can be called)");
+    error(fmt::format("{}: refusing to call a {} (only globals can be called)", opcode,
+                      callable->type_name()));
   }
   if (args->kind != Kind::Tuple && args->kind != Kind::List) {
-    error(std::string(opcode) + ": the arguments of " + callable->shown_name() +
-          " are a " + args->type_name() + ", not a tuple");
+    error(fmt::format("{}: the arguments of {} are a {}, not a tuple", opcode,
+                      callable->shown_name(), args->type_name()));
   }
   if (kwargs && kwargs->kind != Kind::Dict) {
-    error(std::string(opcode) + ": the keyword arguments are not a dict");
+    error(fmt::format("{}: the keyword arguments are not a dict", opcode));
   }
   const std::string& module = callable->text;
   const std::string& name = callable->name;
   if (module == "torch._utils" && starts_with(name, "_rebuild_") && !known_callables().count(module + "." + name)) {
-    error("unsupported tensor kind: " + callable->shown_name() +
-          " (only dense CPU-storable tensors are read)");
+    error(fmt::format("unsupported tensor kind: {} (only dense CPU-storable tensors are read)",
+                      callable->shown_name()));
   }
   checked_callable(module, name, opcode);
   const std::string q = module + "." + name;
@@ -1085,7 +1089,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
   }
   if (q == "torch._utils._rebuild_parameter" || q == "torch._utils._rebuild_parameter_with_state") {
     if (a.size() < 3 || a[0]->kind != Kind::Tensor) {
-      error(q + ": expected (tensor, requires_grad, hooks, ...)");
+      error(fmt::format("{}: expected (tensor, requires_grad, hooks, ...)", q));
     }
     Value* data = const_cast<Value*>(a[0]);
     if (a[1]->kind == Kind::Bool) data->tensor->requires_grad = a[1]->boolean;
@@ -1096,10 +1100,10 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
     if (a.size() != 4 || a[0]->kind != Kind::Global || a[0]->text != "torch._utils" ||
         !starts_with(a[0]->name, "_rebuild_") ||
         (a[2]->kind != Kind::Tuple && a[2]->kind != Kind::List)) {
-      error(q + ": expected a torch._utils._rebuild_* function and its arguments");
+      error(fmt::format("{}: expected a torch._utils._rebuild_* function and its arguments", q));
     }
     Value* inner = call(const_cast<Value*>(a[0]), const_cast<Value*>(a[2]), nullptr, opcode);
-    if (inner->kind != Kind::Tensor) error(q + " did not give a tensor");
+    if (inner->kind != Kind::Tensor) error(fmt::format("{} did not give a tensor", q));
     return inner;
   }
   if (q == "collections.OrderedDict" || q == "builtins.dict" || q == "collections.defaultdict") {
@@ -1117,7 +1121,7 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
       spend(iterable_items(source)->size());
       for (const Value* pair : *iterable_items(source)) {
         const auto* kv = iterable_items(pair);
-        if (!kv || kv->size() != 2) error(q + ": an item is not a (key, value) pair");
+        if (!kv || kv->size() != 2) error(fmt::format("{}: an item is not a (key, value) pair", q));
         set_item(d, const_cast<Value*>((*kv)[0]), const_cast<Value*>((*kv)[1]));
       }
     } else if (source && source->kind != Kind::None) {
@@ -1171,22 +1175,28 @@ Value* Unpickler::call(Value* callable, Value* args, Value* kwargs, const char* 
   }
   if (q == "copyreg._reconstructor") {
     // _reconstructor(cls, base, state): an instance of cls, created without __init__.
-    if (a.size() != 3 || a[0]->kind != Kind::Global) error(q + ": expected (class, base, state)");
+    if (a.size() != 3 || a[0]->kind != Kind::Global) {
+      error(fmt::format("{}: expected (class, base, state)", q));
+    }
     checked_callable(a[0]->text, a[0]->name, opcode);
     std::vector<Value*> ctor;
     if (a[2]->kind != Kind::None) ctor.push_back(const_cast<Value*>(a[2]));
     return placeholder(a[0], make_container(Kind::Tuple, std::move(ctor)), nullptr);
   }
   if (q == "copyreg.__newobj__" || q == "copyreg.__newobj_ex__") {
-    if (a.empty() || a[0]->kind != Kind::Global) error(q + ": expected a class first");
+    if (a.empty() || a[0]->kind != Kind::Global) {
+      error(fmt::format("{}: expected a class first", q));
+    }
     if (q == "copyreg.__newobj__") {
       std::vector<Value*> rest;
       for (size_t i = 1; i < a.size(); ++i) rest.push_back(const_cast<Value*>(a[i]));
       Value* inner = make_container(Kind::Tuple, std::move(rest));
-      if (a[0]->text == "copyreg") error(q + " of itself");
+      if (a[0]->text == "copyreg") error(fmt::format("{} of itself", q));
       return call(const_cast<Value*>(a[0]), inner, nullptr, opcode);
     }
-    if (a.size() != 3 || a[0]->text == "copyreg") error(q + ": expected (class, args, kwargs)");
+    if (a.size() != 3 || a[0]->text == "copyreg") {
+      error(fmt::format("{}: expected (class, args, kwargs)", q));
+    }
     return call(const_cast<Value*>(a[0]), const_cast<Value*>(a[1]),
                 a[2]->kind == Kind::Dict ? const_cast<Value*>(a[2]) : nullptr, opcode);
   }
@@ -1208,10 +1218,11 @@ void Unpickler::build(Value* target, Value* state) {
       nest(target, state);
       return;
     case Kind::Global:
-      error("BUILD on the global " + target->shown_name() +
-            " refused (it would set state on a class or function)");
+      error(fmt::format("BUILD on the global {} refused (it would set state on a class or "
+                        "function)",
+                        target->shown_name()));
     default:
-      error("BUILD on a " + target->type_name() + ", which has no state");
+      error(fmt::format("BUILD on a {}, which has no state", target->type_name()));
   }
 }
 
@@ -1224,19 +1235,19 @@ PickleResult Unpickler::run() {
   while (true) {
     op_start_ = pos_;
     if (pos_ >= size_) {
-      fail("pickle: the data ends before STOP (truncated) at byte " + std::to_string(pos_));
+      fail(fmt::format("pickle: the data ends before STOP (truncated) at byte {}", pos_));
     }
     const uint8_t op = u8();
     spend(1);
     switch (op) {
       case 0x80: {  // PROTO
         const uint8_t proto = u8();
-        if (proto > 5) error("unsupported pickle protocol " + std::to_string(proto));
+        if (proto > 5) error(fmt::format("unsupported pickle protocol {}", proto));
         break;
       }
       case 0x95: {  // FRAME: a length prefix for the opcodes that follow; nothing to do.
         const uint64_t n = le<uint64_t>();
-        if (n > size_ - pos_) error("FRAME of " + std::to_string(n) + " bytes past the end");
+        if (n > size_ - pos_) error(fmt::format("FRAME of {} bytes past the end", n));
         break;
       }
       case '.': {  // STOP
@@ -1256,7 +1267,7 @@ PickleResult Unpickler::run() {
           charge(sizeof(size_t));
         }
         if (marks_.size() > limits_.max_depth) {
-          error("marks nested deeper than " + std::to_string(limits_.max_depth) + " levels");
+          error(fmt::format("marks nested deeper than {} levels", limits_.max_depth));
         }
         break;
       case '0':  // POP
@@ -1482,18 +1493,13 @@ PickleResult Unpickler::run() {
       }
       case 'Q': push(persistent_load(pop())); break;  // BINPERSID
       case 0x82:
-        error("EXT1 " + std::to_string(u8()) + ": the extension registry is not supported");
+        error(fmt::format("EXT1 {}: the extension registry is not supported", u8()));
       case 0x83:
-        error("EXT2 " + std::to_string(le<uint16_t>()) +
-              ": the extension registry is not supported");
+        error(fmt::format("EXT2 {}: the extension registry is not supported", le<uint16_t>()));
       case 0x84:
-        error("EXT4 " + std::to_string(le<int32_t>()) +
-              ": the extension registry is not supported");
-      default: {
-        char buf[8];
-        std::snprintf(buf, sizeof(buf), "0x%02x", op);
-        error(std::string("unknown opcode ") + buf);
-      }
+        error(fmt::format("EXT4 {}: the extension registry is not supported", le<int32_t>()));
+      default:
+        error(fmt::format("unknown opcode 0x{:02x}", op));
     }
   }
 }

@@ -1,6 +1,6 @@
 #include "rmt/io/untrusted.h"
 
-#include <cstdio>
+#include <fmt/format.h>
 
 #include "io/bytes.h"
 
@@ -64,7 +64,7 @@ std::string escape_text(std::string_view text, size_t max_bytes, char quote, boo
         case '\t': piece = "\\t"; break;
         default:
           if (c < 0x20 || c >= 0x7F) {
-            std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+            *fmt::format_to_n(buf, sizeof(buf) - 1, "\\x{:02x}", c).out = 0;
             piece = buf;
           } else if (c == static_cast<unsigned char>(quote) && quote) {
             buf[0] = '\\';
@@ -80,10 +80,10 @@ std::string escape_text(std::string_view text, size_t max_bytes, char quote, boo
       length = utf8_sequence(text, i, &cp);
       if (length == 0) {
         length = 1;
-        std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+        *fmt::format_to_n(buf, sizeof(buf) - 1, "\\x{:02x}", c).out = 0;
         piece = buf;
       } else if (invisible_control(cp)) {
-        std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(cp));
+        *fmt::format_to_n(buf, sizeof(buf) - 1, "\\u{:04x}", cp).out = 0;
         piece = buf;
       } else {
         piece = text.substr(i, length);
@@ -102,7 +102,7 @@ std::string escape_text(std::string_view text, size_t max_bytes, char quote, boo
 std::string escape_and_cut(std::string_view text, size_t max_bytes) {
   size_t left_out = 0;
   std::string out = io::escape_text(text, max_bytes, 0, false, &left_out);
-  if (left_out) out += "... (" + std::to_string(left_out) + " more bytes)";
+  if (left_out) fmt::format_to(std::back_inserter(out), "... ({} more bytes)", left_out);
   return out;
 }
 
@@ -113,7 +113,7 @@ std::string cut_message(std::string message, size_t max_bytes) {
   size_t keep = max_bytes > 90 ? max_bytes - 45 : max_bytes / 2;
   while (keep > 0 && (static_cast<unsigned char>(message[keep]) & 0xC0) == 0x80) --keep;
   message.resize(keep);
-  message += "... (message cut: " + std::to_string(total - keep) + " more bytes)";
+  fmt::format_to(std::back_inserter(message), "... (message cut: {} more bytes)", total - keep);
   return message;
 }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "io/bytes.h"
 
 namespace rmt::io {
@@ -19,13 +21,11 @@ constexpr size_t kLocalHeaderSize = 30;
 constexpr size_t kZip64EndOfDirectorySize = 56;
 constexpr size_t kZip64LocatorSize = 20;
 
-std::string hex64(uint64_t v) { return std::to_string(v); }
-
 }  // namespace
 
 ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size) {
   if (size < kEndOfDirectorySize) {
-    fail("not a zip archive: " + std::to_string(size) + " bytes is shorter than an end record");
+    fail(fmt::format("not a zip archive: {} bytes is shorter than an end record", size));
   }
   // The end-of-central-directory record is the last 22 bytes plus a comment of up to 64 KiB:
   // search backwards for a signature whose comment length reaches exactly to the end.
@@ -59,11 +59,11 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
     const uint8_t* loc = data + eocd - kZip64LocatorSize;
     const uint64_t record = load_le<uint64_t>(loc + 8);
     if (!range_ok(record, kZip64EndOfDirectorySize, eocd - kZip64LocatorSize)) {
-      fail("zip archive: the zip64 end record offset " + hex64(record) + " is outside the file");
+      fail(fmt::format("zip archive: the zip64 end record offset {} is outside the file", record));
     }
     const uint8_t* z = data + record;
     if (load_le<uint32_t>(z) != kZip64EndOfDirectory) {
-      fail("zip archive: no zip64 end record at offset " + hex64(record));
+      fail(fmt::format("zip archive: no zip64 end record at offset {}", record));
     }
     disk = load_le<uint32_t>(z + 16);
     directory_disk = load_le<uint32_t>(z + 20);
@@ -76,16 +76,18 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
   }
   if (disk != 0 || directory_disk != 0) fail("zip archive: multi-disk archives are not supported");
   if (!range_ok(directory_offset, directory_size, directory_end_limit)) {
-    fail("zip archive: the central directory (offset " + hex64(directory_offset) + ", " +
-         hex64(directory_size) + " bytes) is outside the file of " + hex64(size) + " bytes");
+    fail(fmt::format("zip archive: the central directory (offset {}, {} bytes) is outside the file "
+                     "of {} bytes",
+                     directory_offset, directory_size, size));
   }
   if (count > directory_size / kCentralHeaderSize) {
-    fail("zip archive: " + hex64(count) + " entries cannot fit in a central directory of " +
-         hex64(directory_size) + " bytes");
+    fail(fmt::format("zip archive: {} entries cannot fit in a central directory of {} bytes", count,
+                     directory_size));
   }
   if (count > kMaxEntries) {
-    fail("zip archive: " + hex64(count) + " entries, more than the " + hex64(kMaxEntries) +
-         " a checkpoint reader accepts (torch.save writes one per tensor storage)");
+    fail(fmt::format("zip archive: {} entries, more than the {} a checkpoint reader accepts "
+                     "(torch.save writes one per tensor storage)",
+                     count, kMaxEntries));
   }
   directory_offset_ = directory_offset;
 
@@ -94,7 +96,7 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
   const uint64_t end = directory_offset + directory_size;
   for (uint64_t i = 0; i < count; ++i) {
     if (!range_ok(p, kCentralHeaderSize, end) || load_le<uint32_t>(data + p) != kCentralHeader) {
-      fail("zip archive: central directory entry " + hex64(i) + " is damaged");
+      fail(fmt::format("zip archive: central directory entry {} is damaged", i));
     }
     const uint8_t* h = data + p;
     ZipEntry entry;
@@ -110,7 +112,7 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
     entry.local_header_offset = load_le<uint32_t>(h + 42);
     const uint64_t variable = uint64_t(name_length) + extra_length + comment_length;
     if (!range_ok(p + kCentralHeaderSize, variable, end)) {
-      fail("zip archive: central directory entry " + hex64(i) + " runs past the directory");
+      fail(fmt::format("zip archive: central directory entry {} runs past the directory", i));
     }
     entry.name = std::string_view(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_length);
 
@@ -126,14 +128,18 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
       while (left >= 4) {
         const uint16_t id = load_le<uint16_t>(x);
         const uint16_t length = load_le<uint16_t>(x + 2);
-        if (length > left - 4) fail("zip archive: a damaged extra field in entry '" +
-                                    escape_and_cut(entry.name) + "'");
+        if (length > left - 4) {
+          fail(fmt::format("zip archive: a damaged extra field in entry '{}'",
+                           escape_and_cut(entry.name)));
+        }
         if (id == 0x0001) {
           const uint8_t* f = x + 4;
           size_t have = length;
           auto take64 = [&](uint64_t* out) {
-            if (have < 8) fail("zip archive: the zip64 field of '" + escape_and_cut(entry.name) +
-                               "' is too short");
+            if (have < 8) {
+              fail(fmt::format("zip archive: the zip64 field of '{}' is too short",
+                               escape_and_cut(entry.name)));
+            }
             *out = load_le<uint64_t>(f);
             f += 8;
             have -= 8;
@@ -142,8 +148,10 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
           if (need_compressed) take64(&entry.compressed_size);
           if (need_offset) take64(&entry.local_header_offset);
           if (need_disk) {
-            if (have < 4) fail("zip archive: the zip64 field of '" + escape_and_cut(entry.name) +
-                               "' is too short");
+            if (have < 4) {
+              fail(fmt::format("zip archive: the zip64 field of '{}' is too short",
+                               escape_and_cut(entry.name)));
+            }
             entry_disk = load_le<uint32_t>(f);
           }
           found = true;
@@ -152,12 +160,14 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
         x += 4 + length;
         left -= 4 + length;
       }
-      if (!found) fail("zip archive: entry '" + escape_and_cut(entry.name) +
-                       "' needs a zip64 extra field, which is missing");
+      if (!found) {
+        fail(fmt::format("zip archive: entry '{}' needs a zip64 extra field, which is missing",
+                         escape_and_cut(entry.name)));
+      }
     }
     if (entry_disk != 0) fail("zip archive: multi-disk archives are not supported");
     if (!by_name_.emplace(entry.name, entries_.size()).second) {
-      fail("zip archive: entry '" + escape_and_cut(entry.name) + "' appears twice");
+      fail(fmt::format("zip archive: entry '{}' appears twice", escape_and_cut(entry.name)));
     }
     entries_.push_back(std::move(entry));
     p += kCentralHeaderSize + variable;
@@ -172,27 +182,27 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
   spans.reserve(entries_.size());
   for (size_t i = 0; i < entries_.size(); ++i) {
     ZipEntry& entry = entries_[i];
-    const std::string what = "zip entry '" + escape_and_cut(entry.name) + "'";
+    const std::string what = fmt::format("zip entry '{}'", escape_and_cut(entry.name));
     const uint64_t lho = entry.local_header_offset;
     if (!range_ok(lho, kLocalHeaderSize, directory_offset_) ||
         load_le<uint32_t>(data_ + lho) != kLocalHeader) {
-      fail(what + ": no local header at offset " + hex64(lho));
+      fail(fmt::format("{}: no local header at offset {}", what, lho));
     }
     const uint16_t name_length = load_le<uint16_t>(data_ + lho + 26);
     const uint16_t extra_length = load_le<uint16_t>(data_ + lho + 28);
     const uint64_t name_at = lho + kLocalHeaderSize;
     if (!range_ok(name_at, uint64_t(name_length) + extra_length, directory_offset_)) {
-      fail(what + ": its local header runs past the central directory");
+      fail(fmt::format("{}: its local header runs past the central directory", what));
     }
     if (name_length != entry.name.size() ||
         std::memcmp(data_ + name_at, entry.name.data(), name_length) != 0) {
-      fail(what + ": its local header names another file");
+      fail(fmt::format("{}: its local header names another file", what));
     }
     entry.data_offset = name_at + name_length + extra_length;
     if (!range_ok(entry.data_offset, entry.compressed_size, directory_offset_)) {
-      fail(what + " (" + hex64(entry.compressed_size) + " bytes at offset " +
-           hex64(entry.data_offset) + ") runs past the end of the data; the file is truncated or "
-           "damaged");
+      fail(fmt::format("{} ({} bytes at offset {}) runs past the end of the data; the file is "
+                       "truncated or damaged",
+                       what, entry.compressed_size, entry.data_offset));
     }
     spans.push_back({lho, entry.data_offset + entry.compressed_size, i});
   }
@@ -202,11 +212,11 @@ ZipReader::ZipReader(const uint8_t* data, size_t size) : data_(data), size_(size
             [](const Span& a, const Span& b) { return a.begin < b.begin; });
   for (size_t k = 1; k < spans.size(); ++k) {
     if (spans[k].begin < spans[k - 1].end) {
-      fail("zip archive: entries '" + escape_and_cut(entries_[spans[k - 1].entry].name, 120) +
-           "' and '" + escape_and_cut(entries_[spans[k].entry].name, 120) +
-           "' overlap (bytes " + hex64(spans[k].begin) + " to " +
-           hex64(std::min(spans[k].end, spans[k - 1].end)) +
-           " belong to both); each entry must have bytes of its own");
+      fail(fmt::format("zip archive: entries '{}' and '{}' overlap (bytes {} to {} belong to "
+                       "both); each entry must have bytes of its own",
+                       escape_and_cut(entries_[spans[k - 1].entry].name, 120),
+                       escape_and_cut(entries_[spans[k].entry].name, 120), spans[k].begin,
+                       std::min(spans[k].end, spans[k - 1].end)));
     }
   }
 }
@@ -217,20 +227,21 @@ const ZipEntry* ZipReader::find(std::string_view name) const {
 }
 
 ByteSpan ZipReader::contents(const ZipEntry& entry, bool verify_crc) const {
-  const std::string what = "zip entry '" + escape_and_cut(entry.name) + "'";
-  if (entry.flags & 0x1) fail(what + " is encrypted");
+  const std::string what = fmt::format("zip entry '{}'", escape_and_cut(entry.name));
+  if (entry.flags & 0x1) fail(fmt::format("{} is encrypted", what));
   if (entry.method != 0) {
-    fail(what + " is compressed (method " + std::to_string(entry.method) +
-         "); torch.save writes only stored (uncompressed) entries");
+    fail(fmt::format("{} is compressed (method {}); torch.save writes only stored (uncompressed) "
+                     "entries",
+                     what, entry.method));
   }
   if (entry.compressed_size != entry.size) {
-    fail(what + " is stored but its compressed size " + hex64(entry.compressed_size) +
-         " differs from its size " + hex64(entry.size));
+    fail(fmt::format("{} is stored but its compressed size {} differs from its size {}", what,
+                     entry.compressed_size, entry.size));
   }
   // The local header and the range were checked when the directory was read.
   ByteSpan span{data_ + entry.data_offset, static_cast<size_t>(entry.size)};
   if (verify_crc && crc32(span.data, span.size) != entry.crc) {
-    fail(what + ": CRC-32 mismatch, the file is damaged");
+    fail(fmt::format("{}: CRC-32 mismatch, the file is damaged", what));
   }
   return span;
 }

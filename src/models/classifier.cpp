@@ -1,9 +1,11 @@
 #include "rmt/models/classifier.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include "rmt/models/check_images.h"
 #include "models/stage_builder.h"
+#include "runtime/tensor_text.h"
 
 namespace rmt {
 
@@ -58,8 +60,8 @@ torch::Tensor VisRetNetImpl::apply_aux_head(const torch::Tensor& tokens) {
 
 torch::Tensor VisRetNetImpl::forward_head(const torch::Tensor& features, bool pre_logits) {
   TORCH_CHECK(features.dim() == 2 && features.size(1) == config_.projection,
-              "forward_head: expected pooled features (B, ", config_.projection,
-              "), found shape ", features.sizes());
+              fmt::format("forward_head: expected pooled features (B, {}), found shape {}",
+                          config_.projection, text::shape(features.sizes())));
   return pre_logits ? features : apply_head(features);
 }
 

@@ -21,7 +21,7 @@ namespace rmt {
 namespace {
 
 [[noreturn]] void invalid(const std::string& message) {
-  throw std::invalid_argument("rmt::Config: " + message);
+  throw std::invalid_argument(fmt::format("rmt::Config: {}", message));
 }
 
 // 6 significant digits (printf's %g): short, and enough to name the value.
@@ -90,8 +90,8 @@ ModelKind model_kind_from_string(const std::string& name) {
   if (name == "classifier") return ModelKind::Classifier;
   if (name == "token_label") return ModelKind::TokenLabel;
   if (name == "dense") return ModelKind::Dense;
-  throw std::invalid_argument("unknown model kind '" + name +
-                              "': expected classifier, token_label or dense");
+  throw std::invalid_argument(
+      fmt::format("unknown model kind '{}': expected classifier, token_label or dense", name));
 }
 
 namespace {
@@ -119,13 +119,13 @@ template <typename T>
 void check_per_stage(const char* name, const std::vector<T>& values, const std::vector<T>& fallback,
                      const std::vector<int64_t>& depths, const char* why = "") {
   if (values.size() >= depths.size()) return;
-  std::string message = std::string(name) + " " + list(values) + " has " +
-                        std::to_string(values.size()) + " entries but depths " + list(depths) +
-                        " has " + std::to_string(depths.size()) +
-                        " stages: expected one entry per stage";
+  std::string message =
+      fmt::format("{} {} has {} entries but depths {} has {} stages: expected one entry per stage",
+                  name, list(values), values.size(), list(depths), depths.size());
   if (values == fallback) {
-    message += " (" + std::string(name) + " was not given, and its default has " +
-               std::to_string(fallback.size()) + " entries" + why + ")";
+    fmt::format_to(std::back_inserter(message),
+                   " ({} was not given, and its default has {} entries{})", name, fallback.size(),
+                   why);
   }
   invalid(message);
 }
@@ -133,21 +133,21 @@ void check_per_stage(const char* name, const std::vector<T>& values, const std::
 // What the authors compute in float32: the decay must be finite for every head, else the masks hold
 // -inf * 0 = NaN.
 void check_decay(size_t stage, double initial_value, double heads_range, int64_t heads) {
-  const auto where = "stage " + std::to_string(stage) + ": init_values[" + std::to_string(stage) +
-                     "] = " + number(initial_value) + " and heads_ranges[" +
-                     std::to_string(stage) + "] = " + number(heads_range);
+  const auto where = fmt::format("stage {0}: init_values[{0}] = {1} and heads_ranges[{0}] = {2}",
+                                 stage, number(initial_value), number(heads_range));
   if (!std::isfinite(initial_value) || !std::isfinite(heads_range)) {
-    invalid(where + ": expected finite numbers");
+    invalid(fmt::format("{}: expected finite numbers", where));
   }
   const auto decay = nn::retention_decay(initial_value, heads_range, heads);
   for (int64_t h = 0; h < heads; ++h) {
     const float value = decay[h].item<float>();
     if (std::isfinite(value)) continue;
-    invalid(where + " give head " + std::to_string(h) + " of " + std::to_string(heads) +
-            " the decay log(1 - 2^-(" + number(initial_value) + " + " + number(heads_range) +
-            " * " + std::to_string(h) + " / " + std::to_string(heads) + ")) = " + number(value) +
-            " in float32, as the authors compute it: the retention would be NaN. Every head needs "
-            "init_value + heads_range * h / num_heads > 0 (and not within ~1e-7 of 0)");
+    invalid(fmt::format("{0} give head {1} of {2} the decay log(1 - 2^-({3} + {4} * {1} / {2})) = "
+                        "{5} in float32, as the authors compute it: the retention would be NaN. "
+                        "Every head needs init_value + heads_range * h / num_heads > 0 (and not "
+                        "within ~1e-7 of 0)",
+                        where, h, heads, number(initial_value), number(heads_range),
+                        number(value)));
   }
 }
 
@@ -163,52 +163,56 @@ void Config::validate() const {
   check_per_stage("mlp_ratios", mlp_ratios, defaults().mlp_ratios, depths);
   check_per_stage("chunkwise_recurrents", chunkwise_recurrents, defaults().chunkwise_recurrents, depths);
   check_per_stage("layerscales", layerscales, defaults().layerscales, depths);
-  if (in_chans < 1) invalid("in_chans = " + std::to_string(in_chans) + ": expected at least 1");
+  if (in_chans < 1) invalid(fmt::format("in_chans = {}: expected at least 1", in_chans));
   for (size_t i = 0; i < embed_dims.size(); ++i) {
     if (embed_dims[i] < 1) {
-      invalid("embed_dims[" + std::to_string(i) + "] = " + std::to_string(embed_dims[i]) +
-              ": expected at least 1");
+      invalid(fmt::format("embed_dims[{}] = {}: expected at least 1", i, embed_dims[i]));
     }
   }
   if (embed_dims[0] < 2) {
-    invalid("embed_dims[0] = " + std::to_string(embed_dims[0]) +
-            ": the stem's first convolutions have embed_dims[0] // 2 channels, so it must be at "
-            "least 2 (with 0 channels the output would not depend on the image)");
+    invalid(fmt::format("embed_dims[0] = {}: the stem's first convolutions have embed_dims[0] // 2 "
+                        "channels, so it must be at least 2 (with 0 channels the output would not "
+                        "depend on the image)",
+                        embed_dims[0]));
   }
   for (size_t i = 0; i < stages; ++i) {
-    const auto at = "[" + std::to_string(i) + "] = ";
-    if (depths[i] < 0) invalid("depths" + at + std::to_string(depths[i]) + ": expected >= 0 blocks");
-    if (num_heads[i] < 1) invalid("num_heads" + at + std::to_string(num_heads[i]) + ": expected >= 1");
+    if (depths[i] < 0) invalid(fmt::format("depths[{}] = {}: expected >= 0 blocks", i, depths[i]));
+    if (num_heads[i] < 1) {
+      invalid(fmt::format("num_heads[{}] = {}: expected >= 1", i, num_heads[i]));
+    }
     if (depths[i] == 0) continue;  // no block: the stage's heads, decay and FFN are never used
     const auto dim = embed_dims[i], heads = num_heads[i];
     if (dim % heads != 0) {
-      invalid("stage " + std::to_string(i) + ": embed_dims" + at + std::to_string(dim) +
-              " is not divisible by num_heads" + at + std::to_string(heads));
+      invalid(fmt::format("stage {0}: embed_dims[{0}] = {1} is not divisible by num_heads[{0}] = "
+                          "{2}",
+                          i, dim, heads));
     }
     if ((dim / heads) % 2 != 0) {
-      invalid("stage " + std::to_string(i) + ": head dimension embed_dims[" + std::to_string(i) +
-              "] / num_heads[" + std::to_string(i) + "] = " + std::to_string(dim) + " / " +
-              std::to_string(heads) + " = " + std::to_string(dim / heads) +
-              " is odd: the theta shift rotates pairs of channels, so it must be even");
+      invalid(fmt::format("stage {0}: head dimension embed_dims[{0}] / num_heads[{0}] = {1} / {2} "
+                          "= {3} is odd: the theta shift rotates pairs of channels, so it must be "
+                          "even",
+                          i, dim, heads, dim / heads));
     }
     check_decay(i, init_values[i], heads_ranges[i], heads);
     const double width = mlp_ratios[i] * static_cast<double>(dim);
     if (width >= 0x1p40) {
-      invalid("mlp_ratios" + at + number(mlp_ratios[i]) + " gives stage " + std::to_string(i) +
-              " an FFN width of " + number(width) + ": too large");
+      invalid(fmt::format("mlp_ratios[{0}] = {1} gives stage {0} an FFN width of {2}: too large", i,
+                          number(mlp_ratios[i]), number(width)));
     }
     if (!(width >= 1)) {  // Python's int() truncates toward zero
-      invalid("mlp_ratios" + at + number(mlp_ratios[i]) + " gives stage " + std::to_string(i) +
-              " an FFN width of int(" + number(mlp_ratios[i]) + " * " + std::to_string(dim) +
-              ") = " + (std::isfinite(width) ? std::to_string(static_cast<int64_t>(width)) : "nan") +
-              ": it must be at least 1");
+      invalid(fmt::format("mlp_ratios[{0}] = {1} gives stage {0} an FFN width of int({1} * {2}) = "
+                          "{3}: it must be at least 1",
+                          i, number(mlp_ratios[i]), dim,
+                          std::isfinite(width) ? fmt::format("{}", static_cast<int64_t>(width))
+                                               : "nan"));
     }
   }
   if (!std::isfinite(layer_init_values)) {
-    invalid("layer_init_values = " + number(layer_init_values) + ": expected a finite number");
+    invalid(fmt::format("layer_init_values = {}: expected a finite number",
+                        number(layer_init_values)));
   }
   if (!std::isfinite(drop_path_rate)) {
-    invalid("drop_path_rate = " + number(drop_path_rate) + ": expected a finite number");
+    invalid(fmt::format("drop_path_rate = {}: expected a finite number", number(drop_path_rate)));
   }
 }
 
@@ -219,47 +223,48 @@ void Config::validate(ModelKind kind) const {
     check_per_stage("use_checkpoints", use_checkpoints, defaults().use_checkpoints, depths,
                     ", as in the authors' VisRetNet, which needs it for more than 4 stages");
     if (projection < 1) {
-      invalid("projection = " + std::to_string(projection) + ": " + constructor_of(kind) +
-              " needs at least 1 (with 0 the output would not depend on the image)");
+      invalid(fmt::format("projection = {}: {} needs at least 1 (with 0 the output would not "
+                          "depend on the image)",
+                          projection, constructor_of(kind)));
     }
     // proj (and aux_head) take embed_dims[-1] features: the last stage's width, or the stem's.
     const auto last = stages > 0 ? stages - 1 : 0;
     if (embed_dims.back() != embed_dims[last]) {
-      invalid("embed_dims " + list(embed_dims) + " has " + std::to_string(embed_dims.size()) +
-              " entries for " + std::to_string(stages) + " stages: the authors' proj takes " +
-              "embed_dims[-1] = " + std::to_string(embed_dims.back()) + " features but the " +
-              (stages > 0 ? "last stage" : "stem") + " gives embed_dims[" + std::to_string(last) +
-              "] = " + std::to_string(embed_dims[last]));
+      invalid(fmt::format("embed_dims {} has {} entries for {} stages: the authors' proj takes "
+                          "embed_dims[-1] = {} features but the {} gives embed_dims[{}] = {}",
+                          list(embed_dims), embed_dims.size(), stages, embed_dims.back(),
+                          stages > 0 ? "last stage" : "stem", last, embed_dims[last]));
     }
     if (kind == ModelKind::TokenLabel && num_classes <= 0) {
       // No heads: pooled (B, projection) + 0.5 * max over tokens (B, C); broadcasting as PyTorch.
       const auto channels = embed_dims.back();
       if (projection != channels && projection != 1 && channels != 1) {
-        invalid("num_classes = " + std::to_string(num_classes) +
-                " leaves the token-label model without heads, and its output, the pooled features "
-                "(projection = " + std::to_string(projection) +
-                ") + 0.5 * the maximum over tokens of the last stage's features (embed_dims[-1] = " +
-                std::to_string(channels) +
-                "), cannot be added (the authors' code fails to broadcast): make projection equal "
-                "embed_dims[-1]");
+        invalid(fmt::format("num_classes = {} leaves the token-label model without heads, and its "
+                            "output, the pooled features (projection = {}) + 0.5 * the maximum "
+                            "over tokens of the last stage's features (embed_dims[-1] = {}), "
+                            "cannot be added (the authors' code fails to broadcast): make "
+                            "projection equal embed_dims[-1]",
+                            num_classes, projection, channels));
       }
     }
   } else {
     if (embed_dims.size() < 4) {
-      invalid("embed_dims " + list(embed_dims) + " has " + std::to_string(embed_dims.size()) +
-              " entries: " + constructor_of(kind) + " builds four extra_norms from embed_dims[0] "
-              "to embed_dims[3] whatever the number of stages, so it needs at least 4");
+      invalid(fmt::format("embed_dims {} has {} entries: {} builds four extra_norms from "
+                          "embed_dims[0] to embed_dims[3] whatever the number of stages, so it "
+                          "needs at least 4",
+                          list(embed_dims), embed_dims.size(), constructor_of(kind)));
     }
     if (out_indices != defaults().out_indices) {
       const auto available = std::min<size_t>(stages, 4);
       for (const auto index : out_indices) {
         if (index >= 0 && index < static_cast<int64_t>(available)) continue;
-        std::string why = "depths has " + std::to_string(stages) + " stages";
+        std::string why = fmt::format("depths has {} stages", stages);
         if (stages > 4 && index >= 4) why = "the authors' backbone has extra_norms for stages 0 to 3 only";
-        invalid("out_indices " + list(out_indices) + " has " + std::to_string(index) + ": " +
-                (available ? "expected stage indices from 0 to " + std::to_string(available - 1)
-                           : std::string("there is no stage to select")) +
-                " (" + why + ")");
+        invalid(fmt::format("out_indices {} has {}: {} ({})", list(out_indices), index,
+                            available ? fmt::format("expected stage indices from 0 to {}",
+                                                    available - 1)
+                                      : std::string("there is no stage to select"),
+                            why));
       }
     }
   }
@@ -302,35 +307,38 @@ bool contains(const std::vector<std::string>& keys, const std::string& key) {
 
 std::string shown(const nlohmann::json& value) {
   auto text = value.dump();
-  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
+  return text.size() > 60 ? fmt::format("{}...", text.substr(0, 57)) : text;
 }
 
 // JSON values read as the authors' Python reads them, strictly where Python would fail.
 int64_t as_integer(const nlohmann::json& value, const std::string& where) {
   if (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(INT64_MAX)) {
-    invalid(where + " = " + shown(value) + " is too large");
+    invalid(fmt::format("{} = {} is too large", where, shown(value)));
   }
-  if (!value.is_number_integer()) invalid(where + " is " + shown(value) + ": expected an integer");
+  if (!value.is_number_integer()) {
+    invalid(fmt::format("{} is {}: expected an integer", where, shown(value)));
+  }
   return value.get<int64_t>();
 }
 
 double as_number(const nlohmann::json& value, const std::string& where) {
-  if (!value.is_number()) invalid(where + " is " + shown(value) + ": expected a number");
+  if (!value.is_number()) invalid(fmt::format("{} is {}: expected a number", where, shown(value)));
   return value.get<double>();
 }
 
 bool as_flag(const nlohmann::json& value, const std::string& where) {
   if (value.is_boolean()) return value.get<bool>();
   if (value.is_number_integer()) return value.get<int64_t>() != 0;  // Python's truthiness
-  invalid(where + " is " + shown(value) + ": expected true or false (or an integer, 0 being false)");
+  invalid(fmt::format("{} is {}: expected true or false (or an integer, 0 being false)", where,
+                      shown(value)));
 }
 
 template <typename T, typename Read>
 std::vector<T> as_list(const nlohmann::json& value, const std::string& key, Read read) {
-  if (!value.is_array()) invalid(key + " is " + shown(value) + ": expected a list");
+  if (!value.is_array()) invalid(fmt::format("{} is {}: expected a list", key, shown(value)));
   std::vector<T> out;
   for (size_t i = 0; i < value.size(); ++i) {
-    out.push_back(read(value[i], key + "[" + std::to_string(i) + "]"));
+    out.push_back(read(value[i], fmt::format("{}[{}]", key, i)));
   }
   return out;
 }
@@ -352,21 +360,19 @@ std::vector<bool> flags(const nlohmann::json& v, const std::string& key) {
     invalid("'norm_layer' is a Python class in the authors' constructors and has no effect there "
             "(PatchEmbed and PatchMerging ignore it): leave it out");
   }
-  std::string owners;
+  std::vector<std::string> owners;
   for (const auto other : {ModelKind::Classifier, ModelKind::TokenLabel, ModelKind::Dense}) {
-    if (contains(keys_of(other), key)) owners += (owners.empty() ? "" : " and ") + to_string(other);
+    if (contains(keys_of(other), key)) owners.push_back(to_string(other));
   }
   if (kind && !owners.empty()) {
     std::string hint;
     if (key == "use_checkpoint") hint = "; the classifiers take use_checkpoints, one flag per stage";
     if (key == "use_checkpoints") hint = "; the dense backbone takes use_checkpoint, one flag for all stages";
     if (key == "token_label") hint = "; use the kind token_label";
-    invalid("'" + key + "' is not an argument of " + constructor_of(*kind) + " but of the kind " +
-            owners + hint);
+    invalid(fmt::format("'{}' is not an argument of {} but of the kind {}{}", key,
+                        constructor_of(*kind), fmt::join(owners, " and "), hint));
   }
-  std::string names;
-  for (const auto& k : accepted) names += (names.empty() ? "" : ", ") + k;
-  invalid("unknown field '" + key + "': expected one of " + names);
+  invalid(fmt::format("unknown field '{}': expected one of {}", key, fmt::join(accepted, ", ")));
 }
 
 Config parse(const std::string& json_text, const ModelKind* kind) {
@@ -374,9 +380,9 @@ Config parse(const std::string& json_text, const ModelKind* kind) {
   try {
     j = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::exception& e) {
-    invalid(std::string("not valid JSON: ") + e.what());
+    invalid(fmt::format("not valid JSON: {}", e.what()));
   }
-  if (!j.is_object()) invalid("expected a JSON object, found " + std::string(j.type_name()));
+  if (!j.is_object()) invalid(fmt::format("expected a JSON object, found {}", j.type_name()));
   std::vector<std::string> accepted;
   if (kind) {
     accepted = keys_of(*kind);
@@ -411,9 +417,9 @@ Config parse(const std::string& json_text, const ModelKind* kind) {
     else if (key == "use_checkpoint") c.use_checkpoint = as_flag(v, key);
     else if (key == "norm_eval") c.norm_eval = as_flag(v, key);
     else if (key == "token_label" && !as_flag(v, key)) {
-      invalid("token_label is " + shown(v) +
-              ": without token labeling the authors' model is the plain classifier; use the kind "
-              "classifier");
+      invalid(fmt::format("token_label is {}: without token labeling the authors' model is the "
+                          "plain classifier; use the kind classifier",
+                          shown(v)));
     }
   }
   if (kind) {
@@ -451,7 +457,7 @@ nlohmann::ordered_json to_json_object(const Config& c, const std::vector<std::st
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open config file '" + path + "'");
+  if (!in) throw std::runtime_error(fmt::format("cannot open config file '{}'", path));
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
@@ -476,7 +482,7 @@ Config config_from_json_file(const std::string& path, ModelKind kind) {
   try {
     return config_from_json(text, kind);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(path + ": " + e.what());
+    throw std::invalid_argument(fmt::format("{}: {}", path, e.what()));
   }
 }
 
@@ -485,7 +491,7 @@ Config config_from_json_file(const std::string& path) {
   try {
     return config_from_json(text);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(path + ": " + e.what());
+    throw std::invalid_argument(fmt::format("{}: {}", path, e.what()));
   }
 }
 
@@ -507,9 +513,8 @@ Preset preset(const std::string& name) {
     const auto key = name.substr(0, name.size() - 6);
     if (base.count(key)) return lookup(key, ModelKind::Dense);
   }
-  std::string names;
-  for (const auto& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
-  throw std::invalid_argument("unknown preset '" + name + "': expected one of " + names);
+  throw std::invalid_argument(fmt::format("unknown preset '{}': expected one of {}", name,
+                                          fmt::join(preset_names(), ", ")));
 }
 
 std::vector<std::string> preset_names() {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include <fmt/format.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/normalization.h>
 
@@ -45,7 +46,7 @@ std::vector<FeatureInfo> DenseBackboneImpl::feature_info() const {
   std::vector<FeatureInfo> info;
   for (const int64_t stage : config_.selected_stages()) {
     info.push_back({stage, config_.embed_dims[static_cast<size_t>(stage)], int64_t(4) << stage,
-                    "extra_norms." + std::to_string(stage)});
+                    fmt::format("extra_norms.{}", stage)});
   }
   return info;
 }

@@ -1,5 +1,7 @@
 #include "rmt/models/model.h"
 
+#include <fmt/format.h>
+
 #include "rmt/io/state_dict.h"
 
 namespace rmt {
@@ -18,14 +20,16 @@ Model Model::from_preset(const std::string& name) {
 }
 
 VisRetNet Model::classifier() const {
-  TORCH_CHECK(kind_ != ModelKind::Dense, "Model::classifier: this model is a ", to_string(kind_),
-              " backbone, not a classifier");
+  TORCH_CHECK(kind_ != ModelKind::Dense,
+              fmt::format("Model::classifier: this model is a {} backbone, not a classifier",
+                          to_string(kind_)));
   return VisRetNet(std::static_pointer_cast<VisRetNetImpl>(module_));
 }
 
 DenseBackbone Model::dense_backbone() const {
-  TORCH_CHECK(kind_ == ModelKind::Dense, "Model::dense_backbone: this model is a ",
-              to_string(kind_), ", not a dense backbone");
+  TORCH_CHECK(kind_ == ModelKind::Dense,
+              fmt::format("Model::dense_backbone: this model is a {}, not a dense backbone",
+                          to_string(kind_)));
   return DenseBackbone(std::static_pointer_cast<DenseBackboneImpl>(module_));
 }
 

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include "rmt/ops/masa.h"
 #include "nn/token_linear.h"
 
@@ -10,8 +12,8 @@ namespace rmt::nn {
 MaSAImpl::MaSAImpl(const MaSAOptions& options_) : options(options_) {
   const auto dim = options.embed_dim();
   TORCH_CHECK(options.num_heads() > 0 && dim % options.num_heads() == 0,
-              "MaSA: embed_dim (", dim, ") must be a multiple of num_heads (", options.num_heads(),
-              ")");
+              fmt::format("MaSA: embed_dim ({}) must be a multiple of num_heads ({})", dim,
+                          options.num_heads()));
   q_proj = register_module("q_proj", torch::nn::Linear(dim, dim));
   k_proj = register_module("k_proj", torch::nn::Linear(dim, dim));
   v_proj = register_module("v_proj", torch::nn::Linear(dim, dim));

@@ -8,12 +8,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <fmt/format.h>
 
 #include "rmt/io/untrusted.h"
 
@@ -21,7 +23,9 @@ namespace rmt::runtime {
 namespace {
 
 // The text quoted for an error message: escaped and cut as every message of the library is.
-std::string quoted(const std::string& text) { return "\"" + escape_and_cut(text, 80) + "\""; }
+std::string quoted(const std::string& text) {
+  return fmt::format("\"{}\"", escape_and_cut(text, 80));
+}
 
 std::string trimmed(const std::string& s) {
   const auto begin = s.find_first_not_of(" \t\r\n");
@@ -137,8 +141,8 @@ int leading_count(const char* name, const char* text) {
   const std::string s = trimmed(text);
   const auto value = whole_integer(s.substr(0, s.find(',')));
   if (!value || *value < 1 || *value > 1 << 20) {
-    throw std::invalid_argument(std::string(name) + "=" + quoted(text) +
-                                ": expected a positive number of threads (e.g. " + name + "=2)");
+    throw std::invalid_argument(fmt::format(
+        "{0}={1}: expected a positive number of threads (e.g. {0}=2)", name, quoted(text)));
   }
   return static_cast<int>(*value);
 }
@@ -146,7 +150,9 @@ int leading_count(const char* name, const char* text) {
 std::string wait_policy_text() {
   std::string out;
   for (const char* name : {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"}) {
-    if (const char* v = std::getenv(name)) out += (out.empty() ? "" : " ") + std::string(name) + "=" + v;
+    if (const char* v = std::getenv(name)) {
+      fmt::format_to(std::back_inserter(out), "{}{}={}", out.empty() ? "" : " ", name, v);
+    }
   }
   return out.empty() ? "OpenMP's default wait policy (spinning)" : out;
 }
@@ -163,20 +169,23 @@ std::optional<double> parse_cgroup2_cpu_max(const std::string& text) {
       if (quota && *quota > 0) return static_cast<double>(*quota) / static_cast<double>(*period);
     }
   }
-  throw std::invalid_argument("cpu.max: expected \"max PERIOD\" or \"QUOTA PERIOD\" (positive "
-                              "microseconds), found " + quoted(text));
+  throw std::invalid_argument(fmt::format("cpu.max: expected \"max PERIOD\" or \"QUOTA PERIOD\" "
+                                          "(positive microseconds), found {}",
+                                          quoted(text)));
 }
 
 std::optional<double> parse_cgroup1_cfs_quota(const std::string& quota_us, const std::string& period_us) {
   const auto quota = whole_integer(trimmed(quota_us));
   const auto period = whole_integer(trimmed(period_us));
   if (!quota || (*quota <= 0 && *quota != -1)) {
-    throw std::invalid_argument("cpu.cfs_quota_us: expected -1 or a positive number of "
-                                "microseconds, found " + quoted(quota_us));
+    throw std::invalid_argument(fmt::format("cpu.cfs_quota_us: expected -1 or a positive number of "
+                                            "microseconds, found {}",
+                                            quoted(quota_us)));
   }
   if (!period || *period <= 0) {
-    throw std::invalid_argument("cpu.cfs_period_us: expected a positive number of microseconds, "
-                                "found " + quoted(period_us));
+    throw std::invalid_argument(
+        fmt::format("cpu.cfs_period_us: expected a positive number of microseconds, found {}",
+                    quoted(period_us)));
   }
   if (*quota == -1) return std::nullopt;
   return static_cast<double>(*quota) / static_cast<double>(*period);
@@ -273,7 +282,9 @@ ThreadSettings plan_threads(int requested, const char* omp_num_threads, const ch
       s.source = "cgroup quota";
     }
     s.threads = std::max(1, threads / std::max(1, processes_sharing));
-    if (processes_sharing > 1) s.source += " / " + std::to_string(processes_sharing) + " processes";
+    if (processes_sharing > 1) {
+      fmt::format_to(std::back_inserter(s.source), " / {} processes", processes_sharing);
+    }
   }
   return s;
 }
@@ -291,16 +302,11 @@ ThreadSettings configure_threads(int requested, int processes_sharing) {
 }
 
 std::string describe(const ThreadSettings& s) {
-  std::ostringstream out;
-  out << s.threads << (s.threads == 1 ? " thread" : " threads") << " (" << s.source
-      << "; affinity: " << s.affinity_cpus << " CPUs, cgroup quota: ";
-  if (s.quota) {
-    out << s.quota->cpus << " CPUs";
-  } else {
-    out << "none";
-  }
-  out << "; " << s.wait_policy << ")";
-  return out.str();
+  // The quota as an ostream shows a double: 6 significant digits (%g).
+  return fmt::format("{} {} ({}; affinity: {} CPUs, cgroup quota: {}; {})", s.threads,
+                     s.threads == 1 ? "thread" : "threads", s.source, s.affinity_cpus,
+                     s.quota ? fmt::format("{:g} CPUs", s.quota->cpus) : std::string("none"),
+                     s.wait_policy);
 }
 
 }  // namespace rmt::runtime

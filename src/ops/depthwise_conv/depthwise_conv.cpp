@@ -9,10 +9,12 @@
 
 #include "rmt/ops/depthwise_conv.h"
 
+#include <fmt/format.h>
 #include <torch/library.h>
 
 #include "ops/depthwise_conv/cpu/depthwise_conv_kernel.h"
 #include "ops/depthwise_conv/depthwise_conv_ops.h"
+#include "runtime/tensor_text.h"
 
 namespace rmt::ops {
 namespace depthwise_conv {
@@ -26,14 +28,18 @@ const c10::TypedOperatorHandle<ConvSig>& conv_op() {
 
 void check_arguments(const char* op, const at::Tensor& x, const at::Tensor& weight,
                      const at::Tensor& bias) {
-  TORCH_CHECK(x.dim() == 4, op, ": expected x of shape (B, H, W, C), got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4,
+              fmt::format("{}: expected x of shape (B, H, W, C), got {}", op,
+                          text::shape(x.sizes())));
   const int64_t channels = x.size(3);
   TORCH_CHECK(weight.dim() == 4 && weight.size(0) == channels && weight.size(1) == 1 &&
                   weight.size(2) == weight.size(3),
-              op, ": expected weight of shape (", channels, ", 1, k, k) for x with ", channels,
-              " channels, got ", weight.sizes());
-  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == channels), op,
-              ": expected bias of shape (", channels, "), got ", bias.sizes());
+              fmt::format("{0}: expected weight of shape ({1}, 1, k, k) for x with {1} channels, "
+                          "got {2}",
+                          op, channels, text::shape(weight.sizes())));
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == channels),
+              fmt::format("{}: expected bias of shape ({}), got {}", op, channels,
+                          text::shape(bias.sizes())));
 }
 
 at::Tensor composite(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
@@ -42,8 +48,9 @@ at::Tensor composite(const at::Tensor& x, const at::Tensor& weight, const at::Te
                .permute({0, 2, 3, 1});
   if (!residual.defined()) return y;
   TORCH_CHECK(residual.sizes() == y.sizes(),
-              "depthwise_conv2d_nhwc: expected residual of the output's shape ", y.sizes(),
-              ", got ", residual.sizes());
+              fmt::format("depthwise_conv2d_nhwc: expected residual of the output's shape {}, got "
+                          "{}",
+                          text::shape(y.sizes()), text::shape(residual.sizes())));
   return y + residual;
 }
 

@@ -8,12 +8,14 @@
 // The backward ops recompute the forward's softmax statistics instead of saving them, so autograd
 // keeps only the inputs alive. Double backward is not supported.
 
+#include <fmt/format.h>
 #include <torch/library.h>
 
 #include <vector>
 
 #include "ops/masa/masa_ops.h"
 #include "rmt/ops/masa.h"
+#include "runtime/tensor_text.h"
 
 namespace rmt::ops {
 namespace masa {
@@ -55,33 +57,41 @@ at::Tensor masa_full(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 void check_masa_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay) {
-  TORCH_CHECK(q.dim() == 4, "MaSA: q must be 4-D (B, H, W, heads*d), found ", q.dim(), "-D ",
-              q.sizes());
-  TORCH_CHECK(k.sizes() == q.sizes(), "MaSA: k must have the shape of q ", q.sizes(), ", found ",
-              k.sizes());
+  TORCH_CHECK(q.dim() == 4, fmt::format("MaSA: q must be 4-D (B, H, W, heads*d), found {}-D {}",
+                                        q.dim(), text::shape(q.sizes())));
+  TORCH_CHECK(k.sizes() == q.sizes(), fmt::format("MaSA: k must have the shape of q {}, found {}",
+                                                  text::shape(q.sizes()), text::shape(k.sizes())));
   TORCH_CHECK(v.dim() == 4 && v.sizes().slice(0, 3) == q.sizes().slice(0, 3),
-              "MaSA: v must be (B, H, W, heads*d_v) with B, H, W of q ", q.sizes(), ", found ",
-              v.sizes());
+              fmt::format("MaSA: v must be (B, H, W, heads*d_v) with B, H, W of q {}, found {}",
+                          text::shape(q.sizes()), text::shape(v.sizes())));
   TORCH_CHECK(decay.dim() == 1 && decay.size(0) > 0,
-              "MaSA: decay must be 1-D with one entry per head, found ", decay.sizes());
+              fmt::format("MaSA: decay must be 1-D with one entry per head, found {}",
+                          text::shape(decay.sizes())));
   const auto heads = decay.size(0);
-  TORCH_CHECK(q.size(3) % heads == 0, "MaSA: channels of q (", q.size(3),
-              ") must be divisible by the number of heads (", heads, ")");
-  TORCH_CHECK(v.size(3) % heads == 0, "MaSA: channels of v (", v.size(3),
-              ") must be divisible by the number of heads (", heads, ")");
+  TORCH_CHECK(q.size(3) % heads == 0,
+              fmt::format("MaSA: channels of q ({}) must be divisible by the number of heads ({})",
+                          q.size(3), heads));
+  TORCH_CHECK(v.size(3) % heads == 0,
+              fmt::format("MaSA: channels of v ({}) must be divisible by the number of heads ({})",
+                          v.size(3), heads));
   const auto d = q.size(3) / heads;
-  TORCH_CHECK(d % 2 == 0, "MaSA: the head dim must be even for the theta-shift rotation, found ", d);
+  TORCH_CHECK(d % 2 == 0,
+              fmt::format("MaSA: the head dim must be even for the theta-shift rotation, found {}",
+                          d));
   const std::vector<int64_t> table{q.size(1), q.size(2), d};
   TORCH_CHECK(sin.sizes() == at::IntArrayRef(table) && cos.sizes() == at::IntArrayRef(table),
-              "MaSA: sin and cos must be (H, W, d) = ", at::IntArrayRef(table), ", found ",
-              sin.sizes(), " and ", cos.sizes());
-  TORCH_CHECK(at::isFloatingType(q.scalar_type()), "MaSA: q must be floating point, found ",
-              q.scalar_type());
+              fmt::format("MaSA: sin and cos must be (H, W, d) = {}, found {} and {}",
+                          text::shape(table), text::shape(sin.sizes()), text::shape(cos.sizes())));
+  TORCH_CHECK(at::isFloatingType(q.scalar_type()),
+              fmt::format("MaSA: q must be floating point, found {}",
+                          c10::toString(q.scalar_type())));
   for (const auto* t : {&k, &v, &sin, &cos, &decay}) {
-    TORCH_CHECK(t->scalar_type() == q.scalar_type(), "MaSA: all inputs must share q's dtype ",
-                q.scalar_type(), ", found ", t->scalar_type());
-    TORCH_CHECK(t->device() == q.device(), "MaSA: all inputs must be on q's device ", q.device(),
-                ", found ", t->device());
+    TORCH_CHECK(t->scalar_type() == q.scalar_type(),
+                fmt::format("MaSA: all inputs must share q's dtype {}, found {}",
+                            c10::toString(q.scalar_type()), c10::toString(t->scalar_type())));
+    TORCH_CHECK(t->device() == q.device(),
+                fmt::format("MaSA: all inputs must be on q's device {}, found {}", q.device().str(),
+                            t->device().str()));
   }
 }
 

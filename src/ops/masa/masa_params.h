@@ -5,10 +5,12 @@
 // too.
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include <array>
 
 #include "rmt/ops/masa.h"
+#include "runtime/tensor_text.h"
 
 namespace rmt::ops::masa {
 
@@ -85,10 +87,11 @@ Inputs<T> inputs_of(const Params& p) {
 inline at::Tensor checked_grad(const at::Tensor& grad, const Params& p) {
   const auto want = p.dims.out_sizes();
   TORCH_CHECK(grad.sizes() == at::IntArrayRef(want),
-              "MaSA backward: grad_out must have the output's shape ", at::IntArrayRef(want),
-              ", found ", grad.sizes());
-  TORCH_CHECK(grad.device() == p.q.device(), "MaSA backward: grad_out must be on q's device ",
-              p.q.device(), ", found ", grad.device());
+              fmt::format("MaSA backward: grad_out must have the output's shape {}, found {}",
+                          text::shape(want), text::shape(grad.sizes())));
+  TORCH_CHECK(grad.device() == p.q.device(),
+              fmt::format("MaSA backward: grad_out must be on q's device {}, found {}",
+                          p.q.device().str(), grad.device().str()));
   return grad.to(p.q.scalar_type()).contiguous();
 }
 

@@ -12,6 +12,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <fmt/format.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 
 #include "ops/cpu/cpu_simd.h"
 #include "ops/depthwise_conv/depthwise_conv_ops.h"
+#include "runtime/tensor_text.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
@@ -252,12 +254,14 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
     return depthwise_conv::composite(x, weight, bias, stride, padding, residual);
   }
   TORCH_CHECK(!residual.defined() || residual.sizes() == x.sizes(),
-              "depthwise_conv2d_nhwc: expected residual of the output's shape ", x.sizes(),
-              ", got ", residual.sizes());
+              fmt::format("depthwise_conv2d_nhwc: expected residual of the output's shape {}, got "
+                          "{}",
+                          text::shape(x.sizes()), text::shape(residual.sizes())));
   TORCH_CHECK(!residual.defined() || (residual.scalar_type() == x.scalar_type() &&
                                       residual.device() == x.device()),
-              "depthwise_conv2d_nhwc: residual must be a ", x.scalar_type(), " tensor on ",
-              x.device(), ", got ", residual.scalar_type(), " on ", residual.device());
+              fmt::format("depthwise_conv2d_nhwc: residual must be a {} tensor on {}, got {} on {}",
+                          c10::toString(x.scalar_type()), x.device().str(),
+                          c10::toString(residual.scalar_type()), residual.device().str()));
   const ConvShape s{x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2)};
   const auto xc = x.contiguous();
   const auto rc = residual.defined() ? residual.contiguous() : residual;

@@ -7,6 +7,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <fmt/format.h>
 
 #include <type_traits>
 
@@ -21,15 +22,18 @@ inline Params make_cuda_params(const at::Tensor& q, const at::Tensor& k, const a
                                const at::Tensor& sin, const at::Tensor& cos,
                                const at::Tensor& decay, double scale, const char* op) {
   auto p = make_params(q, k, v, sin, cos, decay, scale);
-  TORCH_CHECK(p.q.is_cuda(), op, ": the CUDA kernel got tensors on ", p.q.device());
+  TORCH_CHECK(p.q.is_cuda(),
+              fmt::format("{}: the CUDA kernel got tensors on {}", op, p.q.device().str()));
   const auto t = p.q.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16, op,
-              ": the CUDA kernels take float32, float16 or bfloat16, found ", t,
-              " (use the reference chain, rmt::ops::reference, for float64 on the GPU)");
-  TORCH_CHECK(p.dims.d <= kMaxGenericDim && p.dims.dv <= kMaxGenericDim, op,
-              ": the CUDA kernels take head dims up to ", kMaxGenericDim, ", found d = ", p.dims.d,
-              ", d_v = ", p.dims.dv);
-  TORCH_CHECK(p.dims.l < (int64_t{1} << 31), op, ": H*W must be below 2^31, found ", p.dims.l);
+  TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16,
+              fmt::format("{}: the CUDA kernels take float32, float16 or bfloat16, found {} (use "
+                          "the reference chain, rmt::ops::reference, for float64 on the GPU)",
+                          op, c10::toString(t)));
+  TORCH_CHECK(p.dims.d <= kMaxGenericDim && p.dims.dv <= kMaxGenericDim,
+              fmt::format("{}: the CUDA kernels take head dims up to {}, found d = {}, d_v = {}",
+                          op, kMaxGenericDim, p.dims.d, p.dims.dv));
+  TORCH_CHECK(p.dims.l < (int64_t{1} << 31),
+              fmt::format("{}: H*W must be below 2^31, found {}", op, p.dims.l));
   return p;
 }
 
@@ -55,7 +59,8 @@ inline Launch make_launch(const Dims& s, const Pass& pass, double scale) {
   const int threads = g.len <= 32 ? 32 : (g.len <= 64 ? 64 : kMaxThreads);
   g.tiles = (g.len + threads - 1) / threads;
   const int64_t blocks = s.b * s.n * g.nseq * static_cast<int64_t>(g.tiles);
-  TORCH_CHECK(blocks < (int64_t{1} << 31), "MaSA CUDA: too many thread blocks (", blocks, ")");
+  TORCH_CHECK(blocks < (int64_t{1} << 31),
+              fmt::format("MaSA CUDA: too many thread blocks ({})", blocks));
   return {g, threads, blocks};
 }
 
@@ -70,7 +75,7 @@ void dispatch_type(at::ScalarType t, F&& f) {
     case at::kBFloat16:
       return f(c10::BFloat16{});
     default:
-      TORCH_CHECK(false, "MaSA CUDA: unsupported dtype ", t);
+      TORCH_CHECK(false, fmt::format("MaSA CUDA: unsupported dtype {}", c10::toString(t)));
   }
 }
 
