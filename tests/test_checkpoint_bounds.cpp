@@ -16,6 +16,7 @@
 #include "bounded_run.h"
 #include "checkpoint_bytes.h"
 #include "rmt/io/checkpoint.h"
+#include "rmt/io/npy.h"
 #include "rmt/io/pickle.h"
 #include "rmt/io/state_dict.h"
 #include "rmt/io/untrusted.h"
@@ -305,6 +306,35 @@ TEST(Text, LongJsonTokenIsCutInTheMessage) {
   // the whole token.
   const std::string header = "{\"" + std::string(1 << 20, 'a');
   expect_refused(read_weights(safetensors(header, "")), "not valid JSON");
+}
+
+// .npy inputs (rmt-infer's) with a 1 MiB header (format version 2): a megabyte-long dtype string
+// crashed the reader (std::regex recursed once per character and overflowed the stack), and a
+// shape of 300,000 dimensions went through to a message listing them all.
+TEST(Text, HostileNpyHeadersAreRefusedWithShortMessages) {
+  auto npy = [](const std::string& dict) {
+    std::string header = dict;
+    while ((12 + header.size() + 1) % 64 != 0) header += ' ';
+    header += '\n';
+    const std::string path = testing::TempDir() + "hostile.npy";
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    const std::string bytes = std::string("\x93NUMPY\x02\x00", 8) +
+                              le<uint32_t>(static_cast<uint32_t>(header.size())) + header +
+                              std::string(8, '\0');
+    std::fwrite(bytes.data(), 1, bytes.size(), f);
+    std::fclose(f);
+    return run_bounded([path] { rmt::read_npy(path); }, kDeadline);
+  };
+  expect_refused(npy("{'descr': '" + std::string(1000000, 'a') + "', 'fortran_order': False, "
+                     "'shape': (2,), }"),
+                 "unsupported .npy dtype");
+  std::string dims;
+  for (int i = 0; i < 300000; ++i) dims += "1, ";
+  expect_refused(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }"),
+                 "more than 64 dimensions");
+  expect_refused(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (" +
+                     std::string(500000, '(') + "), }"),
+                 "bad dimension");
 }
 
 TEST(Text, KeyNamesAreEscapedAndCut) {

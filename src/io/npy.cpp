@@ -3,11 +3,14 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <regex>
+#include <sstream>
+#include <string_view>
 #include <stdexcept>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include "rmt/io/untrusted.h"
 
 namespace rmt {
 
@@ -29,7 +32,27 @@ at::ScalarType dtype_from_descr(const std::string& path, const std::string& desc
   if (descr == "|b1") return at::kBool;
   fail(path, fmt::format("unsupported .npy dtype '{}': expected one of <f8 <f4 <f2 <i8 <i4 |u1 |b1 "
                          "(little-endian)",
-                         descr));
+                         escape_and_cut(descr, 64)));
+}
+
+// The text after `'key':` and spaces in a .npy header dict, or npos. Plain scanning, no
+// std::regex: libstdc++'s regex recurses once per character and a long header overflows the stack.
+size_t value_of(std::string_view header, std::string_view key) {
+  const std::string quoted = fmt::format("'{}':", key);
+  size_t at = header.find(quoted);
+  if (at == std::string_view::npos) return at;
+  at += quoted.size();
+  while (at < header.size() && (header[at] == ' ' || header[at] == '\t')) ++at;
+  return at;
+}
+
+// The text between `open` at `at` and the next `close`, if there is one.
+bool enclosed(std::string_view header, size_t at, char open, char close, std::string* out) {
+  if (at == std::string_view::npos || at >= header.size() || header[at] != open) return false;
+  const size_t end = header.find(close, at + 1);
+  if (end == std::string_view::npos) return false;
+  *out = std::string(header.substr(at + 1, end - at - 1));
+  return true;
 }
 
 std::string descr_from_dtype(at::ScalarType type) {
@@ -71,18 +94,27 @@ at::Tensor read_npy(const std::string& path) {
   std::string header(header_len, '\0');
   if (!in.read(header.data(), header_len)) fail(path, "truncated .npy header");
 
-  std::smatch m;
-  if (!std::regex_search(header, m, std::regex("'descr':\\s*'([^']*)'"))) fail(path, "no 'descr' in the .npy header");
-  const auto dtype = dtype_from_descr(path, m[1]);
-  if (!std::regex_search(header, m, std::regex("'fortran_order':\\s*(True|False)"))) {
+  std::string descr, shape_text;
+  if (!enclosed(header, value_of(header, "descr"), '\'', '\'', &descr)) {
+    fail(path, "no 'descr' in the .npy header");
+  }
+  const auto dtype = dtype_from_descr(path, descr);
+  const size_t order = value_of(header, "fortran_order");
+  const std::string_view view(header);
+  if (order == std::string_view::npos ||
+      (view.substr(order, 4) != "True" && view.substr(order, 5) != "False")) {
     fail(path, "no 'fortran_order' in the .npy header");
   }
-  if (m[1] == "True") fail(path, "Fortran-ordered arrays are not supported: save with C order");
-  if (!std::regex_search(header, m, std::regex("'shape':\\s*\\(([^)]*)\\)"))) fail(path, "no 'shape' in the .npy header");
+  if (view.substr(order, 4) == "True") {
+    fail(path, "Fortran-ordered arrays are not supported: save with C order");
+  }
+  if (!enclosed(header, value_of(header, "shape"), '(', ')', &shape_text)) {
+    fail(path, "no 'shape' in the .npy header");
+  }
   std::vector<int64_t> shape;
   int64_t numel = 1;
   {
-    std::stringstream dims(m[1].str());
+    std::stringstream dims(shape_text);
     std::string item;
     while (std::getline(dims, item, ',')) {
       if (item.find_first_not_of(" ") == std::string::npos) continue;
@@ -90,19 +122,22 @@ at::Tensor read_npy(const std::string& path) {
       try {
         dim = std::stoll(item);
       } catch (const std::exception&) {
-        fail(path, fmt::format("bad dimension '{}' in the .npy shape", item));
+        fail(path, fmt::format("bad dimension '{}' in the .npy shape", escape_and_cut(item, 64)));
       }
       if (dim < 0 || (dim > 0 && numel > std::numeric_limits<int64_t>::max() / 16 / dim)) {
-        fail(path, fmt::format("bad or oversized dimension {} in the .npy shape", item));
+        fail(path, fmt::format("bad or oversized dimension {} in the .npy shape",
+                               escape_and_cut(item, 64)));
       }
       numel *= dim;
       shape.push_back(dim);
+      if (shape.size() > 64) fail(path, "the .npy shape has more than 64 dimensions (NumPy's limit)");
     }
   }
   auto tensor = at::empty(shape, at::TensorOptions().dtype(dtype));
   const auto bytes = static_cast<std::streamsize>(tensor.nbytes());
   if (bytes > 0 && !in.read(static_cast<char*>(tensor.data_ptr()), bytes)) {
-    fail(path, fmt::format("the data is shorter than the shape {} needs", m[1].str()));
+    fail(path, fmt::format("the data is shorter than the shape ({}) needs",
+                             escape_and_cut(shape_text, 200)));
   }
   return tensor;
 }
