@@ -38,18 +38,18 @@ torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
   // In place when no gradient is recorded (and not for the authors' literal op sequence): two
   // tensors of the block's size fewer to allocate.
   const bool in_place = !at::GradMode::is_enabled() && !policy_.literal();
+  // gamma * branch (layer scale), in the branch's own buffer when in place.
+  auto scaled = [&](const torch::Tensor& branch, const torch::Tensor& gamma) {
+    return gamma.defined() ? (in_place ? branch.mul_(gamma) : gamma * branch) : branch;
+  };
   auto residual = [&](torch::Tensor& acc, const torch::Tensor& branch, const torch::Tensor& gamma) {
-    auto b = gamma.defined() ? (in_place ? branch.mul_(gamma) : gamma * branch) : branch;
-    b = drop_path(b, p, is_training());
+    auto b = drop_path(scaled(branch, gamma), p, is_training());
     return in_place ? acc.add_(b) : acc + b;
   };
   if (in_place && !is_training()) {
     // Inference: each residual add and the LayerNorm after it in one pass over x.
     auto norm = [&](torch::nn::LayerNormImpl& ln, const torch::Tensor& branch) {
       return ops::add_layer_norm_(x, branch, ln.weight, ln.bias, ln.options.eps());
-    };
-    auto scaled = [&](torch::Tensor branch, const torch::Tensor& gamma) {
-      return gamma.defined() ? branch.mul_(gamma) : branch;
     };
     auto attention = retention->forward(norm(*retention_layer_norm, {}), sin, cos, decay);
     auto hidden = norm(*final_layer_norm, scaled(attention, gamma_1));

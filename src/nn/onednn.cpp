@@ -10,25 +10,19 @@ namespace rmt::nn::detail::onednn {
 
 namespace {
 
-c10::optional<c10::OperatorHandle> find(const char* name) {
-  return c10::Dispatcher::singleton().findSchema({name, ""});
-}
+// The four operators, looked up once (absent: nullopt).
+struct Operators {
+  c10::optional<c10::OperatorHandle> linear, linear_pack, conv, conv_pack;
+};
 
-const c10::optional<c10::OperatorHandle>& linear_op() {
-  static const auto op = find("mkldnn::_linear_pointwise");
-  return op;
-}
-const c10::optional<c10::OperatorHandle>& linear_pack_op() {
-  static const auto op = find("mkldnn::_reorder_linear_weight");
-  return op;
-}
-const c10::optional<c10::OperatorHandle>& conv_op() {
-  static const auto op = find("mkldnn::_convolution_pointwise");
-  return op;
-}
-const c10::optional<c10::OperatorHandle>& conv_pack_op() {
-  static const auto op = find("aten::mkldnn_reorder_conv2d_weight");
-  return op;
+const Operators& operators() {
+  static const Operators ops = [] {
+    auto find = [](const char* name) { return c10::Dispatcher::singleton().findSchema({name, ""}); };
+    return Operators{find("mkldnn::_linear_pointwise"), find("mkldnn::_reorder_linear_weight"),
+                     find("mkldnn::_convolution_pointwise"),
+                     find("aten::mkldnn_reorder_conv2d_weight")};
+  }();
+  return ops;
 }
 
 at::Tensor call(const c10::optional<c10::OperatorHandle>& op, torch::jit::Stack stack) {
@@ -41,27 +35,27 @@ c10::IValue no_post_op_scalars() { return c10::IValue(c10::List<c10::optional<at
 
 }  // namespace
 
-bool linear_available() { return linear_op() && linear_pack_op(); }
+bool linear_available() { return operators().linear && operators().linear_pack; }
 
 at::Tensor pack_linear(const at::Tensor& weight) {
-  return call(linear_pack_op(), {weight, c10::IValue()});
+  return call(operators().linear_pack, {weight, c10::IValue()});
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias) {
-  return call(linear_op(), {x, packed, optional_tensor(bias), c10::IValue(std::string("none")),
+  return call(operators().linear, {x, packed, optional_tensor(bias), c10::IValue(std::string("none")),
                             no_post_op_scalars(), c10::IValue()});
 }
 
-bool conv_available() { return conv_op() && conv_pack_op(); }
+bool conv_available() { return operators().conv && operators().conv_pack; }
 
 at::Tensor pack_conv(const at::Tensor& weight, const ConvGeometry& g, at::IntArrayRef example) {
-  return call(conv_pack_op(), {weight.to_mkldnn(), g.padding, g.stride, g.dilation, g.groups,
+  return call(operators().conv_pack, {weight.to_mkldnn(), g.padding, g.stride, g.dilation, g.groups,
                                example.vec()});
 }
 
 at::Tensor conv(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                 const ConvGeometry& g) {
-  return call(conv_op(), {x, packed, optional_tensor(bias), g.padding, g.stride, g.dilation,
+  return call(operators().conv, {x, packed, optional_tensor(bias), g.padding, g.stride, g.dilation,
                           g.groups, c10::IValue(std::string("none")), no_post_op_scalars(),
                           c10::IValue()});
 }

@@ -20,7 +20,7 @@ at::Tensor add_layer_norm_(const at::Tensor& x, const at::Tensor& branch, const 
   if (!at::GradMode::is_enabled() && layer_norm::cpu_kernel_applies(x, branch, weight, bias)) {
     return layer_norm::add_layer_norm_cpu(x, branch, weight, bias, eps);
   }
-  if (branch.defined()) const_cast<at::Tensor&>(x).add_(branch);
+  if (branch.defined()) x.add_(branch);
   return at::layer_norm(x, {x.size(-1)}, weight, bias, eps);
 }
 
