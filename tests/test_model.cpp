@@ -621,4 +621,32 @@ TEST(Modules, KeptFoldedAndPackedWeightsFollowTheWeights) {
   EXPECT_LT(rmt::test::relative_error(fused64, model.forward(images64)[0]), 1e-10);
 }
 
+// A model built under InferenceMode has inference tensors as weights, whose changes no cache can
+// follow: the fused path then derives nothing between calls and must still agree with the literal
+// path, before and after an in-place change of its weights.
+TEST(Modules, InferenceTensorWeightsAreNeverKeptStale) {
+  c10::InferenceMode inference;
+  auto model = rmt::Model::from_preset("rmt_t");
+  model.eval();
+  ASSERT_TRUE(model.module()->parameters()[0].is_inference());
+  const auto images = torch::randn({1, 3, 64, 64});
+  auto literal = [&] {
+    model.set_backend(rmt::nn::Backend::Reference);
+    auto y = model.forward(images)[0];
+    model.set_backend(rmt::nn::Backend::Fused);
+    return y;
+  };
+  const auto before = model.forward(images)[0];
+  EXPECT_LT(rmt::test::relative_error(before, literal()), 1e-5);
+  for (auto& p : model.module()->named_parameters()) {
+    if (p.key().find("fc1.weight") != std::string::npos) p.value().mul_(1.5);
+  }
+  for (auto& b : model.module()->named_buffers()) {
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2.0);
+  }
+  const auto after = model.forward(images)[0];
+  EXPECT_GT(rmt::test::relative_error(after, before), 1e-3);
+  EXPECT_LT(rmt::test::relative_error(after, literal()), 1e-5);
+}
+
 }  // namespace

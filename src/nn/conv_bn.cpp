@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <optional>
+
 #include "nn/conv_padding.h"
 #include "nn/onednn.h"
 
@@ -23,7 +25,7 @@ bool packs(const torch::Tensor& x, const torch::Tensor& weight) {
          x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-// pack: also the oneDNN-packed weight (worth it only when kept between calls).
+// pack: also the oneDNN-packed weight (worth it only when it is kept between calls).
 Folded fold(const torch::nn::Conv2dImpl& conv, const torch::nn::BatchNorm2dImpl& bn,
             const torch::Tensor& x, bool pack) {
   const auto scale = bn.weight * at::rsqrt(bn.running_var + bn.options.eps());
@@ -45,12 +47,13 @@ torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& b
                        bo.affine() && bo.track_running_stats() && bn.running_mean.defined();
   if (!fold_it) return bn.forward(conv.forward(x));
   const auto& o = conv.options;
-  auto make = [&] { return fold(conv, bn, x, /*pack=*/cache != nullptr); };
-  const auto folded =
-      cache ? cache->get({&conv.weight, &conv.bias, &bn.weight, &bn.bias, &bn.running_mean,
-                          &bn.running_var},
-                         make)
-            : make();
+  std::optional<Folded> kept;
+  if (cache) {
+    kept = cache->get({&conv.weight, &conv.bias, &bn.weight, &bn.bias, &bn.running_mean,
+                       &bn.running_var},
+                      [&] { return fold(conv, bn, x, /*pack=*/true); });
+  }
+  const Folded folded = kept ? *std::move(kept) : fold(conv, bn, x, /*pack=*/false);
   if (folded.packed.defined() && packs(x, folded.weight)) {
     return onednn::conv(x, folded.packed, folded.bias, geometry(conv));
   }

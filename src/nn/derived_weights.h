@@ -1,15 +1,17 @@
 #pragma once
 // Weights derived from a module's tensors (a BatchNorm folded into its conv, a Linear's weight
-// packed for oneDNN), computed once and kept until one of the tensors they come from changes:
+// packed for oneDNN, RelPos2d's sin/cos tables), computed once and kept until one of the tensors they come from changes:
 // another tensor, another storage, or an in-place write (the version counter; a checkpoint load
-// writes in place). Inference tensors have no version counter: nothing is kept for them. Safe to
-// share between threads running one model.
+// writes in place). Inference tensors have no version counter: nothing can be kept for them, and
+// get() says so (the callers then run the plain ops rather than deriving weights on every call).
+// Safe to share between threads running one model.
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <initializer_list>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 namespace rmt::nn::detail {
@@ -17,40 +19,52 @@ namespace rmt::nn::detail {
 template <class Value>
 class DerivedWeights {
  public:
-  // make() when the cache is not current for `sources` (undefined tensors allowed).
+  // The kept value, made by make() when it is not current for `sources` (undefined tensors
+  // allowed) and `sizes` (anything else it depends on, e.g. an input size); nullopt when a source
+  // is an inference tensor, whose changes cannot be followed.
   template <class Make>
-  Value get(std::initializer_list<const at::Tensor*> sources, Make make) {
-    std::vector<Source> key;
-    key.reserve(sources.size());
+  std::optional<Value> get(std::initializer_list<const at::Tensor*> sources,
+                           std::initializer_list<int64_t> sizes, Make make) {
+    Key key{{}, std::vector<int64_t>(sizes)};
+    key.sources.reserve(sources.size());
     for (const auto* t : sources) {
-      if (!t->defined()) {
-        key.push_back({nullptr, nullptr, 0});
-        continue;
-      }
-      if (t->is_inference()) return make();
-      key.push_back({t->unsafeGetTensorImpl(), t->data_ptr(), t->_version()});
+      if (t->defined() && t->is_inference()) return std::nullopt;
+      key.sources.push_back(
+          {*t, t->defined() ? t->data_ptr() : nullptr, t->defined() ? t->_version() : 0});
     }
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!valid_ || key != key_) {
+    if (!valid_ || !(key == key_)) {
       value_ = make();
       key_ = std::move(key);
       valid_ = true;
     }
     return value_;
   }
+  template <class Make>
+  std::optional<Value> get(std::initializer_list<const at::Tensor*> sources, Make make) {
+    return get(sources, {}, make);
+  }
 
  private:
   struct Source {
-    const void* impl;
+    // Held, so that no other tensor can take its TensorImpl's address while it is compared;
+    // Module::to swaps the storage of the same TensorImpl (data), load_state_dict writes into it
+    // (version).
+    at::Tensor tensor;
     const void* data;
     int64_t version;
     bool operator==(const Source& o) const {
-      return impl == o.impl && data == o.data && version == o.version;
+      return tensor.is_same(o.tensor) && data == o.data && version == o.version;
     }
+  };
+  struct Key {
+    std::vector<Source> sources;
+    std::vector<int64_t> sizes;
+    bool operator==(const Key& o) const { return sources == o.sources && sizes == o.sizes; }
   };
   std::mutex mutex_;
   bool valid_ = false;
-  std::vector<Source> key_;
+  Key key_;
   Value value_;
 };
 

@@ -4,8 +4,13 @@
 #include <ATen/core/grad_mode.h>
 
 #include "rmt/ops/masa.h"
+#include "nn/derived_weights.h"
 
 namespace rmt::nn {
+
+namespace detail {
+class SinCosTables : public DerivedWeights<std::pair<torch::Tensor, torch::Tensor>> {};
+}  // namespace detail
 
 RelPos2dImpl::RelPos2dImpl(const RelPos2dOptions& options_) : options(options_) {
   const int64_t head_dim = options.embed_dim() / options.num_heads();
@@ -16,6 +21,7 @@ RelPos2dImpl::RelPos2dImpl(const RelPos2dOptions& options_) : options(options_) 
   angle = register_buffer("angle", half.unsqueeze(-1).repeat({1, 2}).flatten());
   decay = register_buffer(
       "decay", retention_decay(options.initial_value(), options.heads_range(), options.num_heads()));
+  tables_ = std::make_shared<detail::SinCosTables>();
 }
 
 torch::Tensor retention_decay(double initial_value, double heads_range, int64_t num_heads) {
@@ -33,16 +39,8 @@ std::pair<torch::Tensor, torch::Tensor> RelPos2dImpl::sin_cos(int64_t height, in
   };
   // Under autograd the tables would carry angle's graph (a parameter only if a user made it one).
   if (policy_.literal() || (at::GradMode::is_enabled() && angle.requires_grad())) return compute();
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  const bool same = cached_.height == height && cached_.width == width &&
-                    cached_.angle.defined() && cached_.angle.is_same(angle) &&
-                    cached_.data == angle.data_ptr() && cached_.version == angle._version() &&
-                    cached_.sin.dtype() == angle.dtype() && cached_.sin.device() == angle.device();
-  if (!same) {
-    auto [s, c] = compute();
-    cached_ = {height, width, angle, angle.data_ptr(), angle._version(), s, c};
-  }
-  return {cached_.sin, cached_.cos};
+  if (auto kept = tables_->get({&angle}, {height, width}, compute)) return *std::move(kept);
+  return compute();
 }
 
 torch::Tensor RelPos2dImpl::mask_1d(int64_t length) const {

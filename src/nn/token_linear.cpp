@@ -19,8 +19,9 @@ torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Te
                            w.scalar_type() == at::kFloat && w.device().is_cpu() && rows.size(0) > 0 &&
                            (!linear.bias.defined() || linear.bias.scalar_type() == at::kFloat);
   if (onednn_fits) {
-    const auto weight = packed->get({&w}, [&] { return onednn::pack_linear(w); });
-    return onednn::linear(rows, weight, linear.bias).view(sizes);
+    if (const auto weight = packed->get({&w}, [&] { return onednn::pack_linear(w); })) {
+      return onednn::linear(rows, *weight, linear.bias).view(sizes);
+    }
   }
   return at::linear(rows, w, linear.bias).view(sizes);
 }

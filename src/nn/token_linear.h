@@ -4,8 +4,8 @@
 // pass over the output and one more parallel region per layer. Where LibTorch has oneDNN's linear
 // (nn/onednn.h) a float32 CPU layer runs there, with its weight packed once into oneDNN's blocked
 // layout (kept in a PackedLinear, beside the weight: one more copy of the Linear weights in
-// memory); elsewhere addmm. Same function; the
-// rounding differs from at::linear's by about an ulp (another summation order).
+// memory); elsewhere addmm. Same function; the rounding differs from at::linear's by about an ulp
+// (another summation order).
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/modules/linear.h>
@@ -18,7 +18,8 @@ namespace rmt::nn::detail {
 class PackedLinear : public DerivedWeights<at::Tensor> {};
 
 // linear(x) over the last dimension of x. `packed` (optional): the layer's packed-weight cache,
-// used for float32 CPU inputs when no gradient is recorded.
+// used for float32 CPU inputs when no gradient is recorded and the weight is not an inference
+// tensor (whose changes the cache cannot follow).
 torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
                             PackedLinear* packed = nullptr);
 

@@ -5,11 +5,15 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
-#include <mutex>
+#include <memory>
+#include <utility>
 
 #include "rmt/nn/backend.h"
 
 namespace rmt::nn {
+namespace detail {
+class SinCosTables;  // src/nn/relpos.cpp: the last sin/cos pair, kept while angle and size hold
+}  // namespace detail
 
 struct RelPos2dOptions {
   RelPos2dOptions(int64_t embed_dim, int64_t num_heads, double initial_value, double heads_range)
@@ -27,8 +31,9 @@ class RelPos2dImpl : public torch::nn::Module, public WithBackend {
 
   // sin and cos of (flattened position index * angle): each (H, W, head_dim), in the buffers' dtype.
   // They depend only on the input size: the last pair is kept and returned again while the size
-  // and `angle` (same tensor, no in-place change since) stay the same, unless the backend is
-  // Reference (the authors recompute the tables every call).
+  // and `angle` (same tensor, same storage, no in-place change since) stay the same, unless the
+  // backend is Reference (the authors recompute the tables every call) or `angle` is an inference
+  // tensor (its changes cannot be followed: computed every call).
   std::pair<torch::Tensor, torch::Tensor> sin_cos(int64_t height, int64_t width) const;
   // decay[h] * |i - j|: (heads, length, length), the decomposed MaSA's 1D masks.
   torch::Tensor mask_1d(int64_t length) const;
@@ -42,18 +47,7 @@ class RelPos2dImpl : public torch::nn::Module, public WithBackend {
   torch::Tensor decay;
 
  private:
-  struct Tables {
-    int64_t height = -1, width = -1;
-    // `angle` when computed (held, so that its TensorImpl stays the one compared), with its
-    // storage, dtype, device and in-place version counter then: Module::to swaps the storage of
-    // the same TensorImpl, load_state_dict writes into it.
-    torch::Tensor angle;
-    const void* data = nullptr;
-    int64_t version = 0;
-    torch::Tensor sin, cos;
-  };
-  mutable std::mutex cache_mutex_;  // forward may run on several threads at once
-  mutable Tables cached_;
+  std::shared_ptr<detail::SinCosTables> tables_;  // safe for forwards on several threads at once
 };
 TORCH_MODULE(RelPos2d);
 
