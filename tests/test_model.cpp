@@ -585,6 +585,14 @@ TEST(Modules, FoldedBatchNormsMatchConvThenBatchNorm) {
   EXPECT_GT(merge_ref.abs().max().item<double>(), 1.0);  // non-trivial statistics at work
 }
 
+// The model's output on the authors' op sequence (Reference), the fused path set again after.
+at::Tensor literal_output(rmt::Model& model, const at::Tensor& images) {
+  model.set_backend(rmt::nn::Backend::Reference);
+  auto y = model.forward(images)[0];
+  model.set_backend(rmt::nn::Backend::Fused);
+  return y;
+}
+
 // The fused path keeps derived weights between calls (BatchNorms folded into their convs, Linear
 // weights packed for oneDNN): they must follow every change of the weights they come from, in place
 // (as a checkpoint load makes) or by a move to another dtype, and agree with the literal path.
@@ -593,12 +601,7 @@ TEST(Modules, KeptFoldedAndPackedWeightsFollowTheWeights) {
   model.eval();
   torch::NoGradGuard no_grad;
   const auto images = torch::randn({1, 3, 64, 64});
-  auto literal = [&] {
-    model.set_backend(rmt::nn::Backend::Reference);
-    auto y = model.forward(images)[0];
-    model.set_backend(rmt::nn::Backend::Fused);
-    return y;
-  };
+  auto literal = [&] { return literal_output(model, images); };
   const auto before = model.forward(images)[0];  // fills the caches
   EXPECT_LT(rmt::test::relative_error(before, literal()), 1e-5);
   for (auto& b : model.module()->named_buffers()) {
@@ -630,12 +633,7 @@ TEST(Modules, InferenceTensorWeightsAreNeverKeptStale) {
   model.eval();
   ASSERT_TRUE(model.module()->parameters()[0].is_inference());
   const auto images = torch::randn({1, 3, 64, 64});
-  auto literal = [&] {
-    model.set_backend(rmt::nn::Backend::Reference);
-    auto y = model.forward(images)[0];
-    model.set_backend(rmt::nn::Backend::Fused);
-    return y;
-  };
+  auto literal = [&] { return literal_output(model, images); };
   const auto before = model.forward(images)[0];
   EXPECT_LT(rmt::test::relative_error(before, literal()), 1e-5);
   for (auto& p : model.module()->named_parameters()) {
