@@ -72,17 +72,18 @@ RMT_ALWAYS_INLINE double exp_nonpos(double x) {
   return p * scale;
 }
 
-// The vector form of exp_nonpos (same steps, same constants).
-RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {
-  using V = VecT<float>;
-  using I = Simd<float>::I;
-  const V lo = vbcast(-87.0f), shift = vbcast(12582912.0f);
+// The vector form of exp_nonpos (same steps, same constants), for a float vector type V of any
+// width and the int32 vector type I of the same width (the kernels that put queries across the
+// lanes use 64-byte vectors with AVX-512).
+template <class V, class I>
+RMT_ALWAYS_INLINE V vexp_nonpos_of(const V& arg) {
+  const V lo = V{} + -87.0f, shift = V{} + 12582912.0f;  // broadcasts (no -0 involved)
   const V x = arg < lo ? lo : arg;
   const V t = x * 1.44269504088896341f + shift;
   const V n = t - shift;
   V r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  V p = vbcast(1.98412698e-4f);
+  V p = V{} + 1.98412698e-4f;
   p = p * r + 1.38888889e-3f;
   p = p * r + 8.33333333e-3f;
   p = p * r + 4.16666667e-2f;
@@ -92,6 +93,10 @@ RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {
   p = p * r + 1.0f;
   const I bits = ((I)t << 23) + (127 << 23);  // vector casts are bit casts
   return p * (V)bits;
+}
+
+RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {
+  return vexp_nonpos_of<VecT<float>, Simd<float>::I>(arg);
 }
 
 RMT_ALWAYS_INLINE VecT<double> vexp_nonpos(const VecT<double>& arg) {

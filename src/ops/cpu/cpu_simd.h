@@ -26,6 +26,9 @@
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define RMT_HAVE_AVX2_VARIANT 1
 #define RMT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+// The kernels that put queries across the lanes (ops/masa/cpu/attend_lanes.cpp) also build a
+// variant with 64-byte vectors and the 32 vector registers of AVX-512.
+#define RMT_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #else
 #define RMT_HAVE_AVX2_VARIANT 0
 #endif
@@ -49,7 +52,11 @@ namespace rmt::ops::cpu {
 // variants (to test them on an AVX2 machine). Decided once.
 bool use_avx2();
 
-// Which variant use_avx2() picks ("avx2+fma" or "baseline"), for the benchmarks' headers.
+// True when the CPU has AVX-512F (and use_avx2()), unless RMT_MASA_CPU_ISA=avx2 or =baseline
+// forces a narrower variant. Only the kernels that have an AVX-512 variant ask. Decided once.
+bool use_avx512();
+
+// The variants picked ("avx512f+avx2+fma", "avx2+fma" or "baseline"), for the benchmarks' headers.
 const char* isa_name();
 
 template <class A>

@@ -15,9 +15,11 @@
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "ops/masa/cpu/attend.h"
+#include "ops/masa/cpu/attend_lanes.h"
 #include "ops/masa/masa_ops.h"
 #include "ops/masa/masa_params.h"
 
@@ -175,6 +177,77 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
   });
 }
 
+// The float forward (attend_lanes.h): q rotated and k rotated and scaled once for both passes,
+// (B, L, heads, d) like the inputs; a task transposes one sequence's queries, reads its keys and
+// values in place (rows pass.tstride tokens apart) and scatters the outputs back.
+template <class T>
+void rotate_all(const Inputs<T>& in, const Dims& s, float scale, float* rq, float* rk) {
+  const int64_t d = s.d;
+  at::parallel_for(0, s.b * s.l, grain_for(8 * s.n * d), [&](int64_t begin, int64_t end) {
+    for (int64_t bt = begin; bt < end; ++bt) {
+      const int64_t t = bt % s.l;
+      for (int64_t head = 0; head < s.n; ++head) {
+        const int64_t at = (bt * s.n + head) * d;  // Dims::offset(b, t, head, d)
+        rotate(in.q + at, in.sn + t * d, in.cs + t * d, false, 1.0f, d, rq + at);
+        rotate(in.k + at, in.sn + t * d, in.cs + t * d, true, scale, d, rk + at);
+      }
+    }
+  });
+}
+
+template <class TO>
+void pass_forward_lanes(const float* rq, const float* rk, const float* decay, const Dims& s,
+                        const Pass& pass, const float* vsrc, TO* dst) {
+  const int64_t tasks = s.b * pass.nseq, len = pass.len, d = s.d, dv = s.dv;
+  const int64_t ldq = cpu::lanes_padded(len);
+  const int64_t cost = s.n * len * len * 2 * (d + dv);
+  at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
+    std::vector<float> qt(d * ldq, 0.0f), ot(dv * ldq), work(cpu::lanes_workspace_size(len));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t seq = task % pass.nseq, b = task / pass.nseq, first = pass.position(seq, 0);
+      for (int64_t head = 0; head < s.n; ++head) {
+        for (int64_t t = 0; t < len; ++t) {
+          const float* q = rq + s.offset(b, pass.position(seq, t), head, d);
+          for (int64_t c = 0; c < d; ++c) qt[c * ldq + t] = q[c];
+        }
+        cpu::LaneProblem p;
+        p.qt = qt.data();
+        p.ldq = ldq;
+        p.k = rk + s.offset(b, first, head, d);
+        p.k_stride = pass.tstride * s.n * d;
+        p.v = vsrc + s.offset(b, first, head, dv);
+        p.v_stride = pass.tstride * s.n * dv;
+        p.m = p.n = len;
+        p.d = d;
+        p.dv = dv;
+        p.decay = decay[head];
+        cpu::attend_forward_lanes(p, ot.data(), work.data());
+        for (int64_t t = 0; t < len; ++t) {
+          TO* o = dst + s.offset(b, pass.position(seq, t), head, dv);
+          for (int64_t c = 0; c < dv; ++c) o[c] = ot[c * ldq + t];
+        }
+      }
+    }
+  });
+}
+
+// Both passes of the decomposed forward; o1 (opmath) holds the row pass's output.
+template <class T, class A>
+void decomposed_forward(const Inputs<T>& in, const Dims& s, A scale, A* o1, T* out,
+                        const at::TensorOptions& aopt) {
+  if constexpr (std::is_same_v<T, float>) {
+    const auto rotated = at::empty({2, s.b * s.l * s.n * s.d}, aopt);
+    float* rq = rotated.data_ptr<float>();
+    float* rk = rq + s.b * s.l * s.n * s.d;
+    rotate_all(in, s, scale, rq, rk);
+    pass_forward_lanes(rq, rk, in.decay, s, row_pass(s), in.v, o1);
+    pass_forward_lanes(rq, rk, in.decay, s, column_pass(s), static_cast<const float*>(o1), out);
+  } else {
+    pass_forward(in, s, row_pass(s), scale, in.v, o1);
+    pass_forward(in, s, column_pass(s), scale, static_cast<const A*>(o1), out);
+  }
+}
+
 // Backward of one pass. The column pass (run first) stores its gradients of the rotated q and k
 // in dqr / dkr; the row pass (finish = true) adds its own, applies the adjoint rotation and
 // writes grad_q / grad_k. dv_dst receives the gradient of this pass's values. With o_saved and
@@ -272,10 +345,8 @@ at::Tensor decomposed_cpu(const at::Tensor& q, const at::Tensor& k, const at::Te
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
                                   "masa_decomposed_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
-    const auto in = inputs_of<scalar_t>(p);
-    pass_forward(in, s, row_pass(s), static_cast<A>(scale), in.v, o1.data_ptr<A>());
-    pass_forward(in, s, column_pass(s), static_cast<A>(scale),
-                 static_cast<const A*>(o1.data_ptr<A>()), out.data_ptr<scalar_t>());
+    decomposed_forward(inputs_of<scalar_t>(p), s, static_cast<A>(scale), o1.data_ptr<A>(),
+                       out.data_ptr<scalar_t>(), o1.options());
   });
   return out;
 }

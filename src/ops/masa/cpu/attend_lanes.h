@@ -1,0 +1,39 @@
+#pragma once
+// The float forward of the decomposed operator's 1-D passes with the queries across the vector
+// lanes (attend.h puts the keys there). A block of W queries (W = 16 with AVX-512, 8 with AVX2, 4 otherwise)
+// takes every key of the sequence in turn: one score vector per key from broadcast key channels,
+// the softmax's maximum and sum lane by lane (no horizontal reductions), and the values broadcast
+// into dv accumulator vectors. Short sequences (RMT's rows and columns are 7 to 56 tokens at 224)
+// then waste no lanes on padded keys, keys and values are read in place (any row stride), and the
+// 32 registers of AVX-512 hold a whole d = 16 score tile.
+//
+// Score of query i and key j: q_i . k_j + decay * |i - j| (the 1-D mask; q and k rotated, k
+// scaled). Plain C++ (no ATen); variants per ISA picked at run time (cpu_simd.h).
+
+#include <cstdint>
+
+namespace rmt::ops::cpu {
+
+// Columns of qt and ot are read and written in whole blocks of this many queries (the widest
+// variant's lane count): ldq must be a multiple of it, and the padding columns of qt readable.
+constexpr int64_t kQueryLanes = 16;
+constexpr int64_t lanes_padded(int64_t m) { return (m + kQueryLanes - 1) / kQueryLanes * kQueryLanes; }
+
+struct LaneProblem {
+  const float* qt = nullptr;  // d x ldq: query i is column i
+  int64_t ldq = 0;            // lanes_padded(m) or more
+  const float* k = nullptr;   // key j: d floats at k + j * k_stride
+  int64_t k_stride = 0;
+  const float* v = nullptr;   // value j: dv floats at v + j * v_stride
+  int64_t v_stride = 0;
+  int64_t m = 0, n = 0, d = 0, dv = 0;  // queries i < m sit at x = i, keys j < n at x = j
+  float decay = 0;
+};
+
+// Floats of scratch space attend_forward_lanes needs for n keys (one buffer per thread).
+int64_t lanes_workspace_size(int64_t n);
+
+// ot: dv x ldq, ot[c * ldq + i] = channel c of query i's output (columns past m: scratch).
+void attend_forward_lanes(const LaneProblem& p, float* ot, float* work);
+
+}  // namespace rmt::ops::cpu
