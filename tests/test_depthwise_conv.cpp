@@ -99,6 +99,35 @@ TEST_P(DepthwiseConv, GeluConvAddInPlaceMatchesATen) {
   at::set_num_threads(threads);
 }
 
+// The same without the GELU (fc1 applied it): g <- conv(g) + g in place, every share split.
+TEST_P(DepthwiseConv, ConvAddSelfInPlaceMatchesATen) {
+  const auto c = GetParam();
+  at::NoGradGuard no_grad;
+  const int threads = at::get_num_threads();
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    for (const int t : {1, 2, 3, 5}) {
+      at::set_num_threads(t);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
+      const auto opt = at::TensorOptions().dtype(dtype);
+      const auto g = at::randn({c.batch, c.height, c.width, c.channels}, gen, opt);
+      const auto w = at::randn({c.channels, 1, c.k, c.k}, gen, opt);
+      const auto b = at::randn({c.channels}, gen, opt);
+      const auto want = expected(g, w, b, g);
+      auto work = g.clone();
+      const auto in_place = rmt::ops::depthwise_conv2d_add_self(work, w, b, c.k / 2);
+      EXPECT_EQ(in_place.data_ptr(), work.data_ptr());
+      const double tol = dtype == at::kDouble ? 1e-13 : 1e-6;
+      EXPECT_LT(relative_error(in_place, want), tol) << at::toString(dtype) << " threads " << t;
+      // A strided g takes the operator and is left alone.
+      const auto strided = g.transpose(1, 2).contiguous().transpose(1, 2);
+      const auto copy = rmt::ops::depthwise_conv2d_add_self(strided, w, b, c.k / 2);
+      if (!strided.is_contiguous()) EXPECT_TRUE(at::equal(strided, g));
+      EXPECT_LT(relative_error(copy, want), tol) << at::toString(dtype) << " threads " << t;
+    }
+  }
+  at::set_num_threads(threads);
+}
+
 TEST(DepthwiseConvFallback, AutogradAndOtherConfigurations) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
   const auto x = at::randn({2, 6, 5, 8}, gen, at::kDouble).requires_grad_();

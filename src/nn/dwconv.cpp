@@ -36,4 +36,11 @@ torch::Tensor DWConv2dImpl::forward_gelu_add(const torch::Tensor& h, bool reuse_
                                         reuse_input);
 }
 
+torch::Tensor DWConv2dImpl::forward_add_self(const torch::Tensor& g) {
+  const auto& o = conv->options;
+  if (policy_.literal() || o.stride()->at(0) != 1) return forward_add(g, g);
+  return ops::depthwise_conv2d_add_self(g, conv->weight, conv->bias,
+                                        detail::numeric_padding(o)->at(0));
+}
+
 }  // namespace rmt::nn

@@ -14,8 +14,11 @@ FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   // dwconv(gelu(h)) + gelu(h), in fc1's output buffer (nothing else uses it) when it can.
   if (policy_.literal()) return fc2->forward(dwconv->forward_gelu_add(fc1->forward(x), true));
-  auto hidden =
-      dwconv->forward_gelu_add(detail::linear_tokens(*fc1, x, packed_[0].get()), /*reuse_input=*/true);
+  // With oneDNN, the GELU runs inside fc1's GEMM, on each block of output while it is in cache.
+  const auto activated = detail::linear_gelu_tokens(*fc1, x, packed_[0].get());
+  auto hidden = activated ? dwconv->forward_add_self(*activated)
+                          : dwconv->forward_gelu_add(detail::linear_tokens(*fc1, x, packed_[0].get()),
+                                                     /*reuse_input=*/true);
   return detail::linear_tokens(*fc2, hidden, packed_[1].get());
 }
 

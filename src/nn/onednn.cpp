@@ -41,9 +41,13 @@ at::Tensor pack_linear(const at::Tensor& weight) {
   return call(operators().linear_pack, {weight, c10::IValue()});
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias) {
-  return call(operators().linear, {x, packed, optional_tensor(bias), c10::IValue(std::string("none")),
-                            no_post_op_scalars(), c10::IValue()});
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
+                  bool gelu) {
+  // attr "gelu" with algorithm "none": oneDNN's gelu_erf post-op (LibTorch's own mapping).
+  const auto algorithm = gelu ? c10::IValue(std::string("none")) : c10::IValue();
+  return call(operators().linear, {x, packed, optional_tensor(bias),
+                                   c10::IValue(std::string(gelu ? "gelu" : "none")),
+                                   no_post_op_scalars(), algorithm});
 }
 
 bool conv_available() { return operators().conv && operators().conv_pack; }

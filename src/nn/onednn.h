@@ -16,8 +16,11 @@ namespace rmt::nn::detail::onednn {
 bool linear_available();
 // weight (out, in) in oneDNN's layout (an opaque mkldnn tensor), for linear().
 at::Tensor pack_linear(const at::Tensor& weight);
-// x (rows, in) times the packed weight, plus bias (may be undefined): (rows, out).
-at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias);
+// x (rows, in) times the packed weight, plus bias (may be undefined): (rows, out); with `gelu`,
+// the exact (erf) GELU of that, applied by the GEMM to each block of its output while it is in
+// cache.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
+                  bool gelu = false);
 
 struct ConvGeometry {
   std::vector<int64_t> padding, stride, dilation;

@@ -8,6 +8,8 @@
 // (another summation order).
 
 #include <ATen/core/Tensor.h>
+
+#include <optional>
 #include <torch/nn/modules/linear.h>
 
 #include "nn/derived_weights.h"
@@ -22,5 +24,10 @@ class PackedLinear : public DerivedWeights<at::Tensor> {};
 // tensor (whose changes the cache cannot follow).
 torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
                             PackedLinear* packed = nullptr);
+
+// gelu(linear(x)) (the exact GELU) with the GELU inside oneDNN's GEMM, where linear_tokens would
+// run oneDNN's linear; nullopt where it would not (the caller applies its own GELU then).
+std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
+                                                const torch::Tensor& x, PackedLinear* packed);
 
 }  // namespace rmt::nn::detail

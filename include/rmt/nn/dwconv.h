@@ -17,6 +17,9 @@ class DWConv2dImpl : public torch::nn::Module, public WithBackend {
   // g + forward(g) for g = gelu(h), the FFN's middle. With reuse_input, h's memory may hold the
   // result (see rmt/ops/depthwise_conv.h): pass it only for a tensor nothing else uses.
   torch::Tensor forward_gelu_add(const torch::Tensor& h, bool reuse_input);
+  // g + forward(g); g's memory may hold the result (see rmt/ops/depthwise_conv.h): pass only a
+  // tensor nothing else uses.
+  torch::Tensor forward_add_self(const torch::Tensor& g);
 
   // Literal (Reference): at::conv2d on the permuted view, then the add.
   torch::nn::Conv2d conv{nullptr};

@@ -28,4 +28,10 @@ at::Tensor depthwise_conv2d_nhwc(const at::Tensor& x, const at::Tensor& weight,
 at::Tensor gelu_depthwise_conv2d_add(const at::Tensor& h, const at::Tensor& weight,
                                      const at::Tensor& bias, int64_t padding, bool reuse_input);
 
+// conv(g, weight, bias, stride 1, padding) + g, written over g when the CPU kernel applies (as
+// gelu_depthwise_conv2d_add does with reuse_input), else into a new tensor: the FFN's middle when
+// fc1 has applied the GELU already.
+at::Tensor depthwise_conv2d_add_self(const at::Tensor& g, const at::Tensor& weight,
+                                     const at::Tensor& bias, int64_t padding);
+
 }  // namespace rmt::ops

@@ -3,9 +3,9 @@
 // argument check and the composite that every kernel falls back on. The CPU kernel registers
 // itself from cpu/, the Autograd kernel from autograd/.
 //
-// gelu_depthwise_conv2d_add is an entry point, not an operator: whether it overwrites its input
+// gelu_depthwise_conv2d_add and depthwise_conv2d_add_self are entry points, not operators: whether it overwrites its input
 // depends on the call (reuse_input, and whether the CPU kernel applies), which no schema can say.
-// It calls the CPU kernel's in-place form directly, or else at::gelu and the operator.
+// They call the CPU kernel's in-place form directly, or else the operator (after at::gelu).
 
 #include "rmt/ops/depthwise_conv.h"
 
@@ -90,8 +90,20 @@ at::Tensor gelu_depthwise_conv2d_add(const at::Tensor& h, const at::Tensor& weig
     const auto g = at::gelu(h);
     return depthwise_conv2d_nhwc(g, weight, bias, 1, padding, g);
   }
-  gelu_conv_add_in_place_cpu(h, weight, bias);
+  conv_add_in_place_cpu(h, weight, bias, /*activate=*/true);
   return h;
+}
+
+at::Tensor depthwise_conv2d_add_self(const at::Tensor& g, const at::Tensor& weight,
+                                     const at::Tensor& bias, int64_t padding) {
+  using namespace depthwise_conv;
+  check_arguments("depthwise_conv2d_add_self", g, weight, bias);
+  if (!g.is_contiguous() || !cpu_kernel_applies(g, weight, bias, 1, padding) ||
+      records_gradient({&g, &weight, &bias})) {
+    return depthwise_conv2d_nhwc(g, weight, bias, 1, padding, g);
+  }
+  conv_add_in_place_cpu(g, weight, bias, /*activate=*/false);
+  return g;
 }
 
 }  // namespace rmt::ops

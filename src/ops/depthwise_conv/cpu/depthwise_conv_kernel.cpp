@@ -173,12 +173,13 @@ RMT_ALWAYS_INLINE void conv_rows(const ConvShape& s, const A* x, const A* wt, co
   }
 }
 
-// One thread's share of the in-place FFN middle, h <- conv(gelu(h)) + gelu(h), for the rows
-// [row0, row1): the k rows of the window live activated in a ring, and output row h overwrites
-// input row h, which the ring already holds; rows past either end of the share come from `halo`
-// (activated before any thread wrote), since the neighbouring shares overwrite them.
-template <class A>
-RMT_ALWAYS_INLINE void gelu_conv_rows_in_place(const ConvShape& s, A* h_data, const A* wt,
+// One thread's share of the in-place FFN middle, h <- conv(gelu(h)) + gelu(h) (ACTIVATE) or
+// h <- conv(h) + h, for the rows [row0, row1): the k rows of the window live (activated) in a
+// ring, and output row h overwrites input row h, which the ring already holds; rows past either
+// end of the share come from `halo` (taken before any thread wrote), since the neighbouring
+// shares overwrite them.
+template <bool ACTIVATE, class A>
+RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A* wt,
                                                const A* bias, int64_t row0, int64_t row1,
                                                const A* halo_above, const A* halo_below) {
   const int64_t k = s.k, pad = (k - 1) / 2, row_size = s.width * s.channels;
@@ -192,8 +193,10 @@ RMT_ALWAYS_INLINE void gelu_conv_rows_in_place(const ConvShape& s, A* h_data, co
       std::memcpy(slot, halo_above + (row0 - flat - 1) * row_size, row_size * sizeof(A));
     } else if (flat >= row1) {
       std::memcpy(slot, halo_below + (flat - row1) * row_size, row_size * sizeof(A));
-    } else {
+    } else if (ACTIVATE) {
       cpu::gelu(h_data + flat * row_size, slot, row_size);
+    } else {
+      std::memcpy(slot, h_data + flat * row_size, row_size * sizeof(A));
     }
   };
   for (int64_t row = row0; row < row1; ++row) {
@@ -225,7 +228,13 @@ RMT_ALWAYS_INLINE void gelu_conv_rows_in_place(const ConvShape& s, A* h_data, co
   ATTR RMT_FLATTEN void gelu_conv_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,  \
                                            int64_t row0, int64_t row1, const A* above,            \
                                            const A* below) {                                      \
-    gelu_conv_rows_in_place(s, h, wt, bias, row0, row1, above, below);                            \
+    conv_rows_in_place<true>(s, h, wt, bias, row0, row1, above, below);                           \
+  }                                                                                               \
+  template <class A>                                                                              \
+  ATTR RMT_FLATTEN void conv_self_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,  \
+                                           int64_t row0, int64_t row1, const A* above,            \
+                                           const A* below) {                                      \
+    conv_rows_in_place<false>(s, h, wt, bias, row0, row1, above, below);                          \
   }                                                                                               \
   template <class A>                                                                              \
   ATTR RMT_FLATTEN void gelu_##SUFFIX(const A* in, A* out, int64_t n) {                           \
@@ -295,8 +304,8 @@ bool cpu_kernel_applies(const at::Tensor& x, const at::Tensor& weight, const at:
          k % 2 == 1 && padding == (k - 1) / 2 && same(weight) && same(bias);
 }
 
-void gelu_conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight,
-                                const at::Tensor& bias) {
+void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
+                           bool activate) {
   const ConvShape s{h.size(0), h.size(1), h.size(2), h.size(3), weight.size(2)};
   if (h.numel() == 0) return;
   const auto [wt, b] = kernel_weights(h, weight, bias);
@@ -309,16 +318,21 @@ void gelu_conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight,
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "gelu_depthwise_conv2d_add", [&] {
     scalar_t* data = h.data_ptr<scalar_t>();
     std::vector<scalar_t> above(shares * pad * row_size), below(shares * pad * row_size);
+    auto take_row = [&](const scalar_t* row, scalar_t* into) {
+      if (activate) {
+        RMT_CALL_ISA_VARIANT(gelu, row, into, row_size);
+      } else {
+        std::copy_n(row, row_size, into);
+      }
+    };
     for (int64_t i = 0; i < shares; ++i) {
       const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
       for (int64_t d = 1; d <= pad && r0 < r1; ++d) {  // rows r0 - d and r1 - 1 + d
         if ((r0 % s.height) - d >= 0) {
-          RMT_CALL_ISA_VARIANT(gelu, data + (r0 - d) * row_size,
-                               above.data() + (i * pad + d - 1) * row_size, row_size);
+          take_row(data + (r0 - d) * row_size, above.data() + (i * pad + d - 1) * row_size);
         }
         if (((r1 - 1) % s.height) + d < s.height) {
-          RMT_CALL_ISA_VARIANT(gelu, data + (r1 - 1 + d) * row_size,
-                               below.data() + (i * pad + d - 1) * row_size, row_size);
+          take_row(data + (r1 - 1 + d) * row_size, below.data() + (i * pad + d - 1) * row_size);
         }
       }
     }
@@ -326,9 +340,15 @@ void gelu_conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight,
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
         if (r0 >= r1) continue;
-        RMT_CALL_ISA_VARIANT(gelu_conv, s, data, wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-                             r0, r1, above.data() + i * pad * row_size,
-                             below.data() + i * pad * row_size);
+        const scalar_t* halo_above = above.data() + i * pad * row_size;
+        const scalar_t* halo_below = below.data() + i * pad * row_size;
+        if (activate) {
+          RMT_CALL_ISA_VARIANT(gelu_conv, s, data, wt.data_ptr<scalar_t>(),
+                               b.data_ptr<scalar_t>(), r0, r1, halo_above, halo_below);
+        } else {
+          RMT_CALL_ISA_VARIANT(conv_self, s, data, wt.data_ptr<scalar_t>(),
+                               b.data_ptr<scalar_t>(), r0, r1, halo_above, halo_below);
+        }
       }
     });
   });

@@ -11,9 +11,10 @@ namespace rmt::ops::depthwise_conv {
 bool cpu_kernel_applies(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                         int64_t stride, int64_t padding);
 
-// h <- conv(gelu(h), weight, bias) + gelu(h) in place: the FFN's middle, one read and one write of
-// h. For h contiguous and cpu_kernel_applies(h, weight, bias, 1, padding).
-void gelu_conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight,
-                                const at::Tensor& bias);
+// h <- conv(gelu(h), weight, bias) + gelu(h) in place (activate), or h <- conv(h) + h: the FFN's
+// middle, one read and one write of h. For h contiguous and cpu_kernel_applies(h, weight, bias, 1,
+// padding).
+void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
+                           bool activate);
 
 }  // namespace rmt::ops::depthwise_conv
