@@ -52,6 +52,7 @@
 #include <torch/cuda.h>
 
 #include "rmt/rmt.h"
+#include "rmt/runtime/memory.h"
 #include "rmt/runtime/threads.h"
 #include "rmt/runtime/wait_policy.h"
 
@@ -427,12 +428,14 @@ int main(int argc, char** argv) {
   // below only reads the affinity mask, the cgroup files and the environment.
   const auto plan = rmt::runtime::plan_threads(opt.threads, std::getenv("OMP_NUM_THREADS"),
                                                std::getenv("MKL_NUM_THREADS"));
+  rmt::runtime::retain_freed_memory();  // as the tools do (rmt/runtime/memory.h)
   fmt::print("# RMT end to end: {}, {}, {} CPUs online; median of >= {} alternating runs and >= "
-             "{:g} s per path\n# threads: {}; {} busy processes during the timing\n",
+             "{:g} s per path\n# threads: {}; {} busy processes during the timing\n"
+             "# malloc: {}\n",
              opt.device, c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN), opt.repeats,
              opt.min_seconds,
              opt.device == "cpu" ? rmt::runtime::describe(plan) : std::string("(CUDA)"),
-             opt.contend);
+             opt.contend, rmt::runtime::freed_memory_policy());
   for (const auto& m : opt.models) {
     double gflop = 0;  // built in a child: building initialises weights, which may start OpenMP
     std::string error;

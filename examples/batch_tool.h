@@ -19,6 +19,7 @@
 #include "rmt/data/preprocess.h"
 #include "rmt/models/model.h"
 #include "rmt/models/pretrained.h"
+#include "rmt/runtime/memory.h"
 #include "tool_common.h"
 
 namespace rmt::tools {
@@ -167,6 +168,7 @@ inline int decode_threads(const BatchFlags& f) {
 
 inline void apply_threads(const BatchFlags& f) {
   rmt::runtime::configure_threads(f.threads, ranks_on_this_machine());
+  rmt::runtime::retain_freed_memory();
 }
 
 // What makes two runs' results comparable: recorded in the run directory, checked on restarts.

@@ -49,6 +49,7 @@ int run(int argc, char** argv) {
   }
   if (!model_flags.given()) throw std::invalid_argument("give --arch NAME or --config FILE.json");
   rmt::runtime::configure_threads(threads);
+  rmt::runtime::retain_freed_memory();
   if (summary) {
     const int64_t h = input_size.front(), w = input_size.back();
     fmt::print("{}", rmt::format_summary(

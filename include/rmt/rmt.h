@@ -33,6 +33,7 @@
 #include "rmt/data/image.h"
 #include "rmt/data/preprocess.h"
 // CPU threads: how many, and how they wait.
+#include "rmt/runtime/memory.h"
 #include "rmt/runtime/threads.h"
 #include "rmt/runtime/wait_policy.h"
 // Batch inference over many processes (rmt-classify/rmt-extract --output).
