@@ -18,8 +18,8 @@ namespace rmt::ops::cpu {
 // exp(x) for x <= 0 (the only arguments softmax needs once the row maximum is subtracted),
 // branch-free so that a loop over it vectorizes: Cody-Waite reduction x = n ln2 + r with
 // |r| <= ln2/2, a Taylor polynomial for e^r (truncation error below one ulp), and 2^n built in the
-// exponent bits. Arguments below the clamp give e^clamp (~1e-38 / 1e-308), which is zero next to
-// the row maximum's term of 1. NaN propagates.
+// exponent bits. Float arguments below -64 give 0; double arguments below the clamp give e^-708
+// (~1e-308); both are nothing next to the row maximum's term of 1. NaN propagates.
 RMT_ALWAYS_INLINE float exp_nonpos(float x) {
   x = x < -87.0f ? -87.0f : x;
   const float shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
@@ -40,7 +40,7 @@ RMT_ALWAYS_INLINE float exp_nonpos(float x) {
   bits = (bits << 23) + (127u << 23);  // the low bits of t hold n
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  return x <= -64.0f ? 0.0f : p * scale;  // as the vector form
 }
 
 RMT_ALWAYS_INLINE double exp_nonpos(double x) {
@@ -92,7 +92,9 @@ RMT_ALWAYS_INLINE V vexp_nonpos_of(const V& arg) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const I bits = ((I)t << 23) + (127 << 23);  // vector casts are bit casts
-  return p * (V)bits;
+  // Below e^-64 (1.6e-28, nothing next to the row maximum's term of 1): exactly 0, so that the
+  // weighted sums that use it never form subnormal products, which cost a microcode assist each.
+  return arg < -64.0f ? V{} : p * (V)bits;
 }
 
 RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {

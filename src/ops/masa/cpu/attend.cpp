@@ -110,8 +110,8 @@ RMT_ALWAYS_INLINE A max_of(const A* __restrict s, int64_t nbv) {
   return hmax<A>(vm);
 }
 
-// s[j] <- exp(s[j] - shift) over s[0, nbv); returns the sum. A -inf (padding) becomes e^-87 or
-// e^-708 (the clamp), nothing next to the row maximum's 1.
+// s[j] <- exp(s[j] - shift) over s[0, nbv); returns the sum. A -inf (padding) becomes 0 (float)
+// or e^-708 (double, the clamp), nothing next to the row maximum's 1.
 template <class A>
 RMT_ALWAYS_INLINE A exp_and_sum(A* __restrict s, A shift, int64_t nbv) {
   using V = VecT<A>;
