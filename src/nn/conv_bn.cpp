@@ -41,11 +41,14 @@ Folded fold(const torch::nn::Conv2dImpl& conv, const torch::nn::BatchNorm2dImpl&
 }  // namespace
 
 torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& bn,
-                      const torch::Tensor& x, bool may_fold, FoldedConvBn* cache) {
+                      const torch::Tensor& x, bool may_fold, FoldedConvBn* cache, bool gelu) {
   const auto& bo = bn.options;
   const bool fold_it = may_fold && !bn.is_training() && !at::GradMode::is_enabled() &&
                        bo.affine() && bo.track_running_stats() && bn.running_mean.defined();
-  if (!fold_it) return bn.forward(conv.forward(x));
+  if (!fold_it) {
+    auto y = bn.forward(conv.forward(x));
+    return gelu ? at::gelu(y) : y;
+  }
   const auto& o = conv.options;
   std::optional<Folded> kept;
   if (cache) {
@@ -55,10 +58,11 @@ torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& b
   }
   const Folded folded = kept ? *std::move(kept) : fold(conv, bn, x, /*pack=*/false);
   if (folded.packed.defined() && packs(x, folded.weight)) {
-    return onednn::conv(x, folded.packed, folded.bias, geometry(conv));
+    return onednn::conv(x, folded.packed, folded.bias, geometry(conv), gelu);
   }
-  return at::conv2d(x, folded.weight, folded.bias, *o.stride(), *numeric_padding(o),
-                    *o.dilation(), o.groups());
+  auto y = at::conv2d(x, folded.weight, folded.bias, *o.stride(), *numeric_padding(o),
+                      *o.dilation(), o.groups());
+  return gelu ? at::gelu_(y) : y;
 }
 
 }  // namespace rmt::nn::detail

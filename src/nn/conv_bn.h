@@ -22,7 +22,9 @@ class FoldedConvBn : public DerivedWeights<Folded> {};
 // bn(conv(x)); folded when may_fold (the caller's backend policy is not literal), unless the
 // BatchNorm is in training mode (batch statistics) or a gradient is being recorded. `cache`
 // (optional) keeps the folded weights between calls.
+// gelu: then the exact GELU (inside oneDNN's convolution where the packed one runs).
 torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& bn,
-                      const torch::Tensor& x, bool may_fold, FoldedConvBn* cache = nullptr);
+                      const torch::Tensor& x, bool may_fold, FoldedConvBn* cache = nullptr,
+                      bool gelu = false);
 
 }  // namespace rmt::nn::detail

@@ -32,6 +32,9 @@ at::Tensor call(const c10::optional<c10::OperatorHandle>& op, torch::jit::Stack 
 
 c10::IValue optional_tensor(const at::Tensor& t) { return t.defined() ? c10::IValue(t) : c10::IValue(); }
 c10::IValue no_post_op_scalars() { return c10::IValue(c10::List<c10::optional<at::Scalar>>()); }
+// attr "gelu" with algorithm "none": oneDNN's gelu_erf post-op (LibTorch's own mapping).
+c10::IValue post_op(bool gelu) { return c10::IValue(std::string(gelu ? "gelu" : "none")); }
+c10::IValue algorithm(bool gelu) { return gelu ? c10::IValue(std::string("none")) : c10::IValue(); }
 
 }  // namespace
 
@@ -43,11 +46,8 @@ at::Tensor pack_linear(const at::Tensor& weight) {
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                   bool gelu) {
-  // attr "gelu" with algorithm "none": oneDNN's gelu_erf post-op (LibTorch's own mapping).
-  const auto algorithm = gelu ? c10::IValue(std::string("none")) : c10::IValue();
-  return call(operators().linear, {x, packed, optional_tensor(bias),
-                                   c10::IValue(std::string(gelu ? "gelu" : "none")),
-                                   no_post_op_scalars(), algorithm});
+  return call(operators().linear, {x, packed, optional_tensor(bias), post_op(gelu),
+                                   no_post_op_scalars(), algorithm(gelu)});
 }
 
 bool conv_available() { return operators().conv && operators().conv_pack; }
@@ -58,10 +58,9 @@ at::Tensor pack_conv(const at::Tensor& weight, const ConvGeometry& g, at::IntArr
 }
 
 at::Tensor conv(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
-                const ConvGeometry& g) {
+                const ConvGeometry& g, bool gelu) {
   return call(operators().conv, {x, packed, optional_tensor(bias), g.padding, g.stride, g.dilation,
-                          g.groups, c10::IValue(std::string("none")), no_post_op_scalars(),
-                          c10::IValue()});
+                                 g.groups, post_op(gelu), no_post_op_scalars(), algorithm(gelu)});
 }
 
 }  // namespace rmt::nn::detail::onednn

@@ -29,8 +29,9 @@ struct ConvGeometry {
 bool conv_available();
 // weight (out, in / groups, kh, kw), packed for inputs like `example` (any other size works too).
 at::Tensor pack_conv(const at::Tensor& weight, const ConvGeometry& g, at::IntArrayRef example);
-// conv2d(x, packed weight, bias): x channels-last (B, C, H, W) in, channels-last out.
+// conv2d(x, packed weight, bias): x channels-last (B, C, H, W) in, channels-last out; with
+// `gelu`, the exact GELU of that, as for linear().
 at::Tensor conv(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
-                const ConvGeometry& g);
+                const ConvGeometry& g, bool gelu = false);
 
 }  // namespace rmt::nn::detail::onednn

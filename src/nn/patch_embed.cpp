@@ -39,8 +39,7 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& x) {
   for (size_t i = 0; i < 10; i += 3) {
     y = detail::conv_bn(*proj[i]->as<torch::nn::Conv2dImpl>(),
                         *proj[i + 1]->as<torch::nn::BatchNorm2dImpl>(), y, /*may_fold=*/true,
-                        folded_[i / 3].get());
-    if (i < 9) at::gelu_(y);
+                        folded_[i / 3].get(), /*gelu=*/i < 9);
   }
   return y.permute({0, 2, 3, 1});
 }
