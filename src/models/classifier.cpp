@@ -5,6 +5,7 @@
 
 #include "rmt/models/check_images.h"
 #include "models/stage_builder.h"
+#include "nn/token_linear.h"
 #include "runtime/tensor_text.h"
 
 namespace rmt {
@@ -25,6 +26,13 @@ VisRetNetImpl::VisRetNetImpl(const Config& config, bool token_label)
       aux_head = register_module("aux_head", torch::nn::Linear(features, config_.num_classes));
     }
   }
+  for (auto& p : packed_) p = std::make_shared<nn::detail::PackedLinear>();
+}
+
+torch::Tensor VisRetNetImpl::linear(torch::nn::Linear& layer, const torch::Tensor& x,
+                                    size_t slot) {
+  if (policy_.literal()) return layer->forward(x);
+  return nn::detail::linear_tokens(*layer, x, packed_[slot].get());
 }
 
 torch::Tensor VisRetNetImpl::forward_stem(const torch::Tensor& images) {
@@ -39,7 +47,7 @@ torch::Tensor VisRetNetImpl::run_stages(const torch::Tensor& images) {
 }
 
 torch::Tensor VisRetNetImpl::pool(const torch::Tensor& tokens) {
-  auto x = proj->forward(tokens);                              // (b h w p)
+  auto x = linear(proj, tokens, 0);                            // (b h w p)
   x = norm->forward(x.permute({0, 3, 1, 2})).flatten(2, 3);    // (b p hw)
   x = x * at::sigmoid(x);                                      // swish
   return x.mean(-1);                                           // average pool
@@ -50,12 +58,12 @@ torch::Tensor VisRetNetImpl::forward_features(const torch::Tensor& images) {
 }
 
 torch::Tensor VisRetNetImpl::apply_head(const torch::Tensor& pooled) {
-  return head ? head->forward(pooled) : pooled;
+  return head ? linear(head, pooled, 1) : pooled;
 }
 
 torch::Tensor VisRetNetImpl::apply_aux_head(const torch::Tensor& tokens) {
   auto flat = tokens.flatten(1, 2);  // (b hw c)
-  return aux_head ? aux_head->forward(flat) : flat;
+  return aux_head ? linear(aux_head, flat, 2) : flat;
 }
 
 torch::Tensor VisRetNetImpl::forward_head(const torch::Tensor& features, bool pre_logits) {

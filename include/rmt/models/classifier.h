@@ -2,6 +2,9 @@
 // The RMT image classifier (the authors' VisRetNet), with the optional token-labeling head of
 // RMT-S*/B*/L* (`aux_head`).
 
+#include <array>
+#include <memory>
+
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/linear.h>
@@ -12,6 +15,10 @@
 #include "rmt/nn/patch_embed.h"
 
 namespace rmt {
+
+namespace nn::detail {
+class PackedLinear;  // nn/token_linear.h: a Linear weight packed for oneDNN, kept between calls
+}  // namespace nn::detail
 
 class VisRetNetImpl : public torch::nn::Module, public nn::WithBackend, public nn::CountsCost {
  public:
@@ -68,6 +75,10 @@ class VisRetNetImpl : public torch::nn::Module, public nn::WithBackend, public n
   torch::Tensor run_stages(const torch::Tensor& images);
   torch::Tensor apply_head(const torch::Tensor& pooled);
   torch::Tensor apply_aux_head(const torch::Tensor& tokens);
+  // layer(x) through nn/token_linear.h with the packed weight kept in packed_[slot] (literal: the
+  // module's own forward).
+  torch::Tensor linear(torch::nn::Linear& layer, const torch::Tensor& x, size_t slot);
+  std::array<std::shared_ptr<nn::detail::PackedLinear>, 3> packed_;  // proj, head, aux_head
   Config config_;
   bool token_label_;
 };
