@@ -10,6 +10,7 @@
 
 #include "ops/masa/cpu/attend_lanes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -153,6 +154,115 @@ RMT_ALWAYS_INLINE void forward_any_d(const LaneProblem& p, float* ot, float* wor
   forward_impl<W, 0>(p, ot, work);
 }
 
+// In-register transpose of a W x W tile (rows[r][c] -> rows[c][r]): log2(W) rounds of
+// interleaving rows k and k + W/2 (the perfect shuffle), W two-input shuffles a round.
+template <int W>
+struct Interleave;
+template <>
+struct Interleave<4> {
+  static constexpr Lanes<4>::I lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7};
+  static constexpr int rounds = 2;
+};
+template <>
+struct Interleave<8> {
+  static constexpr Lanes<8>::I lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+  static constexpr int rounds = 3;
+};
+template <>
+struct Interleave<16> {
+  static constexpr Lanes<16>::I lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  static constexpr Lanes<16>::I hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  static constexpr int rounds = 4;
+};
+
+template <int W>
+RMT_ALWAYS_INLINE void transpose_tile(LV<W>* rows) {
+  using T = Interleave<W>;
+  for (int round = 0; round < T::rounds; ++round) {
+    LV<W> next[W];
+    for (int k = 0; k < W / 2; ++k) {
+      next[2 * k] = __builtin_shuffle(rows[k], rows[k + W / 2], T::lo);
+      next[2 * k + 1] = __builtin_shuffle(rows[k], rows[k + W / 2], T::hi);
+    }
+    for (int k = 0; k < W; ++k) rows[k] = next[k];
+  }
+}
+
+// Whole tiles of W channels; a tile of tokens may be short (missing rows are zeros in, skipped
+// out). Other channel counts go element by element.
+template <int W>
+RMT_ALWAYS_INLINE void to_lanes_impl(const float* src, int64_t src_stride, int64_t rows,
+                                     int64_t cols, float* dst, int64_t ldd) {
+  if (cols % W != 0) {
+    const int64_t padded = lanes_padded(rows);
+    for (int64_t c = 0; c < cols; ++c) {
+      for (int64_t t = 0; t < rows; ++t) dst[c * ldd + t] = src[t * src_stride + c];
+      for (int64_t t = rows; t < padded; ++t) dst[c * ldd + t] = 0.0f;
+    }
+    return;
+  }
+  for (int64_t t0 = 0; t0 < rows; t0 += W) {
+    const int64_t n = std::min<int64_t>(W, rows - t0);
+    for (int64_t c0 = 0; c0 < cols; c0 += W) {
+      LV<W> tile[W];
+      for (int u = 0; u < W; ++u)
+        tile[u] = u < n ? load<W>(src + (t0 + u) * src_stride + c0) : LV<W>{};
+      transpose_tile<W>(tile);
+      for (int c = 0; c < W; ++c) store<W>(dst + (c0 + c) * ldd + t0, tile[c]);
+    }
+  }
+  // Columns past the last tile up to lanes_padded(rows) (W < kQueryLanes).
+  const int64_t done = (rows + W - 1) / W * W, padded = lanes_padded(rows);
+  for (int64_t c = 0; c < cols; ++c)
+    for (int64_t t = done; t < padded; ++t) dst[c * ldd + t] = 0.0f;
+}
+
+template <int W>
+RMT_ALWAYS_INLINE void from_lanes_impl(const float* src, int64_t lds, int64_t rows, int64_t cols,
+                                       float* dst, int64_t dst_stride) {
+  if (cols % W != 0) {
+    for (int64_t t = 0; t < rows; ++t)
+      for (int64_t c = 0; c < cols; ++c) dst[t * dst_stride + c] = src[c * lds + t];
+    return;
+  }
+  for (int64_t t0 = 0; t0 < rows; t0 += W) {
+    const int64_t n = std::min<int64_t>(W, rows - t0);
+    for (int64_t c0 = 0; c0 < cols; c0 += W) {
+      LV<W> tile[W];
+      for (int c = 0; c < W; ++c) tile[c] = load<W>(src + (c0 + c) * lds + t0);
+      transpose_tile<W>(tile);
+      for (int u = 0; u < n; ++u) store<W>(dst + (t0 + u) * dst_stride + c0, tile[u]);
+    }
+  }
+}
+
+RMT_FLATTEN void to_lanes_base(const float* src, int64_t ss, int64_t rows, int64_t cols,
+                               float* dst, int64_t ldd) {
+  to_lanes_impl<4>(src, ss, rows, cols, dst, ldd);
+}
+RMT_FLATTEN void from_lanes_base(const float* src, int64_t lds, int64_t rows, int64_t cols,
+                                 float* dst, int64_t ds) {
+  from_lanes_impl<4>(src, lds, rows, cols, dst, ds);
+}
+#if RMT_HAVE_AVX2_VARIANT
+RMT_TARGET_AVX2 RMT_FLATTEN void to_lanes_avx2(const float* src, int64_t ss, int64_t rows,
+                                               int64_t cols, float* dst, int64_t ldd) {
+  to_lanes_impl<8>(src, ss, rows, cols, dst, ldd);
+}
+RMT_TARGET_AVX2 RMT_FLATTEN void from_lanes_avx2(const float* src, int64_t lds, int64_t rows,
+                                                 int64_t cols, float* dst, int64_t ds) {
+  from_lanes_impl<8>(src, lds, rows, cols, dst, ds);
+}
+RMT_TARGET_AVX512 RMT_FLATTEN void to_lanes_avx512(const float* src, int64_t ss, int64_t rows,
+                                                   int64_t cols, float* dst, int64_t ldd) {
+  to_lanes_impl<16>(src, ss, rows, cols, dst, ldd);
+}
+RMT_TARGET_AVX512 RMT_FLATTEN void from_lanes_avx512(const float* src, int64_t lds, int64_t rows,
+                                                     int64_t cols, float* dst, int64_t ds) {
+  from_lanes_impl<16>(src, lds, rows, cols, dst, ds);
+}
+#endif
+
 RMT_FLATTEN void forward_base(const LaneProblem& p, float* ot, float* work) {
   forward_any_d<4>(p, ot, work);
 }
@@ -175,6 +285,24 @@ void attend_forward_lanes(const LaneProblem& p, float* ot, float* work) {
   if (use_avx2()) return forward_avx2(p, ot, work);
 #endif
   forward_base(p, ot, work);
+}
+
+void transpose_to_lanes(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
+                        float* dst, int64_t ldd) {
+#if RMT_HAVE_AVX2_VARIANT
+  if (use_avx512()) return to_lanes_avx512(src, src_stride, rows, cols, dst, ldd);
+  if (use_avx2()) return to_lanes_avx2(src, src_stride, rows, cols, dst, ldd);
+#endif
+  to_lanes_base(src, src_stride, rows, cols, dst, ldd);
+}
+
+void transpose_from_lanes(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst,
+                          int64_t dst_stride) {
+#if RMT_HAVE_AVX2_VARIANT
+  if (use_avx512()) return from_lanes_avx512(src, lds, rows, cols, dst, dst_stride);
+  if (use_avx2()) return from_lanes_avx2(src, lds, rows, cols, dst, dst_stride);
+#endif
+  from_lanes_base(src, lds, rows, cols, dst, dst_stride);
 }
 
 }  // namespace rmt::ops::cpu

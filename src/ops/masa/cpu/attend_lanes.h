@@ -36,4 +36,14 @@ int64_t lanes_workspace_size(int64_t n);
 // ot: dv x ldq, ot[c * ldq + i] = channel c of query i's output (columns past m: scratch).
 void attend_forward_lanes(const LaneProblem& p, float* ot, float* work);
 
+// The moves between tokens (rows of channels) and the lanes layout, by vector transposes:
+// dst[c * ldd + t] = src[t * src_stride + c] for t < rows, c < cols, and the columns
+// [rows, lanes_padded(rows)) of those dst rows get 0 (ldd >= lanes_padded(rows)) ...
+void transpose_to_lanes(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
+                        float* dst, int64_t ldd);
+// ... and back: dst[t * dst_stride + c] = src[c * lds + t] for t < rows, c < cols (src readable
+// up to column lanes_padded(rows)).
+void transpose_from_lanes(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst,
+                          int64_t dst_stride);
+
 }  // namespace rmt::ops::cpu

@@ -195,37 +195,33 @@ void rotate_all(const Inputs<T>& in, const Dims& s, float scale, float* rq, floa
   });
 }
 
-template <class TO>
 void pass_forward_lanes(const float* rq, const float* rk, const float* decay, const Dims& s,
-                        const Pass& pass, const float* vsrc, TO* dst) {
+                        const Pass& pass, const float* vsrc, float* dst) {
   const int64_t tasks = s.b * pass.nseq, len = pass.len, d = s.d, dv = s.dv;
   const int64_t ldq = cpu::lanes_padded(len);
   const int64_t cost = s.n * len * len * 2 * (d + dv);
   at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
-    std::vector<float> qt(d * ldq, 0.0f), ot(dv * ldq), work(cpu::lanes_workspace_size(len));
+    std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(len));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t seq = task % pass.nseq, b = task / pass.nseq, first = pass.position(seq, 0);
       for (int64_t head = 0; head < s.n; ++head) {
-        for (int64_t t = 0; t < len; ++t) {
-          const float* q = rq + s.offset(b, pass.position(seq, t), head, d);
-          for (int64_t c = 0; c < d; ++c) qt[c * ldq + t] = q[c];
-        }
+        const int64_t token_stride = pass.tstride * s.n;  // between a sequence's tokens, / dim
+        cpu::transpose_to_lanes(rq + s.offset(b, first, head, d), token_stride * d, len, d,
+                                qt.data(), ldq);
         cpu::LaneProblem p;
         p.qt = qt.data();
         p.ldq = ldq;
         p.k = rk + s.offset(b, first, head, d);
-        p.k_stride = pass.tstride * s.n * d;
+        p.k_stride = token_stride * d;
         p.v = vsrc + s.offset(b, first, head, dv);
-        p.v_stride = pass.tstride * s.n * dv;
+        p.v_stride = token_stride * dv;
         p.m = p.n = len;
         p.d = d;
         p.dv = dv;
         p.decay = decay[head];
         cpu::attend_forward_lanes(p, ot.data(), work.data());
-        for (int64_t t = 0; t < len; ++t) {
-          TO* o = dst + s.offset(b, pass.position(seq, t), head, dv);
-          for (int64_t c = 0; c < dv; ++c) o[c] = ot[c * ldq + t];
-        }
+        cpu::transpose_from_lanes(ot.data(), ldq, len, dv, dst + s.offset(b, first, head, dv),
+                                  token_stride * dv);
       }
     }
   });
