@@ -236,6 +236,70 @@ RMT_ALWAYS_INLINE void from_lanes_impl(const float* src, int64_t lds, int64_t ro
   }
 }
 
+template <int W>
+struct PairSwap;
+template <>
+struct PairSwap<4> {
+  static constexpr Lanes<4>::I mask = {1, 0, 3, 2};
+};
+template <>
+struct PairSwap<8> {
+  static constexpr Lanes<8>::I mask = {1, 0, 3, 2, 5, 4, 7, 6};
+};
+template <>
+struct PairSwap<16> {
+  static constexpr Lanes<16>::I mask = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+};
+
+template <int W>
+RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, const float* sn, const float* cs,
+                                        int64_t tokens, int64_t heads, int64_t d, float scale,
+                                        float* out) {
+  const bool scaled = scale != 1.0f;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* sr = sn + t * d;
+    const float* cr = cs + t * d;
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* xr = x + (t * heads + h) * d;
+      float* o = out + (t * heads + h) * d;
+      int64_t c = 0;
+      if (d % 2 == 0) {
+        for (; c + W <= d; c += W) {
+          LV<W> v = load<W>(xr + c);
+          if (scaled) v = v * scale;
+          const LV<W> swapped = __builtin_shuffle(v, PairSwap<W>::mask);
+          LV<W> sin_signed = load<W>(sr + c);
+          for (int u = 0; u < W; u += 2) sin_signed[u] = -sin_signed[u];
+          store<W>(o + c, v * load<W>(cr + c) + swapped * sin_signed);
+        }
+      }
+      for (; c + 1 < d; c += 2) {
+        const float x0 = scaled ? xr[c] * scale : xr[c], x1 = scaled ? xr[c + 1] * scale : xr[c + 1];
+        o[c] = x0 * cr[c] - x1 * sr[c];
+        o[c + 1] = x1 * cr[c + 1] + x0 * sr[c + 1];
+      }
+    }
+  }
+}
+
+RMT_FLATTEN void theta_shift_base(const float* x, const float* sn, const float* cs, int64_t tokens,
+                                  int64_t heads, int64_t d, float scale, float* out) {
+  theta_shift_impl<4>(x, sn, cs, tokens, heads, d, scale, out);
+}
+#if RMT_HAVE_AVX2_VARIANT
+RMT_TARGET_AVX2 RMT_FLATTEN void theta_shift_avx2(const float* x, const float* sn, const float* cs,
+                                                  int64_t tokens, int64_t heads, int64_t d,
+                                                  float scale, float* out) {
+  theta_shift_impl<8>(x, sn, cs, tokens, heads, d, scale, out);
+}
+RMT_TARGET_AVX512 RMT_FLATTEN void theta_shift_avx512(const float* x, const float* sn,
+                                                      const float* cs, int64_t tokens,
+                                                      int64_t heads, int64_t d, float scale,
+                                                      float* out) {
+  theta_shift_impl<16>(x, sn, cs, tokens, heads, d, scale, out);
+}
+#endif
+
 RMT_FLATTEN void to_lanes_base(const float* src, int64_t ss, int64_t rows, int64_t cols,
                                float* dst, int64_t ldd) {
   to_lanes_impl<4>(src, ss, rows, cols, dst, ldd);
@@ -285,6 +349,15 @@ void attend_forward_lanes(const LaneProblem& p, float* ot, float* work) {
   if (use_avx2()) return forward_avx2(p, ot, work);
 #endif
   forward_base(p, ot, work);
+}
+
+void theta_shift_tokens(const float* x, const float* sn, const float* cs, int64_t tokens,
+                        int64_t heads, int64_t d, float scale, float* out) {
+#if RMT_HAVE_AVX2_VARIANT
+  if (use_avx512()) return theta_shift_avx512(x, sn, cs, tokens, heads, d, scale, out);
+  if (use_avx2()) return theta_shift_avx2(x, sn, cs, tokens, heads, d, scale, out);
+#endif
+  theta_shift_base(x, sn, cs, tokens, heads, d, scale, out);
 }
 
 void transpose_to_lanes(const float* src, int64_t src_stride, int64_t rows, int64_t cols,

@@ -36,6 +36,13 @@ int64_t lanes_workspace_size(int64_t n);
 // ot: dv x ldq, ot[c * ldq + i] = channel c of query i's output (columns past m: scratch).
 void attend_forward_lanes(const LaneProblem& p, float* ot, float* work);
 
+// The theta shift of `tokens` consecutive tokens of `heads` heads of d channels each (x and out:
+// (tokens, heads, d)), with the sin and cos rows (tokens, d) of their positions:
+// out = x' * cos + rotate_every_two(x') * sin with x' = x * scale (k's scale; 1 for q), the pairs
+// (a, b) rotating to (-b, a): the reference chain's operations per element.
+void theta_shift_tokens(const float* x, const float* sn, const float* cs, int64_t tokens,
+                        int64_t heads, int64_t d, float scale, float* out);
+
 // The moves between tokens (rows of channels) and the lanes layout, by vector transposes:
 // dst[c * ldd + t] = src[t * src_stride + c] for t < rows, c < cols, and the columns
 // [rows, lanes_padded(rows)) of those dst rows get 0 (ldd >= lanes_padded(rows)) ...

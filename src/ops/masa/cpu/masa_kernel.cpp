@@ -180,17 +180,18 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
 // The float forward (attend_lanes.h): q rotated and k rotated and scaled once for both passes,
 // (B, L, heads, d) like the inputs; a task transposes one sequence's queries, reads its keys and
 // values in place (rows pass.tstride tokens apart) and scatters the outputs back.
-template <class T>
-void rotate_all(const Inputs<T>& in, const Dims& s, float scale, float* rq, float* rk) {
-  const int64_t d = s.d;
-  at::parallel_for(0, s.b * s.l, grain_for(8 * s.n * d), [&](int64_t begin, int64_t end) {
-    for (int64_t bt = begin; bt < end; ++bt) {
-      const int64_t t = bt % s.l;
-      for (int64_t head = 0; head < s.n; ++head) {
-        const int64_t at = (bt * s.n + head) * d;  // Dims::offset(b, t, head, d)
-        rotate(in.q + at, in.sn + t * d, in.cs + t * d, false, 1.0f, d, rq + at);
-        rotate(in.k + at, in.sn + t * d, in.cs + t * d, true, scale, d, rk + at);
-      }
+void rotate_all(const Inputs<float>& in, const Dims& s, float scale, float* rq, float* rk) {
+  const int64_t d = s.d, nd = s.n * d;
+  at::parallel_for(0, s.b * s.l, grain_for(8 * nd), [&](int64_t begin, int64_t end) {
+    // Tokens [begin, end) of the flattened (batch, position) index, cut at image boundaries
+    // (each image's positions start the sin / cos tables again).
+    for (int64_t bt = begin; bt < end;) {
+      const int64_t t = bt % s.l, count = std::min(end - bt, s.l - t);
+      cpu::theta_shift_tokens(in.q + bt * nd, in.sn + t * d, in.cs + t * d, count, s.n, d, 1.0f,
+                              rq + bt * nd);
+      cpu::theta_shift_tokens(in.k + bt * nd, in.sn + t * d, in.cs + t * d, count, s.n, d, scale,
+                              rk + bt * nd);
+      bt += count;
     }
   });
 }
