@@ -54,6 +54,12 @@ TEST_P(DepthwiseConv, MatchesATenConv2d) {
     const auto xt = x.transpose(1, 2).contiguous().transpose(1, 2);
     const auto nobias = rmt::ops::depthwise_conv2d_nhwc(xt, w, {}, 1, c.k / 2);
     EXPECT_LT(relative_error(nobias, expected(x, w, at::zeros_like(b), {})), tol);
+    // Channels [C, 2C) of a (B, H, W, 3C) tensor (the v of a fused q/k/v projection): read in
+    // place with its pixel stride.
+    const auto wide = at::randn({c.batch, c.height, c.width, 3 * c.channels}, gen, opt);
+    const auto slice = wide.narrow(3, c.channels, c.channels);
+    const auto sliced = rmt::ops::depthwise_conv2d_nhwc(slice, w, b, 1, c.k / 2, r);
+    EXPECT_LT(relative_error(sliced, expected(slice.contiguous(), w, b, r)), tol);
   }
 }
 

@@ -20,6 +20,7 @@ MaSAImpl::MaSAImpl(const MaSAOptions& options_) : options(options_) {
   lepe = register_module("lepe", DWConv2d(dim, 5, 1, 2));
   out_proj = register_module("out_proj", torch::nn::Linear(dim, dim));
   for (auto& p : packed_) p = std::make_shared<detail::PackedLinear>();
+  packed_qkv_ = std::make_shared<detail::PackedLinearStack>();
 }
 
 torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin,
@@ -29,9 +30,15 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
   auto project = [&](torch::nn::LinearImpl& linear, size_t slot, const torch::Tensor& in) {
     return literal ? linear.forward(in) : detail::linear_tokens(linear, in, packed_[slot].get());
   };
-  auto q = project(*q_proj, 0, x);
-  auto k = project(*k_proj, 1, x);
-  auto v = project(*v_proj, 2, x);
+  // One GEMM for q, k and v where oneDNN runs the layers; q, k, v are then channel slices of its
+  // output, which the MaSA kernels and lepe read in place.
+  const auto qkv =
+      literal ? std::nullopt
+              : detail::stacked_linear_tokens(*q_proj, *k_proj, *v_proj, x, packed_qkv_.get());
+  const int64_t dim = options.embed_dim();
+  auto q = qkv ? qkv->narrow(-1, 0, dim) : project(*q_proj, 0, x);
+  auto k = qkv ? qkv->narrow(-1, dim, dim) : project(*k_proj, 1, x);
+  auto v = qkv ? qkv->narrow(-1, 2 * dim, dim) : project(*v_proj, 2, x);
   torch::Tensor out;
   if (policy_.fused_attention(x.device().type())) {
     out = options.decomposed() ? ops::masa_decomposed(q, k, v, sin, cos, decay, scale)

@@ -25,6 +25,22 @@ class PackedLinear : public DerivedWeights<at::Tensor> {};
 torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
                             PackedLinear* packed = nullptr);
 
+// Linear layers that read the same input, their weights stacked and packed for oneDNN as one.
+struct PackedStack {
+  at::Tensor packed, bias;
+};
+class PackedLinearStack : public DerivedWeights<PackedStack> {};
+
+// The layers a, b and c (same input features) on x as one GEMM over their stacked weights, where
+// linear_tokens would run oneDNN's linear for each: the (..., out_a + out_b + out_c) output, whose
+// channel slices are the three outputs (one read of x, one parallel region instead of three).
+// nullopt where it would not (or the biases are not all defined or all absent).
+std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& a,
+                                                   const torch::nn::LinearImpl& b,
+                                                   const torch::nn::LinearImpl& c,
+                                                   const torch::Tensor& x,
+                                                   PackedLinearStack* cache);
+
 // gelu(linear(x)) (the exact GELU) with the GELU inside oneDNN's GEMM, where linear_tokens would
 // run oneDNN's linear; nullopt where it would not (the caller applies its own GELU then).
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,

@@ -12,7 +12,8 @@
 
 namespace rmt::nn {
 namespace detail {
-class PackedLinear;  // nn/token_linear.h: a Linear weight packed for oneDNN, kept between calls
+class PackedLinear;       // nn/token_linear.h: a Linear weight packed for oneDNN, kept between calls
+class PackedLinearStack;  // nn/token_linear.h: several Linear weights stacked and packed as one
 }  // namespace detail
 
 struct MaSAOptions {
@@ -41,6 +42,7 @@ class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost
 
  private:
   std::array<std::shared_ptr<detail::PackedLinear>, 4> packed_;  // q, k, v, out
+  std::shared_ptr<detail::PackedLinearStack> packed_qkv_;        // q, k, v stacked
 };
 TORCH_MODULE(MaSA);
 

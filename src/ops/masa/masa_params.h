@@ -18,6 +18,9 @@ namespace rmt::ops::masa {
 // number of tokens l = H * W.
 struct Dims {
   int64_t b, h, w, n, d, dv, l;
+  // Elements between neighbouring tokens of q, k and v: n * d, n * d, n * dv (contiguous), or more
+  // for views that make_params kept (keep_token_views).
+  int64_t qs, ks, vs;
 
   // (B, H, W, heads * d_v): the output, and the gradient that comes back for it.
   std::array<int64_t, 4> out_sizes() const { return {b, h, w, n * dv}; }
@@ -54,15 +57,29 @@ struct Params {
   Dims dims;
 };
 
+// Whether t (B, H, W, C) has its channels contiguous and its tokens a fixed stride apart (a
+// contiguous tensor, or a channel slice of one, like the q, k and v of a fused projection).
+inline bool token_strided(const at::Tensor& t) {
+  return t.stride(3) == 1 && t.stride(2) >= t.size(3) && t.stride(1) == t.size(2) * t.stride(2) &&
+         t.stride(0) == t.size(1) * t.stride(1);
+}
+
+// keep_token_views: q, k and v that are token_strided stay views (the kernels that read Dims'
+// token strides); otherwise every input is made contiguous.
 inline Params make_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
-                          double scale) {
+                          double scale, bool keep_token_views = false) {
   check_masa_inputs(q, k, v, sin, cos, decay);
   const int64_t n = decay.size(0);
-  const Dims dims{q.size(0),     q.size(1),     q.size(2), n,
-                  q.size(3) / n, v.size(3) / n, q.size(1) * q.size(2)};
-  return {q.contiguous(),   k.contiguous(),     v.contiguous(), sin.contiguous(),
-          cos.contiguous(), decay.contiguous(), scale,          dims};
+  auto arrange = [&](const at::Tensor& t) {
+    return keep_token_views && token_strided(t) ? t : t.contiguous();
+  };
+  Params p{arrange(q),       arrange(k),         arrange(v), sin.contiguous(),
+           cos.contiguous(), decay.contiguous(), scale,      {}};
+  p.dims = Dims{q.size(0),     q.size(1),          q.size(2),          n,
+                q.size(3) / n, v.size(3) / n,      q.size(1) * q.size(2),
+                p.q.stride(2), p.k.stride(2),      p.v.stride(2)};
+  return p;
 }
 
 // The data of Params as element pointers (T: the element type of the kernels for its dtype).

@@ -37,6 +37,7 @@ namespace {
 
 struct ConvShape {
   int64_t batch, height, width, channels, k;
+  int64_t in_pixel;  // elements between neighbouring input pixels (channels, or more for a view)
 };
 
 // Neighbouring output pixels computed together where all their taps fall inside the image: each
@@ -49,18 +50,18 @@ constexpr int kPixels = 4;
 template <int K, bool RES, class A>
 RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
                                    const A* __restrict bias, const A* __restrict res,
-                                   A* __restrict out, int64_t C, int64_t w) {
+                                   A* __restrict out, int64_t C, int64_t IP, int64_t w) {
   using V = cpu::VecT<A>;
   constexpr int W = cpu::Simd<A>::W, P = kPixels, pad = (K - 1) / 2;
-  const int64_t Cv = C / W * W, first = (w - pad) * C;  // input pixel of tap (ki, 0) of pixel w
+  const int64_t Cv = C / W * W, first = (w - pad) * IP;  // input pixel of tap (ki, 0) of pixel w
   for (int64_t c = 0; c < Cv; c += W) {
     V acc[P];
     for (int u = 0; u < P; ++u) acc[u] = cpu::vload(bias + c);
     for (int ki = 0; ki < K; ++ki) {
       for (int kj = 0; kj < K; ++kj) {
         const V wv = cpu::vload(wt + (ki * K + kj) * C + c);
-        const A* src = rows[ki] + (first + kj * C + c);
-        for (int u = 0; u < P; ++u) acc[u] += wv * cpu::vload(src + u * C);
+        const A* src = rows[ki] + (first + kj * IP + c);
+        for (int u = 0; u < P; ++u) acc[u] += wv * cpu::vload(src + u * IP);
       }
     }
     for (int u = 0; u < P; ++u) {
@@ -73,7 +74,7 @@ RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
       A acc = bias[c];
       for (int ki = 0; ki < K; ++ki) {
         for (int kj = 0; kj < K; ++kj) {
-          acc += wt[(ki * K + kj) * C + c] * rows[ki][first + (kj + u) * C + c];
+          acc += wt[(ki * K + kj) * C + c] * rows[ki][first + (kj + u) * IP + c];
         }
       }
       if (RES) acc += res[(w + u) * C + c];
@@ -87,19 +88,19 @@ RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
 template <bool RES, class A>
 RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
                                   const A* __restrict bias, const A* __restrict res,
-                                  A* __restrict out, int64_t C, int64_t width, int64_t k,
-                                  int64_t w) {
+                                  A* __restrict out, int64_t C, int64_t IP, int64_t width,
+                                  int64_t k, int64_t w) {
   using V = cpu::VecT<A>;
   constexpr int W = cpu::Simd<A>::W;
   const int64_t pad = (k - 1) / 2, Cv = C / W * W;
   const int64_t kj0 = std::max<int64_t>(0, pad - w), kj1 = std::min(k, width + pad - w);
-  const int64_t first = (w - pad) * C;
+  const int64_t first = (w - pad) * IP;
   for (int64_t c = 0; c < Cv; c += W) {
     V acc = cpu::vload(bias + c);
     for (int64_t ki = 0; ki < k; ++ki) {
       if (!rows[ki]) continue;
       for (int64_t kj = kj0; kj < kj1; ++kj) {
-        acc += cpu::vload(wt + (ki * k + kj) * C + c) * cpu::vload(rows[ki] + (first + kj * C + c));
+        acc += cpu::vload(wt + (ki * k + kj) * C + c) * cpu::vload(rows[ki] + (first + kj * IP + c));
       }
     }
     if (RES) acc += cpu::vload(res + w * C + c);
@@ -109,7 +110,7 @@ RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
     A acc = bias[c];
     for (int64_t ki = 0; ki < k; ++ki) {
       if (!rows[ki]) continue;
-      for (int64_t kj = kj0; kj < kj1; ++kj) acc += wt[(ki * k + kj) * C + c] * rows[ki][first + kj * C + c];
+      for (int64_t kj = kj0; kj < kj1; ++kj) acc += wt[(ki * k + kj) * C + c] * rows[ki][first + kj * IP + c];
     }
     if (RES) acc += res[w * C + c];
     out[w * C + c] = acc;
@@ -127,10 +128,10 @@ RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const 
   for (int64_t ki = 0; ki < k; ++ki) all_rows = all_rows && rows[ki];
   for (int64_t w = 0; w < s.width;) {
     if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
-      conv_pixels<(K > 0 ? K : 1), RES>(rows, wt, bias, res, out, s.channels, w);
+      conv_pixels<(K > 0 ? K : 1), RES>(rows, wt, bias, res, out, s.channels, s.in_pixel, w);
       w += kPixels;
     } else {
-      conv_pixel<RES>(rows, wt, bias, res, out, s.channels, s.width, k, w);
+      conv_pixel<RES>(rows, wt, bias, res, out, s.channels, s.in_pixel, s.width, k, w);
       ++w;
     }
   }
@@ -156,7 +157,7 @@ RMT_ALWAYS_INLINE void rows_of(const ConvShape& s, const A* x, int64_t b, int64_
   const int64_t pad = (s.k - 1) / 2;
   for (int64_t ki = 0; ki < s.k; ++ki) {
     const int64_t hh = h + ki - pad;
-    rows[ki] = hh >= 0 && hh < s.height ? x + (b * s.height + hh) * s.width * s.channels : nullptr;
+    rows[ki] = hh >= 0 && hh < s.height ? x + (b * s.height + hh) * s.width * s.in_pixel : nullptr;
   }
 }
 
@@ -284,8 +285,14 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
               fmt::format("depthwise_conv2d_nhwc: residual must be a {} tensor on {}, got {} on {}",
                           c10::toString(x.scalar_type()), x.device().str(),
                           c10::toString(residual.scalar_type()), residual.device().str()));
-  const ConvShape s{x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2)};
-  const auto xc = x.contiguous();
+  // A view whose pixels sit a fixed stride apart (the v of a fused q/k/v projection) is read in
+  // place; anything else is made contiguous first.
+  const bool pixel_strided = x.dim() == 4 && x.stride(3) == 1 && x.stride(2) >= x.size(3) &&
+                             x.stride(1) == x.size(2) * x.stride(2) &&
+                             x.stride(0) == x.size(1) * x.stride(1);
+  const auto xc = pixel_strided ? x : x.contiguous();
+  const ConvShape s{x.size(0), x.size(1),     x.size(2),
+                    x.size(3), weight.size(2), pixel_strided ? x.stride(2) : x.size(3)};
   const auto rc = residual.defined() ? residual.contiguous() : residual;
   auto y = at::empty(x.sizes(), x.options());
   if (y.numel() == 0) return y;
@@ -319,7 +326,7 @@ bool cpu_kernel_applies(const at::Tensor& x, const at::Tensor& weight, const at:
 
 void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
                            bool activate) {
-  const ConvShape s{h.size(0), h.size(1), h.size(2), h.size(3), weight.size(2)};
+  const ConvShape s{h.size(0), h.size(1), h.size(2), h.size(3), weight.size(2), h.size(3)};
   if (h.numel() == 0) return;
   const int64_t rows = s.batch * s.height, row_size = s.width * s.channels;
   const int64_t pad = (s.k - 1) / 2;

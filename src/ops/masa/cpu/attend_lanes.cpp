@@ -252,15 +252,15 @@ struct PairSwap<16> {
 };
 
 template <int W>
-RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, const float* sn, const float* cs,
-                                        int64_t tokens, int64_t heads, int64_t d, float scale,
-                                        float* out) {
+RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float* sn,
+                                        const float* cs, int64_t tokens, int64_t heads, int64_t d,
+                                        float scale, float* out) {
   const bool scaled = scale != 1.0f;
   for (int64_t t = 0; t < tokens; ++t) {
     const float* sr = sn + t * d;
     const float* cr = cs + t * d;
     for (int64_t h = 0; h < heads; ++h) {
-      const float* xr = x + (t * heads + h) * d;
+      const float* xr = x + t * xs + h * d;
       float* o = out + (t * heads + h) * d;
       int64_t c = 0;
       if (d % 2 == 0) {
@@ -282,21 +282,22 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, const float* sn, const f
   }
 }
 
-RMT_FLATTEN void theta_shift_base(const float* x, const float* sn, const float* cs, int64_t tokens,
-                                  int64_t heads, int64_t d, float scale, float* out) {
-  theta_shift_impl<4>(x, sn, cs, tokens, heads, d, scale, out);
+RMT_FLATTEN void theta_shift_base(const float* x, int64_t xs, const float* sn, const float* cs,
+                                  int64_t tokens, int64_t heads, int64_t d, float scale,
+                                  float* out) {
+  theta_shift_impl<4>(x, xs, sn, cs, tokens, heads, d, scale, out);
 }
 #if RMT_HAVE_AVX2_VARIANT
-RMT_TARGET_AVX2 RMT_FLATTEN void theta_shift_avx2(const float* x, const float* sn, const float* cs,
-                                                  int64_t tokens, int64_t heads, int64_t d,
-                                                  float scale, float* out) {
-  theta_shift_impl<8>(x, sn, cs, tokens, heads, d, scale, out);
+RMT_TARGET_AVX2 RMT_FLATTEN void theta_shift_avx2(const float* x, int64_t xs, const float* sn,
+                                                  const float* cs, int64_t tokens, int64_t heads,
+                                                  int64_t d, float scale, float* out) {
+  theta_shift_impl<8>(x, xs, sn, cs, tokens, heads, d, scale, out);
 }
-RMT_TARGET_AVX512 RMT_FLATTEN void theta_shift_avx512(const float* x, const float* sn,
+RMT_TARGET_AVX512 RMT_FLATTEN void theta_shift_avx512(const float* x, int64_t xs, const float* sn,
                                                       const float* cs, int64_t tokens,
                                                       int64_t heads, int64_t d, float scale,
                                                       float* out) {
-  theta_shift_impl<16>(x, sn, cs, tokens, heads, d, scale, out);
+  theta_shift_impl<16>(x, xs, sn, cs, tokens, heads, d, scale, out);
 }
 #endif
 
@@ -351,13 +352,13 @@ void attend_forward_lanes(const LaneProblem& p, float* ot, float* work) {
   forward_base(p, ot, work);
 }
 
-void theta_shift_tokens(const float* x, const float* sn, const float* cs, int64_t tokens,
-                        int64_t heads, int64_t d, float scale, float* out) {
+void theta_shift_tokens(const float* x, int64_t x_stride, const float* sn, const float* cs,
+                        int64_t tokens, int64_t heads, int64_t d, float scale, float* out) {
 #if RMT_HAVE_AVX2_VARIANT
-  if (use_avx512()) return theta_shift_avx512(x, sn, cs, tokens, heads, d, scale, out);
-  if (use_avx2()) return theta_shift_avx2(x, sn, cs, tokens, heads, d, scale, out);
+  if (use_avx512()) return theta_shift_avx512(x, x_stride, sn, cs, tokens, heads, d, scale, out);
+  if (use_avx2()) return theta_shift_avx2(x, x_stride, sn, cs, tokens, heads, d, scale, out);
 #endif
-  theta_shift_base(x, sn, cs, tokens, heads, d, scale, out);
+  theta_shift_base(x, x_stride, sn, cs, tokens, heads, d, scale, out);
 }
 
 void transpose_to_lanes(const float* src, int64_t src_stride, int64_t rows, int64_t cols,

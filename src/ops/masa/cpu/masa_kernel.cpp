@@ -187,17 +187,18 @@ void rotate_all(const Inputs<float>& in, const Dims& s, float scale, float* rq, 
     // (each image's positions start the sin / cos tables again).
     for (int64_t bt = begin; bt < end;) {
       const int64_t t = bt % s.l, count = std::min(end - bt, s.l - t);
-      cpu::theta_shift_tokens(in.q + bt * nd, in.sn + t * d, in.cs + t * d, count, s.n, d, 1.0f,
-                              rq + bt * nd);
-      cpu::theta_shift_tokens(in.k + bt * nd, in.sn + t * d, in.cs + t * d, count, s.n, d, scale,
-                              rk + bt * nd);
+      cpu::theta_shift_tokens(in.q + bt * s.qs, s.qs, in.sn + t * d, in.cs + t * d, count, s.n, d,
+                              1.0f, rq + bt * nd);
+      cpu::theta_shift_tokens(in.k + bt * s.ks, s.ks, in.sn + t * d, in.cs + t * d, count, s.n, d,
+                              scale, rk + bt * nd);
       bt += count;
     }
   });
 }
 
+// vsrc: values with vs elements between tokens (Dims::vs for the inputs' v, n * dv for o1).
 void pass_forward_lanes(const float* rq, const float* rk, const float* decay, const Dims& s,
-                        const Pass& pass, const float* vsrc, float* dst) {
+                        const Pass& pass, const float* vsrc, int64_t vs, float* dst) {
   const int64_t tasks = s.b * pass.nseq, len = pass.len, d = s.d, dv = s.dv;
   const int64_t ldq = cpu::lanes_padded(len);
   const int64_t cost = s.n * len * len * 2 * (d + dv);
@@ -214,8 +215,8 @@ void pass_forward_lanes(const float* rq, const float* rk, const float* decay, co
         p.ldq = ldq;
         p.k = rk + s.offset(b, first, head, d);
         p.k_stride = token_stride * d;
-        p.v = vsrc + s.offset(b, first, head, dv);
-        p.v_stride = token_stride * dv;
+        p.v = vsrc + (b * s.l + first) * vs + head * dv;
+        p.v_stride = pass.tstride * vs;
         p.m = p.n = len;
         p.d = d;
         p.dv = dv;
@@ -237,8 +238,9 @@ void decomposed_forward(const Inputs<T>& in, const Dims& s, A scale, A* o1, T* o
     float* rq = rotated.data_ptr<float>();
     float* rk = rq + s.b * s.l * s.n * s.d;
     rotate_all(in, s, scale, rq, rk);
-    pass_forward_lanes(rq, rk, in.decay, s, row_pass(s), in.v, o1);
-    pass_forward_lanes(rq, rk, in.decay, s, column_pass(s), static_cast<const float*>(o1), out);
+    pass_forward_lanes(rq, rk, in.decay, s, row_pass(s), in.v, s.vs, o1);
+    pass_forward_lanes(rq, rk, in.decay, s, column_pass(s), static_cast<const float*>(o1),
+                       s.n * s.dv, out);
   } else {
     pass_forward(in, s, row_pass(s), scale, in.v, o1);
     pass_forward(in, s, column_pass(s), scale, static_cast<const A*>(o1), out);
@@ -334,7 +336,9 @@ at::TensorOptions opmath_options(const at::Tensor& q) {
 at::Tensor decomposed_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
                           double scale) {
-  const auto p = make_params(q, k, v, sin, cos, decay, scale);
+  // The float forward reads q, k and v through their token strides (decomposed_forward).
+  const auto p = make_params(q, k, v, sin, cos, decay, scale,
+                             /*keep_token_views=*/q.scalar_type() == at::kFloat);
   const Dims& s = p.dims;
   auto out = at::empty(s.out_sizes(), p.q.options());
   if (out.numel() == 0) return out;
