@@ -75,63 +75,61 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(c.k);
     });
 
-// The FFN's middle, in place: every thread count splits the rows into shares whose edges (and
-// the images' edges) the halo logic must get right.
-TEST_P(DepthwiseConv, GeluConvAddInPlaceMatchesATen) {
-  const auto c = GetParam();
+// The in-place forms (the FFN's middle) under every thread count: each splits the rows into
+// shares whose edges (and the images' edges) the halo logic must get right. Calls
+// check(x, weight, bias, tolerance, label) for float and double, 1, 2, 3 and 5 threads.
+template <class Check>
+void for_every_split(const Case& c, uint64_t seed, double x_scale, Check check) {
   at::NoGradGuard no_grad;
   const int threads = at::get_num_threads();
   for (const auto dtype : {at::kFloat, at::kDouble}) {
     for (const int t : {1, 2, 3, 5}) {
       at::set_num_threads(t);
-      auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
       const auto opt = at::TensorOptions().dtype(dtype);
-      const auto h = at::randn({c.batch, c.height, c.width, c.channels}, gen, opt) * 2;
+      const auto x = at::randn({c.batch, c.height, c.width, c.channels}, gen, opt) * x_scale;
       const auto w = at::randn({c.channels, 1, c.k, c.k}, gen, opt);
       const auto b = at::randn({c.channels}, gen, opt);
-      const auto g = at::gelu(h.to(at::kDouble));
-      const auto want = expected(g, w, b, g);
-      const auto kept = h.clone();
-      const auto copy = rmt::ops::gelu_depthwise_conv2d_add(h, w, b, c.k / 2, false);
-      EXPECT_TRUE(at::equal(h, kept)) << "reuse_input = false must leave h alone";
-      auto work = h.clone();
-      const auto in_place = rmt::ops::gelu_depthwise_conv2d_add(work, w, b, c.k / 2, true);
-      EXPECT_EQ(in_place.data_ptr(), work.data_ptr());
-      const double tol = dtype == at::kDouble ? 1e-13 : 1e-6;
-      EXPECT_LT(relative_error(copy, want), tol) << at::toString(dtype) << " threads " << t;
-      EXPECT_LT(relative_error(in_place, want), tol) << at::toString(dtype) << " threads " << t;
+      check(x, w, b, dtype == at::kDouble ? 1e-13 : 1e-6,
+            std::string(at::toString(dtype)) + " threads " + std::to_string(t));
     }
   }
   at::set_num_threads(threads);
 }
 
-// The same without the GELU (fc1 applied it): g <- conv(g) + g in place, every share split.
+TEST_P(DepthwiseConv, GeluConvAddInPlaceMatchesATen) {
+  const auto c = GetParam();
+  for_every_split(c, 11, 2.0, [&](const at::Tensor& h, const at::Tensor& w, const at::Tensor& b,
+                                  double tol, const std::string& label) {
+    const auto g = at::gelu(h.to(at::kDouble));
+    const auto want = expected(g, w, b, g);
+    const auto kept = h.clone();
+    const auto copy = rmt::ops::gelu_depthwise_conv2d_add(h, w, b, c.k / 2, false);
+    EXPECT_TRUE(at::equal(h, kept)) << "reuse_input = false must leave h alone";
+    auto work = h.clone();
+    const auto in_place = rmt::ops::gelu_depthwise_conv2d_add(work, w, b, c.k / 2, true);
+    EXPECT_EQ(in_place.data_ptr(), work.data_ptr());
+    EXPECT_LT(relative_error(copy, want), tol) << label;
+    EXPECT_LT(relative_error(in_place, want), tol) << label;
+  });
+}
+
+// The same without the GELU (fc1 applied it): g <- conv(g) + g in place.
 TEST_P(DepthwiseConv, ConvAddSelfInPlaceMatchesATen) {
   const auto c = GetParam();
-  at::NoGradGuard no_grad;
-  const int threads = at::get_num_threads();
-  for (const auto dtype : {at::kFloat, at::kDouble}) {
-    for (const int t : {1, 2, 3, 5}) {
-      at::set_num_threads(t);
-      auto gen = at::make_generator<at::CPUGeneratorImpl>(13);
-      const auto opt = at::TensorOptions().dtype(dtype);
-      const auto g = at::randn({c.batch, c.height, c.width, c.channels}, gen, opt);
-      const auto w = at::randn({c.channels, 1, c.k, c.k}, gen, opt);
-      const auto b = at::randn({c.channels}, gen, opt);
-      const auto want = expected(g, w, b, g);
-      auto work = g.clone();
-      const auto in_place = rmt::ops::depthwise_conv2d_add_self(work, w, b, c.k / 2);
-      EXPECT_EQ(in_place.data_ptr(), work.data_ptr());
-      const double tol = dtype == at::kDouble ? 1e-13 : 1e-6;
-      EXPECT_LT(relative_error(in_place, want), tol) << at::toString(dtype) << " threads " << t;
-      // A strided g takes the operator and is left alone.
-      const auto strided = g.transpose(1, 2).contiguous().transpose(1, 2);
-      const auto copy = rmt::ops::depthwise_conv2d_add_self(strided, w, b, c.k / 2);
-      if (!strided.is_contiguous()) EXPECT_TRUE(at::equal(strided, g));
-      EXPECT_LT(relative_error(copy, want), tol) << at::toString(dtype) << " threads " << t;
-    }
-  }
-  at::set_num_threads(threads);
+  for_every_split(c, 13, 1.0, [&](const at::Tensor& g, const at::Tensor& w, const at::Tensor& b,
+                                  double tol, const std::string& label) {
+    const auto want = expected(g, w, b, g);
+    auto work = g.clone();
+    const auto in_place = rmt::ops::depthwise_conv2d_add_self(work, w, b, c.k / 2);
+    EXPECT_EQ(in_place.data_ptr(), work.data_ptr());
+    EXPECT_LT(relative_error(in_place, want), tol) << label;
+    // A strided g takes the operator and is left alone.
+    const auto strided = g.transpose(1, 2).contiguous().transpose(1, 2);
+    const auto copy = rmt::ops::depthwise_conv2d_add_self(strided, w, b, c.k / 2);
+    if (!strided.is_contiguous()) EXPECT_TRUE(at::equal(strided, g));
+    EXPECT_LT(relative_error(copy, want), tol) << label;
+  });
 }
 
 TEST(DepthwiseConvFallback, AutogradAndOtherConfigurations) {

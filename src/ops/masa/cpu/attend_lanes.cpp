@@ -58,13 +58,6 @@ template <int W>
 RMT_ALWAYS_INLINE void store(float* p, const LV<W>& v) {
   __builtin_memcpy(p, &v, sizeof v);
 }
-template <int W>  // one broadcast instruction (see vbcast in cpu_simd.h)
-RMT_ALWAYS_INLINE LV<W> bcast(float x) {
-  LV<W> v{};
-  __builtin_memcpy(&v, &x, sizeof x);
-  return __builtin_shuffle(v, typename Lanes<W>::I{});
-}
-
 // Keys per step of the score sweep: one chain of d dependent FMAs per key, so that several keys
 // hide the FMA latency.
 constexpr int kKeysPerStep = 8;
@@ -78,8 +71,8 @@ RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, float* _
   const float* __restrict qt = p.qt + i0;
   V xq;
   for (int u = 0; u < W; ++u) xq[u] = static_cast<float>(i0 + u);
-  const V decay = bcast<W>(p.decay);
-  V mx = bcast<W>(-std::numeric_limits<float>::infinity());
+  const V decay = V{} + p.decay;  // broadcasts (p.decay < 0, never -0)
+  V mx = V{} - std::numeric_limits<float>::infinity();
   auto keep = [&](V s, int64_t j) {
     const V x = xq - static_cast<float>(j);
     s += decay * (x < 0 ? -x : x);
