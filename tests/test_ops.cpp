@@ -75,19 +75,31 @@ TEST(MasaOps, ForwardReducedPrecision) {
 }
 
 TEST(MasaOps, NonContiguousInputs) {
-  const Shape s{2, 5, 7, 2, 8, 8};
-  for (const auto& var : kVariants) {
-    auto in = make_inputs(s, at::kDouble, 300);
-    // q, k, v as views of one fused projection, as a qkv linear layer would give them.
-    auto qkv = at::cat({in.q, in.k, in.v}, -1);
-    auto parts = qkv.split(s.heads * s.d, -1);
-    Inputs view{parts[0], parts[1], parts[2], in.sin, in.cos, in.decay, in.scale};
-    ASSERT_FALSE(view.q.is_contiguous());
-    EXPECT_LT(relative_error(run(var.fused, view), run(var.reference, in)), 1e-12) << var.name;
-    // A transposed (H, W) layout.
-    Inputs t = in;
-    t.q = in.q.transpose(1, 2).contiguous().transpose(1, 2);
-    EXPECT_LT(relative_error(run(var.fused, t), run(var.reference, in)), 1e-12) << var.name;
+  // Float takes the kernels that read q, k and v in place through their token strides.
+  for (const auto& [dtype, tol] : {std::pair{at::kDouble, 1e-12}, std::pair{at::kFloat, 1e-6}}) {
+    for (const Shape& s : {Shape{2, 5, 7, 2, 8, 8}, Shape{1, 6, 1, 2, 16, 16}}) {
+      for (const auto& var : kVariants) {
+        auto in = make_inputs(s, dtype, 300);
+        const auto want = run(var.reference, in);
+        // q, k, v as views of one fused projection, as a qkv linear layer would give them.
+        auto qkv = at::cat({in.q, in.k, in.v}, -1);
+        auto parts = qkv.split(s.heads * s.d, -1);
+        Inputs view{parts[0], parts[1], parts[2], in.sin, in.cos, in.decay, in.scale};
+        ASSERT_FALSE(view.q.is_contiguous());
+        EXPECT_LT(relative_error(run(var.fused, view), want), tol) << var.name << " " << str(s);
+        // A transposed (H, W) layout.
+        Inputs t = in;
+        t.q = in.q.transpose(1, 2).contiguous().transpose(1, 2);
+        EXPECT_LT(relative_error(run(var.fused, t), want), tol) << var.name << " " << str(s);
+        // Contiguous, with any stride on a size-1 dimension (W = 1 here).
+        if (s.w == 1) {
+          Inputs odd = in;
+          odd.k = in.k.as_strided(in.k.sizes(), {in.k.stride(0), in.k.stride(1), 999, 1});
+          ASSERT_TRUE(odd.k.is_contiguous());
+          EXPECT_LT(relative_error(run(var.fused, odd), want), tol) << var.name << " odd stride";
+        }
+      }
+    }
   }
 }
 

@@ -71,14 +71,16 @@ inline Params make_params(const at::Tensor& q, const at::Tensor& k, const at::Te
                           double scale, bool keep_token_views = false) {
   check_masa_inputs(q, k, v, sin, cos, decay);
   const int64_t n = decay.size(0);
-  auto arrange = [&](const at::Tensor& t) {
-    return keep_token_views && token_strided(t) ? t : t.contiguous();
-  };
+  // A kept view's token stride; a contiguous tensor's is its channel count (its stride(2) may be
+  // anything when W = 1).
+  auto keeps = [&](const at::Tensor& t) { return keep_token_views && token_strided(t); };
+  auto arrange = [&](const at::Tensor& t) { return keeps(t) ? t : t.contiguous(); };
+  auto token_stride = [&](const at::Tensor& t) { return keeps(t) ? t.stride(2) : t.size(3); };
   Params p{arrange(q),       arrange(k),         arrange(v), sin.contiguous(),
            cos.contiguous(), decay.contiguous(), scale,      {}};
-  p.dims = Dims{q.size(0),     q.size(1),          q.size(2),          n,
-                q.size(3) / n, v.size(3) / n,      q.size(1) * q.size(2),
-                p.q.stride(2), p.k.stride(2),      p.v.stride(2)};
+  p.dims = Dims{q.size(0),       q.size(1),        q.size(2),       n,
+                q.size(3) / n,   v.size(3) / n,    q.size(1) * q.size(2),
+                token_stride(q), token_stride(k),  token_stride(v)};
   return p;
 }
 
