@@ -9,6 +9,7 @@
 
 #include <array>
 
+#include "ops/token_layout.h"
 #include "rmt/ops/masa.h"
 #include "runtime/tensor_text.h"
 
@@ -57,30 +58,26 @@ struct Params {
   Dims dims;
 };
 
-// Whether t (B, H, W, C) has its channels contiguous and its tokens a fixed stride apart (a
-// contiguous tensor, or a channel slice of one, like the q, k and v of a fused projection).
-inline bool token_strided(const at::Tensor& t) {
-  return t.stride(3) == 1 && t.stride(2) >= t.size(3) && t.stride(1) == t.size(2) * t.stride(2) &&
-         t.stride(0) == t.size(1) * t.stride(1);
-}
-
-// keep_token_views: q, k and v that are token_strided stay views (the kernels that read Dims'
-// token strides); otherwise every input is made contiguous.
+// keep_token_views: q, k and v that have a token_stride (ops/token_layout.h) stay views (for the
+// kernels that read Dims' token strides); otherwise every input is made contiguous.
 inline Params make_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
                           double scale, bool keep_token_views = false) {
   check_masa_inputs(q, k, v, sin, cos, decay);
   const int64_t n = decay.size(0);
-  // A kept view's token stride; a contiguous tensor's is its channel count (its stride(2) may be
-  // anything when W = 1).
-  auto keeps = [&](const at::Tensor& t) { return keep_token_views && token_strided(t); };
-  auto arrange = [&](const at::Tensor& t) { return keeps(t) ? t : t.contiguous(); };
-  auto token_stride = [&](const at::Tensor& t) { return keeps(t) ? t.stride(2) : t.size(3); };
+  auto kept_stride = [&](const at::Tensor& t) { return keep_token_views ? token_stride(t) : 0; };
+  auto arrange = [&](const at::Tensor& t) { return kept_stride(t) > 0 ? t : t.contiguous(); };
+  // A contiguous tensor's token stride is its channel count (its stride(2) may be anything when
+  // W = 1).
+  auto stride_of = [&](const at::Tensor& t) {
+    const int64_t kept = kept_stride(t);
+    return kept > 0 ? kept : t.size(3);
+  };
   Params p{arrange(q),       arrange(k),         arrange(v), sin.contiguous(),
            cos.contiguous(), decay.contiguous(), scale,      {}};
   p.dims = Dims{q.size(0),       q.size(1),        q.size(2),       n,
                 q.size(3) / n,   v.size(3) / n,    q.size(1) * q.size(2),
-                token_stride(q), token_stride(k),  token_stride(v)};
+                stride_of(q),    stride_of(k),     stride_of(v)};
   return p;
 }
 

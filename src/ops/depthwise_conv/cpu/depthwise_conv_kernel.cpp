@@ -23,6 +23,7 @@
 
 #include "ops/cpu/cpu_simd.h"
 #include "ops/depthwise_conv/depthwise_conv_ops.h"
+#include "ops/token_layout.h"
 #include "runtime/tensor_text.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -287,12 +288,10 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
                           c10::toString(residual.scalar_type()), residual.device().str()));
   // A view whose pixels sit a fixed stride apart (the v of a fused q/k/v projection) is read in
   // place; anything else is made contiguous first.
-  const bool pixel_strided = x.dim() == 4 && x.stride(3) == 1 && x.stride(2) >= x.size(3) &&
-                             x.stride(1) == x.size(2) * x.stride(2) &&
-                             x.stride(0) == x.size(1) * x.stride(1);
-  const auto xc = pixel_strided ? x : x.contiguous();
+  const int64_t pixel_stride = token_stride(x);
+  const auto xc = pixel_stride > 0 ? x : x.contiguous();
   const ConvShape s{x.size(0), x.size(1),     x.size(2),
-                    x.size(3), weight.size(2), pixel_strided ? x.stride(2) : x.size(3)};
+                    x.size(3), weight.size(2), pixel_stride > 0 ? pixel_stride : x.size(3)};
   const auto rc = residual.defined() ? residual.contiguous() : residual;
   auto y = at::empty(x.sizes(), x.options());
   if (y.numel() == 0) return y;
