@@ -26,8 +26,8 @@
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define RMT_HAVE_AVX2_VARIANT 1
 #define RMT_TARGET_AVX2 __attribute__((target("avx2,fma")))
-// The kernels that put queries across the lanes (ops/masa/cpu/attend_lanes.cpp) also build a
-// variant with 64-byte vectors and the 32 vector registers of AVX-512.
+// The kernels written for a lane count (RMT_DEFINE_LANE_VARIANTS below) also build a variant with
+// 64-byte vectors and the 32 vector registers of AVX-512.
 #define RMT_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 #else
 #define RMT_HAVE_AVX2_VARIANT 0
@@ -44,6 +44,23 @@
 #else
 #define RMT_DEFINE_ISA_VARIANTS(DEFINE) DEFINE(base, )
 #define RMT_CALL_ISA_VARIANT(NAME, ...) NAME##_base(__VA_ARGS__)
+#endif
+
+// Kernels written for a float lane count W (ops/masa/cpu/attend_lanes.cpp) build one variant per
+// ISA, each with its own W: RMT_DEFINE_LANE_VARIANTS(DEFINE) expands DEFINE(SUFFIX, ATTR, W) as
+// (base, , 4) and, where the compiler builds them, (avx2, RMT_TARGET_AVX2, 8) and
+// (avx512, RMT_TARGET_AVX512, 16); RMT_CALL_LANE_VARIANT(NAME, args...) calls the widest that
+// use_avx512() and use_avx2() allow.
+#if RMT_HAVE_AVX2_VARIANT
+#define RMT_DEFINE_LANE_VARIANTS(DEFINE) \
+  DEFINE(base, , 4) DEFINE(avx2, RMT_TARGET_AVX2, 8) DEFINE(avx512, RMT_TARGET_AVX512, 16)
+#define RMT_CALL_LANE_VARIANT(NAME, ...)                                       \
+  (::rmt::ops::cpu::use_avx512() ? NAME##_avx512(__VA_ARGS__)                  \
+   : ::rmt::ops::cpu::use_avx2() ? NAME##_avx2(__VA_ARGS__)                    \
+                                 : NAME##_base(__VA_ARGS__))
+#else
+#define RMT_DEFINE_LANE_VARIANTS(DEFINE) DEFINE(base, , 4)
+#define RMT_CALL_LANE_VARIANT(NAME, ...) NAME##_base(__VA_ARGS__)
 #endif
 
 namespace rmt::ops::cpu {

@@ -256,17 +256,15 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float*
       const float* xr = x + t * xs + h * d;
       float* o = out + (t * heads + h) * d;
       int64_t c = 0;
-      if (d % 2 == 0) {
-        for (; c + W <= d; c += W) {
-          LV<W> v = load<W>(xr + c);
-          if (scaled) v = v * scale;
-          const LV<W> swapped = __builtin_shuffle(v, PairSwap<W>::mask);
-          LV<W> sin_signed = load<W>(sr + c);
-          for (int u = 0; u < W; u += 2) sin_signed[u] = -sin_signed[u];
-          store<W>(o + c, v * load<W>(cr + c) + swapped * sin_signed);
-        }
+      for (; c + W <= d; c += W) {  // W is even: the pairs never straddle two vectors
+        LV<W> v = load<W>(xr + c);
+        if (scaled) v = v * scale;
+        const LV<W> swapped = __builtin_shuffle(v, PairSwap<W>::mask);
+        LV<W> sin_signed = load<W>(sr + c);
+        for (int u = 0; u < W; u += 2) sin_signed[u] = -sin_signed[u];
+        store<W>(o + c, v * load<W>(cr + c) + swapped * sin_signed);
       }
-      for (; c + 1 < d; c += 2) {
+      for (; c + 1 < d; c += 2) {  // d is even (the operator checks it)
         const float x0 = scaled ? xr[c] * scale : xr[c], x1 = scaled ? xr[c + 1] * scale : xr[c + 1];
         o[c] = x0 * cr[c] - x1 * sr[c];
         o[c + 1] = x1 * cr[c + 1] + x0 * sr[c + 1];
@@ -275,101 +273,49 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float*
   }
 }
 
-RMT_FLATTEN void theta_shift_base(const float* x, int64_t xs, const float* sn, const float* cs,
-                                  int64_t tokens, int64_t heads, int64_t d, float scale,
-                                  float* out) {
-  theta_shift_impl<4>(x, xs, sn, cs, tokens, heads, d, scale, out);
-}
-#if RMT_HAVE_AVX2_VARIANT
-RMT_TARGET_AVX2 RMT_FLATTEN void theta_shift_avx2(const float* x, int64_t xs, const float* sn,
-                                                  const float* cs, int64_t tokens, int64_t heads,
-                                                  int64_t d, float scale, float* out) {
-  theta_shift_impl<8>(x, xs, sn, cs, tokens, heads, d, scale, out);
-}
-RMT_TARGET_AVX512 RMT_FLATTEN void theta_shift_avx512(const float* x, int64_t xs, const float* sn,
-                                                      const float* cs, int64_t tokens,
-                                                      int64_t heads, int64_t d, float scale,
-                                                      float* out) {
-  theta_shift_impl<16>(x, xs, sn, cs, tokens, heads, d, scale, out);
-}
-#endif
+// One compiled copy of each entry point per ISA, with its lane count.
+#define RMT_DEFINE_VARIANT(SUFFIX, ATTR, W)                                                     \
+  ATTR RMT_FLATTEN void forward_##SUFFIX(const LaneProblem& p, float* ot, float* work) {         \
+    forward_any_d<W>(p, ot, work);                                                              \
+  }                                                                                             \
+  ATTR RMT_FLATTEN void theta_shift_##SUFFIX(const float* x, int64_t xs, const float* sn,       \
+                                             const float* cs, int64_t tokens, int64_t heads,    \
+                                             int64_t d, float scale, float* out) {              \
+    theta_shift_impl<W>(x, xs, sn, cs, tokens, heads, d, scale, out);                           \
+  }                                                                                             \
+  ATTR RMT_FLATTEN void to_lanes_##SUFFIX(const float* src, int64_t ss, int64_t rows,           \
+                                          int64_t cols, float* dst, int64_t ldd) {              \
+    to_lanes_impl<W>(src, ss, rows, cols, dst, ldd);                                            \
+  }                                                                                             \
+  ATTR RMT_FLATTEN void from_lanes_##SUFFIX(const float* src, int64_t lds, int64_t rows,        \
+                                            int64_t cols, float* dst, int64_t ds) {             \
+    from_lanes_impl<W>(src, lds, rows, cols, dst, ds);                                          \
+  }
 
-RMT_FLATTEN void to_lanes_base(const float* src, int64_t ss, int64_t rows, int64_t cols,
-                               float* dst, int64_t ldd) {
-  to_lanes_impl<4>(src, ss, rows, cols, dst, ldd);
-}
-RMT_FLATTEN void from_lanes_base(const float* src, int64_t lds, int64_t rows, int64_t cols,
-                                 float* dst, int64_t ds) {
-  from_lanes_impl<4>(src, lds, rows, cols, dst, ds);
-}
-#if RMT_HAVE_AVX2_VARIANT
-RMT_TARGET_AVX2 RMT_FLATTEN void to_lanes_avx2(const float* src, int64_t ss, int64_t rows,
-                                               int64_t cols, float* dst, int64_t ldd) {
-  to_lanes_impl<8>(src, ss, rows, cols, dst, ldd);
-}
-RMT_TARGET_AVX2 RMT_FLATTEN void from_lanes_avx2(const float* src, int64_t lds, int64_t rows,
-                                                 int64_t cols, float* dst, int64_t ds) {
-  from_lanes_impl<8>(src, lds, rows, cols, dst, ds);
-}
-RMT_TARGET_AVX512 RMT_FLATTEN void to_lanes_avx512(const float* src, int64_t ss, int64_t rows,
-                                                   int64_t cols, float* dst, int64_t ldd) {
-  to_lanes_impl<16>(src, ss, rows, cols, dst, ldd);
-}
-RMT_TARGET_AVX512 RMT_FLATTEN void from_lanes_avx512(const float* src, int64_t lds, int64_t rows,
-                                                     int64_t cols, float* dst, int64_t ds) {
-  from_lanes_impl<16>(src, lds, rows, cols, dst, ds);
-}
-#endif
-
-RMT_FLATTEN void forward_base(const LaneProblem& p, float* ot, float* work) {
-  forward_any_d<4>(p, ot, work);
-}
-#if RMT_HAVE_AVX2_VARIANT
-RMT_TARGET_AVX2 RMT_FLATTEN void forward_avx2(const LaneProblem& p, float* ot, float* work) {
-  forward_any_d<8>(p, ot, work);
-}
-RMT_TARGET_AVX512 RMT_FLATTEN void forward_avx512(const LaneProblem& p, float* ot, float* work) {
-  forward_any_d<16>(p, ot, work);
-}
-#endif
+RMT_DEFINE_LANE_VARIANTS(RMT_DEFINE_VARIANT)
+#undef RMT_DEFINE_VARIANT
 
 }  // namespace
 
 int64_t lanes_workspace_size(int64_t n) { return n * kQueryLanes; }
 
 void attend_forward_lanes(const LaneProblem& p, float* ot, float* work) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx512()) return forward_avx512(p, ot, work);
-  if (use_avx2()) return forward_avx2(p, ot, work);
-#endif
-  forward_base(p, ot, work);
+  RMT_CALL_LANE_VARIANT(forward, p, ot, work);
 }
 
 void theta_shift_tokens(const float* x, int64_t x_stride, const float* sn, const float* cs,
                         int64_t tokens, int64_t heads, int64_t d, float scale, float* out) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx512()) return theta_shift_avx512(x, x_stride, sn, cs, tokens, heads, d, scale, out);
-  if (use_avx2()) return theta_shift_avx2(x, x_stride, sn, cs, tokens, heads, d, scale, out);
-#endif
-  theta_shift_base(x, x_stride, sn, cs, tokens, heads, d, scale, out);
+  RMT_CALL_LANE_VARIANT(theta_shift, x, x_stride, sn, cs, tokens, heads, d, scale, out);
 }
 
 void transpose_to_lanes(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
                         float* dst, int64_t ldd) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx512()) return to_lanes_avx512(src, src_stride, rows, cols, dst, ldd);
-  if (use_avx2()) return to_lanes_avx2(src, src_stride, rows, cols, dst, ldd);
-#endif
-  to_lanes_base(src, src_stride, rows, cols, dst, ldd);
+  RMT_CALL_LANE_VARIANT(to_lanes, src, src_stride, rows, cols, dst, ldd);
 }
 
 void transpose_from_lanes(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst,
                           int64_t dst_stride) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (use_avx512()) return from_lanes_avx512(src, lds, rows, cols, dst, dst_stride);
-  if (use_avx2()) return from_lanes_avx2(src, lds, rows, cols, dst, dst_stride);
-#endif
-  from_lanes_base(src, lds, rows, cols, dst, dst_stride);
+  RMT_CALL_LANE_VARIANT(from_lanes, src, lds, rows, cols, dst, dst_stride);
 }
 
 }  // namespace rmt::ops::cpu
