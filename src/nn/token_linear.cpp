@@ -27,10 +27,13 @@ std::optional<at::Tensor> onednn_weight(const torch::nn::LinearImpl& linear, con
   return packed->get({&w}, [&] { return onednn::pack_linear(w); });
 }
 
-std::vector<int64_t> output_sizes(const torch::nn::LinearImpl& linear, const at::Tensor& x) {
+// x (contiguous, at least 2-D) viewed as rows of its last dimension, through `run` (rows ->
+// (rows, out_features)), and back to x's shape with out_features last.
+template <class Run>
+at::Tensor on_rows(const at::Tensor& x, int64_t out_features, Run run) {
   auto sizes = x.sizes().vec();
-  sizes.back() = linear.weight.size(0);
-  return sizes;
+  sizes.back() = out_features;
+  return run(x.view({-1, x.size(-1)})).view(sizes);
 }
 
 }  // namespace
@@ -39,11 +42,10 @@ torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Te
                             PackedLinear* packed) {
   const auto& w = linear.weight;
   if (x.dim() < 2 || !x.is_contiguous()) return at::linear(x, w, linear.bias);
-  const auto rows = x.view({-1, w.size(1)});
-  if (const auto weight = onednn_weight(linear, x, packed)) {
-    return onednn::linear(rows, *weight, linear.bias).view(output_sizes(linear, x));
-  }
-  return at::linear(rows, w, linear.bias).view(output_sizes(linear, x));
+  const auto weight = onednn_weight(linear, x, packed);
+  return on_rows(x, w.size(0), [&](const at::Tensor& rows) {
+    return weight ? onednn::linear(rows, *weight, linear.bias) : at::linear(rows, w, linear.bias);
+  });
 }
 
 std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& a,
@@ -66,9 +68,10 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
                        a.bias.defined() ? at::cat({a.bias, b.bias, c.bias}) : at::Tensor()};
   });
   if (!kept) return std::nullopt;
-  auto sizes = x.sizes().vec();
-  sizes.back() = a.weight.size(0) + b.weight.size(0) + c.weight.size(0);
-  return onednn::linear(x.view({-1, in}), kept->packed, kept->bias).view(sizes);
+  return on_rows(x, a.weight.size(0) + b.weight.size(0) + c.weight.size(0),
+                 [&](const at::Tensor& rows) {
+                   return onednn::linear(rows, kept->packed, kept->bias);
+                 });
 }
 
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
@@ -76,8 +79,9 @@ std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& lin
   if (x.dim() < 2 || !x.is_contiguous()) return std::nullopt;
   const auto weight = onednn_weight(linear, x, packed);
   if (!weight) return std::nullopt;
-  const auto rows = x.view({-1, linear.weight.size(1)});
-  return onednn::linear(rows, *weight, linear.bias, /*gelu=*/true).view(output_sizes(linear, x));
+  return on_rows(x, linear.weight.size(0), [&](const at::Tensor& rows) {
+    return onednn::linear(rows, *weight, linear.bias, /*gelu=*/true);
+  });
 }
 
 }  // namespace rmt::nn::detail

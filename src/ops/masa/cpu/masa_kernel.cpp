@@ -204,10 +204,10 @@ void pass_forward_lanes(const float* rq, const float* rk, const float* decay, co
   const int64_t cost = s.n * len * len * 2 * (d + dv);
   at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
     std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(len));
+    const int64_t token_stride = pass.tstride * s.n;  // between a sequence's tokens, / dim
     for (int64_t task = begin; task < end; ++task) {
       const int64_t seq = task % pass.nseq, b = task / pass.nseq, first = pass.position(seq, 0);
       for (int64_t head = 0; head < s.n; ++head) {
-        const int64_t token_stride = pass.tstride * s.n;  // between a sequence's tokens, / dim
         cpu::transpose_to_lanes(rq + s.offset(b, first, head, d), token_stride * d, len, d,
                                 qt.data(), ldq);
         cpu::LaneProblem p;
