@@ -93,14 +93,16 @@ struct Simd<double> {
 template <class A>
 using VecT = typename Simd<A>::V;
 
-template <class A>
-RMT_ALWAYS_INLINE VecT<A> vload(const A* p) {
-  VecT<A> v;
+// Unaligned load and store of a vector of A: VecT<A> unless another vector type V is named (the
+// kernels written for a lane count use 16- and 64-byte vectors too).
+template <class A, class V = VecT<A>>
+RMT_ALWAYS_INLINE V vload(const A* p) {
+  V v;
   __builtin_memcpy(&v, p, sizeof v);
   return v;
 }
-template <class A>
-RMT_ALWAYS_INLINE void vstore(A* p, const VecT<A>& v) {
+template <class A, class V>
+RMT_ALWAYS_INLINE void vstore(A* p, const V& v) {
   __builtin_memcpy(p, &v, sizeof v);
 }
 // x into lane 0, then a shuffle that copies lane 0 everywhere: one broadcast instruction in an

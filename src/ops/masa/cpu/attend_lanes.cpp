@@ -50,13 +50,7 @@ using LV = typename Lanes<W>::V;
 
 template <int W>
 RMT_ALWAYS_INLINE LV<W> load(const float* p) {
-  LV<W> v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-template <int W>
-RMT_ALWAYS_INLINE void store(float* p, const LV<W>& v) {
-  __builtin_memcpy(p, &v, sizeof v);
+  return vload<float, LV<W>>(p);
 }
 // Keys per step of the score sweep: one chain of d dependent FMAs per key, so that several keys
 // hide the FMA latency.
@@ -77,7 +71,7 @@ RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, float* _
     const V x = xq - static_cast<float>(j);
     s += decay * (x < 0 ? -x : x);
     mx = s > mx ? s : mx;
-    store<W>(S + j * W, s);
+    vstore(S + j * W, s);
   };
   constexpr int J = kKeysPerStep;
   int64_t j = 0;
@@ -106,7 +100,7 @@ RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>&
   V sum = {};
   for (int64_t j = 0; j < n; ++j) {
     const V e = vexp_nonpos_of<V, typename Lanes<W>::I>(load<W>(S + j * W) - mx);
-    store<W>(S + j * W, e);
+    vstore(S + j * W, e);
     sum += e;
   }
   return sum;
@@ -123,7 +117,7 @@ RMT_ALWAYS_INLINE void weighted_values(const LaneProblem& p, const float* __rest
     const float* __restrict vj = p.v + j * p.v_stride + c0;
     for (int cc = 0; cc < CB; ++cc) acc[cc] += w * vj[cc];
   }
-  for (int cc = 0; cc < CB; ++cc) store<W>(ot + (c0 + cc) * p.ldq, acc[cc] / sum);
+  for (int cc = 0; cc < CB; ++cc) vstore(ot + (c0 + cc) * p.ldq, acc[cc] / sum);
 }
 
 template <int W, int D>
@@ -201,7 +195,7 @@ RMT_ALWAYS_INLINE void to_lanes_impl(const float* src, int64_t src_stride, int64
       for (int u = 0; u < W; ++u)
         tile[u] = u < n ? load<W>(src + (t0 + u) * src_stride + c0) : LV<W>{};
       transpose_tile<W>(tile);
-      for (int c = 0; c < W; ++c) store<W>(dst + (c0 + c) * ldd + t0, tile[c]);
+      for (int c = 0; c < W; ++c) vstore(dst + (c0 + c) * ldd + t0, tile[c]);
     }
   }
   // Columns past the last tile up to lanes_padded(rows) (W < kQueryLanes).
@@ -224,7 +218,7 @@ RMT_ALWAYS_INLINE void from_lanes_impl(const float* src, int64_t lds, int64_t ro
       LV<W> tile[W];
       for (int c = 0; c < W; ++c) tile[c] = load<W>(src + (c0 + c) * lds + t0);
       transpose_tile<W>(tile);
-      for (int u = 0; u < n; ++u) store<W>(dst + (t0 + u) * dst_stride + c0, tile[u]);
+      for (int u = 0; u < n; ++u) vstore(dst + (t0 + u) * dst_stride + c0, tile[u]);
     }
   }
 }
@@ -262,7 +256,7 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float*
         const LV<W> swapped = __builtin_shuffle(v, PairSwap<W>::mask);
         LV<W> sin_signed = load<W>(sr + c);
         for (int u = 0; u < W; u += 2) sin_signed[u] = -sin_signed[u];
-        store<W>(o + c, v * load<W>(cr + c) + swapped * sin_signed);
+        vstore(o + c, v * load<W>(cr + c) + swapped * sin_signed);
       }
       for (; c + 1 < d; c += 2) {  // d is even (the operator checks it)
         const float x0 = scaled ? xr[c] * scale : xr[c], x1 = scaled ? xr[c + 1] * scale : xr[c + 1];
