@@ -3,7 +3,8 @@
 // (8 floats / 4 doubles). The AVX2 variant of a kernel maps each to one ymm register, the baseline
 // build to two SSE registers; no intrinsics, so one source serves both. Kernels are compiled twice
 // (baseline and `RMT_TARGET_AVX2`, each `RMT_FLATTEN` so these helpers inline into, and compile for,
-// the variant) and pick one at run time with use_avx2().
+// the variant) and pick one at run time with use_avx2(). The kernels written for a vector width
+// (VecN: the MaSA float forward, the depthwise convolution) build a third, AVX-512 variant.
 //
 // The helpers only move, compare and add: no product that a translation unit's fp-contract setting
 // could fuse, so they mean the same in every unit that includes them.
@@ -92,6 +93,15 @@ struct Simd<double> {
 };
 template <class A>
 using VecT = typename Simd<A>::V;
+
+// A vector of Bytes (16, 32 or 64) bytes of A, for the kernels written for a vector width (one
+// variant per ISA: RMT_DEFINE_LANE_VARIANTS).
+template <class A, int Bytes>
+struct VecOf {
+  typedef A V __attribute__((vector_size(Bytes)));
+};
+template <class A, int Bytes>
+using VecN = typename VecOf<A, Bytes>::V;
 
 // Unaligned load and store of a vector of A: VecT<A> unless another vector type V is named (the
 // kernels written for a lane count use 16- and 64-byte vectors too).

@@ -45,28 +45,31 @@ struct ConvShape {
 // tap's weights are loaded once for all of them (loads, not FMAs, bound this loop).
 constexpr int kPixels = 4;
 
+// The kernels below take VB, the bytes of their vectors: 16 (SSE, the baseline build), 32 (AVX2)
+// or 64 (AVX-512), one variant each (RMT_DEFINE_LANE_VARIANTS).
+
 // Output pixels [w, w + kPixels) of one row, every tap inside the image. rows[ki]: input row
 // h + ki - pad; wt: (K * K, C), tap-major so that a tap's weights are one vector load per block of
 // channels.
-template <int K, bool RES, class A>
+template <int VB, int K, bool RES, class A>
 RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
                                    const A* __restrict bias, const A* __restrict res,
                                    A* __restrict out, int64_t C, int64_t IP, int64_t w) {
-  using V = cpu::VecT<A>;
-  constexpr int W = cpu::Simd<A>::W, P = kPixels, pad = (K - 1) / 2;
+  using V = cpu::VecN<A, VB>;
+  constexpr int W = VB / sizeof(A), P = kPixels, pad = (K - 1) / 2;
   const int64_t Cv = C / W * W, first = (w - pad) * IP;  // input pixel of tap (ki, 0) of pixel w
   for (int64_t c = 0; c < Cv; c += W) {
     V acc[P];
-    for (int u = 0; u < P; ++u) acc[u] = cpu::vload(bias + c);
+    for (int u = 0; u < P; ++u) acc[u] = cpu::vload<A, V>(bias + c);
     for (int ki = 0; ki < K; ++ki) {
       for (int kj = 0; kj < K; ++kj) {
-        const V wv = cpu::vload(wt + (ki * K + kj) * C + c);
+        const V wv = cpu::vload<A, V>(wt + (ki * K + kj) * C + c);
         const A* src = rows[ki] + (first + kj * IP + c);
-        for (int u = 0; u < P; ++u) acc[u] += wv * cpu::vload(src + u * IP);
+        for (int u = 0; u < P; ++u) acc[u] += wv * cpu::vload<A, V>(src + u * IP);
       }
     }
     for (int u = 0; u < P; ++u) {
-      if (RES) acc[u] += cpu::vload(res + (w + u) * C + c);
+      if (RES) acc[u] += cpu::vload<A, V>(res + (w + u) * C + c);
       cpu::vstore(out + (w + u) * C + c, acc[u]);
     }
   }
@@ -86,25 +89,26 @@ RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
 
 // One output pixel w, any kernel size, taps outside the image (null rows, columns past the edges)
 // skipped.
-template <bool RES, class A>
+template <int VB, bool RES, class A>
 RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
                                   const A* __restrict bias, const A* __restrict res,
                                   A* __restrict out, int64_t C, int64_t IP, int64_t width,
                                   int64_t k, int64_t w) {
-  using V = cpu::VecT<A>;
-  constexpr int W = cpu::Simd<A>::W;
+  using V = cpu::VecN<A, VB>;
+  constexpr int W = VB / sizeof(A);
   const int64_t pad = (k - 1) / 2, Cv = C / W * W;
   const int64_t kj0 = std::max<int64_t>(0, pad - w), kj1 = std::min(k, width + pad - w);
   const int64_t first = (w - pad) * IP;
   for (int64_t c = 0; c < Cv; c += W) {
-    V acc = cpu::vload(bias + c);
+    V acc = cpu::vload<A, V>(bias + c);
     for (int64_t ki = 0; ki < k; ++ki) {
       if (!rows[ki]) continue;
       for (int64_t kj = kj0; kj < kj1; ++kj) {
-        acc += cpu::vload(wt + (ki * k + kj) * C + c) * cpu::vload(rows[ki] + (first + kj * IP + c));
+        acc += cpu::vload<A, V>(wt + (ki * k + kj) * C + c) *
+               cpu::vload<A, V>(rows[ki] + (first + kj * IP + c));
       }
     }
-    if (RES) acc += cpu::vload(res + w * C + c);
+    if (RES) acc += cpu::vload<A, V>(res + w * C + c);
     cpu::vstore(out + w * C + c, acc);
   }
   for (int64_t c = Cv; c < C; ++c) {
@@ -121,7 +125,7 @@ RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
 // One output row from its k input rows (rows[ki] = input row h + ki - pad, null outside the image)
 // and, with RES, the residual row. K > 0 fixes the kernel size at compile time (3 and 5 in RMT) and
 // lets the interior take conv_pixels; K == 0 reads it from the shape.
-template <int K, bool RES, class A>
+template <int VB, int K, bool RES, class A>
 RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const A* wt,
                                 const A* bias, const A* res, A* out) {
   const int64_t k = K > 0 ? K : s.k, pad = (k - 1) / 2;
@@ -129,26 +133,26 @@ RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const 
   for (int64_t ki = 0; ki < k; ++ki) all_rows = all_rows && rows[ki];
   for (int64_t w = 0; w < s.width;) {
     if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
-      conv_pixels<(K > 0 ? K : 1), RES>(rows, wt, bias, res, out, s.channels, s.in_pixel, w);
+      conv_pixels<VB, (K > 0 ? K : 1), RES>(rows, wt, bias, res, out, s.channels, s.in_pixel, w);
       w += kPixels;
     } else {
-      conv_pixel<RES>(rows, wt, bias, res, out, s.channels, s.in_pixel, s.width, k, w);
+      conv_pixel<VB, RES>(rows, wt, bias, res, out, s.channels, s.in_pixel, s.width, k, w);
       ++w;
     }
   }
 }
 
-template <class A>
+template <int VB, class A>
 RMT_ALWAYS_INLINE void conv_row_any(const ConvShape& s, const A* const* rows, const A* wt,
                                     const A* bias, const A* res, A* out) {
   if (res) {
-    if (s.k == 3) return conv_row<3, true>(s, rows, wt, bias, res, out);
-    if (s.k == 5) return conv_row<5, true>(s, rows, wt, bias, res, out);
-    return conv_row<0, true>(s, rows, wt, bias, res, out);
+    if (s.k == 3) return conv_row<VB, 3, true>(s, rows, wt, bias, res, out);
+    if (s.k == 5) return conv_row<VB, 5, true>(s, rows, wt, bias, res, out);
+    return conv_row<VB, 0, true>(s, rows, wt, bias, res, out);
   }
-  if (s.k == 3) return conv_row<3, false>(s, rows, wt, bias, res, out);
-  if (s.k == 5) return conv_row<5, false>(s, rows, wt, bias, res, out);
-  conv_row<0, false>(s, rows, wt, bias, res, out);
+  if (s.k == 3) return conv_row<VB, 3, false>(s, rows, wt, bias, res, out);
+  if (s.k == 5) return conv_row<VB, 5, false>(s, rows, wt, bias, res, out);
+  conv_row<VB, 0, false>(s, rows, wt, bias, res, out);
 }
 
 // The input rows of output row h of image b, read from a (B, H, W, C) tensor.
@@ -163,14 +167,14 @@ RMT_ALWAYS_INLINE void rows_of(const ConvShape& s, const A* x, int64_t b, int64_
 }
 
 // y rows [row0, row1) of the flattened (batch * height) index, out of place.
-template <class A>
+template <int VB, class A>
 RMT_ALWAYS_INLINE void conv_rows(const ConvShape& s, const A* x, const A* wt, const A* bias,
                                  const A* res, A* y, int64_t row0, int64_t row1) {
   const int64_t row_size = s.width * s.channels;
   std::vector<const A*> rows(s.k);
   for (int64_t row = row0; row < row1; ++row) {
     rows_of(s, x, row / s.height, row % s.height, rows.data());
-    conv_row_any(s, rows.data(), wt, bias, res ? res + row * row_size : nullptr,
+    conv_row_any<VB>(s, rows.data(), wt, bias, res ? res + row * row_size : nullptr,
                  y + row * row_size);
   }
 }
@@ -180,7 +184,7 @@ RMT_ALWAYS_INLINE void conv_rows(const ConvShape& s, const A* x, const A* wt, co
 // ring, and output row h overwrites input row h, which the ring already holds; rows past either
 // end of the share come from `halo` (taken before any thread wrote), since the neighbouring
 // shares overwrite them.
-template <bool ACTIVATE, class A>
+template <int VB, bool ACTIVATE, class A>
 RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A* wt,
                                                const A* bias, int64_t row0, int64_t row1,
                                                const A* halo_above, const A* halo_below) {
@@ -213,37 +217,38 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
       const int64_t hh = h + ki - pad;
       rows[ki] = hh >= 0 && hh < s.height ? ring.data() + (hh % k) * row_size : nullptr;
     }
-    conv_row_any(s, rows.data(), wt, bias, ring.data() + (h % k) * row_size,
+    conv_row_any<VB>(s, rows.data(), wt, bias, ring.data() + (h % k) * row_size,
                  h_data + row * row_size);
   }
 }
 
-// Baseline and AVX2 variants of the two drivers, picked once at run time (cpu_simd.h).
-#define RMT_DEFINE_VARIANT(SUFFIX, ATTR)                                                          \
-  template <class A>                                                                              \
-  ATTR RMT_FLATTEN void conv_rows_##SUFFIX(const ConvShape& s, const A* x, const A* wt,           \
-                                           const A* bias, const A* res, A* y, int64_t row0,       \
-                                           int64_t row1) {                                        \
-    conv_rows(s, x, wt, bias, res, y, row0, row1);                                                \
-  }                                                                                               \
-  template <class A>                                                                              \
-  ATTR RMT_FLATTEN void gelu_conv_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,  \
-                                           int64_t row0, int64_t row1, const A* above,            \
-                                           const A* below) {                                      \
-    conv_rows_in_place<true>(s, h, wt, bias, row0, row1, above, below);                           \
-  }                                                                                               \
-  template <class A>                                                                              \
-  ATTR RMT_FLATTEN void conv_self_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,  \
-                                           int64_t row0, int64_t row1, const A* above,            \
-                                           const A* below) {                                      \
-    conv_rows_in_place<false>(s, h, wt, bias, row0, row1, above, below);                          \
-  }                                                                                               \
-  template <class A>                                                                              \
-  ATTR RMT_FLATTEN void gelu_##SUFFIX(const A* in, A* out, int64_t n) {                           \
-    cpu::gelu(in, out, n);                                                                        \
+// Baseline, AVX2 and AVX-512 variants of the drivers, picked once at run time (cpu_simd.h); W:
+// their float lanes.
+#define RMT_DEFINE_VARIANT(SUFFIX, ATTR, W)                                                        \
+  template <class A>                                                                               \
+  ATTR RMT_FLATTEN void conv_rows_##SUFFIX(const ConvShape& s, const A* x, const A* wt,            \
+                                           const A* bias, const A* res, A* y, int64_t row0,        \
+                                           int64_t row1) {                                         \
+    conv_rows<4 * W>(s, x, wt, bias, res, y, row0, row1);                                          \
+  }                                                                                                \
+  template <class A>                                                                               \
+  ATTR RMT_FLATTEN void gelu_conv_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,   \
+                                           int64_t row0, int64_t row1, const A* above,             \
+                                           const A* below) {                                       \
+    conv_rows_in_place<4 * W, true>(s, h, wt, bias, row0, row1, above, below);                     \
+  }                                                                                                \
+  template <class A>                                                                               \
+  ATTR RMT_FLATTEN void conv_self_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,   \
+                                           int64_t row0, int64_t row1, const A* above,             \
+                                           const A* below) {                                       \
+    conv_rows_in_place<4 * W, false>(s, h, wt, bias, row0, row1, above, below);                    \
+  }                                                                                                \
+  template <class A>                                                                               \
+  ATTR RMT_FLATTEN void gelu_##SUFFIX(const A* in, A* out, int64_t n) {                            \
+    cpu::gelu(in, out, n);                                                                         \
   }
 
-RMT_DEFINE_ISA_VARIANTS(RMT_DEFINE_VARIANT)
+RMT_DEFINE_LANE_VARIANTS(RMT_DEFINE_VARIANT)
 #undef RMT_DEFINE_VARIANT
 
 // The kernels' weights (k * k, C), tap-major, and bias (zeros when there is none), in plain
@@ -301,7 +306,7 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
     const KernelWeights<scalar_t> kw(weight, bias, s.channels);
     const scalar_t* rp = rc.defined() ? rc.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, s.batch * s.height, grain, [&](int64_t row0, int64_t row1) {
-      RMT_CALL_ISA_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), kw.wt.data(), kw.bias.data(), rp,
+      RMT_CALL_LANE_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), kw.wt.data(), kw.bias.data(), rp,
                            y.data_ptr<scalar_t>(), row0, row1);
     });
   });
@@ -339,7 +344,7 @@ void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const 
     std::vector<scalar_t> above(shares * pad * row_size), below(shares * pad * row_size);
     auto take_row = [&](const scalar_t* row, scalar_t* into) {
       if (activate) {
-        RMT_CALL_ISA_VARIANT(gelu, row, into, row_size);
+        RMT_CALL_LANE_VARIANT(gelu, row, into, row_size);
       } else {
         std::copy_n(row, row_size, into);
       }
@@ -362,10 +367,10 @@ void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const 
         const scalar_t* halo_above = above.data() + i * pad * row_size;
         const scalar_t* halo_below = below.data() + i * pad * row_size;
         if (activate) {
-          RMT_CALL_ISA_VARIANT(gelu_conv, s, data, kw.wt.data(), kw.bias.data(), r0, r1,
+          RMT_CALL_LANE_VARIANT(gelu_conv, s, data, kw.wt.data(), kw.bias.data(), r0, r1,
                                halo_above, halo_below);
         } else {
-          RMT_CALL_ISA_VARIANT(conv_self, s, data, kw.wt.data(), kw.bias.data(), r0, r1,
+          RMT_CALL_LANE_VARIANT(conv_self, s, data, kw.wt.data(), kw.bias.data(), r0, r1,
                                halo_above, halo_below);
         }
       }

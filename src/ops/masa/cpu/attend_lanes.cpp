@@ -29,24 +29,9 @@ namespace {
 
 // Vectors of W floats: 4 (SSE, the baseline build), 8 (AVX2) or 16 (AVX-512).
 template <int W>
-struct Lanes;
-template <>
-struct Lanes<4> {
-  typedef float V __attribute__((vector_size(16)));
-  typedef int32_t I __attribute__((vector_size(16)));
-};
-template <>
-struct Lanes<8> {
-  typedef float V __attribute__((vector_size(32)));
-  typedef int32_t I __attribute__((vector_size(32)));
-};
-template <>
-struct Lanes<16> {
-  typedef float V __attribute__((vector_size(64)));
-  typedef int32_t I __attribute__((vector_size(64)));
-};
+using LV = VecN<float, 4 * W>;
 template <int W>
-using LV = typename Lanes<W>::V;
+using LI = VecN<int32_t, 4 * W>;
 
 template <int W>
 RMT_ALWAYS_INLINE LV<W> load(const float* p) {
@@ -99,7 +84,7 @@ RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>&
   using V = LV<W>;
   V sum = {};
   for (int64_t j = 0; j < n; ++j) {
-    const V e = vexp_nonpos_of<V, typename Lanes<W>::I>(load<W>(S + j * W) - mx);
+    const V e = vexp_nonpos_of<V, LI<W>>(load<W>(S + j * W) - mx);
     vstore(S + j * W, e);
     sum += e;
   }
@@ -147,18 +132,18 @@ template <int W>
 struct Interleave;
 template <>
 struct Interleave<4> {
-  static constexpr Lanes<4>::I lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7};
+  static constexpr LI<4> lo = {0, 4, 1, 5}, hi = {2, 6, 3, 7};
   static constexpr int rounds = 2;
 };
 template <>
 struct Interleave<8> {
-  static constexpr Lanes<8>::I lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+  static constexpr LI<8> lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
   static constexpr int rounds = 3;
 };
 template <>
 struct Interleave<16> {
-  static constexpr Lanes<16>::I lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-  static constexpr Lanes<16>::I hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  static constexpr LI<16> lo = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
+  static constexpr LI<16> hi = {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   static constexpr int rounds = 4;
 };
 
@@ -227,15 +212,15 @@ template <int W>
 struct PairSwap;
 template <>
 struct PairSwap<4> {
-  static constexpr Lanes<4>::I mask = {1, 0, 3, 2};
+  static constexpr LI<4> mask = {1, 0, 3, 2};
 };
 template <>
 struct PairSwap<8> {
-  static constexpr Lanes<8>::I mask = {1, 0, 3, 2, 5, 4, 7, 6};
+  static constexpr LI<8> mask = {1, 0, 3, 2, 5, 4, 7, 6};
 };
 template <>
 struct PairSwap<16> {
-  static constexpr Lanes<16>::I mask = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+  static constexpr LI<16> mask = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
 };
 
 template <int W>
