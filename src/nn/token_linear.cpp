@@ -1,8 +1,15 @@
 #include "nn/token_linear.h"
 
+#include "nn/mkl_gemm.h"
 #include "nn/onednn.h"
 
 #include <array>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -11,20 +18,53 @@ namespace rmt::nn::detail {
 
 namespace {
 
-// Whether oneDNN's linear takes the layer on x (contiguous, at least 2-D).
-bool onednn_fits(const torch::nn::LinearImpl& linear, const at::Tensor& x) {
+// The packed GEMM of the float32 layers: oneDNN's where the LibTorch has it (nn/onednn.h), else
+// MKL's (nn/mkl_gemm.h). RMT_CPU_LINEAR=mkl picks MKL's where both are there: faster at batch 1
+// (less serial work per call), slower at batch 16 here (benchmarks/RESULTS.md, session 20).
+enum class Gemm { kMkl, kOnednn, kNone };
+Gemm packed_gemm() {
+  static const Gemm gemm = [] {
+    const char* forced = std::getenv("RMT_CPU_LINEAR");
+    if (forced && std::strcmp(forced, "mkl") != 0 && std::strcmp(forced, "onednn") != 0) {
+      throw std::invalid_argument(fmt::format(
+          "RMT_CPU_LINEAR='{}': expected mkl or onednn (or unset: oneDNN's where it is there)",
+          std::string(forced).substr(0, 64)));
+    }
+    if (forced && std::strcmp(forced, "mkl") == 0 && mkl::available()) return Gemm::kMkl;
+    if (onednn::linear_available()) return Gemm::kOnednn;
+    return mkl::available() ? Gemm::kMkl : Gemm::kNone;
+  }();
+  return gemm;
+}
+
+// Whether the packed GEMM takes the layer on x (contiguous, at least 2-D).
+bool packed_fits(const torch::nn::LinearImpl& linear, const at::Tensor& x) {
   const auto& w = linear.weight;
-  return onednn::linear_available() && !at::GradMode::is_enabled() && x.device().is_cpu() &&
+  return packed_gemm() != Gemm::kNone && !at::GradMode::is_enabled() && x.device().is_cpu() &&
          x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && w.device().is_cpu() &&
          x.numel() > 0 && (!linear.bias.defined() || linear.bias.scalar_type() == at::kFloat);
 }
 
-// The layer's weight packed for oneDNN, when x can run there.
-std::optional<at::Tensor> onednn_weight(const torch::nn::LinearImpl& linear, const at::Tensor& x,
+// weight (out, in) packed for the GEMM, for x's rows.
+at::Tensor pack(const at::Tensor& weight, const at::Tensor& x) {
+  return packed_gemm() == Gemm::kMkl ? mkl::pack_linear(weight, x.numel() / x.size(-1))
+                                     : onednn::pack_linear(weight);
+}
+
+// rows (n, in) times the packed (out, in) weight, plus bias; with `gelu`, the exact GELU of that,
+// inside the GEMM's pass over the output.
+at::Tensor packed_linear(const at::Tensor& rows, const at::Tensor& packed, int64_t out_features,
+                         const at::Tensor& bias, bool gelu = false) {
+  return packed_gemm() == Gemm::kMkl ? mkl::linear(rows, packed, out_features, bias, gelu)
+                                     : onednn::linear(rows, packed, bias, gelu);
+}
+
+// The layer's packed weight, when x can run there.
+std::optional<at::Tensor> packed_weight(const torch::nn::LinearImpl& linear, const at::Tensor& x,
                                         PackedLinear* packed) {
-  if (!packed || !onednn_fits(linear, x)) return std::nullopt;
+  if (!packed || !packed_fits(linear, x)) return std::nullopt;
   const auto& w = linear.weight;
-  return packed->get({&w}, [&] { return onednn::pack_linear(w); });
+  return packed->get({&w}, [&] { return pack(w, x); });
 }
 
 // x (contiguous, at least 2-D) viewed as rows of its last dimension, through `run` (rows ->
@@ -42,9 +82,10 @@ torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Te
                             PackedLinear* packed) {
   const auto& w = linear.weight;
   if (x.dim() < 2 || !x.is_contiguous()) return at::linear(x, w, linear.bias);
-  const auto weight = onednn_weight(linear, x, packed);
+  const auto weight = packed_weight(linear, x, packed);
   return on_rows(x, w.size(0), [&](const at::Tensor& rows) {
-    return weight ? onednn::linear(rows, *weight, linear.bias) : at::linear(rows, w, linear.bias);
+    return weight ? packed_linear(rows, *weight, w.size(0), linear.bias)
+                  : at::linear(rows, w, linear.bias);
   });
 }
 
@@ -57,30 +98,30 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
   const int64_t in = x.size(-1);
   const std::array<const torch::nn::LinearImpl*, 3> layers{&a, &b, &c};
   for (const auto* layer : layers) {
-    if (!onednn_fits(*layer, x) || layer->weight.size(1) != in ||
+    if (!packed_fits(*layer, x) || layer->weight.size(1) != in ||
         layer->bias.defined() != a.bias.defined()) {
       return std::nullopt;
     }
   }
   const auto kept = cache->get({&a.weight, &a.bias, &b.weight, &b.bias, &c.weight, &c.bias}, [&] {
     const auto weight = at::cat({a.weight, b.weight, c.weight});
-    return PackedStack{onednn::pack_linear(weight),
+    return PackedStack{pack(weight, x),
                        a.bias.defined() ? at::cat({a.bias, b.bias, c.bias}) : at::Tensor()};
   });
   if (!kept) return std::nullopt;
-  return on_rows(x, a.weight.size(0) + b.weight.size(0) + c.weight.size(0),
-                 [&](const at::Tensor& rows) {
-                   return onednn::linear(rows, kept->packed, kept->bias);
-                 });
+  const int64_t out = a.weight.size(0) + b.weight.size(0) + c.weight.size(0);
+  return on_rows(x, out, [&](const at::Tensor& rows) {
+    return packed_linear(rows, kept->packed, out, kept->bias);
+  });
 }
 
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
                                                 const torch::Tensor& x, PackedLinear* packed) {
   if (x.dim() < 2 || !x.is_contiguous()) return std::nullopt;
-  const auto weight = onednn_weight(linear, x, packed);
+  const auto weight = packed_weight(linear, x, packed);
   if (!weight) return std::nullopt;
   return on_rows(x, linear.weight.size(0), [&](const at::Tensor& rows) {
-    return onednn::linear(rows, *weight, linear.bias, /*gelu=*/true);
+    return packed_linear(rows, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
   });
 }
 

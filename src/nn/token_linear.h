@@ -4,7 +4,8 @@
 // pass over the output and one more parallel region per layer. Where LibTorch has oneDNN's linear
 // (nn/onednn.h) a float32 CPU layer runs there, with its weight packed once into oneDNN's blocked
 // layout (kept in a PackedLinear, beside the weight: one more copy of the Linear weights in
-// memory); elsewhere addmm. Same function; the rounding differs from at::linear's by about an ulp
+// memory); with RMT_CPU_LINEAR=mkl (or without oneDNN) MKL's packed GEMM (nn/mkl_gemm.h) the same
+// way; elsewhere addmm. Same function; the rounding differs from at::linear's by about an ulp
 // (another summation order).
 
 #include <ATen/core/Tensor.h>
@@ -16,7 +17,7 @@
 
 namespace rmt::nn::detail {
 
-// A Linear weight in oneDNN's packed layout.
+// A Linear weight in the packed layout of oneDNN or MKL.
 class PackedLinear : public DerivedWeights<at::Tensor> {};
 
 // linear(x) over the last dimension of x. `packed` (optional): the layer's packed-weight cache,
@@ -25,14 +26,14 @@ class PackedLinear : public DerivedWeights<at::Tensor> {};
 torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
                             PackedLinear* packed = nullptr);
 
-// Linear layers that read the same input, their weights stacked and packed for oneDNN as one.
+// Linear layers that read the same input, their weights stacked and packed for the packed GEMM as one.
 struct PackedStack {
   at::Tensor packed, bias;
 };
 class PackedLinearStack : public DerivedWeights<PackedStack> {};
 
 // The layers a, b and c (same input features) on x as one GEMM over their stacked weights, where
-// linear_tokens would run oneDNN's linear for each: the (..., out_a + out_b + out_c) output, whose
+// linear_tokens would run the packed GEMM for each: the (..., out_a + out_b + out_c) output, whose
 // channel slices are the three outputs (one read of x, one parallel region instead of three).
 // nullopt where it would not (or the biases are not all defined or all absent).
 std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& a,
@@ -41,8 +42,8 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
                                                    const torch::Tensor& x,
                                                    PackedLinearStack* cache);
 
-// gelu(linear(x)) (the exact GELU) with the GELU inside oneDNN's GEMM, where linear_tokens would
-// run oneDNN's linear; nullopt where it would not (the caller applies its own GELU then).
+// gelu(linear(x)) (the exact GELU) with the GELU inside the packed GEMM's pass over its output,
+// where linear_tokens would run one; nullopt where it would not (the caller applies its own GELU).
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
                                                 const torch::Tensor& x, PackedLinear* packed);
 

@@ -128,39 +128,68 @@ RMT_ALWAYS_INLINE VecT<double> vexp_nonpos(const VecT<double>& arg) {
   return p * (V)bits;
 }
 
-// erf for float vectors: Abramowitz & Stegun 7.1.26, erf(z) = 1 - t (a1 + t (a2 + ... a5 t)) e^-z^2
-// with t = 1 / (1 + p z) for z >= 0, the sign restored after; absolute error below 1.5e-7, the
-// formula (and accuracy) of LibTorch's own vectorized float erf behind at::gelu.
-RMT_ALWAYS_INLINE VecT<float> verf(const VecT<float>& x) {
-  using V = VecT<float>;
-  const V z = vabs<float>(x);
-  const V t = 1.0f / (1.0f + 0.3275911f * z);
-  V poly = vbcast(1.061405429f);
+// erf for float vectors (V of any width, I the int32 vector of that width): Abramowitz & Stegun
+// 7.1.26, erf(z) = 1 - t (a1 + t (a2 + ... a5 t)) e^-z^2 with t = 1 / (1 + p z) for z >= 0, the
+// sign restored after; absolute error below 1.5e-7, the formula (and accuracy) of LibTorch's own
+// vectorized float erf behind at::gelu.
+// 1 / d for float vectors of 16, 32 or 64 bytes: the hardware estimate (12 or 14 bits) and one
+// Newton step (22 bits or more), a fifth of a division's cost (the division bound erf's throughput).
+// Each estimate is compiled for the ISA its width needs; plain inline (not always_inline), so that
+// only the flattened kernels of that ISA inline it, never a generic helper on the way.
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define RMT_HAVE_RCP_ESTIMATE 1
+inline VecN<float, 16> rcp_estimate(VecN<float, 16> d) { return __builtin_ia32_rcpps(d); }
+__attribute__((target("avx"))) inline VecN<float, 32> rcp_estimate(VecN<float, 32> d) {
+  return __builtin_ia32_rcpps256(d);
+}
+__attribute__((target("avx512f"))) inline VecN<float, 64> rcp_estimate(VecN<float, 64> d) {
+  return __builtin_ia32_rcp14ps512_mask(d, VecN<float, 64>{}, static_cast<unsigned short>(-1));
+}
+#endif
+template <class V>
+RMT_ALWAYS_INLINE V vrecip(const V& d) {
+#if defined(RMT_HAVE_RCP_ESTIMATE)
+  const V e = rcp_estimate(d);
+  return e * (2.0f - d * e);
+#else
+  return 1.0f / d;
+#endif
+}
+
+template <class V, class I>
+RMT_ALWAYS_INLINE V verf_of(const V& x) {
+  const V z = x < 0 ? -x : x;
+  const V t = vrecip(1.0f + 0.3275911f * z);
+  V poly = V{} + 1.061405429f;
   poly = poly * t - 1.453152027f;
   poly = poly * t + 1.421413741f;
   poly = poly * t - 0.284496736f;
   poly = poly * t + 0.254829592f;
-  const V r = 1.0f - poly * t * vexp_nonpos(-(z * z));
+  const V r = 1.0f - poly * t * vexp_nonpos_of<V, I>(-(z * z));
   return x < 0 ? -r : r;
 }
 
-// The exact GELU, x / 2 (1 + erf(x / sqrt 2)), over n elements (vectors, then a scalar tail).
-RMT_ALWAYS_INLINE void gelu(const float* __restrict in, float* __restrict out, int64_t n) {
-  using V = VecT<float>;
-  constexpr int W = Simd<float>::W;
+// The exact GELU, x / 2 (1 + erf(x / sqrt 2)), over n elements: vectors of Bytes bytes (the
+// caller's variant's: 16, 32 or 64), then a scalar tail.
+template <int Bytes>
+RMT_ALWAYS_INLINE void gelu(const float* in, float* out, int64_t n) {  // in == out allowed
+  using V = VecN<float, Bytes>;
+  using I = VecN<int32_t, Bytes>;
+  constexpr int W = Bytes / sizeof(float);
   int64_t i = 0;
   for (; i + W <= n; i += W) {
-    const V x = vload(in + i);
-    vstore(out + i, 0.5f * x * (1.0f + verf(x * 0.70710678118654752f)));
+    const V x = vload<float, V>(in + i);
+    vstore(out + i, 0.5f * x * (1.0f + verf_of<V, I>(x * 0.70710678118654752f)));
   }
   for (; i < n; ++i) {
-    V x = vbcast(in[i]);
-    x = 0.5f * x * (1.0f + verf(x * 0.70710678118654752f));
+    V x = V{} + in[i];
+    x = 0.5f * x * (1.0f + verf_of<V, I>(x * 0.70710678118654752f));
     out[i] = x[0];
   }
 }
 
 // Double: libm's erf, element by element (double is for parity checks, not for speed).
+template <int Bytes>
 inline void gelu(const double* __restrict in, double* __restrict out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = 0.5 * in[i] * (1.0 + std::erf(in[i] * 0.70710678118654752440));
 }

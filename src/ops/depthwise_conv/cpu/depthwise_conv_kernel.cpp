@@ -200,7 +200,7 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
     } else if (flat >= row1) {
       std::memcpy(slot, halo_below + (flat - row1) * row_size, row_size * sizeof(A));
     } else if (ACTIVATE) {
-      cpu::gelu(h_data + flat * row_size, slot, row_size);
+      cpu::gelu<VB>(h_data + flat * row_size, slot, row_size);
     } else {
       std::memcpy(slot, h_data + flat * row_size, row_size * sizeof(A));
     }
@@ -245,7 +245,7 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
   }                                                                                                \
   template <class A>                                                                               \
   ATTR RMT_FLATTEN void gelu_##SUFFIX(const A* in, A* out, int64_t n) {                            \
-    cpu::gelu(in, out, n);                                                                         \
+    cpu::gelu<4 * W>(in, out, n);                                                                  \
   }
 
 RMT_DEFINE_LANE_VARIANTS(RMT_DEFINE_VARIANT)

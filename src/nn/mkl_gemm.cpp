@@ -1,0 +1,104 @@
+#include "nn/mkl_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <dlfcn.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <new>
+
+#include "ops/cpu/bias_gelu.h"
+
+namespace rmt::nn::detail::mkl {
+
+namespace {
+
+// CBLAS's enumerators (mkl_cblas.h), and MKL_INT of the LP64 interface.
+using MklInt = int;
+// Rows of a thread's share at least (MKL's microkernel takes several rows at a time).
+constexpr int64_t kRowsPerTask = 16;
+// Output floats of one block (512 KiB: a quarter of the L2 of a current server core).
+constexpr int64_t kBlockFloats = 131072;
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162, kPacked = 151;
+
+struct Functions {
+  size_t (*pack_get_size)(int identifier, MklInt m, MklInt n, MklInt k) = nullptr;
+  void (*pack)(int layout, int identifier, int trans, MklInt m, MklInt n, MklInt k, float alpha,
+               const float* src, MklInt ld, float* dest) = nullptr;
+  void (*compute)(int layout, MklInt transa, MklInt transb, MklInt m, MklInt n, MklInt k,
+                  const float* a, MklInt lda, const float* b, MklInt ldb, float beta, float* c,
+                  MklInt ldc) = nullptr;
+  bool complete() const { return pack_get_size && pack && compute; }
+};
+
+const Functions& functions() {
+  static const Functions f = [] {
+    Functions r;
+    r.pack_get_size = reinterpret_cast<decltype(r.pack_get_size)>(
+        dlsym(RTLD_DEFAULT, "cblas_sgemm_pack_get_size"));
+    r.pack = reinterpret_cast<decltype(r.pack)>(dlsym(RTLD_DEFAULT, "cblas_sgemm_pack"));
+    r.compute = reinterpret_cast<decltype(r.compute)>(dlsym(RTLD_DEFAULT, "cblas_sgemm_compute"));
+    return r;
+  }();
+  return f;
+}
+
+MklInt mkl_int(int64_t v, const char* what) {
+  TORCH_CHECK(v >= 0 && v <= INT_MAX,
+              fmt::format("MKL linear: {} {} exceeds MKL's 32-bit sizes", what, v));
+  return static_cast<MklInt>(v);
+}
+
+}  // namespace
+
+bool available() { return functions().complete(); }
+
+at::Tensor pack_linear(const at::Tensor& weight, int64_t rows) {
+  const auto& f = functions();
+  const auto w = weight.contiguous();
+  const MklInt n = mkl_int(w.size(0), "out_features"), k = mkl_int(w.size(1), "in_features");
+  const MklInt m = mkl_int(std::max<int64_t>(rows, 1), "rows");
+  const size_t bytes = f.pack_get_size(kBMatrix, m, n, k);
+  // MKL sizes the buffer for its largest blocking (several MB even for a small weight) and writes
+  // a fraction of it: mapped pages are resident only once written.
+  void* buffer = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (buffer == MAP_FAILED) throw std::bad_alloc();
+  f.pack(kRowMajor, kBMatrix, kTrans, m, n, k, 1.0f, w.data_ptr<float>(), k,
+         static_cast<float*>(buffer));
+  return at::from_blob(
+      buffer, {static_cast<int64_t>(bytes)}, [bytes](void* p) { munmap(p, bytes); },
+      at::TensorOptions().dtype(at::kByte));
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                  const at::Tensor& bias, bool gelu) {
+  const MklInt m = mkl_int(x.size(0), "rows"), k = mkl_int(x.size(1), "in_features");
+  const MklInt n = mkl_int(out_features, "out_features");
+  auto y = at::empty({m, n}, x.options());
+  if (m == 0) return y;
+  float* out = y.data_ptr<float>();
+  const float* a = x.data_ptr<float>();
+  const auto* b = static_cast<const float*>(packed.data_ptr());
+  const auto bc = bias.defined() ? bias.contiguous() : bias;
+  const float* bp = bc.defined() ? bc.data_ptr<float>() : nullptr;
+  // One parallel region: each thread runs MKL (sequential inside a region) on blocks of its share
+  // of the rows, each block small enough that its bias and GELU are applied while it is in cache.
+  const int64_t block = std::max<int64_t>(kRowsPerTask, kBlockFloats / n);
+  at::parallel_for(0, m, kRowsPerTask, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; i += block) {
+      const int64_t rows = std::min(block, r1 - i);
+      functions().compute(kRowMajor, kNoTrans, kPacked, static_cast<MklInt>(rows), n, k,
+                          a + i * k, k, b, n, 0.0f, out + i * n, n);
+      ops::cpu::add_bias_gelu(out + i * n, rows, n, bp, gelu);
+    }
+  });
+  return y;
+}
+
+}  // namespace rmt::nn::detail::mkl

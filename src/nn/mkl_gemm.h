@@ -1,0 +1,32 @@
+#pragma once
+// MKL's packed GEMM (cblas_sgemm_pack / cblas_sgemm_compute) for the Linear layers at inference,
+// found at run time in the LibTorch the library runs with: PyPI's and pytorch.org's LibTorch link
+// MKL in and export these functions; Debian's (OpenBLAS) has none, and available() is false.
+//
+// Why beside oneDNN's packed linear (nn/onednn.h): a call costs ~2 us instead of ~14 us plus
+// oneDNN's serial set-up (~30 us between parallel regions, long enough for the OpenMP workers of a
+// 2-thread run to fall asleep), and its kernel is faster on most of RMT's layer shapes. In the
+// model it wins at batch 1 and loses at batch 16 (more fresh pages faulted per forward, not yet
+// understood), so it runs only where RMT_CPU_LINEAR=mkl asks for it, or where oneDNN's is missing
+// (nn/token_linear.cpp).
+// Float32 CPU tensors only.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace rmt::nn::detail::mkl {
+
+bool available();
+
+// weight (out, in) packed as the right operand of x (rows, in) times weight^T, blocked for `rows`
+// rows (any row count works with it): an opaque byte tensor, its pages mapped as MKL writes them.
+at::Tensor pack_linear(const at::Tensor& weight, int64_t rows);
+
+// x (rows, in), contiguous, times the packed (out, in) weight, plus bias (may be undefined):
+// (rows, out); with `gelu`, the exact GELU of that, applied to each block of output rows while it
+// is in cache.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                  const at::Tensor& bias, bool gelu = false);
+
+}  // namespace rmt::nn::detail::mkl
