@@ -20,7 +20,7 @@ namespace {
 
 // The packed GEMM of the float32 layers: oneDNN's where the LibTorch has it (nn/onednn.h), else
 // MKL's (nn/mkl_gemm.h). RMT_CPU_LINEAR=mkl picks MKL's where both are there: faster at batch 1
-// (less serial work per call), slower at batch 16 here (benchmarks/RESULTS.md, session 20).
+// (less serial work per call), but more memory at batch 16 (nn/mkl_gemm.h).
 enum class Gemm { kMkl, kOnednn, kNone };
 Gemm packed_gemm() {
   static const Gemm gemm = [] {
