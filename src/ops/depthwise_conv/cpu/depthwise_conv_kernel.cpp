@@ -232,16 +232,14 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
     conv_rows<4 * W>(s, x, wt, bias, res, y, row0, row1);                                          \
   }                                                                                                \
   template <class A>                                                                               \
-  ATTR RMT_FLATTEN void gelu_conv_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,   \
-                                           int64_t row0, int64_t row1, const A* above,             \
-                                           const A* below) {                                       \
-    conv_rows_in_place<4 * W, true>(s, h, wt, bias, row0, row1, above, below);                     \
-  }                                                                                                \
-  template <class A>                                                                               \
-  ATTR RMT_FLATTEN void conv_self_##SUFFIX(const ConvShape& s, A* h, const A* wt, const A* bias,   \
-                                           int64_t row0, int64_t row1, const A* above,             \
-                                           const A* below) {                                       \
-    conv_rows_in_place<4 * W, false>(s, h, wt, bias, row0, row1, above, below);                    \
+  ATTR RMT_FLATTEN void conv_in_place_##SUFFIX(const ConvShape& s, A* h, const A* wt,              \
+                                               const A* bias, int64_t row0, int64_t row1,          \
+                                               const A* above, const A* below, bool activate) {    \
+    if (activate) {                                                                                \
+      conv_rows_in_place<4 * W, true>(s, h, wt, bias, row0, row1, above, below);                   \
+    } else {                                                                                       \
+      conv_rows_in_place<4 * W, false>(s, h, wt, bias, row0, row1, above, below);                  \
+    }                                                                                              \
   }                                                                                                \
   template <class A>                                                                               \
   ATTR RMT_FLATTEN void gelu_##SUFFIX(const A* in, A* out, int64_t n) {                            \
@@ -366,13 +364,8 @@ void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const 
         if (r0 >= r1) continue;
         const scalar_t* halo_above = above.data() + i * pad * row_size;
         const scalar_t* halo_below = below.data() + i * pad * row_size;
-        if (activate) {
-          RMT_CALL_LANE_VARIANT(gelu_conv, s, data, kw.wt.data(), kw.bias.data(), r0, r1,
-                               halo_above, halo_below);
-        } else {
-          RMT_CALL_LANE_VARIANT(conv_self, s, data, kw.wt.data(), kw.bias.data(), r0, r1,
-                               halo_above, halo_below);
-        }
+        RMT_CALL_LANE_VARIANT(conv_in_place, s, data, kw.wt.data(), kw.bias.data(), r0, r1,
+                              halo_above, halo_below, activate);
       }
     });
   });
