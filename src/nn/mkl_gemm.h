@@ -6,10 +6,10 @@
 // Why beside oneDNN's packed linear (nn/onednn.h): a call costs ~2 us instead of ~14 us plus
 // oneDNN's serial set-up (~30 us between parallel regions, long enough for the OpenMP workers of a
 // 2-thread run to fall asleep), and its kernel is as fast or faster on RMT's layer shapes. RMT-S on
-// this VM: +4% at batch 1 on 1 thread, +14% on 2; but at batch 16 3-8% slower on 1 thread and the
-// peak RSS a third higher (the heap grows forward after forward, with less live data than oneDNN's path:
-// fragmentation, cause not found). So it runs only where RMT_CPU_LINEAR=mkl asks for it, or where
-// oneDNN's is missing (nn/token_linear.cpp).
+// this VM: +4% at batch 1 on 1 thread, +14% on 2; but at batch 16 3-8% slower on 1 thread and
+// the peak RSS a third higher (the heap grows forward after forward, with less live data than
+// oneDNN's path: fragmentation, cause not found). So it runs only where RMT_CPU_LINEAR=mkl asks
+// for it, or where oneDNN's is missing (nn/token_linear.cpp).
 // Float32 CPU tensors only.
 
 #include <ATen/core/Tensor.h>

@@ -22,7 +22,9 @@ RMT_ALWAYS_INLINE void add_bias_gelu_impl(float* rows, int64_t count, int64_t n,
     float* row = rows + r * n;
     if (bias) {
       int64_t j = 0;
-      for (; j + W <= n; j += W) vstore(row + j, vload<float, V>(row + j) + vload<float, V>(bias + j));
+      for (; j + W <= n; j += W) {
+        vstore(row + j, vload<float, V>(row + j) + vload<float, V>(bias + j));
+      }
       for (; j < n; ++j) row[j] += bias[j];
     }
     if (gelu) cpu::gelu<4 * W>(row, row, n);

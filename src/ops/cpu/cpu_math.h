@@ -128,12 +128,9 @@ RMT_ALWAYS_INLINE VecT<double> vexp_nonpos(const VecT<double>& arg) {
   return p * (V)bits;
 }
 
-// erf for float vectors (V of any width, I the int32 vector of that width): Abramowitz & Stegun
-// 7.1.26, erf(z) = 1 - t (a1 + t (a2 + ... a5 t)) e^-z^2 with t = 1 / (1 + p z) for z >= 0, the
-// sign restored after; absolute error below 1.5e-7, the formula (and accuracy) of LibTorch's own
-// vectorized float erf behind at::gelu.
 // 1 / d for float vectors of 16, 32 or 64 bytes: the hardware estimate (12 or 14 bits) and one
-// Newton step (22 bits or more), a fifth of a division's cost (the division bound erf's throughput).
+// Newton step (22 bits or more), a fifth of a division's cost (the division bound erf's
+// throughput).
 // Each estimate is compiled for the ISA its width needs; plain inline (not always_inline), so that
 // only the flattened kernels of that ISA inline it, never a generic helper on the way.
 #if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
@@ -156,6 +153,10 @@ RMT_ALWAYS_INLINE V vrecip(const V& d) {
 #endif
 }
 
+// erf for float vectors (V of any width, I the int32 vector of that width): Abramowitz & Stegun
+// 7.1.26, erf(z) = 1 - t (a1 + t (a2 + ... a5 t)) e^-z^2 with t = 1 / (1 + p z) for z >= 0, the
+// sign restored after; absolute error below 1.5e-7, the formula (and accuracy) of LibTorch's own
+// vectorized float erf behind at::gelu.
 template <class V, class I>
 RMT_ALWAYS_INLINE V verf_of(const V& x) {
   const V z = x < 0 ? -x : x;
@@ -188,7 +189,8 @@ RMT_ALWAYS_INLINE void gelu(const float* in, float* out, int64_t n) {  // in == 
   }
 }
 
-// Double: libm's erf, element by element (double is for parity checks, not for speed).
+// Double: libm's erf, element by element (double is for parity checks, not for speed). Bytes is
+// unused: the kernels templated on their vector width call gelu<Bytes> for either type.
 template <int Bytes>
 inline void gelu(const double* __restrict in, double* __restrict out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = 0.5 * in[i] * (1.0 + std::erf(in[i] * 0.70710678118654752440));

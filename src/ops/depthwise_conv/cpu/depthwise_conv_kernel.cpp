@@ -175,7 +175,7 @@ RMT_ALWAYS_INLINE void conv_rows(const ConvShape& s, const A* x, const A* wt, co
   for (int64_t row = row0; row < row1; ++row) {
     rows_of(s, x, row / s.height, row % s.height, rows.data());
     conv_row_any<VB>(s, rows.data(), wt, bias, res ? res + row * row_size : nullptr,
-                 y + row * row_size);
+                     y + row * row_size);
   }
 }
 
@@ -218,7 +218,7 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
       rows[ki] = hh >= 0 && hh < s.height ? ring.data() + (hh % k) * row_size : nullptr;
     }
     conv_row_any<VB>(s, rows.data(), wt, bias, ring.data() + (h % k) * row_size,
-                 h_data + row * row_size);
+                     h_data + row * row_size);
   }
 }
 
@@ -304,8 +304,8 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
     const KernelWeights<scalar_t> kw(weight, bias, s.channels);
     const scalar_t* rp = rc.defined() ? rc.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, s.batch * s.height, grain, [&](int64_t row0, int64_t row1) {
-      RMT_CALL_LANE_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), kw.wt.data(), kw.bias.data(), rp,
-                           y.data_ptr<scalar_t>(), row0, row1);
+      RMT_CALL_LANE_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), kw.wt.data(), kw.bias.data(),
+                            rp, y.data_ptr<scalar_t>(), row0, row1);
     });
   });
   return y;
