@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 #include <torch/autograd.h>
 
+#include "nn/batch_chunks.h"
+
 namespace rmt::nn {
 
 namespace {
@@ -128,6 +130,41 @@ BasicLayerImpl::BasicLayerImpl(const BasicLayerOptions& options_) : options(opti
 }
 
 StageOutput BasicLayerImpl::forward_stage(const torch::Tensor& input) {
+  return run_in_chunks(input, /*keep_features=*/true);
+}
+
+torch::Tensor BasicLayerImpl::forward(const torch::Tensor& input) {
+  return run_in_chunks(input, /*keep_features=*/false).downsampled;
+}
+
+// At inference on the CPU, a few images at a time (batch_chunks.h), each chunk's outputs copied
+// into the batch's; every op is per image there (the BatchNorms are folded, in eval mode), so the
+// numbers are the same as the whole batch's.
+StageOutput BasicLayerImpl::run_in_chunks(const torch::Tensor& input, bool keep_features) {
+  const bool chunked = !policy_.literal() && !is_training() && !at::GradMode::is_enabled() &&
+                       input.device().is_cpu() && input.dim() == 4;
+  const int64_t batch = chunked ? input.size(0) : 0;
+  const int64_t chunk = chunked ? detail::images_per_chunk(input) : 0;
+  if (chunk >= batch) return run(input);
+  StageOutput output;
+  const auto place = [&](torch::Tensor& whole, const torch::Tensor& part, int64_t start) {
+    if (!whole.defined()) {
+      auto sizes = part.sizes().vec();
+      sizes[0] = batch;
+      whole = at::empty(sizes, part.options(), part.suggest_memory_format());
+    }
+    whole.narrow(0, start, part.size(0)).copy_(part);
+  };
+  for (int64_t start = 0; start < batch; start += chunk) {
+    const auto part = run(input.narrow(0, start, std::min(chunk, batch - start)));
+    place(output.downsampled, part.downsampled, start);
+    if (keep_features && downsample) place(output.features, part.features, start);
+  }
+  if (!keep_features || !downsample) output.features = output.downsampled;
+  return output;
+}
+
+StageOutput BasicLayerImpl::run(const torch::Tensor& input) {
   const auto height = input.size(1), width = input.size(2);
   torch::Tensor x = input;
   if (!blocks->is_empty()) {

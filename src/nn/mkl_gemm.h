@@ -6,10 +6,11 @@
 // Why beside oneDNN's packed linear (nn/onednn.h): a call costs ~2 us instead of ~14 us plus
 // oneDNN's serial set-up (~30 us between parallel regions, long enough for the OpenMP workers of a
 // 2-thread run to fall asleep), and its kernel is as fast or faster on RMT's layer shapes. RMT-S on
-// this VM: +4% at batch 1 on 1 thread, +14% on 2; but at batch 16 3-8% slower on 1 thread and
-// the peak RSS a third higher (the heap grows forward after forward, with less live data than
-// oneDNN's path: fragmentation, cause not found). So it runs only where RMT_CPU_LINEAR=mkl asks
-// for it, or where oneDNN's is missing (nn/token_linear.cpp).
+// this VM, with the stages run a few images at a time (nn/batch_chunks.h): +4% at batch 1 on 1
+// thread, +10% on 2, +2-4% at batch 16; peak RSS at batch 16 ~100 MB above oneDNN's path (it grows
+// with the rows a call: 20 MB with one image a chunk; not traced further). So it is the default
+// where LibTorch exports it;
+// RMT_CPU_LINEAR=onednn picks oneDNN's (nn/token_linear.cpp).
 // Float32 CPU tensors only.
 
 #include <ATen/core/Tensor.h>

@@ -1,10 +1,10 @@
 #pragma once
 // A Linear layer on (B, H, W, C) tokens at inference, as one 2-D GEMM with the bias inside it.
 // LibTorch's at::linear runs a 4-D input as a matmul followed by a separate bias add_: one more
-// pass over the output and one more parallel region per layer. Where LibTorch has oneDNN's linear
-// (nn/onednn.h) a float32 CPU layer runs there, with its weight packed once into oneDNN's blocked
+// pass over the output and one more parallel region per layer. Where LibTorch exports MKL's packed
+// GEMM (nn/mkl_gemm.h) a float32 CPU layer runs there, with its weight packed once into MKL's
 // layout (kept in a PackedLinear, beside the weight: one more copy of the Linear weights in
-// memory); with RMT_CPU_LINEAR=mkl (or without oneDNN) MKL's packed GEMM (nn/mkl_gemm.h) the same
+// memory); with RMT_CPU_LINEAR=onednn (or without MKL's) oneDNN's linear (nn/onednn.h) the same
 // way; elsewhere addmm. Same function; the rounding differs from at::linear's by about an ulp
 // (another summation order).
 

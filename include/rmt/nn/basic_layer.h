@@ -39,9 +39,11 @@ class BasicLayerImpl : public torch::nn::Module, public WithBackend {
   explicit BasicLayerImpl(const BasicLayerOptions& options);
   // In training, throws std::invalid_argument when a block's stochastic depth rate is outside [0, 1]
   // (a drop_path_rate the authors' training cannot use either; evaluation ignores the rates).
+  // At inference on the CPU, a batch runs a few images at a time, as many as keep an activation in
+  // the cache (RMT_CPU_BATCH_CHUNK: `off` for the whole batch, or a count): the same numbers.
   StageOutput forward_stage(const torch::Tensor& x);
   // The stage's output as the classifier consumes it (after downsampling).
-  torch::Tensor forward(const torch::Tensor& x) { return forward_stage(x).downsampled; }
+  torch::Tensor forward(const torch::Tensor& x);
   // This stage's and every module's in it.
   void set_backend(Backend backend) override;
 
@@ -49,6 +51,10 @@ class BasicLayerImpl : public torch::nn::Module, public WithBackend {
   RelPos2d Relpos{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   PatchMerging downsample{nullptr};  // null in the last stage
+
+ private:
+  StageOutput run_in_chunks(const torch::Tensor& x, bool keep_features);
+  StageOutput run(const torch::Tensor& x);  // the whole of x at once
 };
 TORCH_MODULE(BasicLayer);
 
