@@ -137,30 +137,23 @@ torch::Tensor BasicLayerImpl::forward(const torch::Tensor& input) {
   return run_in_chunks(input, /*keep_features=*/false).downsampled;
 }
 
-// At inference on the CPU, a few images at a time (batch_chunks.h), each chunk's outputs copied
-// into the batch's; every op is per image there (the BatchNorms are folded, in eval mode), so the
+// At inference on the CPU, a few images at a time (batch_chunks.h), the chunks' outputs then
+// concatenated; every op is per image there (the BatchNorms are folded, in eval mode), so the
 // numbers are the same as the whole batch's.
 StageOutput BasicLayerImpl::run_in_chunks(const torch::Tensor& input, bool keep_features) {
   const bool chunked = !policy_.literal() && !is_training() && !at::GradMode::is_enabled() &&
                        input.device().is_cpu() && input.dim() == 4;
-  const int64_t batch = chunked ? input.size(0) : 0;
-  const int64_t chunk = chunked ? detail::images_per_chunk(input) : 0;
-  if (chunk >= batch) return run(input);
+  const auto chunks = chunked ? detail::plan_batch_chunks(input) : detail::BatchChunks{};
+  if (chunks.count() <= 1) return run(input);
+  std::vector<torch::Tensor> downsampled(chunks.count()), features(chunks.count());
+  detail::run_batch_chunks(chunks, [&](int64_t i) {
+    auto part = run(input.narrow(0, chunks.starts[i], chunks.size(i)));
+    downsampled[i] = std::move(part.downsampled);
+    if (keep_features && downsample) features[i] = std::move(part.features);
+  });
   StageOutput output;
-  const auto place = [&](torch::Tensor& whole, const torch::Tensor& part, int64_t start) {
-    if (!whole.defined()) {
-      auto sizes = part.sizes().vec();
-      sizes[0] = batch;
-      whole = at::empty(sizes, part.options(), part.suggest_memory_format());
-    }
-    whole.narrow(0, start, part.size(0)).copy_(part);
-  };
-  for (int64_t start = 0; start < batch; start += chunk) {
-    const auto part = run(input.narrow(0, start, std::min(chunk, batch - start)));
-    place(output.downsampled, part.downsampled, start);
-    if (keep_features && downsample) place(output.features, part.features, start);
-  }
-  if (!keep_features || !downsample) output.features = output.downsampled;
+  output.downsampled = at::cat(downsampled);
+  output.features = keep_features && downsample ? at::cat(features) : output.downsampled;
   return output;
 }
 

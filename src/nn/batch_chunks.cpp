@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <fmt/format.h>
 
 namespace rmt::nn::detail {
@@ -46,17 +48,46 @@ int64_t budget_per_thread() {
   return budget;
 }
 
+// `count` chunks of near-equal size.
+BatchChunks equal_chunks(int64_t batch, int64_t count) {
+  BatchChunks chunks;
+  for (int64_t i = 0; i <= count; ++i) chunks.starts.push_back(i * batch / count);
+  return chunks;
+}
+
 }  // namespace
 
-int64_t images_per_chunk(const at::Tensor& stage_input) {
+BatchChunks plan_batch_chunks(const at::Tensor& stage_input) {
   const int64_t batch = stage_input.size(0);
   const int64_t forced = forced_chunk();
-  if (forced == kWholeBatch || batch <= 1) return std::max<int64_t>(batch, 1);
-  if (forced != kAuto) return std::min(forced, batch);
-  const int64_t image_bytes =
-      stage_input.numel() / batch * static_cast<int64_t>(stage_input.element_size());
-  const int64_t budget = budget_per_thread() * at::get_num_threads();
-  return std::clamp<int64_t>(budget / std::max<int64_t>(image_bytes, 1), 1, batch);
+  if (forced == kWholeBatch || batch <= 1) return equal_chunks(batch, 1);
+  const int64_t image_bytes = std::max<int64_t>(
+      stage_input.numel() / batch * static_cast<int64_t>(stage_input.element_size()), 1);
+  const int64_t per_thread =
+      forced != kAuto ? forced : std::max<int64_t>(budget_per_thread() / image_bytes, 1);
+  const int64_t threads = at::get_num_threads();
+  if (threads > 1 && batch >= threads) {
+    // Side by side, a multiple of the thread count, so that the threads finish together when
+    // nothing else runs.
+    const int64_t rounds = (batch + threads * per_thread - 1) / (threads * per_thread);
+    auto chunks = equal_chunks(batch, std::min(rounds * threads, batch));
+    chunks.side_by_side = true;
+    return chunks;
+  }
+  return equal_chunks(batch, (batch + per_thread - 1) / per_thread);
+}
+
+void run_batch_chunks(const BatchChunks& chunks, const std::function<void(int64_t)>& run) {
+  if (!chunks.side_by_side) {
+    for (int64_t i = 0; i < chunks.count(); ++i) run(i);
+    return;
+  }
+  const at::ThreadLocalState state;  // grad mode, inference mode, dispatch keys
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    at::ThreadLocalStateGuard guard(state);
+    for (int64_t i = next++; i < chunks.count(); i = next++) run(i);
+  });
 }
 
 }  // namespace rmt::nn::detail

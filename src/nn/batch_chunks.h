@@ -1,19 +1,34 @@
 #pragma once
-// How many images of a batch a stage runs at a time on the CPU at inference. A stage's ops each
+// How a stage runs a batch on the CPU at inference: a few images at a time. A stage's ops each
 // sweep the whole batch's activations; at batch 16 those outgrow the caches in the early stages
 // (RMT-S stage 1: 800 KB an image) and every op streams them from memory, while one image at a time
-// keeps them in L2. The later stages, with little activation and much weight, want the whole batch.
+// keeps them in L2. With several threads, the chunks can also run side by side, one thread each,
+// instead of every op splitting one chunk between the threads (fewer, longer parallel regions).
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
 namespace rmt::nn::detail {
 
-// Images per chunk for a stage whose input is `stage_input` (B, H, W, C): as many as keep one
-// activation of the chunk within half the L2 cache of each thread (at least 1, at most B).
-// RMT_CPU_BATCH_CHUNK overrides it: `off` (the whole batch) or a positive count; any other value
-// throws std::invalid_argument naming it.
-int64_t images_per_chunk(const at::Tensor& stage_input);
+struct BatchChunks {
+  std::vector<int64_t> starts;  // the first image of each chunk, then the batch size
+  bool side_by_side = false;    // the chunks on the threads, one thread each
+  int64_t count() const { return static_cast<int64_t>(starts.size()) - 1; }
+  int64_t size(int64_t i) const { return starts[i + 1] - starts[i]; }
+};
+
+// The chunks of a stage whose input is `stage_input` (B, H, W, C): as many images a chunk as keep
+// one activation within half of a core's L2 cache; side by side when there are several threads
+// and at least as many images. RMT_CPU_BATCH_CHUNK overrides the size: `off` (the whole batch, no
+// chunks) or a positive count; any other value throws std::invalid_argument naming it.
+BatchChunks plan_batch_chunks(const at::Tensor& stage_input);
+
+// run(i) for every chunk: in order on this thread, or side by side on LibTorch's intra-op threads
+// (each takes the next chunk when done, so a thread that the system deschedules holds up no other),
+// with this thread's grad mode and dispatch state. Rethrows the first exception.
+void run_batch_chunks(const BatchChunks& chunks, const std::function<void(int64_t)>& run);
 
 }  // namespace rmt::nn::detail
