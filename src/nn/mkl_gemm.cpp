@@ -23,6 +23,8 @@ using MklInt = int;
 constexpr int64_t kRowsPerTask = 16;
 // Output floats of one block (512 KiB: a quarter of the L2 of a current server core).
 constexpr int64_t kBlockFloats = 131072;
+// Output floats of one task of the bias/GELU pass at least (64 KiB: worth a thread's start).
+constexpr int64_t kEpilogueFloats = 16384;
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162, kPacked = 151;
 
 struct Functions {
@@ -86,8 +88,20 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_fea
   const auto* b = static_cast<const float*>(packed.data_ptr());
   const auto bc = bias.defined() ? bias.contiguous() : bias;
   const float* bp = bc.defined() ? bc.data_ptr<float>() : nullptr;
-  // One parallel region: each thread runs MKL (sequential inside a region) on blocks of its share
-  // of the rows, each block small enough that its bias and GELU are applied while it is in cache.
+  // Several threads, outside a parallel region: MKL threads the GEMM itself (it splits the columns
+  // where the rows are few, so that each thread streams part of the weight, not all of it), then
+  // one pass applies bias and GELU. RMT-S batch 1 on 2 threads: +8% over splitting the rows.
+  if (at::get_num_threads() > 1 && !at::in_parallel_region()) {
+    functions().compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, k, b, n, 0.0f, out, n);
+    if (bp || gelu) {
+      at::parallel_for(0, m, std::max<int64_t>(1, kEpilogueFloats / n), [&](int64_t r0, int64_t r1) {
+        ops::cpu::add_bias_gelu(out + r0 * n, r1 - r0, n, bp, gelu);
+      });
+    }
+    return y;
+  }
+  // One thread, or inside a region (batch chunks side by side: MKL runs sequential there): blocks
+  // of rows, each small enough that its bias and GELU are applied while it is in cache.
   const int64_t block = std::max<int64_t>(kRowsPerTask, kBlockFloats / n);
   at::parallel_for(0, m, kRowsPerTask, [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; i += block) {
