@@ -20,6 +20,10 @@ RMT_ALWAYS_INLINE void add_bias_gelu_impl(float* rows, int64_t count, int64_t n,
   using V = VecN<float, 4 * W>;
   for (int64_t r = 0; r < count; ++r) {
     float* row = rows + r * n;
+    if (gelu) {  // one pass: the bias added as the row is loaded
+      cpu::gelu<4 * W>(row, row, n, bias);
+      continue;
+    }
     if (bias) {
       int64_t j = 0;
       for (; j + W <= n; j += W) {
@@ -27,7 +31,6 @@ RMT_ALWAYS_INLINE void add_bias_gelu_impl(float* rows, int64_t count, int64_t n,
       }
       for (; j < n; ++j) row[j] += bias[j];
     }
-    if (gelu) cpu::gelu<4 * W>(row, row, n);
   }
 }
 

@@ -170,23 +170,27 @@ RMT_ALWAYS_INLINE V verf_of(const V& x) {
   return x < 0 ? -r : r;
 }
 
-// The exact GELU, x / 2 (1 + erf(x / sqrt 2)), over n elements: vectors of Bytes bytes (the
-// caller's variant's: 16, 32 or 64), then a scalar tail.
+// The exact GELU, x / 2 (1 + erf(x / sqrt 2)), of a float vector.
+template <class V, class I>
+RMT_ALWAYS_INLINE V vgelu_of(const V& x) {
+  return 0.5f * x * (1.0f + verf_of<V, I>(x * 0.70710678118654752f));
+}
+
+// out = GELU(in + bias) over n elements (bias may be null): vectors of Bytes bytes (the caller's
+// variant's: 16, 32 or 64), then a scalar tail.
 template <int Bytes>
-RMT_ALWAYS_INLINE void gelu(const float* in, float* out, int64_t n) {  // in == out allowed
+RMT_ALWAYS_INLINE void gelu(const float* in, float* out, int64_t n,  // in == out allowed
+                            const float* bias = nullptr) {
   using V = VecN<float, Bytes>;
   using I = VecN<int32_t, Bytes>;
   constexpr int W = Bytes / sizeof(float);
   int64_t i = 0;
   for (; i + W <= n; i += W) {
-    const V x = vload<float, V>(in + i);
-    vstore(out + i, 0.5f * x * (1.0f + verf_of<V, I>(x * 0.70710678118654752f)));
+    V x = vload<float, V>(in + i);
+    if (bias) x += vload<float, V>(bias + i);
+    vstore(out + i, vgelu_of<V, I>(x));
   }
-  for (; i < n; ++i) {
-    V x = V{} + in[i];
-    x = 0.5f * x * (1.0f + verf_of<V, I>(x * 0.70710678118654752f));
-    out[i] = x[0];
-  }
+  for (; i < n; ++i) out[i] = vgelu_of<V, I>(V{} + (bias ? in[i] + bias[i] : in[i]))[0];
 }
 
 // Double: libm's erf, element by element (double is for parity checks, not for speed). Bytes is

@@ -13,19 +13,32 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "ops/cpu/cpu_simd.h"
 
 namespace rmt::ops::layer_norm {
 namespace {
 
-// Rows [row0, row1) of width C: x[r] += branch[r] (when branch), y[r] = norm(x[r]) * w + b.
-template <class A>
+// Sum of the lanes of v, halving (log2 W dependent adds, not W).
+template <class A, class V, int W>
+RMT_ALWAYS_INLINE A lane_sum(const V& v) {
+  A t[W];
+  std::memcpy(t, &v, sizeof(t));
+  for (int half = W / 2; half >= 1; half /= 2) {
+    for (int i = 0; i < half; ++i) t[i] += t[i + half];
+  }
+  return t[0];
+}
+
+// Rows [row0, row1) of width C: x[r] += branch[r] (when branch), y[r] = norm(x[r]) * w + b, in
+// vectors of Bytes bytes (the variant's: 16, 32 or 64).
+template <class A, int Bytes>
 RMT_ALWAYS_INLINE void rows_impl(A* __restrict x, const A* __restrict branch, const A* __restrict w,
                                  const A* __restrict b, A* __restrict y, int64_t C, A eps,
                                  int64_t row0, int64_t row1) {
-  using V = cpu::VecT<A>;
-  constexpr int W = cpu::Simd<A>::W;
+  using V = cpu::VecN<A, Bytes>;
+  constexpr int W = Bytes / sizeof(A);
   const int64_t Cv = C / W * W;
   for (int64_t r = row0; r < row1; ++r) {
     A* xr = x + r * C;
@@ -35,41 +48,42 @@ RMT_ALWAYS_INLINE void rows_impl(A* __restrict x, const A* __restrict branch, co
     if (branch) {
       const A* br = branch + r * C;
       for (int64_t c = 0; c < Cv; c += W) {
-        const V v = cpu::vload(xr + c) + cpu::vload(br + c);
+        const V v = cpu::vload<A, V>(xr + c) + cpu::vload<A, V>(br + c);
         cpu::vstore(xr + c, v);
         vs += v;
       }
       for (int64_t c = Cv; c < C; ++c) sum += (xr[c] = xr[c] + br[c]);
     } else {
-      for (int64_t c = 0; c < Cv; c += W) vs += cpu::vload(xr + c);
+      for (int64_t c = 0; c < Cv; c += W) vs += cpu::vload<A, V>(xr + c);
       for (int64_t c = Cv; c < C; ++c) sum += xr[c];
     }
-    const A mean = (cpu::hsum<A>(vs) + sum) / static_cast<A>(C);
-    const V vmean = cpu::vbcast(mean);
+    const A mean = (lane_sum<A, V, W>(vs) + sum) / static_cast<A>(C);
+    const V vmean = V{} + mean;
     V vq = {};
     A sq = 0;
     for (int64_t c = 0; c < Cv; c += W) {
-      const V d = cpu::vload(xr + c) - vmean;
+      const V d = cpu::vload<A, V>(xr + c) - vmean;
       vq += d * d;
     }
     for (int64_t c = Cv; c < C; ++c) sq += (xr[c] - mean) * (xr[c] - mean);
-    const A rstd = A(1) / std::sqrt((cpu::hsum<A>(vq) + sq) / static_cast<A>(C) + eps);
-    const V vrstd = cpu::vbcast(rstd);
+    const A rstd = A(1) / std::sqrt((lane_sum<A, V, W>(vq) + sq) / static_cast<A>(C) + eps);
+    const V vrstd = V{} + rstd;
     for (int64_t c = 0; c < Cv; c += W) {
-      const V n = (cpu::vload(xr + c) - vmean) * vrstd;
-      cpu::vstore(yr + c, n * cpu::vload(w + c) + cpu::vload(b + c));
+      const V n = (cpu::vload<A, V>(xr + c) - vmean) * vrstd;
+      cpu::vstore(yr + c, n * cpu::vload<A, V>(w + c) + cpu::vload<A, V>(b + c));
     }
     for (int64_t c = Cv; c < C; ++c) yr[c] = (xr[c] - mean) * rstd * w[c] + b[c];
   }
 }
 
-#define RMT_DEFINE_VARIANT(SUFFIX, ATTR)                                                          \
-  template <class A>                                                                              \
-  ATTR RMT_FLATTEN void rows_##SUFFIX(A* x, const A* branch, const A* w, const A* b, A* y,        \
-                                      int64_t C, A eps, int64_t row0, int64_t row1) {             \
-    rows_impl(x, branch, w, b, y, C, eps, row0, row1);                                            \
+// Baseline, AVX2 and AVX-512 variants (cpu_simd.h); W: their float lanes.
+#define RMT_DEFINE_VARIANT(SUFFIX, ATTR, W)                                                        \
+  template <class A>                                                                               \
+  ATTR RMT_FLATTEN void rows_##SUFFIX(A* x, const A* branch, const A* w, const A* b, A* y,         \
+                                      int64_t C, A eps, int64_t row0, int64_t row1) {              \
+    rows_impl<A, 4 * W>(x, branch, w, b, y, C, eps, row0, row1);                                   \
   }
-RMT_DEFINE_ISA_VARIANTS(RMT_DEFINE_VARIANT)
+RMT_DEFINE_LANE_VARIANTS(RMT_DEFINE_VARIANT)
 #undef RMT_DEFINE_VARIANT
 
 }  // namespace
@@ -99,7 +113,7 @@ at::Tensor add_layer_norm_cpu(const at::Tensor& x, const at::Tensor& branch,
     scalar_t* yp = y.data_ptr<scalar_t>();
     const auto e = static_cast<scalar_t>(eps);
     at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-      RMT_CALL_ISA_VARIANT(rows, xp, bp, wp, bb, yp, C, e, r0, r1);
+      RMT_CALL_LANE_VARIANT(rows, xp, bp, wp, bb, yp, C, e, r0, r1);
     });
   });
   return y;
