@@ -94,7 +94,8 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_fea
   if (at::get_num_threads() > 1 && !at::in_parallel_region()) {
     functions().compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, k, b, n, 0.0f, out, n);
     if (bp || gelu) {
-      at::parallel_for(0, m, std::max<int64_t>(1, kEpilogueFloats / n), [&](int64_t r0, int64_t r1) {
+      const int64_t grain = std::max<int64_t>(1, kEpilogueFloats / n);
+      at::parallel_for(0, m, grain, [&](int64_t r0, int64_t r1) {
         ops::cpu::add_bias_gelu(out + r0 * n, r1 - r0, n, bp, gelu);
       });
     }

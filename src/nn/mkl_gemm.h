@@ -9,8 +9,8 @@
 // this VM, with the stages run a few images at a time (nn/batch_chunks.h): +4% at batch 1 on 1
 // thread, +10% on 2, +2-4% at batch 16; peak RSS ~100 MB above oneDNN's path at batch 16 (20 MB
 // with one image a chunk) and ~75 MB in the dense backbone at 1024x1024 (not traced further). So
-// it is the default where LibTorch exports it;
-// RMT_CPU_LINEAR=onednn picks oneDNN's (nn/token_linear.cpp).
+// it is the default where LibTorch exports it; RMT_CPU_LINEAR=onednn picks oneDNN's
+// (nn/token_linear.cpp).
 // Float32 CPU tensors only.
 
 #include <ATen/core/Tensor.h>
