@@ -136,6 +136,18 @@ RMT_ALWAYS_INLINE A hsum(const VecT<A>& v) {
   for (int u = 0; u < Simd<A>::W; ++u) r += v[u];
   return r;
 }
+// Sum of the lanes of a vector of any width (VecN), halving: log2(lanes) dependent adds, not one
+// per lane.
+template <class A, class V>
+RMT_ALWAYS_INLINE A lane_sum(const V& v) {
+  constexpr int W = sizeof(V) / sizeof(A);
+  A t[W];
+  __builtin_memcpy(t, &v, sizeof(t));
+  for (int half = W / 2; half >= 1; half /= 2) {
+    for (int i = 0; i < half; ++i) t[i] += t[i + half];
+  }
+  return t[0];
+}
 template <class A>
 RMT_ALWAYS_INLINE A hmax(const VecT<A>& v) {
   A r = v[0];

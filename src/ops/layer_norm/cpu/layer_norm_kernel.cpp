@@ -13,23 +13,11 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "ops/cpu/cpu_simd.h"
 
 namespace rmt::ops::layer_norm {
 namespace {
-
-// Sum of the lanes of v, halving (log2 W dependent adds, not W).
-template <class A, class V, int W>
-RMT_ALWAYS_INLINE A lane_sum(const V& v) {
-  A t[W];
-  std::memcpy(t, &v, sizeof(t));
-  for (int half = W / 2; half >= 1; half /= 2) {
-    for (int i = 0; i < half; ++i) t[i] += t[i + half];
-  }
-  return t[0];
-}
 
 // Rows [row0, row1) of width C: x[r] += branch[r] (when branch), y[r] = norm(x[r]) * w + b, in
 // vectors of Bytes bytes (the variant's: 16, 32 or 64).
@@ -57,7 +45,7 @@ RMT_ALWAYS_INLINE void rows_impl(A* __restrict x, const A* __restrict branch, co
       for (int64_t c = 0; c < Cv; c += W) vs += cpu::vload<A, V>(xr + c);
       for (int64_t c = Cv; c < C; ++c) sum += xr[c];
     }
-    const A mean = (lane_sum<A, V, W>(vs) + sum) / static_cast<A>(C);
+    const A mean = (cpu::lane_sum<A, V>(vs) + sum) / static_cast<A>(C);
     const V vmean = V{} + mean;
     V vq = {};
     A sq = 0;
@@ -66,7 +54,7 @@ RMT_ALWAYS_INLINE void rows_impl(A* __restrict x, const A* __restrict branch, co
       vq += d * d;
     }
     for (int64_t c = Cv; c < C; ++c) sq += (xr[c] - mean) * (xr[c] - mean);
-    const A rstd = A(1) / std::sqrt((lane_sum<A, V, W>(vq) + sq) / static_cast<A>(C) + eps);
+    const A rstd = A(1) / std::sqrt((cpu::lane_sum<A, V>(vq) + sq) / static_cast<A>(C) + eps);
     const V vrstd = V{} + rstd;
     for (int64_t c = 0; c < Cv; c += W) {
       const V n = (cpu::vload<A, V>(xr + c) - vmean) * vrstd;
