@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "runtime/whole_integer.h"
+
 namespace rmt::batch {
 
 namespace {
@@ -15,13 +17,9 @@ int64_t parse_count(const std::string& text, const std::string& what) {
     return std::invalid_argument(fmt::format("{}: expected a non-negative integer, found '{}'",
                                              what, text.substr(0, 40)));
   };
-  if (text.empty() || text.size() > 18) throw bad();
-  int64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') throw bad();
-    value = value * 10 + (c - '0');
-  }
-  return value;
+  const auto value = runtime::whole_integer(text);
+  if (!value || *value < 0) throw bad();
+  return *value;
 }
 
 std::optional<int64_t> env_count(const Environment& env, const std::string& name) {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -12,6 +11,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <fmt/format.h>
+
+#include "runtime/whole_integer.h"
 
 namespace rmt::nn::detail {
 
@@ -26,15 +27,13 @@ int64_t forced_chunk() {
     const char* value = std::getenv("RMT_CPU_BATCH_CHUNK");
     if (value == nullptr || std::string(value) == "auto") return kAuto;
     if (std::string(value) == "off") return kWholeBatch;
-    char* end = nullptr;
-    errno = 0;
-    const long long count = std::strtoll(value, &end, 10);
-    if (end == value || *end != '\0' || errno != 0 || count < 1) {
+    const auto count = runtime::whole_integer(value);
+    if (!count || *count < 1) {
       throw std::invalid_argument(fmt::format(
           "RMT_CPU_BATCH_CHUNK='{}': expected auto, off or a positive number of images",
           std::string(value).substr(0, 64)));
     }
-    return static_cast<int64_t>(count);
+    return *count;
   }();
   return forced;
 }

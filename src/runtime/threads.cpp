@@ -4,7 +4,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -18,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "rmt/io/untrusted.h"
+#include "runtime/whole_integer.h"
 
 namespace rmt::runtime {
 namespace {
@@ -31,17 +31,6 @@ std::string trimmed(const std::string& s) {
   const auto begin = s.find_first_not_of(" \t\r\n");
   if (begin == std::string::npos) return {};
   return s.substr(begin, s.find_last_not_of(" \t\r\n") - begin + 1);
-}
-
-// A whole decimal integer (optionally negative), or nullopt.
-std::optional<long long> whole_integer(const std::string& s) {
-  if (s.empty() || s.size() > 18) return std::nullopt;
-  size_t i = s[0] == '-' ? 1 : 0;
-  if (i == s.size()) return std::nullopt;
-  for (size_t j = i; j < s.size(); ++j) {
-    if (s[j] < '0' || s[j] > '9') return std::nullopt;
-  }
-  return std::stoll(s);
 }
 
 std::vector<std::string> split(const std::string& s, char separator) {
@@ -162,7 +151,7 @@ std::string wait_policy_text() {
 std::optional<double> parse_cgroup2_cpu_max(const std::string& text) {
   const auto fields = split(trimmed(text), ' ');
   if (fields.size() == 1 || fields.size() == 2) {
-    const auto period = fields.size() == 2 ? whole_integer(fields[1]) : std::optional<long long>(100000);
+    const auto period = fields.size() == 2 ? whole_integer(fields[1]) : std::optional<int64_t>(100000);
     if (period && *period > 0) {
       if (fields[0] == "max") return std::nullopt;
       const auto quota = whole_integer(fields[0]);
