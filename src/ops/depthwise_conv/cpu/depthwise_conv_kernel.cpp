@@ -42,11 +42,41 @@ struct ConvShape {
 };
 
 // Neighbouring output pixels computed together where all their taps fall inside the image: each
-// tap's weights are loaded once for all of them (loads, not FMAs, bound this loop).
+// tap's weights are loaded once for all of them.
 constexpr int kPixels = 4;
 
 // The kernels below take VB, the bytes of their vectors: 16 (SSE, the baseline build), 32 (AVX2)
 // or 64 (AVX-512), one variant each (RMT_DEFINE_LANE_VARIANTS).
+
+// Channels [c, c + N vectors) of output pixels [w, w + kPixels) of one row, every tap inside the
+// image: N * kPixels independent sums, enough to hide the FMA latency (N = 2: 8 chains).
+template <int VB, int K, int N, bool RES, class A>
+RMT_ALWAYS_INLINE void conv_pixels_block(const A* const* rows, const A* __restrict wt,
+                                         const A* __restrict bias, const A* __restrict res,
+                                         A* __restrict out, int64_t C, int64_t IP, int64_t w,
+                                         int64_t c) {
+  using V = cpu::VecN<A, VB>;
+  constexpr int W = VB / sizeof(A), P = kPixels, pad = (K - 1) / 2;
+  const int64_t first = (w - pad) * IP;  // input pixel of tap (ki, 0) of pixel w
+  V acc[N][P];
+  for (int n = 0; n < N; ++n)
+    for (int u = 0; u < P; ++u) acc[n][u] = cpu::vload<A, V>(bias + c + n * W);
+  for (int ki = 0; ki < K; ++ki) {
+    for (int kj = 0; kj < K; ++kj) {
+      const A* src = rows[ki] + (first + kj * IP + c);
+      for (int n = 0; n < N; ++n) {
+        const V wv = cpu::vload<A, V>(wt + (ki * K + kj) * C + c + n * W);
+        for (int u = 0; u < P; ++u) acc[n][u] += wv * cpu::vload<A, V>(src + u * IP + n * W);
+      }
+    }
+  }
+  for (int n = 0; n < N; ++n) {
+    for (int u = 0; u < P; ++u) {
+      if (RES) acc[n][u] += cpu::vload<A, V>(res + (w + u) * C + c + n * W);
+      cpu::vstore(out + (w + u) * C + c + n * W, acc[n][u]);
+    }
+  }
+}
 
 // Output pixels [w, w + kPixels) of one row, every tap inside the image. rows[ki]: input row
 // h + ki - pad; wt: (K * K, C), tap-major so that a tap's weights are one vector load per block of
@@ -55,25 +85,15 @@ template <int VB, int K, bool RES, class A>
 RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
                                    const A* __restrict bias, const A* __restrict res,
                                    A* __restrict out, int64_t C, int64_t IP, int64_t w) {
-  using V = cpu::VecN<A, VB>;
   constexpr int W = VB / sizeof(A), P = kPixels, pad = (K - 1) / 2;
-  const int64_t Cv = C / W * W, first = (w - pad) * IP;  // input pixel of tap (ki, 0) of pixel w
-  for (int64_t c = 0; c < Cv; c += W) {
-    V acc[P];
-    for (int u = 0; u < P; ++u) acc[u] = cpu::vload<A, V>(bias + c);
-    for (int ki = 0; ki < K; ++ki) {
-      for (int kj = 0; kj < K; ++kj) {
-        const V wv = cpu::vload<A, V>(wt + (ki * K + kj) * C + c);
-        const A* src = rows[ki] + (first + kj * IP + c);
-        for (int u = 0; u < P; ++u) acc[u] += wv * cpu::vload<A, V>(src + u * IP);
-      }
-    }
-    for (int u = 0; u < P; ++u) {
-      if (RES) acc[u] += cpu::vload<A, V>(res + (w + u) * C + c);
-      cpu::vstore(out + (w + u) * C + c, acc[u]);
-    }
+  const int64_t Cv = C / W * W, first = (w - pad) * IP;
+  int64_t c = 0;
+  if (K > 3) {  // two vectors of channels at a time pay for 5x5; 3x3 measured slower with them
+    for (; c + 2 * W <= Cv; c += 2 * W)
+      conv_pixels_block<VB, K, 2, RES>(rows, wt, bias, res, out, C, IP, w, c);
   }
-  for (int64_t c = Cv; c < C; ++c) {
+  for (; c < Cv; c += W) conv_pixels_block<VB, K, 1, RES>(rows, wt, bias, res, out, C, IP, w, c);
+  for (c = Cv; c < C; ++c) {
     for (int u = 0; u < P; ++u) {
       A acc = bias[c];
       for (int ki = 0; ki < K; ++ki) {
@@ -87,35 +107,55 @@ RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
   }
 }
 
-// One output pixel w, any kernel size, taps outside the image (null rows, columns past the edges)
-// skipped.
+// Channels [c, c + N vectors) of one output pixel w, any kernel size, taps outside the image (null
+// rows, columns past the edges) skipped: N independent sums (N = 4 hides the FMA latency that one
+// sum would wait on at every tap).
+template <int VB, int N, bool RES, class A>
+RMT_ALWAYS_INLINE void conv_pixel_block(const A* const* rows, const A* __restrict wt,
+                                        const A* __restrict bias, const A* __restrict res,
+                                        A* __restrict out, int64_t C, int64_t IP, int64_t k,
+                                        int64_t kj0, int64_t kj1, int64_t w, int64_t c) {
+  using V = cpu::VecN<A, VB>;
+  constexpr int W = VB / sizeof(A);
+  const int64_t first = (w - (k - 1) / 2) * IP;
+  V acc[N];
+  for (int n = 0; n < N; ++n) acc[n] = cpu::vload<A, V>(bias + c + n * W);
+  for (int64_t ki = 0; ki < k; ++ki) {
+    if (!rows[ki]) continue;
+    for (int64_t kj = kj0; kj < kj1; ++kj) {
+      const A* wp = wt + (ki * k + kj) * C + c;
+      const A* src = rows[ki] + (first + kj * IP + c);
+      for (int n = 0; n < N; ++n)
+        acc[n] += cpu::vload<A, V>(wp + n * W) * cpu::vload<A, V>(src + n * W);
+    }
+  }
+  for (int n = 0; n < N; ++n) {
+    if (RES) acc[n] += cpu::vload<A, V>(res + w * C + c + n * W);
+    cpu::vstore(out + w * C + c + n * W, acc[n]);
+  }
+}
+
+// One output pixel w, any kernel size, taps outside the image skipped.
 template <int VB, bool RES, class A>
 RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
                                   const A* __restrict bias, const A* __restrict res,
                                   A* __restrict out, int64_t C, int64_t IP, int64_t width,
                                   int64_t k, int64_t w) {
-  using V = cpu::VecN<A, VB>;
   constexpr int W = VB / sizeof(A);
   const int64_t pad = (k - 1) / 2, Cv = C / W * W;
   const int64_t kj0 = std::max<int64_t>(0, pad - w), kj1 = std::min(k, width + pad - w);
   const int64_t first = (w - pad) * IP;
-  for (int64_t c = 0; c < Cv; c += W) {
-    V acc = cpu::vload<A, V>(bias + c);
-    for (int64_t ki = 0; ki < k; ++ki) {
-      if (!rows[ki]) continue;
-      for (int64_t kj = kj0; kj < kj1; ++kj) {
-        acc += cpu::vload<A, V>(wt + (ki * k + kj) * C + c) *
-               cpu::vload<A, V>(rows[ki] + (first + kj * IP + c));
-      }
-    }
-    if (RES) acc += cpu::vload<A, V>(res + w * C + c);
-    cpu::vstore(out + w * C + c, acc);
-  }
-  for (int64_t c = Cv; c < C; ++c) {
+  int64_t c = 0;
+  for (; c + 4 * W <= Cv; c += 4 * W)
+    conv_pixel_block<VB, 4, RES>(rows, wt, bias, res, out, C, IP, k, kj0, kj1, w, c);
+  for (; c < Cv; c += W)
+    conv_pixel_block<VB, 1, RES>(rows, wt, bias, res, out, C, IP, k, kj0, kj1, w, c);
+  for (c = Cv; c < C; ++c) {
     A acc = bias[c];
     for (int64_t ki = 0; ki < k; ++ki) {
       if (!rows[ki]) continue;
-      for (int64_t kj = kj0; kj < kj1; ++kj) acc += wt[(ki * k + kj) * C + c] * rows[ki][first + kj * IP + c];
+      for (int64_t kj = kj0; kj < kj1; ++kj)
+        acc += wt[(ki * k + kj) * C + c] * rows[ki][first + kj * IP + c];
     }
     if (RES) acc += res[w * C + c];
     out[w * C + c] = acc;
