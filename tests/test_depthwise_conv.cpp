@@ -50,6 +50,11 @@ TEST_P(DepthwiseConv, MatchesATenConv2d) {
     EXPECT_TRUE(plain.is_contiguous());
     EXPECT_LT(relative_error(plain, expected(x, w, b, {})), tol) << at::toString(dtype);
     EXPECT_LT(relative_error(fused, expected(x, w, b, r)), tol) << at::toString(dtype);
+    // A weight held tap-major ((k, k, C) memory viewed (C, 1, k, k), as DWConv2d keeps it) is
+    // read in place; the same numbers.
+    const auto tap_major = w.permute({2, 3, 1, 0}).contiguous().permute({3, 2, 0, 1});
+    const auto from_tap_major = rmt::ops::depthwise_conv2d_nhwc(x, tap_major, b, 1, c.k / 2, r);
+    EXPECT_LT(relative_error(from_tap_major, expected(x, w, b, r)), tol) << at::toString(dtype);
     // No bias, and a strided (non-contiguous) input.
     const auto xt = x.transpose(1, 2).contiguous().transpose(1, 2);
     const auto nobias = rmt::ops::depthwise_conv2d_nhwc(xt, w, {}, 1, c.k / 2);

@@ -7,6 +7,10 @@
 
 namespace rmt::nn {
 
+namespace detail {
+class TapMajorWeight;  // nn/dwconv.cpp: the weight in the CPU kernel's layout, kept between calls
+}  // namespace detail
+
 class DWConv2dImpl : public torch::nn::Module, public WithBackend {
  public:
   DWConv2dImpl(int64_t dim, int64_t kernel_size, int64_t stride, int64_t padding);
@@ -23,6 +27,11 @@ class DWConv2dImpl : public torch::nn::Module, public WithBackend {
 
   // Literal (Reference): at::conv2d on the permuted view, then the add.
   torch::nn::Conv2d conv{nullptr};
+
+ private:
+  // The weight for rmt::ops' depthwise ops: at CPU inference the tap-major copy, else conv->weight.
+  torch::Tensor kernel_weight();
+  std::shared_ptr<detail::TapMajorWeight> tap_major_;
 };
 TORCH_MODULE(DWConv2d);
 

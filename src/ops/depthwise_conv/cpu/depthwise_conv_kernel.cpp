@@ -289,25 +289,43 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
 RMT_DEFINE_LANE_VARIANTS(RMT_DEFINE_VARIANT)
 #undef RMT_DEFINE_VARIANT
 
-// The kernels' weights (k * k, C), tap-major, and bias (zeros when there is none), in plain
-// arrays: one loop per call instead of ATen's reshape, transpose and copy (about 87 calls in an
-// RMT-S forward).
+// The kernels' weights (k * k, C), tap-major, and bias (zeros when there is none), as plain
+// arrays. A weight whose memory is tap-major already (a (k, k, C) tensor viewed as (C, 1, k, k):
+// what DWConv2d keeps at inference) is read where it is; any other is transposed here, one loop
+// per call instead of ATen's reshape, transpose and copy (about 87 calls in an RMT-S forward).
 template <class A>
-struct KernelWeights {
-  std::vector<A> wt, bias;
-  KernelWeights(const at::Tensor& weight, const at::Tensor& bias_tensor, int64_t channels) {
-    const int64_t taps = weight.size(2) * weight.size(3);
-    const auto w = weight.contiguous();  // (C, 1, k, k)
-    const A* src = w.data_ptr<A>();
-    wt.resize(taps * channels);
-    for (int64_t t = 0; t < taps; ++t)  // writes in order: the strided reads cost less
-      for (int64_t c = 0; c < channels; ++c) wt[t * channels + c] = src[c * taps + t];
-    bias.assign(channels, A(0));
-    if (bias_tensor.defined()) {
-      const auto b = bias_tensor.contiguous();
-      std::copy_n(b.data_ptr<A>(), channels, bias.begin());
+class KernelWeights {
+ public:
+  KernelWeights(const at::Tensor& weight, const at::Tensor& bias, int64_t channels) {
+    const int64_t width = weight.size(3), taps = weight.size(2) * width;
+    if (weight.stride(0) == 1 && weight.stride(3) == channels &&
+        weight.stride(2) == width * channels) {
+      wt_ = weight.data_ptr<A>();
+    } else {
+      const auto w = weight.contiguous();  // (C, 1, k, k)
+      const A* src = w.data_ptr<A>();
+      transposed_.resize(taps * channels);
+      for (int64_t t = 0; t < taps; ++t)  // writes in order: the strided reads cost less
+        for (int64_t c = 0; c < channels; ++c) transposed_[t * channels + c] = src[c * taps + t];
+      wt_ = transposed_.data();
+    }
+    if (bias.defined() && bias.is_contiguous()) {
+      bias_ = bias.data_ptr<A>();
+    } else {
+      zeros_or_copy_.assign(channels, A(0));
+      if (bias.defined()) {
+        std::copy_n(bias.contiguous().data_ptr<A>(), channels, zeros_or_copy_.begin());
+      }
+      bias_ = zeros_or_copy_.data();
     }
   }
+  const A* wt() const { return wt_; }
+  const A* bias() const { return bias_; }
+
+ private:
+  const A* wt_;
+  const A* bias_;
+  std::vector<A> transposed_, zeros_or_copy_;
 };
 
 at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weight,
@@ -344,7 +362,7 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
     const KernelWeights<scalar_t> kw(weight, bias, s.channels);
     const scalar_t* rp = rc.defined() ? rc.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, s.batch * s.height, grain, [&](int64_t row0, int64_t row1) {
-      RMT_CALL_LANE_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), kw.wt.data(), kw.bias.data(),
+      RMT_CALL_LANE_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), kw.wt(), kw.bias(),
                             rp, y.data_ptr<scalar_t>(), row0, row1);
     });
   });
@@ -404,7 +422,7 @@ void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const 
         if (r0 >= r1) continue;
         const scalar_t* halo_above = above.data() + i * pad * row_size;
         const scalar_t* halo_below = below.data() + i * pad * row_size;
-        RMT_CALL_LANE_VARIANT(conv_in_place, s, data, kw.wt.data(), kw.bias.data(), r0, r1,
+        RMT_CALL_LANE_VARIANT(conv_in_place, s, data, kw.wt(), kw.bias(), r0, r1,
                               halo_above, halo_below, activate);
       }
     });
