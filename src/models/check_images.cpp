@@ -7,6 +7,23 @@
 #include "runtime/tensor_text.h"
 
 namespace rmt {
+namespace {
+
+// The first of model.parameters(), found without building that list (every parameter of the
+// model with its dotted name, at every forward): depth first, the module's own parameters before
+// its children's, as parameters() orders them.
+// Undefined when the model has none.
+at::Tensor first_parameter(const torch::nn::Module& module) {
+  const auto own = module.named_parameters(/*recurse=*/false);
+  if (!own.is_empty()) return own.begin()->value();
+  for (const auto& child : module.children()) {
+    auto found = first_parameter(*child);
+    if (found.defined()) return found;
+  }
+  return {};
+}
+
+}  // namespace
 
 void check_images(const at::Tensor& images, int64_t expected_channels,
                   const torch::nn::Module& model) {
@@ -25,9 +42,8 @@ void check_images(const at::Tensor& images, int64_t expected_channels,
   TORCH_CHECK(at::isFloatingType(images.scalar_type()),
               fmt::format("RMT: expected floating-point images, found dtype {}",
                           c10::toString(images.scalar_type())));
-  const auto params = model.parameters();
-  if (params.empty()) return;
-  const auto& weight = params.front();
+  const auto weight = first_parameter(model);
+  if (!weight.defined()) return;
   TORCH_CHECK(images.device() == weight.device(),
               fmt::format("RMT: the images are on {} but the model is on {}: move one of them",
                           images.device().str(), weight.device().str()));
