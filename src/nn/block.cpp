@@ -53,6 +53,10 @@ torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
     };
     auto attention = retention->forward(norm(*retention_layer_norm, {}), sin, cos, decay);
     auto hidden = norm(*final_layer_norm, scaled(attention, gamma_1));
+    if (!gamma_2.defined()) {  // fc2 adds its product to x itself
+      ffn->forward_add_(hidden, x);
+      return x;
+    }
     return x.add_(scaled(ffn->forward(hidden), gamma_2));
   }
   x = residual(x, retention->forward(retention_layer_norm->forward(x), sin, cos, decay), gamma_1);

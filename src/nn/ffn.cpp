@@ -11,15 +11,27 @@ FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
   for (auto& p : packed_) p = std::make_shared<detail::PackedLinear>();
 }
 
-torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
+torch::Tensor FeedForwardImpl::hidden(const torch::Tensor& x) {
   // dwconv(gelu(h)) + gelu(h), in fc1's output buffer (nothing else uses it) when it can.
-  if (policy_.literal()) return fc2->forward(dwconv->forward_gelu_add(fc1->forward(x), true));
-  // With oneDNN, the GELU runs inside fc1's GEMM, on each block of output while it is in cache.
+  if (policy_.literal()) return dwconv->forward_gelu_add(fc1->forward(x), true);
+  // With the packed GEMM, the GELU runs in fc1's pass over its output, each block while in cache.
   const auto activated = detail::linear_gelu_tokens(*fc1, x, packed_[0].get());
-  auto hidden = activated ? dwconv->forward_add_self(*activated)
-                          : dwconv->forward_gelu_add(detail::linear_tokens(*fc1, x, packed_[0].get()),
-                                                     /*reuse_input=*/true);
-  return detail::linear_tokens(*fc2, hidden, packed_[1].get());
+  return activated ? dwconv->forward_add_self(*activated)
+                   : dwconv->forward_gelu_add(detail::linear_tokens(*fc1, x, packed_[0].get()),
+                                              /*reuse_input=*/true);
+}
+
+torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
+  const auto h = hidden(x);
+  return policy_.literal() ? fc2->forward(h) : detail::linear_tokens(*fc2, h, packed_[1].get());
+}
+
+void FeedForwardImpl::forward_add_(const torch::Tensor& x, torch::Tensor& into) {
+  if (policy_.literal()) {
+    into.add_(forward(x));
+    return;
+  }
+  detail::linear_tokens_add_(*fc2, hidden(x), into, packed_[1].get());
 }
 
 void FeedForwardImpl::set_backend(Backend backend) {

@@ -77,13 +77,12 @@ at::Tensor pack_linear(const at::Tensor& weight, int64_t rows) {
       at::TensorOptions().dtype(at::kByte));
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
-                  const at::Tensor& bias, bool gelu) {
+namespace {
+
+// out (rows, n) = x times the packed weight + beta * out, then bias and GELU (either optional).
+void run(const at::Tensor& x, const at::Tensor& packed, MklInt n, const at::Tensor& bias,
+         bool gelu, float beta, float* out) {
   const MklInt m = mkl_int(x.size(0), "rows"), k = mkl_int(x.size(1), "in_features");
-  const MklInt n = mkl_int(out_features, "out_features");
-  auto y = at::empty({m, n}, x.options());
-  if (m == 0) return y;
-  float* out = y.data_ptr<float>();
   const float* a = x.data_ptr<float>();
   const auto* b = static_cast<const float*>(packed.data_ptr());
   const auto bc = bias.defined() ? bias.contiguous() : bias;
@@ -92,14 +91,14 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_fea
   // where the rows are few, so that each thread streams part of the weight, not all of it), then
   // one pass applies bias and GELU. RMT-S batch 1 on 2 threads: +8% over splitting the rows.
   if (at::get_num_threads() > 1 && !at::in_parallel_region()) {
-    functions().compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, k, b, n, 0.0f, out, n);
+    functions().compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, k, b, n, beta, out, n);
     if (bp || gelu) {
       const int64_t grain = std::max<int64_t>(1, kEpilogueFloats / n);
       at::parallel_for(0, m, grain, [&](int64_t r0, int64_t r1) {
         ops::cpu::add_bias_gelu(out + r0 * n, r1 - r0, n, bp, gelu);
       });
     }
-    return y;
+    return;
   }
   // One thread, or inside a region (batch chunks side by side: MKL runs sequential there): blocks
   // of rows, each small enough that its bias and GELU are applied while it is in cache.
@@ -108,11 +107,30 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_fea
     for (int64_t i = r0; i < r1; i += block) {
       const int64_t rows = std::min(block, r1 - i);
       functions().compute(kRowMajor, kNoTrans, kPacked, static_cast<MklInt>(rows), n, k,
-                          a + i * k, k, b, n, 0.0f, out + i * n, n);
+                          a + i * k, k, b, n, beta, out + i * n, n);
       ops::cpu::add_bias_gelu(out + i * n, rows, n, bp, gelu);
     }
   });
+}
+
+}  // namespace
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                  const at::Tensor& bias, bool gelu) {
+  const MklInt n = mkl_int(out_features, "out_features");
+  auto y = at::empty({x.size(0), n}, x.options());
+  if (x.size(0) > 0) run(x, packed, n, bias, gelu, 0.0f, y.data_ptr<float>());
   return y;
+}
+
+void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
+                 at::Tensor& into) {
+  TORCH_CHECK(into.is_contiguous() && into.dim() == 2 && into.size(0) == x.size(0),
+              "MKL linear_add_: expected a contiguous (rows, out_features) tensor to add to");
+  if (x.size(0) > 0) {
+    run(x, packed, mkl_int(into.size(1), "out_features"), bias, false, 1.0f,
+        into.data_ptr<float>());
+  }
 }
 
 }  // namespace rmt::nn::detail::mkl

@@ -31,4 +31,10 @@ at::Tensor pack_linear(const at::Tensor& weight, int64_t rows);
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
                   const at::Tensor& bias, bool gelu = false);
 
+// into (rows, out_features), contiguous, += x times the packed weight, plus bias: the GEMM adds
+// its product to what `into` holds (a residual) instead of writing a new tensor that a separate
+// pass then adds.
+void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
+                 at::Tensor& into);
+
 }  // namespace rmt::nn::detail::mkl

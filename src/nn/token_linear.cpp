@@ -117,6 +117,23 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
   });
 }
 
+void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
+                        torch::Tensor& into, PackedLinear* packed) {
+  const auto& w = linear.weight;
+  const bool fits = packed_gemm() == Gemm::kMkl && x.dim() >= 2 && x.is_contiguous() &&
+                    into.is_contiguous() && into.scalar_type() == at::kFloat &&
+                    into.device().is_cpu() && into.dim() == x.dim() &&
+                    into.sizes().slice(0, x.dim() - 1) == x.sizes().slice(0, x.dim() - 1) &&
+                    into.size(-1) == w.size(0);
+  const auto weight = fits ? packed_weight(linear, x, packed) : std::nullopt;
+  if (!weight) {
+    into.add_(linear_tokens(linear, x, packed));
+    return;
+  }
+  auto into_rows = into.view({-1, into.size(-1)});
+  mkl::linear_add_(x.view({-1, x.size(-1)}), *weight, linear.bias, into_rows);
+}
+
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
                                                 const torch::Tensor& x, PackedLinear* packed) {
   if (x.dim() < 2 || !x.is_contiguous()) return std::nullopt;

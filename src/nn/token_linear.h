@@ -42,6 +42,12 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
                                                    const torch::Tensor& x,
                                                    PackedLinearStack* cache);
 
+// into += linear(x) (into: linear(x)'s shape), with the GEMM adding its product to `into` (one
+// pass over it, no output tensor) where MKL's packed GEMM runs the layer; otherwise linear_tokens
+// and an add_. Not under autograd (the packed path's condition; the add_ is then in place anyway).
+void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
+                        torch::Tensor& into, PackedLinear* packed = nullptr);
+
 // gelu(linear(x)) (the exact GELU) with the GELU inside the packed GEMM's pass over its output,
 // where linear_tokens would run one; nullopt where it would not (the caller applies its own GELU).
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,

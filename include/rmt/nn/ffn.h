@@ -18,6 +18,9 @@ class FeedForwardImpl : public torch::nn::Module, public WithBackend {
   FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim);
   // x: (B, H, W, C) -> (B, H, W, C)
   torch::Tensor forward(const torch::Tensor& x);
+  // into += forward(x), into of x's shape; at CPU inference fc2 adds its product to `into` in its
+  // own pass (no output tensor, no separate add).
+  void forward_add_(const torch::Tensor& x, torch::Tensor& into);
   // This module's and dwconv's.
   void set_backend(Backend backend) override;
 
@@ -25,6 +28,8 @@ class FeedForwardImpl : public torch::nn::Module, public WithBackend {
   DWConv2d dwconv{nullptr};
 
  private:
+  // dwconv(gelu(fc1(x))) + gelu(fc1(x)), fc2's input.
+  torch::Tensor hidden(const torch::Tensor& x);
   std::array<std::shared_ptr<detail::PackedLinear>, 2> packed_;  // fc1, fc2
 };
 TORCH_MODULE(FeedForward);

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "ops/cpu/cpu_simd.h"
@@ -229,11 +230,12 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
                                                const A* bias, int64_t row0, int64_t row1,
                                                const A* halo_above, const A* halo_below) {
   const int64_t k = s.k, pad = (k - 1) / 2, row_size = s.width * s.channels;
-  std::vector<A> ring(k * row_size);
+  const std::unique_ptr<A[]> ring_rows(new A[k * row_size]);  // every row written before it is read
+  A* const ring = ring_rows.get();
   std::vector<const A*> rows(k);
   // Activated image row hh of image b into its ring slot.
   auto load = [&](int64_t b, int64_t hh) {
-    A* slot = ring.data() + (hh % k) * row_size;
+    A* slot = ring + (hh % k) * row_size;
     const int64_t flat = b * s.height + hh;
     if (flat < row0) {
       std::memcpy(slot, halo_above + (row0 - flat - 1) * row_size, row_size * sizeof(A));
@@ -255,9 +257,9 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
     }
     for (int64_t ki = 0; ki < k; ++ki) {
       const int64_t hh = h + ki - pad;
-      rows[ki] = hh >= 0 && hh < s.height ? ring.data() + (hh % k) * row_size : nullptr;
+      rows[ki] = hh >= 0 && hh < s.height ? ring + (hh % k) * row_size : nullptr;
     }
-    conv_row_any<VB>(s, rows.data(), wt, bias, ring.data() + (h % k) * row_size,
+    conv_row_any<VB>(s, rows.data(), wt, bias, ring + (h % k) * row_size,
                      h_data + row * row_size);
   }
 }
@@ -397,7 +399,9 @@ void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const 
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "gelu_depthwise_conv2d_add", [&] {
     const KernelWeights<scalar_t> kw(weight, bias, s.channels);
     scalar_t* data = h.data_ptr<scalar_t>();
-    std::vector<scalar_t> above(shares * pad * row_size), below(shares * pad * row_size);
+    // Not zeroed: only the rows taken below are read.
+    const std::unique_ptr<scalar_t[]> above(new scalar_t[shares * pad * row_size]);
+    const std::unique_ptr<scalar_t[]> below(new scalar_t[shares * pad * row_size]);
     auto take_row = [&](const scalar_t* row, scalar_t* into) {
       if (activate) {
         RMT_CALL_LANE_VARIANT(gelu, row, into, row_size);
@@ -409,10 +413,10 @@ void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const 
       const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
       for (int64_t d = 1; d <= pad && r0 < r1; ++d) {  // rows r0 - d and r1 - 1 + d
         if ((r0 % s.height) - d >= 0) {
-          take_row(data + (r0 - d) * row_size, above.data() + (i * pad + d - 1) * row_size);
+          take_row(data + (r0 - d) * row_size, above.get() + (i * pad + d - 1) * row_size);
         }
         if (((r1 - 1) % s.height) + d < s.height) {
-          take_row(data + (r1 - 1 + d) * row_size, below.data() + (i * pad + d - 1) * row_size);
+          take_row(data + (r1 - 1 + d) * row_size, below.get() + (i * pad + d - 1) * row_size);
         }
       }
     }
@@ -420,8 +424,8 @@ void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const 
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r0 = std::min(rows, i * per_share), r1 = std::min(rows, r0 + per_share);
         if (r0 >= r1) continue;
-        const scalar_t* halo_above = above.data() + i * pad * row_size;
-        const scalar_t* halo_below = below.data() + i * pad * row_size;
+        const scalar_t* halo_above = above.get() + i * pad * row_size;
+        const scalar_t* halo_below = below.get() + i * pad * row_size;
         RMT_CALL_LANE_VARIANT(conv_in_place, s, data, kw.wt(), kw.bias(), r0, r1,
                               halo_above, halo_below, activate);
       }
