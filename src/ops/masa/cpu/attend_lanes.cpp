@@ -41,20 +41,31 @@ RMT_ALWAYS_INLINE LV<W> load(const float* p) {
 // hide the FMA latency.
 constexpr int kKeysPerStep = 8;
 
-// Sweep 1 for queries [i0, i0 + W): S[j * W + lane] = q . k_j + decay * |i - j|; returns the
-// maximum over j, lane by lane. D > 0: d fixed at compile time.
-template <int W, int D>
+// Sweep 1 for queries [i0, i0 + W): S[j * W + lane] = q . k_j + decay * distance(i, j); returns
+// the maximum over j, lane by lane. D > 0: d fixed at compile time. GRID: the distance on the
+// tokens' grid (p.y, p.x), else |i - j|.
+template <int W, int D, bool GRID>
 RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, float* __restrict S) {
   using V = LV<W>;
   const int64_t d = D > 0 ? D : p.d, ldq = p.ldq, ks = p.k_stride;
   const float* __restrict qt = p.qt + i0;
-  V xq;
-  for (int u = 0; u < W; ++u) xq[u] = static_cast<float>(i0 + u);
+  V xq, yq = {};
+  if (GRID) {
+    xq = load<W>(p.x + i0);
+    yq = load<W>(p.y + i0);
+  } else {
+    for (int u = 0; u < W; ++u) xq[u] = static_cast<float>(i0 + u);
+  }
   const V decay = V{} + p.decay;  // broadcasts (p.decay < 0, never -0)
   V mx = V{} - std::numeric_limits<float>::infinity();
   auto keep = [&](V s, int64_t j) {
-    const V x = xq - static_cast<float>(j);
-    s += decay * (x < 0 ? -x : x);
+    const V x = xq - (GRID ? p.x[j] : static_cast<float>(j));
+    V distance = x < 0 ? -x : x;
+    if (GRID) {
+      const V y = yq - p.y[j];
+      distance += y < 0 ? -y : y;
+    }
+    s += decay * distance;
     mx = s > mx ? s : mx;
     vstore(S + j * W, s);
   };
@@ -78,37 +89,54 @@ RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, float* _
   return mx;
 }
 
+// The sums over the keys run in blocks of this many keys, each block's sum then added to the
+// total: the rounding error grows with the block length plus the block count, not with n (the
+// full operator sums over every token of the image: 1767 keys in a test, 3136 at 224x224).
+constexpr int64_t kSumBlock = 64;
+
 // Sweep 2: S <- exp(S - mx) lane by lane; returns the sums.
 template <int W>
 RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>& mx) {
   using V = LV<W>;
   V sum = {};
-  for (int64_t j = 0; j < n; ++j) {
-    const V e = vexp_nonpos_of<V, LI<W>>(load<W>(S + j * W) - mx);
-    vstore(S + j * W, e);
-    sum += e;
+  for (int64_t j0 = 0; j0 < n; j0 += kSumBlock) {
+    V block = {};
+    for (int64_t j = j0; j < std::min(n, j0 + kSumBlock); ++j) {
+      const V e = vexp_nonpos_of<V, LI<W>>(load<W>(S + j * W) - mx);
+      vstore(S + j * W, e);
+      block += e;
+    }
+    sum += block;
   }
   return sum;
 }
 
-// Sweep 3 for channels [c0, c0 + CB): ot[c * ldq + i] = sum_j S[j][i] v_j[c] / sum[i].
+// Sweep 3 for channels [c0, c0 + CB): ot[c * ldq + i] = sum_j S[j][i] v_j[c] / sum[i]; a block's
+// partial sums are added into ot (the totals live there, not in registers).
 template <int W, int CB>
 RMT_ALWAYS_INLINE void weighted_values(const LaneProblem& p, const float* __restrict S,
                                        const LV<W>& sum, int64_t c0, float* __restrict ot) {
   using V = LV<W>;
-  V acc[CB] = {};
-  for (int64_t j = 0; j < p.n; ++j) {
-    const V w = load<W>(S + j * W);
-    const float* __restrict vj = p.v + j * p.v_stride + c0;
-    for (int cc = 0; cc < CB; ++cc) acc[cc] += w * vj[cc];
+  for (int64_t j0 = 0; j0 < p.n; j0 += kSumBlock) {
+    V acc[CB] = {};
+    for (int64_t j = j0; j < std::min(p.n, j0 + kSumBlock); ++j) {
+      const V w = load<W>(S + j * W);
+      const float* __restrict vj = p.v + j * p.v_stride + c0;
+      for (int cc = 0; cc < CB; ++cc) acc[cc] += w * vj[cc];
+    }
+    const bool last = j0 + kSumBlock >= p.n;
+    for (int cc = 0; cc < CB; ++cc) {
+      float* o = ot + (c0 + cc) * p.ldq;
+      const V total = j0 == 0 ? acc[cc] : load<W>(o) + acc[cc];
+      vstore(o, last ? total / sum : total);
+    }
   }
-  for (int cc = 0; cc < CB; ++cc) vstore(ot + (c0 + cc) * p.ldq, acc[cc] / sum);
 }
 
-template <int W, int D>
+template <int W, int D, bool GRID>
 RMT_ALWAYS_INLINE void forward_impl(const LaneProblem& p, float* ot, float* work) {
   for (int64_t i0 = 0; i0 < p.m; i0 += W) {
-    const LV<W> mx = masked_scores<W, D>(p, i0, work);
+    const LV<W> mx = masked_scores<W, D, GRID>(p, i0, work);
     const LV<W> sum = exp_and_sum<W>(work, p.n, mx);
     float* o = ot + i0;
     int64_t c = 0;
@@ -119,11 +147,11 @@ RMT_ALWAYS_INLINE void forward_impl(const LaneProblem& p, float* ot, float* work
 }
 
 // RMT's head dims are 16 and 32; other d run the same code with d read at run time.
-template <int W>
+template <int W, bool GRID>
 RMT_ALWAYS_INLINE void forward_any_d(const LaneProblem& p, float* ot, float* work) {
-  if (p.d == 16) return forward_impl<W, 16>(p, ot, work);
-  if (p.d == 32) return forward_impl<W, 32>(p, ot, work);
-  forward_impl<W, 0>(p, ot, work);
+  if (p.d == 16) return forward_impl<W, 16, GRID>(p, ot, work);
+  if (p.d == 32) return forward_impl<W, 32, GRID>(p, ot, work);
+  forward_impl<W, 0, GRID>(p, ot, work);
 }
 
 // In-register transpose of a W x W tile (rows[r][c] -> rows[c][r]): log2(W) rounds of
@@ -255,7 +283,11 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float*
 // One compiled copy of each entry point per ISA, with its lane count.
 #define RMT_DEFINE_VARIANT(SUFFIX, ATTR, W)                                                     \
   ATTR RMT_FLATTEN void forward_##SUFFIX(const LaneProblem& p, float* ot, float* work) {         \
-    forward_any_d<W>(p, ot, work);                                                              \
+    if (p.y) {                                                                                  \
+      forward_any_d<W, true>(p, ot, work);                                                      \
+    } else {                                                                                    \
+      forward_any_d<W, false>(p, ot, work);                                                     \
+    }                                                                                           \
   }                                                                                             \
   ATTR RMT_FLATTEN void theta_shift_##SUFFIX(const float* x, int64_t xs, const float* sn,       \
                                              const float* cs, int64_t tokens, int64_t heads,    \

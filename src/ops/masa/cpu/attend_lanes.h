@@ -1,6 +1,6 @@
 #pragma once
-// The float forward of the decomposed operator's 1-D passes with the queries across the vector
-// lanes (attend.h puts the keys there). A block of W queries (W = 16 with AVX-512, 8 with AVX2, 4 otherwise)
+// The float forward of both operators (the decomposed operator's 1-D passes, the full operator's
+// one problem per head) with the queries across the vector lanes (attend.h puts the keys there). A block of W queries (W = 16 with AVX-512, 8 with AVX2, 4 otherwise)
 // takes every key of the sequence in turn: one score vector per key from broadcast key channels,
 // the softmax's maximum and sum lane by lane (no horizontal reductions), and the values broadcast
 // into dv accumulator vectors. Short sequences (RMT's rows and columns are 7 to 56 tokens at 224)
@@ -8,7 +8,7 @@
 // 32 registers of AVX-512 hold a whole d = 16 score tile.
 //
 // Score of query i and key j: q_i . k_j + decay * |i - j| (the 1-D mask; q and k rotated, k
-// scaled). Plain C++ (no ATen); variants per ISA picked at run time (cpu_simd.h).
+// scaled), or decay * (|y_i - y_j| + |x_i - x_j|) for the full operator's grid of tokens. Plain C++ (no ATen); variants per ISA picked at run time (cpu_simd.h).
 
 #include <cstdint>
 
@@ -26,8 +26,12 @@ struct LaneProblem {
   int64_t k_stride = 0;
   const float* v = nullptr;   // value j: dv floats at v + j * v_stride
   int64_t v_stride = 0;
-  int64_t m = 0, n = 0, d = 0, dv = 0;  // queries i < m sit at x = i, keys j < n at x = j
+  int64_t m = 0, n = 0, d = 0, dv = 0;  // queries i < m sit at x = i, keys j < n at x = j ...
   float decay = 0;
+  // ... unless these are set (the full operator: queries and keys are the same tokens): token t at
+  // (y[t], x[t]) and the mask decay * (|dy| + |dx|); both readable up to lanes_padded(m).
+  const float* y = nullptr;
+  const float* x = nullptr;
 };
 
 // Floats of scratch space attend_forward_lanes needs for n keys (one buffer per thread).

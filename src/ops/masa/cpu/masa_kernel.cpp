@@ -478,14 +478,62 @@ FullPack<A> pack_full(const Inputs<T>& in, const Dims& s, A scale, const at::Ten
   return pk;
 }
 
+// The float forward of the full operator on the lanes kernel (attend_lanes.h), one task per
+// (batch, head): q and k rotated once (as rotate_all does for the decomposed passes), the task's
+// queries transposed across the lanes, keys and values read in place, the mask on the tokens' grid.
+void full_forward_lanes(const Inputs<float>& in, const Dims& s, float scale,
+                        const at::TensorOptions& aopt, float* dst) {
+  const auto rotated = at::empty({2, s.b * s.l * s.n * s.d}, aopt);
+  float* rq = rotated.data_ptr<float>();
+  float* rk = rq + s.b * s.l * s.n * s.d;
+  rotate_all(in, s, scale, rq, rk);
+  const int64_t l = s.l, d = s.d, dv = s.dv, ldq = cpu::lanes_padded(l);
+  std::vector<float> grid(2 * ldq);  // y then x of every token, the padding lanes' too
+  const int64_t coord_w = full_pass(s).coord_w;
+  for (int64_t t = 0; t < ldq; ++t) {
+    grid[t] = static_cast<float>(t / coord_w);
+    grid[ldq + t] = static_cast<float>(t % coord_w);
+  }
+  const int64_t cost = l * l * 2 * (d + dv);
+  at::parallel_for(0, s.b * s.n, grain_for(cost), [&](int64_t begin, int64_t end) {
+    std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(l));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / s.n, head = task % s.n;
+      cpu::transpose_to_lanes(rq + s.offset(b, 0, head, d), s.n * d, l, d, qt.data(), ldq);
+      cpu::LaneProblem p;
+      p.qt = qt.data();
+      p.ldq = ldq;
+      p.k = rk + s.offset(b, 0, head, d);
+      p.k_stride = s.n * d;
+      p.v = in.v + b * l * s.vs + head * dv;
+      p.v_stride = s.vs;
+      p.m = p.n = l;
+      p.d = d;
+      p.dv = dv;
+      p.decay = in.decay[head];
+      p.y = grid.data();
+      p.x = grid.data() + ldq;
+      cpu::attend_forward_lanes(p, ot.data(), work.data());
+      cpu::transpose_from_lanes(ot.data(), ldq, l, dv, dst + s.offset(b, 0, head, dv), s.n * dv);
+    }
+  });
+}
+
 at::Tensor full_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
                     double scale) {
-  const auto p = make_params(q, k, v, sin, cos, decay, scale);
+  // The float forward reads q, k and v through their token strides (full_forward_lanes).
+  const bool lanes = q.scalar_type() == at::kFloat;
+  const auto p = make_params(q, k, v, sin, cos, decay, scale, /*keep_token_views=*/lanes);
   const Dims& s = p.dims;
   auto out = at::empty(s.out_sizes(), p.q.options());
   if (out.numel() == 0) return out;
   const auto aopt = opmath_options(p.q);
+  if (lanes) {
+    full_forward_lanes(inputs_of<float>(p), s, static_cast<float>(scale), aopt,
+                       out.data_ptr<float>());
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(), "masa_full_cpu",
                                   [&] {
     using A = at::opmath_type<scalar_t>;
