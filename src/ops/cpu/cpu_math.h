@@ -157,7 +157,7 @@ RMT_ALWAYS_INLINE V vrecip(const V& d) {
 // z^2, z clamped to [-4, 4] (erf(4) is 1 in float). Coefficients: a minimax fit of our own
 // (scripts/fit_erf.py); absolute error 2e-8 in exact arithmetic, below 3.5e-7 evaluated in float
 // (Abramowitz & Stegun 7.1.26, LibTorch's vectorized erf, is 5.3e-7 in float). About 20 operations
-// and no exp: half of what 7.1.26 costs, and GELU is the largest non-GEMM pass of the model.
+// and no exp: half of what 7.1.26 costs, on one of the largest non-GEMM passes of the model.
 template <class V>
 RMT_ALWAYS_INLINE V verf_of(const V& x) {
   V z = x > 4.0f ? V{} + 4.0f : x;  // selects keep a NaN a NaN
