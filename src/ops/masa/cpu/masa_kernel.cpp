@@ -177,11 +177,14 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
   });
 }
 
-// The float forward (attend_lanes.h): q rotated and k rotated and scaled once for both passes,
-// (B, L, heads, d) like the inputs; a task transposes one sequence's queries, reads its keys and
-// values in place (rows pass.tstride tokens apart) and scatters the outputs back.
-void rotate_all(const Inputs<float>& in, const Dims& s, float scale, float* rq, float* rk) {
+// The float forward (attend_lanes.h): q rotated and k rotated and scaled once for every pass, as
+// rows 0 and 1 of the returned (2, B * L * heads * d) tensor, (B, L, heads, d) like the inputs.
+at::Tensor rotate_all(const Inputs<float>& in, const Dims& s, float scale,
+                      const at::TensorOptions& aopt) {
   const int64_t d = s.d, nd = s.n * d;
+  auto rotated = at::empty({2, s.b * s.l * nd}, aopt);
+  float* rq = rotated.data_ptr<float>();
+  float* rk = rq + s.b * s.l * nd;
   at::parallel_for(0, s.b * s.l, grain_for(8 * nd), [&](int64_t begin, int64_t end) {
     // Tokens [begin, end) of the flattened (batch, position) index, cut at image boundaries
     // (each image's positions start the sin / cos tables again).
@@ -194,37 +197,55 @@ void rotate_all(const Inputs<float>& in, const Dims& s, float scale, float* rq, 
       bt += count;
     }
   });
+  return rotated;
 }
 
-// vsrc: values with vs elements between tokens (Dims::vs for the inputs' v, n * dv for o1).
-void pass_forward_lanes(const float* rq, const float* rk, const float* decay, const Dims& s,
+// One pass on the lanes kernel, a task per (batch, sequence, head): the sequence's queries
+// transposed across the lanes, its keys and values read in place (rows pass.tstride tokens
+// apart), the outputs scattered back. rotated: rotate_all's; vsrc: values with vs elements
+// between tokens (Dims::vs for the inputs' v, n * dv for o1). A pass whose tokens wrap onto
+// several grid rows (the full operator's, coord_w < len) takes the 2-D mask on their (y, x).
+void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dims& s,
                         const Pass& pass, const float* vsrc, int64_t vs, float* dst) {
-  const int64_t tasks = s.b * pass.nseq, len = pass.len, d = s.d, dv = s.dv;
+  const float* rq = rotated.data_ptr<float>();
+  const float* rk = rq + rotated.size(1);
+  const int64_t tasks = s.b * pass.nseq * s.n, len = pass.len, d = s.d, dv = s.dv;
   const int64_t ldq = cpu::lanes_padded(len);
-  const int64_t cost = s.n * len * len * 2 * (d + dv);
+  std::vector<float> grid;  // y then x of every token, the padding lanes' too
+  if (pass.coord_w < len) {
+    grid.resize(2 * ldq);
+    for (int64_t t = 0; t < ldq; ++t) {
+      grid[t] = static_cast<float>(t / pass.coord_w);
+      grid[ldq + t] = static_cast<float>(t % pass.coord_w);
+    }
+  }
+  const int64_t cost = len * len * 2 * (d + dv);
   at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
     std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(len));
     const int64_t token_stride = pass.tstride * s.n;  // between a sequence's tokens, / dim
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t seq = task % pass.nseq, b = task / pass.nseq, first = pass.position(seq, 0);
-      for (int64_t head = 0; head < s.n; ++head) {
-        cpu::transpose_to_lanes(rq + s.offset(b, first, head, d), token_stride * d, len, d,
-                                qt.data(), ldq);
-        cpu::LaneProblem p;
-        p.qt = qt.data();
-        p.ldq = ldq;
-        p.k = rk + s.offset(b, first, head, d);
-        p.k_stride = token_stride * d;
-        p.v = vsrc + (b * s.l + first) * vs + head * dv;
-        p.v_stride = pass.tstride * vs;
-        p.m = p.n = len;
-        p.d = d;
-        p.dv = dv;
-        p.decay = decay[head];
-        cpu::attend_forward_lanes(p, ot.data(), work.data());
-        cpu::transpose_from_lanes(ot.data(), ldq, len, dv, dst + s.offset(b, first, head, dv),
-                                  token_stride * dv);
+      const int64_t head = task % s.n, seq = task / s.n % pass.nseq, b = task / s.n / pass.nseq;
+      const int64_t first = pass.position(seq, 0);
+      cpu::transpose_to_lanes(rq + s.offset(b, first, head, d), token_stride * d, len, d,
+                              qt.data(), ldq);
+      cpu::LaneProblem p;
+      p.qt = qt.data();
+      p.ldq = ldq;
+      p.k = rk + s.offset(b, first, head, d);
+      p.k_stride = token_stride * d;
+      p.v = vsrc + (b * s.l + first) * vs + head * dv;
+      p.v_stride = pass.tstride * vs;
+      p.m = p.n = len;
+      p.d = d;
+      p.dv = dv;
+      p.decay = decay[head];
+      if (!grid.empty()) {
+        p.y = grid.data();
+        p.x = grid.data() + ldq;
       }
+      cpu::attend_forward_lanes(p, ot.data(), work.data());
+      cpu::transpose_from_lanes(ot.data(), ldq, len, dv, dst + s.offset(b, first, head, dv),
+                                token_stride * dv);
     }
   });
 }
@@ -234,12 +255,9 @@ template <class T, class A>
 void decomposed_forward(const Inputs<T>& in, const Dims& s, A scale, A* o1, T* out,
                         const at::TensorOptions& aopt) {
   if constexpr (std::is_same_v<T, float>) {
-    const auto rotated = at::empty({2, s.b * s.l * s.n * s.d}, aopt);
-    float* rq = rotated.data_ptr<float>();
-    float* rk = rq + s.b * s.l * s.n * s.d;
-    rotate_all(in, s, scale, rq, rk);
-    pass_forward_lanes(rq, rk, in.decay, s, row_pass(s), in.v, s.vs, o1);
-    pass_forward_lanes(rq, rk, in.decay, s, column_pass(s), static_cast<const float*>(o1),
+    const auto rotated = rotate_all(in, s, scale, aopt);
+    pass_forward_lanes(rotated, in.decay, s, row_pass(s), in.v, s.vs, o1);
+    pass_forward_lanes(rotated, in.decay, s, column_pass(s), static_cast<const float*>(o1),
                        s.n * s.dv, out);
   } else {
     pass_forward(in, s, row_pass(s), scale, in.v, o1);
@@ -478,51 +496,10 @@ FullPack<A> pack_full(const Inputs<T>& in, const Dims& s, A scale, const at::Ten
   return pk;
 }
 
-// The float forward of the full operator on the lanes kernel (attend_lanes.h), one task per
-// (batch, head): q and k rotated once (as rotate_all does for the decomposed passes), the task's
-// queries transposed across the lanes, keys and values read in place, the mask on the tokens' grid.
-void full_forward_lanes(const Inputs<float>& in, const Dims& s, float scale,
-                        const at::TensorOptions& aopt, float* dst) {
-  const auto rotated = at::empty({2, s.b * s.l * s.n * s.d}, aopt);
-  float* rq = rotated.data_ptr<float>();
-  float* rk = rq + s.b * s.l * s.n * s.d;
-  rotate_all(in, s, scale, rq, rk);
-  const int64_t l = s.l, d = s.d, dv = s.dv, ldq = cpu::lanes_padded(l);
-  std::vector<float> grid(2 * ldq);  // y then x of every token, the padding lanes' too
-  const int64_t coord_w = full_pass(s).coord_w;
-  for (int64_t t = 0; t < ldq; ++t) {
-    grid[t] = static_cast<float>(t / coord_w);
-    grid[ldq + t] = static_cast<float>(t % coord_w);
-  }
-  const int64_t cost = l * l * 2 * (d + dv);
-  at::parallel_for(0, s.b * s.n, grain_for(cost), [&](int64_t begin, int64_t end) {
-    std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(l));
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / s.n, head = task % s.n;
-      cpu::transpose_to_lanes(rq + s.offset(b, 0, head, d), s.n * d, l, d, qt.data(), ldq);
-      cpu::LaneProblem p;
-      p.qt = qt.data();
-      p.ldq = ldq;
-      p.k = rk + s.offset(b, 0, head, d);
-      p.k_stride = s.n * d;
-      p.v = in.v + b * l * s.vs + head * dv;
-      p.v_stride = s.vs;
-      p.m = p.n = l;
-      p.d = d;
-      p.dv = dv;
-      p.decay = in.decay[head];
-      p.y = grid.data();
-      p.x = grid.data() + ldq;
-      cpu::attend_forward_lanes(p, ot.data(), work.data());
-      cpu::transpose_from_lanes(ot.data(), ldq, l, dv, dst + s.offset(b, 0, head, dv), s.n * dv);
-    }
-  });
-}
-
 at::Tensor full_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const at::Tensor& sin, const at::Tensor& cos, const at::Tensor& decay,
                     double scale) {
-  // The float forward reads q, k and v through their token strides (full_forward_lanes). Its
+  // The float forward reads q, k and v through their token strides (pass_forward_lanes). Its
   // scores of a block of queries (16 x L floats) go through the cache three times: measured (8
   // heads of 32, 1 thread) 1.9x the keys-across-the-lanes kernel up to L = 1024, 1.3x at 2025,
   // 0.9x at 4096 (a 1024x1024 input's stage 3), so up to kLanesMaxTokens.
@@ -534,8 +511,9 @@ at::Tensor full_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   if (out.numel() == 0) return out;
   const auto aopt = opmath_options(p.q);
   if (lanes) {
-    full_forward_lanes(inputs_of<float>(p), s, static_cast<float>(scale), aopt,
-                       out.data_ptr<float>());
+    const auto in = inputs_of<float>(p);
+    pass_forward_lanes(rotate_all(in, s, static_cast<float>(scale), aopt), in.decay, s,
+                       full_pass(s), in.v, s.vs, out.data_ptr<float>());
     return out;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(), "masa_full_cpu",
