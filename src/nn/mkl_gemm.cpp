@@ -79,10 +79,12 @@ at::Tensor pack_linear(const at::Tensor& weight, int64_t rows) {
 
 namespace {
 
-// out (rows, n) = x times the packed weight + beta * out, then bias and GELU (either optional).
+// out (rows, n) = x's rows times the packed weight + beta * out, then bias and GELU (either
+// optional).
 void run(const at::Tensor& x, const at::Tensor& packed, MklInt n, const at::Tensor& bias,
          bool gelu, float beta, float* out) {
-  const MklInt m = mkl_int(x.size(0), "rows"), k = mkl_int(x.size(1), "in_features");
+  const MklInt k = mkl_int(x.size(-1), "in_features");
+  const MklInt m = mkl_int(k > 0 ? x.numel() / k : 0, "rows");
   const float* a = x.data_ptr<float>();
   const auto* b = static_cast<const float*>(packed.data_ptr());
   const auto bc = bias.defined() ? bias.contiguous() : bias;
@@ -118,17 +120,21 @@ void run(const at::Tensor& x, const at::Tensor& packed, MklInt n, const at::Tens
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
                   const at::Tensor& bias, bool gelu) {
   const MklInt n = mkl_int(out_features, "out_features");
-  auto y = at::empty({x.size(0), n}, x.options());
-  if (x.size(0) > 0) run(x, packed, n, bias, gelu, 0.0f, y.data_ptr<float>());
+  auto sizes = x.sizes().vec();
+  sizes.back() = n;
+  auto y = at::empty(sizes, x.options());
+  if (y.numel() > 0) run(x, packed, n, bias, gelu, 0.0f, y.data_ptr<float>());
   return y;
 }
 
 void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                  at::Tensor& into) {
-  TORCH_CHECK(into.is_contiguous() && into.dim() == 2 && into.size(0) == x.size(0),
+  TORCH_CHECK(into.is_contiguous() && into.dim() >= 1 && x.dim() >= 1 &&
+                  into.numel() / std::max<int64_t>(1, into.size(-1)) ==
+                      x.numel() / std::max<int64_t>(1, x.size(-1)),
               "MKL linear_add_: expected a contiguous (rows, out_features) tensor to add to");
-  if (x.size(0) > 0) {
-    run(x, packed, mkl_int(into.size(1), "out_features"), bias, false, 1.0f,
+  if (into.numel() > 0 && x.numel() > 0) {
+    run(x, packed, mkl_int(into.size(-1), "out_features"), bias, false, 1.0f,
         into.data_ptr<float>());
   }
 }

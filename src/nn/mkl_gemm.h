@@ -25,15 +25,18 @@ bool available();
 // rows (any row count works with it): an opaque byte tensor, its pages mapped as MKL writes them.
 at::Tensor pack_linear(const at::Tensor& weight, int64_t rows);
 
-// x (rows, in), contiguous, times the packed (out, in) weight, plus bias (may be undefined):
-// (rows, out); with `gelu`, the exact GELU of that, applied to each block of output rows while it
-// is in cache.
+// x (..., in), contiguous, its rows times the packed (out, in) weight, plus bias (may be
+// undefined): (..., out); with `gelu`, the exact GELU of that, applied to each block of output rows
+// while it is in cache. Any leading shape, read and written through pointers: no view of x or of
+// the result (an ATen view costs a dispatch and, outside InferenceMode, autograd's view set-up,
+// serial time between the parallel regions).
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
                   const at::Tensor& bias, bool gelu = false);
 
-// into (rows, out_features), contiguous, += x times the packed weight, plus bias: the GEMM adds
-// its product to what `into` holds (a residual) instead of writing a new tensor that a separate
-// pass then adds.
+// into (..., out_features), contiguous, with x's rows, += x times the packed weight, plus bias: the
+// GEMM adds
+// its product to what `into` holds (a residual) instead of writing a new tensor that a
+// separate pass then adds.
 void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                  at::Tensor& into);
 

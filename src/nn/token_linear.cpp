@@ -53,14 +53,6 @@ at::Tensor pack(const at::Tensor& weight, const at::Tensor& x) {
                                      : onednn::pack_linear(weight);
 }
 
-// rows (n, in) times the packed (out, in) weight, plus bias; with `gelu`, the exact GELU of that,
-// inside the GEMM's pass over the output.
-at::Tensor packed_linear(const at::Tensor& rows, const at::Tensor& packed, int64_t out_features,
-                         const at::Tensor& bias, bool gelu = false) {
-  return packed_gemm() == Gemm::kMkl ? mkl::linear(rows, packed, out_features, bias, gelu)
-                                     : onednn::linear(rows, packed, bias, gelu);
-}
-
 // The layer's packed weight, when x can run there.
 std::optional<at::Tensor> packed_weight(const torch::nn::LinearImpl& linear, const at::Tensor& x,
                                         PackedLinear* packed) {
@@ -78,6 +70,16 @@ at::Tensor on_rows(const at::Tensor& x, int64_t out_features, Run run) {
   return run(x.view({-1, x.size(-1)})).view(sizes);
 }
 
+// x (contiguous, at least 2-D) times the packed (out, in) weight, plus bias; with `gelu`, the
+// exact GELU of that, inside the GEMM's pass over the output. MKL's takes x's rows in place.
+at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                         const at::Tensor& bias, bool gelu = false) {
+  if (packed_gemm() == Gemm::kMkl) return mkl::linear(x, packed, out_features, bias, gelu);
+  return on_rows(x, out_features, [&](const at::Tensor& rows) {
+    return onednn::linear(rows, packed, bias, gelu);
+  });
+}
+
 }  // namespace
 
 torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
@@ -85,10 +87,9 @@ torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Te
   const auto& w = linear.weight;
   if (x.dim() < 2 || !x.is_contiguous()) return at::linear(x, w, linear.bias);
   const auto weight = packed_weight(linear, x, packed);
-  return on_rows(x, w.size(0), [&](const at::Tensor& rows) {
-    return weight ? packed_linear(rows, *weight, w.size(0), linear.bias)
-                  : at::linear(rows, w, linear.bias);
-  });
+  if (weight) return packed_linear(x, *weight, w.size(0), linear.bias);
+  return on_rows(x, w.size(0),
+                 [&](const at::Tensor& rows) { return at::linear(rows, w, linear.bias); });
 }
 
 std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& a,
@@ -112,9 +113,7 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
   });
   if (!kept) return std::nullopt;
   const int64_t out = a.weight.size(0) + b.weight.size(0) + c.weight.size(0);
-  return on_rows(x, out, [&](const at::Tensor& rows) {
-    return packed_linear(rows, kept->packed, out, kept->bias);
-  });
+  return packed_linear(x, kept->packed, out, kept->bias);
 }
 
 void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
@@ -130,8 +129,7 @@ void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor
     into.add_(linear_tokens(linear, x, packed));
     return;
   }
-  auto into_rows = into.view({-1, into.size(-1)});
-  mkl::linear_add_(x.view({-1, x.size(-1)}), *weight, linear.bias, into_rows);
+  mkl::linear_add_(x, *weight, linear.bias, into);
 }
 
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
@@ -139,9 +137,7 @@ std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& lin
   if (x.dim() < 2 || !x.is_contiguous()) return std::nullopt;
   const auto weight = packed_weight(linear, x, packed);
   if (!weight) return std::nullopt;
-  return on_rows(x, linear.weight.size(0), [&](const at::Tensor& rows) {
-    return packed_linear(rows, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
-  });
+  return packed_linear(x, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
 }
 
 }  // namespace rmt::nn::detail
