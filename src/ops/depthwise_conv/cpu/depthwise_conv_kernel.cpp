@@ -50,7 +50,10 @@ constexpr int kPixels = 4;
 // or 64 (AVX-512), one variant each (RMT_DEFINE_LANE_VARIANTS).
 
 // Channels [c, c + N vectors) of output pixels [w, w + kPixels) of one row, every tap inside the
-// image: N * kPixels independent sums, enough to hide the FMA latency (N = 2: 8 chains).
+// image: N * kPixels independent sums, enough to hide the FMA latency (N = 2: 8 chains). Each
+// input row's kPixels + K - 1 vectors are loaded once for its K taps (a sliding window): 0.75
+// loads an FMA at 3x3 instead of 1.25, where the loads bound the loop. Every sum takes its taps
+// in the same order as before (ki, then kj).
 template <int VB, int K, int N, bool RES, class A>
 RMT_ALWAYS_INLINE void conv_pixels_block(const A* const* rows, const A* __restrict wt,
                                          const A* __restrict bias, const A* __restrict res,
@@ -63,11 +66,13 @@ RMT_ALWAYS_INLINE void conv_pixels_block(const A* const* rows, const A* __restri
   for (int n = 0; n < N; ++n)
     for (int u = 0; u < P; ++u) acc[n][u] = cpu::vload<A, V>(bias + c + n * W);
   for (int ki = 0; ki < K; ++ki) {
-    for (int kj = 0; kj < K; ++kj) {
-      const A* src = rows[ki] + (first + kj * IP + c);
-      for (int n = 0; n < N; ++n) {
+    const A* src = rows[ki] + (first + c);
+    for (int n = 0; n < N; ++n) {
+      V in[P + K - 1];
+      for (int j = 0; j < P + K - 1; ++j) in[j] = cpu::vload<A, V>(src + j * IP + n * W);
+      for (int kj = 0; kj < K; ++kj) {
         const V wv = cpu::vload<A, V>(wt + (ki * K + kj) * C + c + n * W);
-        for (int u = 0; u < P; ++u) acc[n][u] += wv * cpu::vload<A, V>(src + u * IP + n * W);
+        for (int u = 0; u < P; ++u) acc[n][u] += wv * in[u + kj];
       }
     }
   }
