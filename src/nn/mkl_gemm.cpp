@@ -12,6 +12,7 @@
 #include <new>
 
 #include "ops/cpu/bias_gelu.h"
+#include "runtime/tensor_text.h"
 
 namespace rmt::nn::detail::mkl {
 
@@ -132,7 +133,10 @@ void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor
   TORCH_CHECK(into.is_contiguous() && into.dim() >= 1 && x.dim() >= 1 &&
                   into.numel() / std::max<int64_t>(1, into.size(-1)) ==
                       x.numel() / std::max<int64_t>(1, x.size(-1)),
-              "MKL linear_add_: expected a contiguous (rows, out_features) tensor to add to");
+              fmt::format("MKL linear_add_: expected a contiguous tensor with the rows of x {} to "
+                          "add to, got {}{}",
+                          text::shape(x.sizes()), text::shape(into.sizes()),
+                          into.is_contiguous() ? "" : " (not contiguous)"));
   if (into.numel() > 0 && x.numel() > 0) {
     run(x, packed, mkl_int(into.size(-1), "out_features"), bias, false, 1.0f,
         into.data_ptr<float>());

@@ -34,8 +34,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_fea
                   const at::Tensor& bias, bool gelu = false);
 
 // into (..., out_features), contiguous, with x's rows, += x times the packed weight, plus bias: the
-// GEMM adds
-// its product to what `into` holds (a residual) instead of writing a new tensor that a
+// GEMM adds its product to what `into` holds (a residual) instead of writing a new tensor that a
 // separate pass then adds.
 void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                  at::Tensor& into);
