@@ -13,7 +13,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
-#include <initializer_list>
+#include "ops/records_gradient.h"  // the kernels' records_gradient
 
 namespace rmt::ops::depthwise_conv {
 
@@ -30,14 +30,5 @@ void check_arguments(const char* op, const at::Tensor& x, const at::Tensor& weig
 // differentiable, any device and dtype.
 at::Tensor composite(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                      int64_t stride, int64_t padding, const at::Tensor& residual);
-
-// Whether autograd records a graph through any of the (defined) tensors.
-inline bool records_gradient(std::initializer_list<const at::Tensor*> ts) {
-  if (!at::GradMode::is_enabled()) return false;
-  for (const auto* t : ts) {
-    if (t->defined() && t->requires_grad()) return true;
-  }
-  return false;
-}
 
 }  // namespace rmt::ops::depthwise_conv

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "ops/masa/masa_ops.h"
+#include "ops/records_gradient.h"
 
 namespace rmt::ops::masa {
 namespace {
@@ -42,9 +43,7 @@ at::Tensor masa_autograd(const at::Tensor& q, const at::Tensor& k, const at::Ten
   // Nothing to record (inference, or no input that wants a gradient): straight to the backend's
   // kernel, without the Function's bookkeeping (saved inputs, output wrapping: ~10 us a call,
   // serial between the parallel regions).
-  const bool records = at::GradMode::is_enabled() &&
-                       (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (!records) {
+  if (!records_gradient({&q, &k, &v})) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return forward_op(F).call(q, k, v, sin, cos, decay, scale);
   }
