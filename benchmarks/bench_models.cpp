@@ -5,7 +5,7 @@
 //   bench_models [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N]
 //                [--min-seconds S] [--models rmt_t,rmt_s,rmt_b,rmt_l] [--batches 1,16]
 //                [--dense 512,1024] [--dense-model rmt_t_dense] [--paths rmt,literal]
-//                [--threads N] [--contend K] [--no-memory] [--tag TEXT]
+//                [--threads N] [--contend K] [--no-memory] [--linears] [--tag TEXT]
 //                [--train rmt_t] [--train-batch 4] [--train-size 224]
 //
 // One row per implementation: `rmt` (the library's path) and `literal`; benchmarks/anchors.py
@@ -22,6 +22,13 @@
 // the same load; the floor is the model's FLOPs (2 x the multiply-accumulates rmt::summarize
 // counts: convs, linear layers, attention matmuls) at that sgemm rate, in img/s, and "of floor" is
 // the implementation's img/s as a share of it.
+//
+// --linears (CPU, float32): each round also runs the model's linear layers alone, in the forward's
+// order, on as many tokens as the forward gives each and through the library's own GEMM path (the
+// packed weights, q/k/v stacked as one GEMM, bias in the GEMM's pass): how fast this model's GEMMs
+// run here at their own shapes (K of 64, 49 rows, every weight read once a forward), against the
+// 1024^3 sgemm the floor assumes. A second table prints that rate, and a floor that counts the
+// linear layers at it (the other FLOPs still at the sgemm rate) with the library's share of it.
 //
 // Speed: one child process builds the model and times the two paths alternately (fused, literal,
 // fused, literal, ...) after one warm-up run of each, at least --repeats times and until each path
@@ -44,6 +51,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -51,6 +60,7 @@
 #include <fmt/format.h>
 #include <torch/cuda.h>
 
+#include "nn/token_linear.h"  // the library's GEMM path, for --linears
 #include "rmt/rmt.h"
 #include "rmt/runtime/memory.h"
 #include "rmt/runtime/threads.h"
@@ -79,6 +89,7 @@ struct Options {
   int threads = 0;   // 0: rmt::runtime::configure_threads()'s default
   int contend = 0;   // busy processes during the timing
   bool memory = true;
+  bool linears = false;  // time the model's linear layers alone too
   bool run_rmt = true, run_literal = true;
   std::string tag;  // appended to the path's name: "rmt [TAG]"
 };
@@ -101,6 +112,8 @@ struct Speed {
   double fused = 0, literal = 0;  // median seconds per forward
   double gemm_flops = 0;          // sgemm FLOP/s on the same threads (CPU; 0 on CUDA)
   double model_flops = 0;         // per image: 2 x rmt::summarize's multiply-accumulates
+  double linear_flops = 0;        // per image: the linear layers' share of model_flops
+  double linear_seconds = 0;      // median time of the linear layers alone (--linears), a batch
   int threads = 0;
 };
 
@@ -146,13 +159,73 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// The model's linear layers in the forward's order, each with its own weight and packed-weight
+// cache, on inputs of the forward's token counts (one input tensor per shape, reused as the forward
+// reuses freed activations). q_proj, k_proj and v_proj of one MaSA run as the library runs them:
+// one GEMM over their stacked weights.
+class LinearSweep {
+ public:
+  LinearSweep(const rmt::Model& model, const rmt::ModelSummary& summary) {
+    const auto modules = model.module()->named_modules();
+    std::map<std::pair<int64_t, int64_t>, at::Tensor> inputs;
+    for (const auto& layer : summary.layers) {
+      if (layer.kind != rmt::CostKind::Linear) continue;
+      const auto* linear = modules[layer.name]->as<torch::nn::Linear>();
+      const int64_t in = linear->options.in_features(), out = linear->options.out_features();
+      const int64_t tokens = layer.macs / (in * out);
+      auto& x = inputs[{tokens, in}];
+      if (!x.defined()) x = torch::randn({tokens, in});
+      const bool k_or_v = ends_with(layer.name, ".k_proj") || ends_with(layer.name, ".v_proj");
+      if (k_or_v && !steps_.empty() && steps_.back().stacked) {
+        steps_.back().linears.push_back(linear);
+        continue;
+      }
+      Step step{{linear}, x, std::make_shared<rmt::nn::detail::PackedLinear>(),
+                std::make_shared<rmt::nn::detail::PackedLinearStack>(),
+                ends_with(layer.name, ".q_proj")};
+      steps_.push_back(std::move(step));
+    }
+  }
+  double seconds() {
+    const auto start = std::chrono::steady_clock::now();
+    for (auto& step : steps_) {
+      if (step.stacked && step.linears.size() == 3) {
+        const auto y = rmt::nn::detail::stacked_linear_tokens(
+            *step.linears[0], *step.linears[1], *step.linears[2], step.x, step.stack.get());
+        if (y) continue;
+      }
+      for (const auto* linear : step.linears)
+        rmt::nn::detail::linear_tokens(*linear, step.x, step.packed.get());
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+ private:
+  static bool ends_with(const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  }
+  struct Step {
+    std::vector<const torch::nn::LinearImpl*> linears;
+    at::Tensor x;
+    std::shared_ptr<rmt::nn::detail::PackedLinear> packed;
+    std::shared_ptr<rmt::nn::detail::PackedLinearStack> stack;
+    bool stacked = false;  // a q_proj, with its k_proj and v_proj
+  };
+  std::vector<Step> steps_;
+};
+
 Speed measure_speed(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
   Speed speed;
   speed.threads = apply_threads(opt);
   const torch::Device device(opt.device);
   auto model = build(opt, preset, device);
-  speed.model_flops = 2.0 * static_cast<double>(rmt::summarize(model, size, size).total_macs());
+  const auto summary = rmt::summarize(model, size, size, batch);
+  speed.model_flops = 2.0 * static_cast<double>(summary.total_macs()) / batch;
+  speed.linear_flops = 2.0 * static_cast<double>(summary.linear_macs) / batch;
   torch::NoGradGuard no_grad;
+  const bool sweep = opt.linears && device.is_cpu() && opt.dtype == at::kFloat;
+  std::optional<LinearSweep> linears;
+  if (sweep) linears.emplace(model, summary);
   auto images = torch::randn({batch, 3, size, size}).to(device, opt.dtype);
   auto timed = [&](rmt::nn::Backend backend) {
     model.set_backend(backend);
@@ -173,7 +246,8 @@ Speed measure_speed(const Options& opt, const std::string& preset, int64_t batch
   if (opt.run_rmt) timed(rmt::nn::Backend::Fused);  // warm-up
   if (opt.run_literal) timed(rmt::nn::Backend::Reference);
   if (cpu) gemm();
-  std::vector<double> fused, literal, gemms;
+  if (sweep) linears->seconds();  // packs the weights
+  std::vector<double> fused, literal, gemms, sweeps;
   double spent = 0;
   for (int i = 0; i < opt.repeats || spent < opt.min_seconds; ++i) {
     double least = 1e30;
@@ -195,11 +269,13 @@ Speed measure_speed(const Options& opt, const std::string& preset, int64_t batch
       } while (t < 0.1 * least && calls < 50);
       gemms.push_back(t / calls);
     }
+    if (sweep) sweeps.push_back(linears->seconds());
     spent += least;
   }
   if (opt.run_rmt) speed.fused = median(fused);
   if (opt.run_literal) speed.literal = median(literal);
   if (cpu) speed.gemm_flops = 2.0 * n * n * n / median(gemms);
+  if (sweep) speed.linear_seconds = median(sweeps);
   return speed;
 }
 
@@ -320,6 +396,24 @@ void print_row(const Options& opt, const std::string& preset, const char* path, 
   }
 }
 
+// The --linears table's rows, printed after the main table.
+std::vector<std::string> linear_rows;
+
+void add_linear_row(const Options& opt, const std::string& preset, int64_t batch, int64_t size,
+                    const Speed& speed) {
+  if (speed.linear_seconds <= 0 || speed.gemm_flops <= 0) return;
+  const double linear_rate = batch * speed.linear_flops / speed.linear_seconds;
+  // The floor with the linear layers at their measured rate, everything else at the sgemm's.
+  const double other = batch * (speed.model_flops - speed.linear_flops) / speed.gemm_flops;
+  const double floor = batch / (speed.linear_seconds + other);
+  linear_rows.push_back(fmt::format(
+      "| {} | {}x{} | {} | {} | {} | {:.2f} | {:.2f} | {:.1f} | {:.1f} | {:.0f}% | {:.2f} | {} |\n",
+      preset, size, size, batch, speed.threads, opt.contend, speed.linear_flops / 1e9,
+      batch / speed.linear_seconds, linear_rate / 1e9, speed.gemm_flops / 1e9,
+      100.0 * linear_rate / speed.gemm_flops, floor,
+      opt.run_rmt ? fmt::format("{:.0f}%", 100.0 * batch / speed.fused / floor) : ""));
+}
+
 void row(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
   Speed speed;
   double fused_peak = 0, literal_peak = 0;
@@ -343,6 +437,7 @@ void row(const Options& opt, const std::string& preset, int64_t batch, int64_t s
   } else {
     if (opt.run_rmt) print_row(opt, preset, "rmt", batch, size, speed, speed.fused, fused_peak);
     if (opt.run_literal) print_row(opt, preset, "literal", batch, size, speed, speed.literal, literal_peak);
+    add_linear_row(opt, preset, batch, size, speed);
   }
   std::fflush(stdout);
 }
@@ -385,6 +480,8 @@ int main(int argc, char** argv) {
       opt.contend = std::max(0, std::stoi(value()));
     } else if (a == "--tag") {
       opt.tag = value();
+    } else if (a == "--linears") {
+      opt.linears = true;
     } else if (a == "--no-memory") {
       opt.memory = false;
     } else if (a == "--paths") {
@@ -410,7 +507,7 @@ int main(int argc, char** argv) {
                  "usage: {} [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N] "
                  "[--min-seconds S] "
                  "[--models a,b] [--batches 1,16] [--dense 512,1024] [--dense-model rmt_t_dense] "
-                 "[--paths rmt,literal] [--threads N] [--contend K] [--no-memory] [--tag TEXT] "
+                 "[--paths rmt,literal] [--threads N] [--contend K] [--no-memory] [--linears] [--tag TEXT] "
                  "[--train rmt_t|none] [--train-batch 4] [--train-size 224]\n",
                  argv[0]);
       return a == "--help" ? 0 : 1;
@@ -453,6 +550,15 @@ int main(int argc, char** argv) {
     for (const auto b : opt.batches) row(opt, m, b, 224);
   }
   for (const auto s : opt.dense_sizes) row(opt, opt.dense_model, 1, s);
+  if (!linear_rows.empty()) {
+    fmt::print("\n# The linear layers alone (--linears), timed in the same rounds; the last two "
+               "columns: a floor with the linear layers at their own rate, the other FLOPs at the "
+               "sgemm's, and rmt's img/s as a share of it\n\n| model | input | batch | threads | "
+               "busy procs | linear GFLOP/img | linears alone img/s | linear GFLOP/s | sgemm GFLOP/s "
+               "| linear / sgemm | floor, linears at their rate img/s | rmt of that |\n"
+               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (const auto& line : linear_rows) fmt::print("{}", line);
+  }
   if (opt.train_model != "none") {
     fmt::print("\n# Training step (forward + backward), activation checkpointing off and on\n\n");
     fmt::print("| model | input | batch | {0} | {0}, checkpointed | ratio |\n|---|---|---:|---:|---:|---:|\n",
