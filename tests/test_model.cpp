@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "nn/ffn_rows.h"      // internal: the FFN's row pipeline, driven directly below
+#include "nn/mkl_gemm.h"
 #include "reference.h"
 #include "rmt/rmt.h"
 
@@ -645,6 +647,52 @@ TEST(Modules, InferenceTensorWeightsAreNeverKeptStale) {
   const auto after = model.forward(images)[0];
   EXPECT_GT(rmt::test::relative_error(after, before), 1e-3);
   EXPECT_LT(rmt::test::relative_error(after, literal()), 1e-5);
+}
+
+// At CPU inference the FFN runs a few image rows at a time (nn/ffn_rows.h), each thread on whole
+// images or on a share of one image's rows. On sizes that make it slide its row buffer (30 rows of
+// 56: chunks of 5, a buffer of 22 rows), end on a short chunk, split one image between two threads
+// and run single-row images, it must agree with the authors' FFN (the literal path), and take the
+// call wherever MKL's packed GEMM is there; where a share would be under 8 rows it declines.
+TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
+  if (!rmt::nn::detail::mkl::available()) GTEST_SKIP() << "no MKL packed GEMM in this LibTorch";
+  rmt::nn::FeedForward ffn(8, 24);
+  ffn->eval();
+  torch::NoGradGuard no_grad;
+  for (auto& p : ffn->parameters()) p.normal_(0, 0.3);
+  auto packed1 = std::make_shared<rmt::nn::detail::PackedLinear>();
+  auto packed2 = std::make_shared<rmt::nn::detail::PackedLinear>();
+  const int threads_before = at::get_num_threads();
+  const std::vector<std::vector<int64_t>> sizes{{1, 30, 56, 8}, {3, 37, 9, 8}, {2, 1, 5, 8}, {1, 16, 3, 8}};
+  for (const int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (const auto& size : sizes) {
+      const auto x = torch::randn(size), base = torch::randn(size);
+      ffn->set_backend(rmt::nn::Backend::Reference);
+      const auto expected = base + ffn->forward(x);
+      ffn->set_backend(rmt::nn::Backend::Fused);
+      auto into = base.clone();
+      const bool ran = rmt::nn::detail::ffn_rows_add_(*ffn->fc1, *ffn->fc2, ffn->dwconv->kernel_weight(),
+                                                      ffn->dwconv->conv->bias, 1, x, into,
+                                                      packed1.get(), packed2.get());
+      std::string what = std::to_string(threads) + " threads, x";
+      for (const auto n : size) what += " " + std::to_string(n);
+      // 2 threads on one image of 16 rows: shares of 8 rows, taken; on {2, 1, 5}: one image each.
+      EXPECT_TRUE(ran) << what;
+      EXPECT_LT(rmt::test::relative_error(into, expected), 1e-5) << what;
+      auto via_module = base.clone();
+      ffn->forward_add_(x, via_module);
+      EXPECT_LT(rmt::test::relative_error(via_module, expected), 1e-5) << what;
+    }
+  }
+  // One image of 14 rows on 2 threads: shares of 7 rows, declined (the caller's layer-by-layer path).
+  at::set_num_threads(2);
+  auto into = torch::zeros({1, 14, 14, 8});
+  EXPECT_FALSE(rmt::nn::detail::ffn_rows_add_(*ffn->fc1, *ffn->fc2, ffn->dwconv->kernel_weight(),
+                                              ffn->dwconv->conv->bias, 1, torch::randn({1, 14, 14, 8}),
+                                              into, packed1.get(), packed2.get()));
+  EXPECT_EQ(into.abs().max().item<float>(), 0.0f);
+  at::set_num_threads(threads_before);
 }
 
 }  // namespace

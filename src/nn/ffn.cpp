@@ -1,5 +1,7 @@
 #include "rmt/nn/ffn.h"
 
+#include "nn/conv_padding.h"
+#include "nn/ffn_rows.h"
 #include "nn/token_linear.h"
 
 namespace rmt::nn {
@@ -29,6 +31,14 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
 void FeedForwardImpl::forward_add_(const torch::Tensor& x, torch::Tensor& into) {
   if (policy_.literal()) {
     into.add_(forward(x));
+    return;
+  }
+  const auto& o = dwconv->conv->options;
+  if (o.stride()->at(0) == 1 && o.stride()->at(1) == 1 &&
+      detail::numeric_padding(o)->at(0) == detail::numeric_padding(o)->at(1) &&
+      detail::ffn_rows_add_(*fc1, *fc2, dwconv->kernel_weight(), dwconv->conv->bias,
+                            detail::numeric_padding(o)->at(0), x, into, packed_[0].get(),
+                            packed_[1].get())) {
     return;
   }
   detail::linear_tokens_add_(*fc2, hidden(x), into, packed_[1].get());

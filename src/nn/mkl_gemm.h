@@ -39,4 +39,10 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_fea
 void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                  at::Tensor& into);
 
+// out (m, n) = a (m, k, rows k apart) times the packed weight + beta * out, then bias (may be null)
+// and the GELU (gelu) block by block while in cache: on the calling thread, MKL sequential when
+// called inside a parallel region. The sizes are MKL's 32-bit ones (the caller's tensors checked).
+void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, int64_t n,
+               const float* bias, bool gelu, float beta, float* out);
+
 }  // namespace rmt::nn::detail::mkl

@@ -39,12 +39,18 @@ Gemm packed_gemm() {
   return gemm;
 }
 
+// Whether the packed GEMM takes the layer (float32 CPU, no gradient recorded).
+bool layer_fits(const torch::nn::LinearImpl& linear) {
+  const auto& w = linear.weight;
+  return packed_gemm() != Gemm::kNone && !at::GradMode::is_enabled() &&
+         w.scalar_type() == at::kFloat && w.device().is_cpu() &&
+         (!linear.bias.defined() || linear.bias.scalar_type() == at::kFloat);
+}
+
 // Whether the packed GEMM takes the layer on x (contiguous, at least 2-D).
 bool packed_fits(const torch::nn::LinearImpl& linear, const at::Tensor& x) {
-  const auto& w = linear.weight;
-  return packed_gemm() != Gemm::kNone && !at::GradMode::is_enabled() && x.device().is_cpu() &&
-         x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && w.device().is_cpu() &&
-         x.numel() > 0 && (!linear.bias.defined() || linear.bias.scalar_type() == at::kFloat);
+  return layer_fits(linear) && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         x.numel() > 0;
 }
 
 // weight (out, in) packed for the GEMM, for x's rows.
@@ -138,6 +144,13 @@ std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& lin
   const auto weight = packed_weight(linear, x, packed);
   if (!weight) return std::nullopt;
   return packed_linear(x, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
+}
+
+std::optional<at::Tensor> mkl_packed_weight(const torch::nn::LinearImpl& linear, int64_t rows,
+                                            PackedLinear* packed) {
+  if (!packed || packed_gemm() != Gemm::kMkl || !layer_fits(linear)) return std::nullopt;
+  const auto& w = linear.weight;
+  return packed->get({&w}, [&] { return mkl::pack_linear(w, rows); });
 }
 
 }  // namespace rmt::nn::detail

@@ -53,4 +53,10 @@ void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
                                                 const torch::Tensor& x, PackedLinear* packed);
 
+// The layer's weight packed for MKL's GEMM (nn/mkl_gemm.h), blocked for `rows` rows, from the
+// same cache linear_tokens uses; nullopt where linear_tokens would not run MKL's packed GEMM on a
+// float32 CPU input (no MKL, gradients recorded, another dtype or device).
+std::optional<at::Tensor> mkl_packed_weight(const torch::nn::LinearImpl& linear, int64_t rows,
+                                            PackedLinear* packed);
+
 }  // namespace rmt::nn::detail

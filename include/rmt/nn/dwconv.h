@@ -25,12 +25,13 @@ class DWConv2dImpl : public torch::nn::Module, public WithBackend {
   // tensor nothing else uses.
   torch::Tensor forward_add_self(const torch::Tensor& g);
 
+  // The weight for rmt::ops' depthwise ops: at CPU inference the tap-major copy, else conv->weight.
+  torch::Tensor kernel_weight();
+
   // Literal (Reference): at::conv2d on the permuted view, then the add.
   torch::nn::Conv2d conv{nullptr};
 
  private:
-  // The weight for rmt::ops' depthwise ops: at CPU inference the tap-major copy, else conv->weight.
-  torch::Tensor kernel_weight();
   std::shared_ptr<detail::TapMajorWeight> tap_major_;
 };
 TORCH_MODULE(DWConv2d);

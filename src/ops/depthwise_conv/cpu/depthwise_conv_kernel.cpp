@@ -269,6 +269,25 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
   }
 }
 
+// Output rows [row0, row1) of conv(h) + h for one image whose rows [first, first + count) of h
+// lie in `slab`, one after the other (the FFN's row pipeline, nn/ffn_rows.h); out: the output
+// rows, one after the other. Rows outside the image are the zero padding.
+template <int VB, class A>
+RMT_ALWAYS_INLINE void conv_slab_add_self(const ConvShape& s, const A* slab, int64_t first,
+                                          const A* wt, const A* bias, int64_t row0, int64_t row1,
+                                          A* out) {
+  const int64_t pad = (s.k - 1) / 2, row_size = s.width * s.channels;
+  std::vector<const A*> rows(s.k);
+  for (int64_t h = row0; h < row1; ++h) {
+    for (int64_t ki = 0; ki < s.k; ++ki) {
+      const int64_t hh = h + ki - pad;
+      rows[ki] = hh >= 0 && hh < s.height ? slab + (hh - first) * row_size : nullptr;
+    }
+    conv_row_any<VB>(s, rows.data(), wt, bias, slab + (h - first) * row_size,
+                     out + (h - row0) * row_size);
+  }
+}
+
 // Baseline, AVX2 and AVX-512 variants of the drivers, picked once at run time (cpu_simd.h); W:
 // their float lanes.
 #define RMT_DEFINE_VARIANT(SUFFIX, ATTR, W)                                                        \
@@ -287,6 +306,12 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
     } else {                                                                                       \
       conv_rows_in_place<4 * W, false>(s, h, wt, bias, row0, row1, above, below);                  \
     }                                                                                              \
+  }                                                                                                \
+  template <class A>                                                                               \
+  ATTR RMT_FLATTEN void conv_slab_##SUFFIX(const ConvShape& s, const A* slab, int64_t first,       \
+                                           const A* wt, const A* bias, int64_t row0, int64_t row1, \
+                                           A* out) {                                               \
+    conv_slab_add_self<4 * W>(s, slab, first, wt, bias, row0, row1, out);                          \
   }                                                                                                \
   template <class A>                                                                               \
   ATTR RMT_FLATTEN void gelu_##SUFFIX(const A* in, A* out, int64_t n) {                            \
@@ -436,6 +461,14 @@ void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const 
       }
     });
   });
+}
+
+void conv_add_self_rows_cpu(const float* slab, int64_t first, int64_t height, int64_t width,
+                            int64_t channels, const at::Tensor& weight, const at::Tensor& bias,
+                            int64_t row0, int64_t row1, float* out) {
+  const ConvShape s{1, height, width, channels, weight.size(2), channels};
+  const KernelWeights<float> kw(weight, bias, channels);
+  RMT_CALL_LANE_VARIANT(conv_slab, s, slab, first, kw.wt(), kw.bias(), row0, row1, out);
 }
 
 }  // namespace depthwise_conv

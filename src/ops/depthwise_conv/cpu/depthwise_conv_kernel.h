@@ -17,4 +17,13 @@ bool cpu_kernel_applies(const at::Tensor& x, const at::Tensor& weight, const at:
 void conv_add_in_place_cpu(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
                            bool activate);
 
+// Output rows [row0, row1) of conv(h) + h (same padding, stride 1), on the calling thread, for one
+// (height, width, channels) image of which the rows [first, ...) of h lie one after the other in
+// `slab`, every row that the output rows read among them; out: the output rows, one after the
+// other. For float weight and bias that cpu_kernel_applies accepts. The FFN's row pipeline
+// (nn/ffn_rows.h) runs the middle of its FFN on a few rows at a time through it.
+void conv_add_self_rows_cpu(const float* slab, int64_t first, int64_t height, int64_t width,
+                            int64_t channels, const at::Tensor& weight, const at::Tensor& bias,
+                            int64_t row0, int64_t row1, float* out);
+
 }  // namespace rmt::ops::depthwise_conv

@@ -1,0 +1,114 @@
+#include "nn/ffn_rows.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "nn/mkl_gemm.h"
+#include "ops/depthwise_conv/cpu/depthwise_conv_kernel.h"
+
+namespace rmt::nn::detail {
+
+namespace {
+
+// Tokens of a chunk's GEMMs at least (rows of MKL's kernel; RMT-S's first stage: 5 rows of 56).
+constexpr int64_t kChunkTokens = 256;
+// Rows of an image a thread takes at least; fewer (small images on several threads) and the
+// layer-by-layer path runs instead: the halo rows that two threads both compute would cost more.
+constexpr int64_t kMinRowsPerThread = 8;
+
+struct Geometry {
+  int64_t height, width, channels, hidden, pad, chunk;
+};
+
+struct Layers {
+  at::Tensor packed1, packed2, dw_weight, dw_bias;
+  const float* bias1;
+  const float* bias2;
+};
+
+// Output rows [row0, row1) of image b: chunk by chunk, the hidden rows of the next chunk (and the
+// conv's halo) appended to `slab`, which keeps the last rows the conv still reads.
+void run_rows(const Geometry& g, const Layers& l, const float* x, float* into, int64_t b,
+              int64_t row0, int64_t row1, float* slab, int64_t capacity, float* middle) {
+  const int64_t row_size = g.width * g.hidden, token_row = g.width * g.channels;
+  int64_t first = std::max<int64_t>(0, row0 - g.pad), next = first;  // slab: rows [first, next)
+  for (int64_t r = row0; r < row1;) {
+    const int64_t r1 = std::min(row1, r + g.chunk);
+    const int64_t last = std::min(g.height, r1 + g.pad);  // the hidden rows needed: up to last
+    if (last - first > capacity) {  // slide: the rows before r - pad are read no more
+      const int64_t keep = std::max<int64_t>(0, r - g.pad);
+      std::memmove(slab, slab + (keep - first) * row_size,
+                   (next - keep) * row_size * sizeof(float));
+      first = keep;
+    }
+    mkl::gemm_rows(x + (b * g.height + next) * token_row, (last - next) * g.width, g.channels,
+                   l.packed1, g.hidden, l.bias1, /*gelu=*/true, 0.0f,
+                   slab + (next - first) * row_size);
+    next = last;
+    ops::depthwise_conv::conv_add_self_rows_cpu(slab, first, g.height, g.width, g.hidden,
+                                                l.dw_weight, l.dw_bias, r, r1, middle);
+    mkl::gemm_rows(middle, (r1 - r) * g.width, g.hidden, l.packed2, g.channels, l.bias2,
+                   /*gelu=*/false, 1.0f, into + (b * g.height + r) * token_row);
+    r = r1;
+  }
+}
+
+bool is_float_cpu(const at::Tensor& t) {
+  return !t.defined() || (t.scalar_type() == at::kFloat && t.device().is_cpu());
+}
+
+}  // namespace
+
+bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+                   const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
+                   const at::Tensor& x, at::Tensor& into, PackedLinear* packed1,
+                   PackedLinear* packed2) {
+  if (x.dim() != 4 || !x.is_contiguous() || !into.is_contiguous() || into.sizes() != x.sizes() ||
+      !is_float_cpu(x) || !is_float_cpu(into) || x.numel() == 0) {
+    return false;
+  }
+  const int64_t batch = x.size(0), channels = x.size(3), hidden = fc1.weight.size(0);
+  if (fc1.weight.size(1) != channels || fc2.weight.size(1) != hidden ||
+      fc2.weight.size(0) != channels || dw_weight.dim() != 4 || dw_weight.size(0) != hidden ||
+      !is_float_cpu(fc1.bias) || !is_float_cpu(fc2.bias) || !is_float_cpu(dw_bias) ||
+      (fc1.bias.defined() && !fc1.bias.is_contiguous()) ||
+      (fc2.bias.defined() && !fc2.bias.is_contiguous()) ||
+      !ops::depthwise_conv::cpu_kernel_applies(x, dw_weight, dw_bias, 1, dw_padding)) {
+    return false;
+  }
+  const Geometry g{x.size(1), x.size(2), channels, hidden, dw_padding,
+                   std::min(x.size(1), (kChunkTokens + x.size(2) - 1) / x.size(2))};
+  // Several threads outside a region and fewer images than threads: each image's rows shared.
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t shares = batch >= threads ? 1 : (threads + batch - 1) / batch;
+  if (shares > 1 && g.height / shares < kMinRowsPerThread) return false;
+  const int64_t tokens = batch * g.height * g.width;  // as the layer-by-layer path packs them
+  const auto w1 = mkl_packed_weight(fc1, tokens, packed1);
+  const auto w2 = w1 ? mkl_packed_weight(fc2, tokens, packed2) : std::nullopt;
+  if (!w2) return false;
+  const Layers l{*w1, *w2, dw_weight, dw_bias,
+                 fc1.bias.defined() ? fc1.bias.data_ptr<float>() : nullptr,
+                 fc2.bias.defined() ? fc2.bias.data_ptr<float>() : nullptr};
+  const float* xp = x.data_ptr<float>();
+  float* ip = into.data_ptr<float>();
+  const int64_t row_size = g.width * g.hidden;
+  at::parallel_for(0, batch * shares, 1, [&](int64_t begin, int64_t end) {
+    const int64_t span = (g.height + shares - 1) / shares;
+    // The slab holds a few chunks before it slides; the middle buffer one chunk.
+    const int64_t capacity = std::min(g.height, 4 * g.chunk + 2 * g.pad);
+    const std::unique_ptr<float[]> slab(new float[capacity * row_size]);
+    const std::unique_ptr<float[]> middle(new float[g.chunk * row_size]);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / shares, share = unit % shares;
+      const int64_t row0 = std::min(g.height, share * span), row1 = std::min(g.height, row0 + span);
+      if (row0 < row1) run_rows(g, l, xp, ip, b, row0, row1, slab.get(), capacity, middle.get());
+    }
+  });
+  return true;
+}
+
+}  // namespace rmt::nn::detail

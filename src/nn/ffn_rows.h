@@ -1,0 +1,27 @@
+#pragma once
+// The FFN at CPU inference a few image rows at a time: fc1 and its GELU, the depthwise conv with
+// its residual, and fc2 adding into the block's residual, for R rows before the next R, so that
+// the hidden activations (3x the block's width) stay in the core's L2 cache between the four steps
+// instead of making three round trips through L3 or memory as whole tensors (RMT-S's first stage:
+// 2.4 MB a image). Each thread runs whole images, or a share of an image's rows when the images
+// are fewer than the threads; the rows just outside a share are computed by both neighbours (the
+// conv's halo). The hidden tensor is never formed: less peak memory too.
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/modules/linear.h>
+
+#include "nn/token_linear.h"
+
+namespace rmt::nn::detail {
+
+// into += fc2(g + conv(g)) with g = gelu(fc1(x)), conv the depthwise (dw_weight: DWConv2d's
+// kernel_weight(), stride 1, padding dw_padding); x and into (B, H, W, C). Returns false, having
+// done nothing, where it does not apply: float32 CPU tensors, contiguous, MKL's packed GEMM for
+// both layers (no gradient recorded), the depthwise CPU kernel's conditions, or too few rows a
+// thread (then the layer-by-layer path threads each GEMM instead).
+bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+                   const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
+                   const at::Tensor& x, at::Tensor& into, PackedLinear* packed1,
+                   PackedLinear* packed2);
+
+}  // namespace rmt::nn::detail
