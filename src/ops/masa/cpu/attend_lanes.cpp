@@ -254,7 +254,7 @@ struct PairSwap<16> {
 template <int W>
 RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float* sn,
                                         const float* cs, int64_t tokens, int64_t heads, int64_t d,
-                                        float scale, float* out) {
+                                        float scale, float* out, int64_t out_stride) {
   const bool scaled = scale != 1.0f;
   LV<W> sign;  // -1 on the even lanes (x0 * cos - x1 * sin), built once: a product, not a lane loop
   for (int u = 0; u < W; ++u) sign[u] = u % 2 == 0 ? -1.0f : 1.0f;
@@ -263,7 +263,7 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float*
     const float* cr = cs + t * d;
     for (int64_t h = 0; h < heads; ++h) {
       const float* xr = x + t * xs + h * d;
-      float* o = out + (t * heads + h) * d;
+      float* o = out + t * out_stride + h * d;
       int64_t c = 0;
       for (; c + W <= d; c += W) {  // W is even: the pairs never straddle two vectors
         LV<W> v = load<W>(xr + c);
@@ -291,8 +291,8 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float*
   }                                                                                             \
   ATTR RMT_FLATTEN void theta_shift_##SUFFIX(const float* x, int64_t xs, const float* sn,       \
                                              const float* cs, int64_t tokens, int64_t heads,    \
-                                             int64_t d, float scale, float* out) {              \
-    theta_shift_impl<W>(x, xs, sn, cs, tokens, heads, d, scale, out);                           \
+                                             int64_t d, float scale, float* out, int64_t os) {  \
+    theta_shift_impl<W>(x, xs, sn, cs, tokens, heads, d, scale, out, os);                       \
   }                                                                                             \
   ATTR RMT_FLATTEN void to_lanes_##SUFFIX(const float* src, int64_t ss, int64_t rows,           \
                                           int64_t cols, float* dst, int64_t ldd) {              \
@@ -315,8 +315,10 @@ void attend_forward_lanes(const LaneProblem& p, float* ot, float* work) {
 }
 
 void theta_shift_tokens(const float* x, int64_t x_stride, const float* sn, const float* cs,
-                        int64_t tokens, int64_t heads, int64_t d, float scale, float* out) {
-  RMT_CALL_LANE_VARIANT(theta_shift, x, x_stride, sn, cs, tokens, heads, d, scale, out);
+                        int64_t tokens, int64_t heads, int64_t d, float scale, float* out,
+                        int64_t out_stride) {
+  RMT_CALL_LANE_VARIANT(theta_shift, x, x_stride, sn, cs, tokens, heads, d, scale, out,
+                        out_stride);
 }
 
 void transpose_to_lanes(const float* src, int64_t src_stride, int64_t rows, int64_t cols,

@@ -44,9 +44,10 @@ void attend_forward_lanes(const LaneProblem& p, float* ot, float* work);
 // (tokens, heads, d)), with the sin and cos rows (tokens, d) of their positions:
 // out = x' * cos + rotate_every_two(x') * sin with x' = x * scale (k's scale; 1 for q), the pairs
 // (a, b) rotating to (-b, a): the reference chain's operations per element.
-// x_stride: elements between x's tokens (heads * d when contiguous); out is contiguous.
+// x_stride, out_stride: elements between x's tokens and between out's (heads * d when contiguous).
 void theta_shift_tokens(const float* x, int64_t x_stride, const float* sn, const float* cs,
-                        int64_t tokens, int64_t heads, int64_t d, float scale, float* out);
+                        int64_t tokens, int64_t heads, int64_t d, float scale, float* out,
+                        int64_t out_stride);
 
 // The moves between tokens (rows of channels) and the lanes layout, by vector transposes:
 // dst[c * ldd + t] = src[t * src_stride + c] for t < rows, c < cols, and the columns

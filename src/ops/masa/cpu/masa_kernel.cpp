@@ -177,12 +177,17 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
   });
 }
 
-// The float forward (attend_lanes.h): q rotated and k rotated and scaled once for every pass, as
-// rows 0 and 1 of the returned (2, B * L * heads * d) tensor, (B, L, heads, d) like the inputs.
+// The float forward (attend_lanes.h) reads q rotated and k rotated and scaled, computed once for
+// every pass, as rows 0 and 1 of a (2, B * L * heads * d) tensor, (B, L, heads, d) like the inputs.
+at::Tensor rotated_buffer(const Dims& s, const at::TensorOptions& aopt) {
+  return at::empty({2, s.b * s.l * s.n * s.d}, aopt);
+}
+
+// That tensor, filled in a pass of its own (the full operator's: one sequence of every token).
 at::Tensor rotate_all(const Inputs<float>& in, const Dims& s, float scale,
                       const at::TensorOptions& aopt) {
   const int64_t d = s.d, nd = s.n * d;
-  auto rotated = at::empty({2, s.b * s.l * nd}, aopt);
+  auto rotated = rotated_buffer(s, aopt);
   float* rq = rotated.data_ptr<float>();
   float* rk = rq + s.b * s.l * nd;
   at::parallel_for(0, s.b * s.l, grain_for(8 * nd), [&](int64_t begin, int64_t end) {
@@ -191,9 +196,9 @@ at::Tensor rotate_all(const Inputs<float>& in, const Dims& s, float scale,
     for (int64_t bt = begin; bt < end;) {
       const int64_t t = bt % s.l, count = std::min(end - bt, s.l - t);
       cpu::theta_shift_tokens(in.q + bt * s.qs, s.qs, in.sn + t * d, in.cs + t * d, count, s.n, d,
-                              1.0f, rq + bt * nd);
+                              1.0f, rq + bt * nd, nd);
       cpu::theta_shift_tokens(in.k + bt * s.ks, s.ks, in.sn + t * d, in.cs + t * d, count, s.n, d,
-                              scale, rk + bt * nd);
+                              scale, rk + bt * nd, nd);
       bt += count;
     }
   });
@@ -202,13 +207,18 @@ at::Tensor rotate_all(const Inputs<float>& in, const Dims& s, float scale,
 
 // One pass on the lanes kernel, a task per (batch, sequence, head): the sequence's queries
 // transposed across the lanes, its keys and values read in place (rows pass.tstride tokens
-// apart), the outputs scattered back. rotated: rotate_all's; vsrc: values with vs elements
-// between tokens (Dims::vs for the inputs' v, n * dv for o1). A pass whose tokens wrap onto
-// several grid rows (the full operator's, coord_w < len) takes the 2-D mask on their (y, x).
+// apart), the outputs scattered back. rotated: rotate_all's, or, with `rotate_from` (a pass of
+// consecutive tokens: the decomposed operator's row pass, which runs first), filled here: each
+// task rotates its own tokens' q and k of its head first, so that its keys are read hot and no
+// pass of its own does it (the column pass then reads what the row pass wrote). vsrc: values with
+// vs elements between tokens (Dims::vs for the inputs' v, n * dv for o1). A pass whose tokens wrap
+// onto several grid rows (the full operator's, coord_w < len) takes the 2-D mask on their (y, x).
 void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dims& s,
-                        const Pass& pass, const float* vsrc, int64_t vs, float* dst) {
-  const float* rq = rotated.data_ptr<float>();
-  const float* rk = rq + rotated.size(1);
+                        const Pass& pass, const float* vsrc, int64_t vs, float* dst,
+                        const Inputs<float>* rotate_from = nullptr, float scale = 1.0f) {
+  TORCH_INTERNAL_ASSERT(!rotate_from || pass.tstride == 1);
+  float* rq = rotated.data_ptr<float>();
+  float* rk = rq + rotated.size(1);
   const int64_t tasks = s.b * pass.nseq * s.n, len = pass.len, d = s.d, dv = s.dv;
   const int64_t ldq = cpu::lanes_padded(len);
   std::vector<float> grid;  // y then x of every token, the padding lanes' too
@@ -226,6 +236,16 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task % s.n, seq = task / s.n % pass.nseq, b = task / s.n / pass.nseq;
       const int64_t first = pass.position(seq, 0);
+      if (rotate_from) {  // tokens first .. first + len - 1: their sin / cos rows are consecutive
+        const Inputs<float>& in = *rotate_from;
+        const int64_t token = b * s.l + first, nd = s.n * d;
+        const float* sn = in.sn + first * d;
+        const float* cs = in.cs + first * d;
+        cpu::theta_shift_tokens(in.q + token * s.qs + head * d, s.qs, sn, cs, len, 1, d, 1.0f,
+                                rq + s.offset(b, first, head, d), nd);
+        cpu::theta_shift_tokens(in.k + token * s.ks + head * d, s.ks, sn, cs, len, 1, d, scale,
+                                rk + s.offset(b, first, head, d), nd);
+      }
       cpu::transpose_to_lanes(rq + s.offset(b, first, head, d), token_stride * d, len, d,
                               qt.data(), ldq);
       cpu::LaneProblem p;
@@ -255,8 +275,8 @@ template <class T, class A>
 void decomposed_forward(const Inputs<T>& in, const Dims& s, A scale, A* o1, T* out,
                         const at::TensorOptions& aopt) {
   if constexpr (std::is_same_v<T, float>) {
-    const auto rotated = rotate_all(in, s, scale, aopt);
-    pass_forward_lanes(rotated, in.decay, s, row_pass(s), in.v, s.vs, o1);
+    const auto rotated = rotated_buffer(s, aopt);  // filled by the row pass, read by both
+    pass_forward_lanes(rotated, in.decay, s, row_pass(s), in.v, s.vs, o1, &in, scale);
     pass_forward_lanes(rotated, in.decay, s, column_pass(s), static_cast<const float*>(o1),
                        s.n * s.dv, out);
   } else {
