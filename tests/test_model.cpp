@@ -692,6 +692,16 @@ TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
                                               ffn->dwconv->conv->bias, 1, torch::randn({1, 14, 14, 8}),
                                               into, packed1.get(), packed2.get()));
   EXPECT_EQ(into.abs().max().item<float>(), 0.0f);
+  // x itself as `into` (into += ffn(into)): declined, and the module still right.
+  auto same = torch::randn({1, 30, 56, 8});
+  EXPECT_FALSE(rmt::nn::detail::ffn_rows_add_(*ffn->fc1, *ffn->fc2, ffn->dwconv->kernel_weight(),
+                                              ffn->dwconv->conv->bias, 1, same, same, packed1.get(),
+                                              packed2.get()));
+  ffn->set_backend(rmt::nn::Backend::Reference);
+  const auto expected_same = same + ffn->forward(same);
+  ffn->set_backend(rmt::nn::Backend::Fused);
+  ffn->forward_add_(same, same);
+  EXPECT_LT(rmt::test::relative_error(same, expected_same), 1e-5);
   at::set_num_threads(threads_before);
 }
 

@@ -71,6 +71,8 @@ bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl
       !is_float_cpu(x) || !is_float_cpu(into) || x.numel() == 0) {
     return false;
   }
+  // into written while x's rows (a neighbour's halo among them) are still read: not in x's memory.
+  if (x.storage().is_alias_of(into.storage())) return false;
   const int64_t batch = x.size(0), channels = x.size(3), hidden = fc1.weight.size(0);
   if (fc1.weight.size(1) != channels || fc2.weight.size(1) != hidden ||
       fc2.weight.size(0) != channels || dw_weight.dim() != 4 || dw_weight.size(0) != hidden ||
