@@ -201,14 +201,17 @@ RMT_ALWAYS_INLINE void conv_row_any(const ConvShape& s, const A* const* rows, co
   conv_row<VB, 0, false>(s, rows, wt, bias, res, out);
 }
 
-// The input rows of output row h of image b, read from a (B, H, W, C) tensor.
+// The input rows of output row h of image b, read from a (B, H, W, C) tensor whose flattened
+// (batch * height) rows from `first` on lie at x (first = 0: the whole tensor).
 template <class A>
 RMT_ALWAYS_INLINE void rows_of(const ConvShape& s, const A* x, int64_t b, int64_t h,
-                               const A** rows) {
+                               const A** rows, int64_t first = 0) {
   const int64_t pad = (s.k - 1) / 2;
   for (int64_t ki = 0; ki < s.k; ++ki) {
     const int64_t hh = h + ki - pad;
-    rows[ki] = hh >= 0 && hh < s.height ? x + (b * s.height + hh) * s.width * s.in_pixel : nullptr;
+    rows[ki] = hh >= 0 && hh < s.height
+                   ? x + (b * s.height + hh - first) * s.width * s.in_pixel
+                   : nullptr;
   }
 }
 
@@ -269,20 +272,17 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
   }
 }
 
-// Output rows [row0, row1) of conv(h) + h for one image whose rows [first, first + count) of h
+// Output rows [row0, row1) of conv(h) + h for one image whose rows of h from `first` on
 // lie in `slab`, one after the other (the FFN's row pipeline, nn/ffn_rows.h); out: the output
 // rows, one after the other. Rows outside the image are the zero padding.
 template <int VB, class A>
 RMT_ALWAYS_INLINE void conv_slab_add_self(const ConvShape& s, const A* slab, int64_t first,
                                           const A* wt, const A* bias, int64_t row0, int64_t row1,
                                           A* out) {
-  const int64_t pad = (s.k - 1) / 2, row_size = s.width * s.channels;
+  const int64_t row_size = s.width * s.channels;
   std::vector<const A*> rows(s.k);
   for (int64_t h = row0; h < row1; ++h) {
-    for (int64_t ki = 0; ki < s.k; ++ki) {
-      const int64_t hh = h + ki - pad;
-      rows[ki] = hh >= 0 && hh < s.height ? slab + (hh - first) * row_size : nullptr;
-    }
+    rows_of(s, slab, 0, h, rows.data(), first);
     conv_row_any<VB>(s, rows.data(), wt, bias, slab + (h - first) * row_size,
                      out + (h - row0) * row_size);
   }
