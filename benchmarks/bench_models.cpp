@@ -528,11 +528,13 @@ int main(int argc, char** argv) {
   rmt::runtime::retain_freed_memory();  // as the tools do (rmt/runtime/memory.h)
   fmt::print("# RMT end to end: {}, {}, {} CPUs online; median of >= {} alternating runs and >= "
              "{:g} s per path\n# threads: {}; {} busy processes during the timing\n"
-             "# malloc: {}\n",
+             "# malloc: {}\n# CPU linear layers: {}'s packed GEMM (RMT_CPU_LINEAR={})\n",
              opt.device, c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN), opt.repeats,
              opt.min_seconds,
              opt.device == "cpu" ? rmt::runtime::describe(plan) : std::string("(CUDA)"),
-             opt.contend, rmt::runtime::freed_memory_policy());
+             opt.contend, rmt::runtime::freed_memory_policy(),
+             rmt::nn::detail::packed_gemm_name(),
+             std::getenv("RMT_CPU_LINEAR") ? std::getenv("RMT_CPU_LINEAR") : "unset: by CPU vendor");
   for (const auto& m : opt.models) {
     double gflop = 0;  // built in a child: building initialises weights, which may start OpenMP
     std::string error;

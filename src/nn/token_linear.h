@@ -59,4 +59,8 @@ std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& lin
 std::optional<at::Tensor> mkl_packed_weight(const torch::nn::LinearImpl& linear, int64_t rows,
                                             PackedLinear* packed);
 
+// The packed GEMM the float32 CPU layers run on: "MKL", "oneDNN" or "none" (at::linear then);
+// RMT_CPU_LINEAR's choice, else MKL's on Intel CPUs and oneDNN's on others.
+const char* packed_gemm_name();
+
 }  // namespace rmt::nn::detail
