@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,8 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include "rmt/models/model.h"
+#include "rmt/runtime/busy_cpus.h"
 #include "rmt/runtime/threads.h"
 #include "tool_runner.h"
 #include "rmt/runtime/wait_policy.h"
@@ -256,4 +259,69 @@ TEST(Threads, ToolsStartWithTheDefaultSpinCount) {
   const std::string active = display("OMP_WAIT_POLICY=ACTIVE");
   EXPECT_NE(active.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << active;
   EXPECT_EQ(active.find("GOMP_SPINCOUNT = '2000'"), std::string::npos) << active;
+}
+
+// Model::forward's run-queue feedback (rmt/runtime/busy_cpus.h): the decisions on made-up
+// forwards, the scoped thread count, and the kernel's wait counter. Its effect on speed is shown
+// by benchmarks/bench_models --contend 1.
+TEST(BusyCpus, OneThreadForADoublingRunOfForwardsWhileTheCpusAreBusy) {
+  using rmt::runtime::BusyCpuGovernor;
+  BusyCpuGovernor g;
+  auto single_run = [&] {  // forwards on one thread before the next try on two
+    int n = 0;
+    while (g.threads_for_next(2) == 1) {
+      g.record(1, 1.0, 0.0);
+      ++n;
+      if (n > 1000) break;
+    }
+    return n;
+  };
+  EXPECT_EQ(g.threads_for_next(2), 2);
+  g.record(2, 1.0, 0.01);  // quiet
+  EXPECT_EQ(g.threads_for_next(2), 2);
+  g.record(2, 1.0, 0.10);  // between the thresholds: no change
+  EXPECT_EQ(g.threads_for_next(2), 2);
+  g.record(2, 1.0, 0.30);  // busy
+  EXPECT_EQ(g.threads_for_next(1), 1);  // one planned thread stays one and counts nothing
+  EXPECT_EQ(single_run(), BusyCpuGovernor::kFirstBackoff);
+  // (single_run's last call was the try on two threads.) Still busy each time: 8, 16, 32, 64, 64.
+  for (int expected : {8, 16, 32, 64, 64}) {
+    g.record(2, 1.0, 0.30);
+    EXPECT_EQ(single_run(), expected);
+  }
+  g.record(2, 1.0, 0.01);  // free again: the next busy spell starts from the first backoff
+  g.record(2, 1.0, 0.30);
+  EXPECT_EQ(single_run(), BusyCpuGovernor::kFirstBackoff);
+  g.record(1, 1.0, 0.9);  // a forward on one thread never counts
+  EXPECT_EQ(g.threads_for_next(2), 2);
+}
+
+TEST(BusyCpus, ScopedThreadCountComesBack) {
+  at::set_num_threads(2);
+  {
+    rmt::runtime::ScopedThreadCount one(1);
+    EXPECT_EQ(at::get_num_threads(), 1);
+  }
+  EXPECT_EQ(at::get_num_threads(), 2);
+  // The model's forward leaves the caller's count as it found it.
+  auto model = rmt::Model::from_preset("rmt_t");
+  model.eval();
+  torch::NoGradGuard no_grad;
+  model.forward(torch::randn({1, 3, 64, 64}));
+  EXPECT_EQ(at::get_num_threads(), 2);
+}
+
+TEST(BusyCpus, RunQueueWaitIsCountedOnLinux) {
+  const auto before = rmt::runtime::run_queue_wait_seconds();
+  ASSERT_TRUE(before.has_value()) << "no /proc/thread-self/schedstat";
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const auto after = rmt::runtime::run_queue_wait_seconds();
+  ASSERT_TRUE(after.has_value());
+  EXPECT_GE(*after, *before);
+}
+
+// Registered again by tests/CMakeLists.txt with RMT_BUSY_CPUS=bogus, which must be refused by name.
+TEST(BusyCpus, Setting) {
+  const char* v = std::getenv("RMT_BUSY_CPUS");
+  EXPECT_EQ(rmt::runtime::busy_cpu_feedback_enabled(), !(v && std::string(v) == "ignore"));
 }

@@ -1,6 +1,10 @@
 #include "rmt/models/model.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
+
+#include <chrono>
 
 #include "rmt/io/state_dict.h"
 
@@ -33,9 +37,30 @@ DenseBackbone Model::dense_backbone() const {
   return DenseBackbone(std::static_pointer_cast<DenseBackboneImpl>(module_));
 }
 
-std::vector<torch::Tensor> Model::forward(const torch::Tensor& images) {
+std::vector<torch::Tensor> Model::forward_module(const torch::Tensor& images) {
   if (kind_ == ModelKind::Dense) return dense_backbone()->forward(images);
   return {classifier()->forward(images)};
+}
+
+std::vector<torch::Tensor> Model::forward(const torch::Tensor& images) {
+  const int planned = at::get_num_threads();
+  if (planned <= 1 || !images.device().is_cpu() || at::GradMode::is_enabled() ||
+      at::in_parallel_region() || !runtime::busy_cpu_feedback_enabled()) {
+    return forward_module(images);
+  }
+  const auto waited_before = runtime::run_queue_wait_seconds();
+  if (!waited_before) return forward_module(images);
+  const int threads = busy_cpus_->threads_for_next(planned);
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<torch::Tensor> out;
+  {
+    runtime::ScopedThreadCount scope(threads);
+    out = forward_module(images);
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto waited_after = runtime::run_queue_wait_seconds();
+  if (waited_after) busy_cpus_->record(threads, wall, *waited_after - *waited_before);
+  return out;
 }
 
 void Model::to(torch::Device device, torch::Dtype dtype) { move_to(*module_, device, dtype); }

@@ -5,12 +5,13 @@
 //
 // Why beside oneDNN's packed linear (nn/onednn.h): a call costs ~2 us instead of ~14 us plus
 // oneDNN's serial set-up (~30 us between parallel regions, long enough for the OpenMP workers of a
-// 2-thread run to fall asleep), and its kernel is as fast or faster on RMT's layer shapes. RMT-S on
-// this VM, with the stages run a few images at a time (nn/batch_chunks.h): +4% at batch 1 on 1
-// thread, +10% on 2, +2-4% at batch 16; peak RSS ~100 MB above oneDNN's path at batch 16 (20 MB
-// with one image a chunk) and ~75 MB in the dense backbone at 1024x1024 (not traced further). So
-// it is the default where LibTorch exports it; RMT_CPU_LINEAR=onednn picks oneDNN's
-// (nn/token_linear.cpp).
+// 2-thread run to fall asleep), and on an Intel CPU its kernel is as fast or faster on RMT's layer
+// shapes. RMT-S on an Intel Xeon VM, with the stages run a few images at a time
+// (nn/batch_chunks.h): +4% at batch 1 on 1 thread, +10% on 2, +2-4% at batch 16; peak RSS ~100 MB
+// above oneDNN's path at batch 16 (20 MB with one image a chunk) and ~75 MB in the dense backbone
+// at 1024x1024 (not traced further). Off Intel CPUs MKL takes generic code paths (on an AMD EPYC:
+// 8-15% slower than oneDNN's). So it is the default on Intel CPUs where LibTorch exports it;
+// RMT_CPU_LINEAR picks (nn/token_linear.cpp).
 // Float32 CPU tensors only.
 
 #include <ATen/core/Tensor.h>

@@ -10,6 +10,7 @@
 #include "rmt/models/classifier.h"
 #include "rmt/models/config.h"
 #include "rmt/models/dense_backbone.h"
+#include "rmt/runtime/busy_cpus.h"
 
 namespace rmt {
 
@@ -19,7 +20,9 @@ class Model {
   // A preset by name (see preset_names()).
   static Model from_preset(const std::string& name);
 
-  // Classifier and token-label models: one tensor of logits. Dense: the feature maps.
+  // Classifier and token-label models: one tensor of logits. Dense: the feature maps. At CPU
+  // inference on several threads, fewer threads while other work keeps the CPUs busy
+  // (rmt/runtime/busy_cpus.h; RMT_BUSY_CPUS=ignore: never).
   std::vector<torch::Tensor> forward(const torch::Tensor& images);
 
   ModelKind kind() const { return kind_; }
@@ -48,6 +51,9 @@ class Model {
   Config config_;
   ModelKind kind_;
   std::shared_ptr<torch::nn::Module> module_;
+  std::shared_ptr<runtime::BusyCpuGovernor> busy_cpus_ = std::make_shared<runtime::BusyCpuGovernor>();
+
+  std::vector<torch::Tensor> forward_module(const torch::Tensor& images);
 };
 
 }  // namespace rmt
