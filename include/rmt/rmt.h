@@ -32,7 +32,8 @@
 // Images: decoding and the timm eval preprocessing.
 #include "rmt/data/image.h"
 #include "rmt/data/preprocess.h"
-// CPU threads: how many, and how they wait.
+// CPU threads: how many, how they wait, fewer while the CPUs are busy; freed memory.
+#include "rmt/runtime/busy_cpus.h"
 #include "rmt/runtime/memory.h"
 #include "rmt/runtime/threads.h"
 #include "rmt/runtime/wait_policy.h"

@@ -44,7 +44,12 @@ std::vector<torch::Tensor> Model::forward_module(const torch::Tensor& images) {
 
 std::vector<torch::Tensor> Model::forward(const torch::Tensor& images) {
   const int planned = at::get_num_threads();
-  if (planned <= 1 || !images.device().is_cpu() || at::GradMode::is_enabled() ||
+  // A batch of at least as many images as threads runs its stages' chunks side by side, each
+  // thread taking the next chunk when done: a descheduled thread holds up no other there, and
+  // two threads beside a busy process get more of the CPUs than one (RMT-S batch 16: 11.4 img/s
+  // on 2 threads, 8.3 on 1).
+  const bool whole_images = images.dim() > 0 && images.size(0) >= planned;
+  if (planned <= 1 || whole_images || !images.device().is_cpu() || at::GradMode::is_enabled() ||
       at::in_parallel_region() || !runtime::busy_cpu_feedback_enabled()) {
     return forward_module(images);
   }

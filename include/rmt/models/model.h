@@ -21,8 +21,8 @@ class Model {
   static Model from_preset(const std::string& name);
 
   // Classifier and token-label models: one tensor of logits. Dense: the feature maps. At CPU
-  // inference on several threads, fewer threads while other work keeps the CPUs busy
-  // (rmt/runtime/busy_cpus.h; RMT_BUSY_CPUS=ignore: never).
+  // inference on several threads with fewer images than threads, one thread while other work keeps
+  // the CPUs busy (rmt/runtime/busy_cpus.h; RMT_BUSY_CPUS=ignore: never).
   std::vector<torch::Tensor> forward(const torch::Tensor& images);
 
   ModelKind kind() const { return kind_; }
