@@ -528,7 +528,7 @@ int main(int argc, char** argv) {
   rmt::runtime::retain_freed_memory();  // as the tools do (rmt/runtime/memory.h)
   fmt::print("# RMT end to end: {}, {}, {} CPUs online; median of >= {} alternating runs and >= "
              "{:g} s per path\n# threads: {}; {} busy processes during the timing\n"
-             "# malloc: {}\n# CPU linear layers: {}'s packed GEMM (RMT_CPU_LINEAR={})\n",
+             "# malloc: {}\n# CPU linear layers: {} (RMT_CPU_LINEAR={})\n",
              opt.device, c10::toString(opt.dtype), sysconf(_SC_NPROCESSORS_ONLN), opt.repeats,
              opt.min_seconds,
              opt.device == "cpu" ? rmt::runtime::describe(plan) : std::string("(CUDA)"),

@@ -4,7 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "nn/ffn_rows.h"      // internal: the FFN's row pipeline, driven directly below
-#include "nn/mkl_gemm.h"
+#include "nn/brgemm_gemm.h"  // internal: oneDNN's microkernel linear, driven directly below
+#include "nn/token_linear.h"
 #include "reference.h"
 #include "rmt/rmt.h"
 
@@ -649,16 +650,59 @@ TEST(Modules, InferenceTensorWeightsAreNeverKeptStale) {
   EXPECT_LT(rmt::test::relative_error(after, literal()), 1e-5);
 }
 
+// oneDNN's microkernel linear (nn/brgemm_gemm.h) against at::linear, on 1 and 2 threads: rows
+// split between threads (300 rows), columns split where rows are few (49 rows, a head's 1 row;
+// widths that are not multiples of 16), the calling thread alone for a tiny layer; with and
+// without bias, with the GELU, and adding into a tensor.
+TEST(Modules, BrgemmLinearMatchesAtLinear) {
+  namespace brgemm = rmt::nn::detail::brgemm;
+  if (!brgemm::available()) GTEST_SKIP() << "no float32 brgemm in this LibTorch or CPU";
+  torch::NoGradGuard no_grad;
+  const int threads_before = at::get_num_threads();
+  const std::vector<std::array<int64_t, 3>> shapes{{300, 24, 40}, {49, 64, 100}, {1, 512, 1000},
+                                                   {3, 8, 5}};
+  for (const int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (const auto& [rows, in, out] : shapes) {
+      const auto x = torch::randn({rows, in}), w = torch::randn({out, in}) * 0.2;
+      const auto b = torch::randn({out}), base = torch::randn({rows, out});
+      const auto packed = brgemm::pack_linear(w);
+      const std::string what = std::to_string(threads) + " threads, " + std::to_string(rows) +
+                               " x " + std::to_string(in) + " -> " + std::to_string(out);
+      EXPECT_LT(rmt::test::relative_error(brgemm::linear(x, packed, out, b), at::linear(x, w, b)),
+                1e-5) << what;
+      EXPECT_LT(rmt::test::relative_error(brgemm::linear(x, packed, out, {}), at::linear(x, w)),
+                1e-5) << what;
+      EXPECT_LT(rmt::test::relative_error(brgemm::linear(x, packed, out, b, /*gelu=*/true),
+                                          at::gelu(at::linear(x, w, b))),
+                1e-5) << what;
+      auto into = base.clone();
+      brgemm::linear_add_(x, packed, b, into);
+      EXPECT_LT(rmt::test::relative_error(into, base + at::linear(x, w, b)), 1e-5) << what;
+    }
+  }
+  at::set_num_threads(threads_before);
+  auto wrong = torch::zeros({299, 40});
+  EXPECT_THROW(brgemm::linear_add_(torch::randn({300, 24}), brgemm::pack_linear(torch::randn({40, 24})),
+                                   {}, wrong),
+               c10::Error);
+}
+
 // At CPU inference the FFN runs a few image rows at a time (nn/ffn_rows.h), each thread on whole
 // images or on a share of one image's rows. On sizes that make it slide its row buffer (30 rows of
 // 56: chunks of 5, a buffer of 22 rows), end on a short chunk, split one image between two threads
 // and run single-row images, it must agree with the authors' FFN (the literal path), and take the
-// call wherever MKL's packed GEMM is there; where a share would be under 8 rows it declines.
+// call wherever the layers' GEMM has row calls (MKL's, oneDNN's microkernel: ctest runs this with
+// each); where a share would be under 8 rows it declines.
 TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
-  if (!rmt::nn::detail::mkl::available()) GTEST_SKIP() << "no MKL packed GEMM in this LibTorch";
   rmt::nn::FeedForward ffn(8, 24);
   ffn->eval();
   torch::NoGradGuard no_grad;
+  rmt::nn::detail::PackedLinear probe;
+  if (!rmt::nn::detail::row_gemm_weight(*ffn->fc1, 1, &probe)) {
+    GTEST_SKIP() << "the linear layers run on " << rmt::nn::detail::packed_gemm_name()
+                 << ", which has no row calls";
+  }
   for (auto& p : ffn->parameters()) p.normal_(0, 0.3);
   auto packed1 = std::make_shared<rmt::nn::detail::PackedLinear>();
   auto packed2 = std::make_shared<rmt::nn::detail::PackedLinear>();

@@ -7,14 +7,13 @@
 #include <cstring>
 #include <memory>
 
-#include "nn/mkl_gemm.h"
 #include "ops/depthwise_conv/cpu/depthwise_conv_kernel.h"
 
 namespace rmt::nn::detail {
 
 namespace {
 
-// Tokens of a chunk's GEMMs at least (rows of MKL's kernel; RMT-S's first stage: 5 rows of 56).
+// Tokens of a chunk's GEMMs at least (RMT-S's first stage: 5 rows of 56).
 constexpr int64_t kChunkTokens = 256;
 // Rows of an image a thread takes at least; fewer (small images on several threads) and the
 // layer-by-layer path runs instead: the halo rows that two threads both compute would cost more.
@@ -25,7 +24,9 @@ struct Geometry {
 };
 
 struct Layers {
-  at::Tensor packed1, packed2, dw_weight, dw_bias;
+  at::Tensor packed1, packed2;
+  RowGemm gemm;
+  at::Tensor dw_weight, dw_bias;
   const float* bias1;
   const float* bias2;
 };
@@ -45,13 +46,13 @@ void run_rows(const Geometry& g, const Layers& l, const float* x, float* into, i
                    (next - keep) * row_size * sizeof(float));
       first = keep;
     }
-    mkl::gemm_rows(x + (b * g.height + next) * token_row, (last - next) * g.width, g.channels,
+    l.gemm(x + (b * g.height + next) * token_row, (last - next) * g.width, g.channels,
                    l.packed1, g.hidden, l.bias1, /*gelu=*/true, 0.0f,
                    slab + (next - first) * row_size);
     next = last;
     ops::depthwise_conv::conv_add_self_rows_cpu(slab, first, g.height, g.width, g.hidden,
                                                 l.dw_weight, l.dw_bias, r, r1, middle);
-    mkl::gemm_rows(middle, (r1 - r) * g.width, g.hidden, l.packed2, g.channels, l.bias2,
+    l.gemm(middle, (r1 - r) * g.width, g.hidden, l.packed2, g.channels, l.bias2,
                    /*gelu=*/false, 1.0f, into + (b * g.height + r) * token_row);
     r = r1;
   }
@@ -89,10 +90,10 @@ bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl
   const int64_t shares = batch >= threads ? 1 : (threads + batch - 1) / batch;
   if (shares > 1 && g.height / shares < kMinRowsPerThread) return false;
   const int64_t tokens = batch * g.height * g.width;  // as the layer-by-layer path packs them
-  const auto w1 = mkl_packed_weight(fc1, tokens, packed1);
-  const auto w2 = w1 ? mkl_packed_weight(fc2, tokens, packed2) : std::nullopt;
-  if (!w2) return false;
-  const Layers l{*w1, *w2, dw_weight, dw_bias,
+  const auto w1 = row_gemm_weight(fc1, tokens, packed1);
+  const auto w2 = w1 ? row_gemm_weight(fc2, tokens, packed2) : std::nullopt;
+  if (!w2 || w1->gemm != w2->gemm) return false;
+  const Layers l{w1->packed, w2->packed, w1->gemm, dw_weight, dw_bias,
                  fc1.bias.defined() ? fc1.bias.data_ptr<float>() : nullptr,
                  fc2.bias.defined() ? fc2.bias.data_ptr<float>() : nullptr};
   const float* xp = x.data_ptr<float>();

@@ -1,15 +1,11 @@
 #include "nn/token_linear.h"
 
+#include "nn/brgemm_gemm.h"
 #include "nn/mkl_gemm.h"
 #include "nn/onednn.h"
+#include "runtime/env_choice.h"
 
 #include <array>
-#include <cstdlib>
-#include <cstring>
-#include <stdexcept>
-#include <string>
-
-#include <fmt/format.h>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -28,22 +24,23 @@ bool intel_cpu() {
 }
 
 // The packed GEMM of the float32 layers: on Intel CPUs MKL's where the LibTorch exports it
-// (nn/mkl_gemm.h; one parallel region and ~2 us a call), else oneDNN's (nn/onednn.h), whose JIT
-// kernels depend only on the ISA: on an AMD EPYC (Zen 4) RMT-S runs 5-17% faster through oneDNN
-// than through MKL, on a Xeon a few % slower. RMT_CPU_LINEAR=mkl|onednn picks one where both are
-// there (oneDNN: ~20% less peak memory at batch 16).
-enum class Gemm { kMkl, kOnednn, kNone };
+// (nn/mkl_gemm.h; one parallel region and ~2 us a call); elsewhere oneDNN's batch-reduce
+// microkernel (nn/brgemm_gemm.h) where the LibTorch exports it, else oneDNN's linear (nn/onednn.h).
+// On an AMD EPYC (Zen 4), RMT-S: oneDNN's linear 5-17% ahead of MKL's; the microkernel level with
+// oneDNN's linear at batch 1 and 3% ahead at batch 16 on 1 thread (it runs the FFN a few rows at
+// a time); peak RSS at batch 16 on 2 threads 521 MB, oneDNN's linear's 493, MKL's 619. On a Xeon (sessions 19-24) MKL's was ahead of oneDNN's
+// linear; the microkernel was not measured there. RMT_CPU_LINEAR=mkl|onednn|brgemm picks one where
+// it is there.
+enum class Gemm { kMkl, kOnednn, kBrgemm, kNone };
 Gemm packed_gemm() {
   static const Gemm gemm = [] {
-    const char* forced = std::getenv("RMT_CPU_LINEAR");
-    if (forced && std::strcmp(forced, "mkl") != 0 && std::strcmp(forced, "onednn") != 0) {
-      throw std::invalid_argument(fmt::format(
-          "RMT_CPU_LINEAR='{}': expected mkl or onednn (or unset: MKL's on Intel CPUs, else oneDNN's)",
-          std::string(forced).substr(0, 64)));
-    }
-    const bool onednn_first = forced ? std::strcmp(forced, "onednn") == 0 : !intel_cpu();
-    if (onednn_first && onednn::linear_available()) return Gemm::kOnednn;
+    const auto forced = runtime::env_choice("RMT_CPU_LINEAR", {"mkl", "onednn", "brgemm"},
+                                            "MKL's on Intel CPUs, else oneDNN's microkernel");
+    const bool by_vendor = !forced && !intel_cpu();
+    if ((forced == "brgemm" || by_vendor) && brgemm::available()) return Gemm::kBrgemm;
+    if ((forced == "onednn" || by_vendor) && onednn::linear_available()) return Gemm::kOnednn;
     if (mkl::available()) return Gemm::kMkl;
+    if (brgemm::available()) return Gemm::kBrgemm;
     return onednn::linear_available() ? Gemm::kOnednn : Gemm::kNone;
   }();
   return gemm;
@@ -65,8 +62,11 @@ bool packed_fits(const torch::nn::LinearImpl& linear, const at::Tensor& x) {
 
 // weight (out, in) packed for the GEMM, for x's rows.
 at::Tensor pack(const at::Tensor& weight, const at::Tensor& x) {
-  return packed_gemm() == Gemm::kMkl ? mkl::pack_linear(weight, x.numel() / x.size(-1))
-                                     : onednn::pack_linear(weight);
+  switch (packed_gemm()) {
+    case Gemm::kMkl: return mkl::pack_linear(weight, x.numel() / x.size(-1));
+    case Gemm::kBrgemm: return brgemm::pack_linear(weight);
+    default: return onednn::pack_linear(weight);
+  }
 }
 
 // The layer's packed weight, when x can run there.
@@ -91,6 +91,7 @@ at::Tensor on_rows(const at::Tensor& x, int64_t out_features, Run run) {
 at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
                          const at::Tensor& bias, bool gelu = false) {
   if (packed_gemm() == Gemm::kMkl) return mkl::linear(x, packed, out_features, bias, gelu);
+  if (packed_gemm() == Gemm::kBrgemm) return brgemm::linear(x, packed, out_features, bias, gelu);
   return on_rows(x, out_features, [&](const at::Tensor& rows) {
     return onednn::linear(rows, packed, bias, gelu);
   });
@@ -135,7 +136,8 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
 void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
                         torch::Tensor& into, PackedLinear* packed) {
   const auto& w = linear.weight;
-  const bool fits = packed_gemm() == Gemm::kMkl && x.dim() >= 2 && x.is_contiguous() &&
+  const bool adds = packed_gemm() == Gemm::kMkl || packed_gemm() == Gemm::kBrgemm;
+  const bool fits = adds && x.dim() >= 2 && x.is_contiguous() &&
                     into.is_contiguous() && into.scalar_type() == at::kFloat &&
                     into.device().is_cpu() && into.dim() == x.dim() &&
                     into.sizes().slice(0, x.dim() - 1) == x.sizes().slice(0, x.dim() - 1) &&
@@ -145,7 +147,11 @@ void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor
     into.add_(linear_tokens(linear, x, packed));
     return;
   }
-  mkl::linear_add_(x, *weight, linear.bias, into);
+  if (packed_gemm() == Gemm::kMkl) {
+    mkl::linear_add_(x, *weight, linear.bias, into);
+  } else {
+    brgemm::linear_add_(x, *weight, linear.bias, into);
+  }
 }
 
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
@@ -156,18 +162,26 @@ std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& lin
   return packed_linear(x, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
 }
 
-std::optional<at::Tensor> mkl_packed_weight(const torch::nn::LinearImpl& linear, int64_t rows,
-                                            PackedLinear* packed) {
-  if (!packed || packed_gemm() != Gemm::kMkl || !layer_fits(linear)) return std::nullopt;
+std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear, int64_t rows,
+                                              PackedLinear* packed) {
+  const Gemm gemm = packed_gemm();
+  if (!packed || (gemm != Gemm::kMkl && gemm != Gemm::kBrgemm) || !layer_fits(linear)) {
+    return std::nullopt;
+  }
   const auto& w = linear.weight;
-  return packed->get({&w}, [&] { return mkl::pack_linear(w, rows); });
+  const bool mkl = gemm == Gemm::kMkl;
+  const auto kept = packed->get(
+      {&w}, [&] { return mkl ? mkl::pack_linear(w, rows) : brgemm::pack_linear(w); });
+  if (!kept) return std::nullopt;
+  return RowGemmWeight{*kept, mkl ? &mkl::gemm_rows : &brgemm::gemm_rows};
 }
 
 const char* packed_gemm_name() {
   switch (packed_gemm()) {
-    case Gemm::kMkl: return "MKL";
-    case Gemm::kOnednn: return "oneDNN";
-    default: return "none";
+    case Gemm::kMkl: return "MKL's packed GEMM";
+    case Gemm::kOnednn: return "oneDNN's packed linear";
+    case Gemm::kBrgemm: return "oneDNN's brgemm microkernel";
+    default: return "none (at::linear)";
   }
 }
 

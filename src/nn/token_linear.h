@@ -4,9 +4,10 @@
 // pass over the output and one more parallel region per layer. Where LibTorch exports MKL's packed
 // GEMM (nn/mkl_gemm.h) a float32 CPU layer runs there, with its weight packed once into MKL's
 // layout (kept in a PackedLinear, beside the weight: one more copy of the Linear weights in
-// memory); with RMT_CPU_LINEAR=onednn (or without MKL's) oneDNN's linear (nn/onednn.h) the same
-// way; elsewhere addmm. Same function; the rounding differs from at::linear's by about an ulp
-// (another summation order).
+// memory); off Intel CPUs oneDNN's batch-reduce microkernel (nn/brgemm_gemm.h) with the weight
+// transposed once, or oneDNN's linear (nn/onednn.h) the same way (RMT_CPU_LINEAR picks); elsewhere
+// addmm. Same function; the rounding differs from at::linear's by about an ulp (another summation
+// order).
 
 #include <ATen/core/Tensor.h>
 
@@ -17,7 +18,7 @@
 
 namespace rmt::nn::detail {
 
-// A Linear weight in the packed layout of oneDNN or MKL.
+// A Linear weight in the packed layout of oneDNN or MKL (or transposed for oneDNN's microkernel).
 class PackedLinear : public DerivedWeights<at::Tensor> {};
 
 // linear(x) over the last dimension of x. `packed` (optional): the layer's packed-weight cache,
@@ -43,8 +44,8 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
                                                    PackedLinearStack* cache);
 
 // into += linear(x) (into: linear(x)'s shape), with the GEMM adding its product to `into` (one
-// pass over it, no output tensor) where MKL's packed GEMM runs the layer; otherwise linear_tokens
-// and an add_. Not under autograd (the packed path's condition; the add_ is then in place anyway).
+// pass over it, no output tensor) where MKL's packed GEMM or oneDNN's microkernel runs the layer;
+// otherwise linear_tokens and an add_. Not under autograd (the packed path's condition; the add_ is then in place anyway).
 void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
                         torch::Tensor& into, PackedLinear* packed = nullptr);
 
@@ -53,14 +54,26 @@ void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
                                                 const torch::Tensor& x, PackedLinear* packed);
 
-// The layer's weight packed for MKL's GEMM (nn/mkl_gemm.h), blocked for `rows` rows, from the
-// same cache linear_tokens uses; nullopt where linear_tokens would not run MKL's packed GEMM on a
-// float32 CPU input (no MKL, gradients recorded, another dtype or device).
-std::optional<at::Tensor> mkl_packed_weight(const torch::nn::LinearImpl& linear, int64_t rows,
-                                            PackedLinear* packed);
+// A GEMM that runs a block of rows on the calling thread, cheap enough a call to take a few image
+// rows at a time (nn/ffn_rows.h): out (m, n) = a (m, k) times the packed weight + beta * out
+// (beta 0 or 1), plus bias (may be null), then the exact GELU (gelu).
+using RowGemm = void (*)(const float* a, int64_t m, int64_t k, const at::Tensor& packed, int64_t n,
+                         const float* bias, bool gelu, float beta, float* out);
+struct RowGemmWeight {
+  at::Tensor packed;
+  RowGemm gemm;
+};
 
-// The packed GEMM the float32 CPU layers run on: "MKL", "oneDNN" or "none" (at::linear then);
-// RMT_CPU_LINEAR's choice, else MKL's on Intel CPUs and oneDNN's on others.
+// The layer's weight packed for the row GEMM of the packed GEMM the layers run on (MKL's, blocked
+// for `rows` rows, or oneDNN's microkernel), from the same cache linear_tokens uses; nullopt where
+// that GEMM has no cheap row calls (oneDNN's linear) or linear_tokens would not run a packed GEMM
+// on a float32 CPU input (gradients recorded, another dtype or device).
+std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear, int64_t rows,
+                                             PackedLinear* packed);
+
+// The packed GEMM the float32 CPU layers run on, in words ("MKL's packed GEMM", "oneDNN's packed
+// linear", "oneDNN's brgemm microkernel" (nn/brgemm_gemm.h), or none: at::linear); RMT_CPU_LINEAR's
+// choice, else MKL's on Intel CPUs and oneDNN's microkernel on others.
 const char* packed_gemm_name();
 
 }  // namespace rmt::nn::detail

@@ -4,13 +4,9 @@
 #include <dlfcn.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <fstream>
-#include <stdexcept>
-#include <string>
 
-#include <fmt/format.h>
+#include "runtime/env_choice.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -78,15 +74,10 @@ ScopedThreadCount::~ScopedThreadCount() {
 }
 
 bool busy_cpu_feedback_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("RMT_BUSY_CPUS");
-    if (v == nullptr || *v == '\0' || std::strcmp(v, "follow") == 0) return true;
-    if (std::strcmp(v, "ignore") == 0) return false;
-    throw std::invalid_argument(fmt::format(
-        "RMT_BUSY_CPUS='{}': expected follow (the default: fewer threads while other work keeps "
-        "the CPUs busy) or ignore",
-        std::string(v).substr(0, 64)));
-  }();
+  static const bool enabled =
+      runtime::env_choice("RMT_BUSY_CPUS", {"follow", "ignore"},
+                          "follow: fewer threads while other work keeps the CPUs busy") !=
+      "ignore";
   return enabled;
 }
 

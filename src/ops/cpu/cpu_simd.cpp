@@ -2,20 +2,30 @@
 
 #include "ops/cpu/cpu_simd.h"
 
-#include <cstdlib>
-#include <cstring>
+#include "runtime/env_choice.h"
 
 namespace rmt::ops::cpu {
+
+namespace {
+
+// RMT_MASA_CPU_ISA: the widest variant the kernels may take (for tests of the narrower ones).
+std::optional<std::string_view> forced_isa() {
+  static const auto forced = runtime::env_choice("RMT_MASA_CPU_ISA", {"baseline", "avx2", "avx512"},
+                                                 "the widest variant this CPU runs");
+  return forced;
+}
+
+}  // namespace
 
 bool use_avx2() {
 #if RMT_HAVE_AVX2_VARIANT
   static const bool yes = [] {
-    const char* forced = std::getenv("RMT_MASA_CPU_ISA");
-    if (forced && std::strcmp(forced, "baseline") == 0) return false;
+    if (forced_isa() == "baseline") return false;
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
   return yes;
 #else
+  (void)forced_isa();  // a value it does not know is an error on any machine
   return false;
 #endif
 }
@@ -23,8 +33,7 @@ bool use_avx2() {
 bool use_avx512() {
 #if RMT_HAVE_AVX2_VARIANT
   static const bool yes = [] {
-    const char* forced = std::getenv("RMT_MASA_CPU_ISA");
-    if (forced && std::strcmp(forced, "avx2") == 0) return false;
+    if (forced_isa() == "avx2") return false;
     return use_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512dq");
   }();

@@ -1,0 +1,142 @@
+#include "nn/brgemm_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "ops/cpu/bias_gelu.h"
+#include "runtime/tensor_text.h"
+
+namespace rmt::nn::detail::brgemm {
+
+namespace {
+
+// Rows of one kernel call: a fixed count (and the remainder), so that a layer needs at most this
+// many kernels per thread whatever the batch or image size; 64 keeps a block of even 1536 outputs
+// (RMT-L's widest layer) in L2 for the bias and GELU.
+constexpr int64_t kBlockRows = 64;
+// Rows a thread takes at least when the threads split the rows; with fewer the columns are split.
+constexpr int64_t kRowsPerThread = 64;
+// Columns of a thread's share, a multiple of the kernel's 16-float vectors.
+constexpr int64_t kColumnAlign = 16;
+// Multiply-adds below which a layer runs on the calling thread (a parallel region costs more).
+constexpr int64_t kSerialMacs = 1 << 16;
+
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+constexpr bool kCompiled = true;
+#else
+constexpr bool kCompiled = false;
+#endif
+
+bool cpu_has_avx2() {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
+
+// c (rows, columns j0..j1 of an n-wide output) = a (rows, k) times the packed weight's columns
+// j0..j1 + beta * c, plus bias, then GELU: one kernel call per block of rows.
+void gemm_block(const float* a, int64_t m, int64_t k, const float* b, int64_t n, int64_t j0,
+                int64_t j1, const float* bias, bool gelu, float beta, float* out) {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+  TORCH_CHECK(beta == 0.0f || beta == 1.0f, "brgemm linear: beta must be 0 or 1, got ", beta);
+  const int64_t width = j1 - j0;
+  for (int64_t i = 0; i < m; i += kBlockRows) {
+    const int64_t rows = std::min(kBlockRows, m - i);
+    float* c = out + i * n + j0;
+    at::native::cpublas::brgemm(rows, width, k, k, n, n, /*add_C=*/beta != 0.0f, a + i * k,
+                                b + j0, c);
+    // Bias and GELU in one pass over the block while it is in cache (the bias put into C first
+    // instead costs the kernel a read of C: RMT-S's 3136 x 64 x 192 layer 112 -> 94 GFLOP/s).
+    if (!bias && !gelu) continue;
+    if (width == n) {
+      ops::cpu::add_bias_gelu(c, rows, n, bias, gelu);
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        ops::cpu::add_bias_gelu(c + r * n, 1, width, bias ? bias + j0 : nullptr, gelu);
+      }
+    }
+  }
+#else
+  (void)a, (void)m, (void)k, (void)b, (void)n, (void)j0, (void)j1, (void)bias, (void)gelu,
+      (void)beta, (void)out;
+  TORCH_CHECK(false, "brgemm linear: this LibTorch has no float32 brgemm");
+#endif
+}
+
+// out (m, n) = x's rows times the packed weight + beta * out, plus bias, then GELU; threaded.
+void run(const at::Tensor& x, const at::Tensor& packed, int64_t n, const at::Tensor& bias,
+         bool gelu, float beta, float* out) {
+  const int64_t k = x.size(-1);
+  const int64_t m = k > 0 ? x.numel() / k : 0;
+  const float* a = x.data_ptr<float>();
+  const float* b = packed.data_ptr<float>();
+  const auto bc = bias.defined() ? bias.contiguous() : bias;
+  const float* bp = bc.defined() ? bc.data_ptr<float>() : nullptr;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (threads <= 1 || m * n * k < kSerialMacs) {
+    gemm_block(a, m, k, b, n, 0, n, bp, gelu, beta, out);
+  } else if (m >= threads * kRowsPerThread) {
+    // Each thread a contiguous share of the rows (whole blocks where they divide evenly).
+    const int64_t share = (m + threads - 1) / threads;
+    at::parallel_for(0, m, share, [&](int64_t r0, int64_t r1) {
+      gemm_block(a + r0 * k, r1 - r0, k, b, n, 0, n, bp, gelu, beta, out + r0 * n);
+    });
+  } else {
+    // Few rows (the last stage, a head): each thread a share of the columns, so that it reads
+    // only its part of the weight.
+    const int64_t share = (n / threads + kColumnAlign - 1) / kColumnAlign * kColumnAlign;
+    const int64_t shares = (n + share - 1) / share;
+    at::parallel_for(0, shares, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        gemm_block(a, m, k, b, n, s * share, std::min(n, (s + 1) * share), bp, gelu, beta, out);
+      }
+    });
+  }
+}
+
+}  // namespace
+
+bool available() {
+  static const bool ok = kCompiled && cpu_has_avx2();
+  return ok && at::globalContext().userEnabledMkldnn();
+}
+
+at::Tensor pack_linear(const at::Tensor& weight) { return weight.t().contiguous(); }
+
+void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, int64_t n,
+               const float* bias, bool gelu, float beta, float* out) {
+  gemm_block(a, m, k, packed.data_ptr<float>(), n, 0, n, bias, gelu, beta, out);
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
+                  const at::Tensor& bias, bool gelu) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = out_features;
+  auto y = at::empty(sizes, x.options());
+  if (y.numel() > 0) run(x, packed, out_features, bias, gelu, 0.0f, y.data_ptr<float>());
+  return y;
+}
+
+void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
+                 at::Tensor& into) {
+  const int64_t x_rows = x.numel() / std::max<int64_t>(1, x.size(-1));
+  TORCH_CHECK(into.is_contiguous() && into.dim() >= 1 && x.dim() >= 1 &&
+                  into.numel() / std::max<int64_t>(1, into.size(-1)) == x_rows,
+              fmt::format("brgemm linear_add_: the tensor to add to must be contiguous with the "
+                          "{} rows of x {}; got {}{}",
+                          x_rows, text::shape(x.sizes()), text::shape(into.sizes()),
+                          into.is_contiguous() ? "" : " (not contiguous)"));
+  if (into.numel() > 0 && x.numel() > 0) {
+    run(x, packed, into.size(-1), bias, false, 1.0f, into.data_ptr<float>());
+  }
+}
+
+}  // namespace rmt::nn::detail::brgemm
