@@ -27,10 +27,11 @@ bool intel_cpu() {
 // (nn/mkl_gemm.h; one parallel region and ~2 us a call); elsewhere oneDNN's batch-reduce
 // microkernel (nn/brgemm_gemm.h) where the LibTorch exports it, else oneDNN's linear (nn/onednn.h).
 // On an AMD EPYC (Zen 4), RMT-S: oneDNN's linear 5-17% ahead of MKL's; the microkernel level with
-// oneDNN's linear at batch 1 and 3% ahead at batch 16 on 1 thread (it runs the FFN a few rows at
-// a time); peak RSS at batch 16 on 2 threads 521 MB, oneDNN's linear's 493, MKL's 619. On a Xeon (sessions 19-24) MKL's was ahead of oneDNN's
-// linear; the microkernel was not measured there. RMT_CPU_LINEAR=mkl|onednn|brgemm picks one where
-// it is there.
+// oneDNN's linear at batch 1 on 1 thread, 3% ahead at batch 16, ahead on 2 threads (RMT-T +17%)
+// (it runs the FFN a few rows at a time and has no per-call set-up); peak RSS at batch 16 on 2
+// threads 521 MB, oneDNN's linear's 493, MKL's 619. On a Xeon (sessions 19-24) MKL's was ahead of
+// oneDNN's linear; the microkernel was not measured there. RMT_CPU_LINEAR=mkl|onednn|brgemm picks
+// one where it is there.
 enum class Gemm { kMkl, kOnednn, kBrgemm, kNone };
 Gemm packed_gemm() {
   static const Gemm gemm = [] {
