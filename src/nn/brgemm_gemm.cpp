@@ -27,20 +27,6 @@ constexpr int64_t kColumnAlign = 16;
 // Multiply-adds below which a layer runs on the calling thread (a parallel region costs more).
 constexpr int64_t kSerialMacs = 1 << 16;
 
-#ifdef CPUBLAS_BRGEMM_F32F32F32
-constexpr bool kCompiled = true;
-#else
-constexpr bool kCompiled = false;
-#endif
-
-bool cpu_has_avx2() {
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-  return __builtin_cpu_supports("avx2");
-#else
-  return false;
-#endif
-}
-
 // c (rows, columns j0..j1 of an n-wide output) = a (rows, k) times the packed weight's columns
 // j0..j1 + beta * c, plus bias, then GELU: one kernel call per block of rows.
 void gemm_block(const float* a, int64_t m, int64_t k, const float* b, int64_t n, int64_t j0,
@@ -105,8 +91,13 @@ void run(const at::Tensor& x, const at::Tensor& packed, int64_t n, const at::Ten
 }  // namespace
 
 bool available() {
-  static const bool ok = kCompiled && cpu_has_avx2();
-  return ok && at::globalContext().userEnabledMkldnn();
+#if defined(CPUBLAS_BRGEMM_F32F32F32) && defined(__x86_64__) && defined(__GNUC__)
+  // Below AVX2 LibTorch runs its generic GEMM in the microkernel's place: a call per block of rows.
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2 && at::globalContext().userEnabledMkldnn();
+#else
+  return false;
+#endif
 }
 
 at::Tensor pack_linear(const at::Tensor& weight) { return weight.t().contiguous(); }

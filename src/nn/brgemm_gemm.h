@@ -1,7 +1,8 @@
 #pragma once
-// oneDNN's batch-reduce GEMM microkernel (its "ukernel" API), which LibTorch exports as
-// at::native::cpublas::brgemm (LibTorch >= 2.4; compiled out where the LibTorch lacks it, e.g.
-// Debian's 1.13, and then available() is false) for the Linear layers at inference.
+// oneDNN's batch-reduce GEMM microkernel (its "ukernel" API) for the Linear layers at inference,
+// which LibTorch exports as at::native::cpublas::brgemm (its float32 overload,
+// CPUBLAS_BRGEMM_F32F32F32: PyPI's 2.11 has it; compiled out where the LibTorch lacks it, e.g.
+// Debian's 1.13, and then available() is false).
 //
 // Why beside oneDNN's packed linear (nn/onednn.h) and MKL's (nn/mkl_gemm.h): a call is a lookup in
 // a per-thread table of JIT kernels (a few ns, no dispatcher, no primitive set-up), it reads the
