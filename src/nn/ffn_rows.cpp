@@ -91,7 +91,7 @@ bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl
   const int64_t tokens = batch * g.height * g.width;  // as the layer-by-layer path packs them
   const auto w1 = row_gemm_weight(fc1, tokens, packed1);
   const auto w2 = w1 ? row_gemm_weight(fc2, tokens, packed2) : std::nullopt;
-  if (!w2 || w1->gemm != w2->gemm) return false;
+  if (!w2) return false;  // (both from the one GEMM the layers run on: the same row GEMM)
   const Layers l{w1->packed, w2->packed, w1->gemm, dw_weight, dw_bias,
                  fc1.bias.defined() ? fc1.bias.data_ptr<float>() : nullptr,
                  fc2.bias.defined() ? fc2.bias.data_ptr<float>() : nullptr};

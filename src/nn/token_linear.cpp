@@ -61,10 +61,10 @@ bool packed_fits(const torch::nn::LinearImpl& linear, const at::Tensor& x) {
          x.numel() > 0;
 }
 
-// weight (out, in) packed for the GEMM, for x's rows.
-at::Tensor pack(const at::Tensor& weight, const at::Tensor& x) {
+// weight (out, in) packed for the GEMM, for `rows` rows (MKL blocks for them; the others ignore it).
+at::Tensor pack(const at::Tensor& weight, int64_t rows) {
   switch (packed_gemm()) {
-    case Gemm::kMkl: return mkl::pack_linear(weight, x.numel() / x.size(-1));
+    case Gemm::kMkl: return mkl::pack_linear(weight, rows);
     case Gemm::kBrgemm: return brgemm::pack_linear(weight);
     default: return onednn::pack_linear(weight);
   }
@@ -75,7 +75,7 @@ std::optional<at::Tensor> packed_weight(const torch::nn::LinearImpl& linear, con
                                         PackedLinear* packed) {
   if (!packed || !packed_fits(linear, x)) return std::nullopt;
   const auto& w = linear.weight;
-  return packed->get({&w}, [&] { return pack(w, x); });
+  return packed->get({&w}, [&] { return pack(w, x.numel() / x.size(-1)); });
 }
 
 // x (contiguous, at least 2-D) viewed as rows of its last dimension, through `run` (rows ->
@@ -126,7 +126,7 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
   }
   const auto kept = cache->get({&a.weight, &a.bias, &b.weight, &b.bias, &c.weight, &c.bias}, [&] {
     const auto weight = at::cat({a.weight, b.weight, c.weight});
-    return PackedStack{pack(weight, x),
+    return PackedStack{pack(weight, x.numel() / x.size(-1)),
                        a.bias.defined() ? at::cat({a.bias, b.bias, c.bias}) : at::Tensor()};
   });
   if (!kept) return std::nullopt;
@@ -170,11 +170,9 @@ std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear
     return std::nullopt;
   }
   const auto& w = linear.weight;
-  const bool mkl = gemm == Gemm::kMkl;
-  const auto kept = packed->get(
-      {&w}, [&] { return mkl ? mkl::pack_linear(w, rows) : brgemm::pack_linear(w); });
+  const auto kept = packed->get({&w}, [&] { return pack(w, rows); });
   if (!kept) return std::nullopt;
-  return RowGemmWeight{*kept, mkl ? &mkl::gemm_rows : &brgemm::gemm_rows};
+  return RowGemmWeight{*kept, gemm == Gemm::kMkl ? &mkl::gemm_rows : &brgemm::gemm_rows};
 }
 
 const char* packed_gemm_name() {

@@ -45,7 +45,8 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
 
 // into += linear(x) (into: linear(x)'s shape), with the GEMM adding its product to `into` (one
 // pass over it, no output tensor) where MKL's packed GEMM or oneDNN's microkernel runs the layer;
-// otherwise linear_tokens and an add_. Not under autograd (the packed path's condition; the add_ is then in place anyway).
+// otherwise linear_tokens and an add_. Not under autograd (the packed path's condition; the add_
+// is then in place anyway).
 void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
                         torch::Tensor& into, PackedLinear* packed = nullptr);
 
