@@ -1,10 +1,12 @@
 // Presets, configs, modules, training behaviour and bad input.
 #include <fstream>
+#include <functional>
 
 #include <gtest/gtest.h>
 
 #include "nn/ffn_rows.h"      // internal: the FFN's row pipeline, driven directly below
-#include "nn/brgemm_gemm.h"  // internal: oneDNN's microkernel linear, driven directly below
+#include "nn/brgemm_gemm.h"  // internal: the packed GEMMs with row calls, driven directly below
+#include "nn/mkl_gemm.h"
 #include "nn/token_linear.h"
 #include "reference.h"
 #include "rmt/rmt.h"
@@ -650,47 +652,81 @@ TEST(Modules, InferenceTensorWeightsAreNeverKeptStale) {
   EXPECT_LT(rmt::test::relative_error(after, literal()), 1e-5);
 }
 
-// oneDNN's microkernel linear (nn/brgemm_gemm.h) against at::linear, on 1 and 2 threads: rows
-// split between threads (300 rows), columns split where rows are few (49 rows, a head's 1 row;
-// widths that are not multiples of 16), the calling thread alone for a tiny layer, no input
-// features (the bias alone); with and without bias, with the GELU, and adding into a tensor.
-TEST(Modules, BrgemmLinearMatchesAtLinear) {
-  namespace brgemm = rmt::nn::detail::brgemm;
-  if (!brgemm::available()) GTEST_SKIP() << "no float32 brgemm in this LibTorch or CPU";
+// The packed GEMMs with row calls, oneDNN's microkernel (nn/brgemm_gemm.h) and MKL's
+// (nn/mkl_gemm.h), against at::linear, on 1 and 2 threads: rows split between threads (300 rows),
+// columns split where rows are few (49 rows, a head's 1 row; widths that are not multiples of 16),
+// the calling thread alone for a tiny layer, no input features (the bias alone), no output
+// features; with and without
+// bias, with the GELU, and adding into a tensor.
+TEST(Modules, PackedGemmsMatchAtLinear) {
+  namespace detail = rmt::nn::detail;
+  struct Gemm {
+    const char* name;
+    bool available;
+    std::function<at::Tensor(const at::Tensor&, int64_t)> pack;
+    using Linear = at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, const at::Tensor&,
+                              bool);
+    std::function<Linear> linear;
+    std::function<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&)> add;
+  };
+  const std::vector<Gemm> gemms{
+      {"brgemm", detail::brgemm::available(),
+       [](const at::Tensor& w, int64_t) { return detail::brgemm::pack_linear(w); },
+       &detail::brgemm::linear, &detail::brgemm::linear_add_},
+      {"mkl", detail::mkl::available(), &detail::mkl::pack_linear, &detail::mkl::linear,
+       &detail::mkl::linear_add_}};
   torch::NoGradGuard no_grad;
   const int threads_before = at::get_num_threads();
   const std::vector<std::array<int64_t, 3>> shapes{{300, 24, 40}, {49, 64, 100}, {1, 512, 1000},
-                                                   {3, 8, 5}, {4, 0, 6}};
-  for (const int threads : {1, 2}) {
-    at::set_num_threads(threads);
-    for (const auto& [rows, in, out] : shapes) {
-      const auto x = torch::randn({rows, in}), w = torch::randn({out, in}) * 0.2;
-      const auto b = torch::randn({out}), base = torch::randn({rows, out});
-      const auto packed = brgemm::pack_linear(w);
-      const std::string what = std::to_string(threads) + " threads, " + std::to_string(rows) +
-                               " x " + std::to_string(in) + " -> " + std::to_string(out);
-      EXPECT_LT(rmt::test::relative_error(brgemm::linear(x, packed, out, b), at::linear(x, w, b)),
-                1e-5) << what;
-      if (in == 0) {  // no products: zeros (a relative error against zeros is 0 / 0)
-        EXPECT_TRUE(torch::equal(brgemm::linear(x, packed, out, {}), torch::zeros({rows, out})))
-            << what;
-      } else {
-        EXPECT_LT(rmt::test::relative_error(brgemm::linear(x, packed, out, {}), at::linear(x, w)),
+                                                   {3, 8, 5}, {4, 0, 6}, {5, 3, 0}};
+  int ran = 0;
+  for (const auto& gemm : gemms) {
+    if (!gemm.available) continue;
+    ++ran;
+    for (const int threads : {1, 2}) {
+      at::set_num_threads(threads);
+      for (const auto& [rows, in, out] : shapes) {
+        const auto x = torch::randn({rows, in}), w = torch::randn({out, in}) * 0.2;
+        const auto b = torch::randn({out}), base = torch::randn({rows, out});
+        const auto packed = gemm.pack(w, rows);
+        const std::string what = std::string(gemm.name) + ", " + std::to_string(threads) +
+                                 " threads, " + std::to_string(rows) + " x " +
+                                 std::to_string(in) + " -> " + std::to_string(out);
+        if (out == 0) {  // nothing to compute: the shapes (a relative error of nothing is 0 / 0)
+          EXPECT_EQ(gemm.linear(x, packed, out, b, true).sizes(), at::IntArrayRef({rows, 0}))
+              << what;
+          auto into = base.clone();
+          gemm.add(x, packed, b, into);
+          EXPECT_EQ(into.sizes(), base.sizes()) << what;
+          continue;
+        }
+        EXPECT_LT(rmt::test::relative_error(gemm.linear(x, packed, out, b, false),
+                                            at::linear(x, w, b)),
                   1e-5) << what;
+        if (in == 0) {  // no products: zeros (a relative error against zeros is 0 / 0)
+          EXPECT_TRUE(
+              torch::equal(gemm.linear(x, packed, out, {}, false), torch::zeros({rows, out})))
+              << what;
+        } else {
+          EXPECT_LT(rmt::test::relative_error(gemm.linear(x, packed, out, {}, false),
+                                              at::linear(x, w)),
+                    1e-5) << what;
+        }
+        EXPECT_LT(rmt::test::relative_error(gemm.linear(x, packed, out, b, /*gelu=*/true),
+                                            at::gelu(at::linear(x, w, b))),
+                  1e-5) << what;
+        auto into = base.clone();
+        gemm.add(x, packed, b, into);
+        EXPECT_LT(rmt::test::relative_error(into, base + at::linear(x, w, b)), 1e-5) << what;
       }
-      EXPECT_LT(rmt::test::relative_error(brgemm::linear(x, packed, out, b, /*gelu=*/true),
-                                          at::gelu(at::linear(x, w, b))),
-                1e-5) << what;
-      auto into = base.clone();
-      brgemm::linear_add_(x, packed, b, into);
-      EXPECT_LT(rmt::test::relative_error(into, base + at::linear(x, w, b)), 1e-5) << what;
     }
+    at::set_num_threads(threads_before);
+    auto wrong = torch::zeros({299, 40});
+    const auto x = torch::randn({300, 24});
+    EXPECT_THROW(gemm.add(x, gemm.pack(torch::randn({40, 24}), 300), {}, wrong), c10::Error)
+        << gemm.name;
   }
-  at::set_num_threads(threads_before);
-  auto wrong = torch::zeros({299, 40});
-  EXPECT_THROW(brgemm::linear_add_(torch::randn({300, 24}), brgemm::pack_linear(torch::randn({40, 24})),
-                                   {}, wrong),
-               c10::Error);
+  if (ran == 0) GTEST_SKIP() << "neither MKL's packed GEMM nor a float32 brgemm in this LibTorch";
 }
 
 // At CPU inference the FFN runs a few image rows at a time (nn/ffn_rows.h), each thread on whole

@@ -5,13 +5,11 @@
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <c10/util/Exception.h>
-#include <c10/util/accumulate.h>
-#include <fmt/format.h>
 
 #include <algorithm>
 
+#include "nn/packed_gemm_common.h"
 #include "ops/cpu/bias_gelu.h"
-#include "runtime/tensor_text.h"
 
 namespace rmt::nn::detail::brgemm {
 
@@ -110,10 +108,7 @@ void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, i
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
                   const at::Tensor& bias, bool gelu) {
-  if (x.size(-1) == 0) {  // no products to form: the bias (ATen's linear on the (out, 0) weight)
-    const auto y = at::linear(x, packed.t(), bias);
-    return gelu ? at::gelu(y) : y;
-  }
+  if (x.size(-1) == 0) return linear_without_inputs(x, out_features, bias, gelu);
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
   auto y = at::empty(sizes, x.options());
@@ -123,19 +118,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_fea
 
 void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                  at::Tensor& into) {
-  // Rows: the product of the leading sizes (also where a last size is 0).
-  auto rows = [](const at::Tensor& t) {
-    return c10::multiply_integers(t.sizes().slice(0, t.dim() - 1));
-  };
-  const int64_t x_rows = x.dim() >= 1 ? rows(x) : 0;
-  TORCH_CHECK(into.is_contiguous() && into.dim() >= 1 && x.dim() >= 1 && rows(into) == x_rows,
-              fmt::format("brgemm linear_add_: the tensor to add to must be contiguous with the "
-                          "{} rows of x {}; got {}{}",
-                          x_rows, text::shape(x.sizes()), text::shape(into.sizes()),
-                          into.is_contiguous() ? "" : " (not contiguous)"));
-  if (x.size(-1) == 0) {
-    if (bias.defined()) into.add_(bias);
-  } else if (into.numel() > 0) {
+  if (prepare_linear_add("brgemm linear_add_", x, bias, into)) {
     run(x, packed, into.size(-1), bias, false, 1.0f, into.data_ptr<float>());
   }
 }

@@ -12,8 +12,8 @@
 #include <cstring>
 #include <new>
 
+#include "nn/packed_gemm_common.h"
 #include "ops/cpu/bias_gelu.h"
-#include "runtime/tensor_text.h"
 
 namespace rmt::nn::detail::mkl {
 
@@ -66,6 +66,7 @@ at::Tensor pack_linear(const at::Tensor& weight, int64_t rows) {
   const auto w = weight.contiguous();
   const MklInt n = mkl_int(w.size(0), "out_features"), k = mkl_int(w.size(1), "in_features");
   const MklInt m = mkl_int(std::max<int64_t>(rows, 1), "rows");
+  if (n == 0 || k == 0) return at::empty({0}, at::TensorOptions().dtype(at::kByte));  // no products
   const size_t bytes = f.pack_get_size(kBMatrix, m, n, k);
   // MKL sizes the buffer for its largest blocking (several MB even for a small weight) and writes
   // a fraction of it: mapped pages are resident only once written.
@@ -148,6 +149,7 @@ void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, i
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
                   const at::Tensor& bias, bool gelu) {
   const MklInt n = mkl_int(out_features, "out_features");
+  if (x.size(-1) == 0) return linear_without_inputs(x, n, bias, gelu);
   auto sizes = x.sizes().vec();
   sizes.back() = n;
   auto y = at::empty(sizes, x.options());
@@ -157,14 +159,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_fea
 
 void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                  at::Tensor& into) {
-  TORCH_CHECK(into.is_contiguous() && into.dim() >= 1 && x.dim() >= 1 &&
-                  into.numel() / std::max<int64_t>(1, into.size(-1)) ==
-                      x.numel() / std::max<int64_t>(1, x.size(-1)),
-              fmt::format("MKL linear_add_: expected a contiguous tensor with the rows of x {} to "
-                          "add to, got {}{}",
-                          text::shape(x.sizes()), text::shape(into.sizes()),
-                          into.is_contiguous() ? "" : " (not contiguous)"));
-  if (into.numel() > 0 && x.numel() > 0) {
+  if (prepare_linear_add("MKL linear_add_", x, bias, into)) {
     run(x, packed, mkl_int(into.size(-1), "out_features"), bias, false, 1.0f,
         into.data_ptr<float>());
   }
