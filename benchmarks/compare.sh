@@ -4,21 +4,25 @@
 # the same load, one row per implementation, the two programs run alternately for every setting.
 #
 #   benchmarks/compare.sh --official-repo DIR [--build build] [--model rmt_s] [--batches "1 16"]
-#                         [--threads "1 2"] [--contend "0 1"] [--min-seconds 10] [--no-anchors]
+#                         [--threads "1 2"] [--contend "0 1"] [--min-seconds 10] [--rounds 1]
+#                         [--no-anchors]
 #
 # DIR: a clone of the authors' repository (anchors.py imports their model from it). Defaults: RMT-S
 # at 224x224, float32, batch 1 and 16, 1 and 2 threads, quiet and with one busy process. Then, with
 # one busy process and the default thread count, rmt's path again with the OpenMP wait policies a
 # user may choose (libgomp's own default spin count, 10000, PASSIVE), and the check of issue 13's
 # target: the default settings under one busy process against the quiet 1-thread throughput.
-# Peak memory is measured in the quiet runs only (load does not change it).
+# Peak memory is measured in the quiet runs only (load does not change it). --rounds N: every
+# setting's two programs run alternately N times and each implementation's row is its median round
+# (by img/s), so that one slow moment of a shared host flatters neither side; then a summary of the
+# ratios the issue's targets are stated in.
 set -euo pipefail
 
 command_line="$0 $*"
 here=$(cd "$(dirname "$0")" && pwd)
 repo_root=$(dirname "$here")
 official="" build="$repo_root/build" model=rmt_s batches="1 16" threads_list="1 2" contend_list="0 1"
-min_seconds=10 anchors=1
+min_seconds=10 anchors=1 rounds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --official-repo) official=$2; shift 2 ;;
@@ -28,11 +32,15 @@ while [ $# -gt 0 ]; do
     --threads) threads_list=$2; shift 2 ;;
     --contend) contend_list=$2; shift 2 ;;
     --min-seconds) min_seconds=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --no-anchors) anchors=0; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 1 ;;
   esac
 done
+case "$rounds" in
+  ''|*[!0-9]*|0) echo "compare.sh: --rounds '$rounds': expected a positive whole number" >&2; exit 1 ;;
+esac
 bench="$build/benchmarks/bench_models"
 [ -x "$bench" ] || { echo "compare.sh: $bench not found: build the benchmarks first (or --build DIR)" >&2; exit 1; }
 if [ "$anchors" = 1 ] && [ ! -f "$official/classfication_release/RMT.py" ]; then
@@ -44,6 +52,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 torch_version=$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '?')
 echo "# Side-by-side, $(date -u '+%Y-%m-%d %H:%M UTC'): $cpu, $(nproc) CPUs online, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 echo "# LibTorch/torch $torch_version; command: $command_line"
+[ "$rounds" = 1 ] || echo "# every row: the median of $rounds rounds (by img/s), the programs alternating in each round"
 policy="rmt's default (GOMP_SPINCOUNT=2000)"
 [ -z "${GOMP_SPINCOUNT:-}" ] || policy="GOMP_SPINCOUNT=$GOMP_SPINCOUNT"
 [ -z "${OMP_WAIT_POLICY:-}" ] || policy="OMP_WAIT_POLICY=$OMP_WAIT_POLICY ${GOMP_SPINCOUNT:+GOMP_SPINCOUNT=$GOMP_SPINCOUNT}"
@@ -57,19 +66,39 @@ echo "| model | path | input | batch | threads | busy procs | img/s | peak RSS M
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 rows=$(mktemp)
-trap 'rm -f "$rows"' EXIT
+round_rows=$(mktemp)
+trap 'rm -f "$rows" "$round_rows"' EXIT
+# The median row (by img/s, column 8) of each implementation in round_rows, in first-seen order.
+median_rows() {
+  awk -F'|' '
+    { path = $3; if (!(path in count)) order[++paths] = path; line[path, ++count[path]] = $0; speed[path, count[path]] = $8 + 0 }
+    END {
+      for (p = 1; p <= paths; ++p) {
+        path = order[p]; n = count[path]
+        for (i = 1; i <= n; ++i) rank[i] = i
+        for (i = 1; i <= n; ++i) for (j = i + 1; j <= n; ++j)
+          if (speed[path, rank[j]] < speed[path, rank[i]]) { t = rank[i]; rank[i] = rank[j]; rank[j] = t }
+        print line[path, rank[int((n + 1) / 2)]]
+      }
+    }' "$round_rows"
+}
 for contend in $contend_list; do
   for threads in $threads_list; do
     for batch in $batches; do
       memory=""
       [ "$contend" = 0 ] || memory="--no-memory"
-      "$bench" --models "$model" --batches "$batch" --dense "" --train none --threads "$threads" \
-               --contend "$contend" --min-seconds "$min_seconds" $memory | grep '^| ' | grep -v '^| model' | tee -a "$rows"
-      if [ "$anchors" = 1 ]; then
-        python3 "$here/anchors.py" --official-repo "$official" --model "$model" --batches "$batch" \
-                --threads "$threads" --contend "$contend" --min-seconds "$min_seconds" \
-                --gflops "$gflops" $memory | grep '^| ' | tee -a "$rows"
-      fi
+      : > "$round_rows"
+      for round in $(seq "$rounds"); do
+        "$bench" --models "$model" --batches "$batch" --dense "" --train none --threads "$threads" \
+                 --contend "$contend" --min-seconds "$min_seconds" $memory | grep '^| ' |
+          grep -v '^| model' >> "$round_rows"
+        if [ "$anchors" = 1 ]; then
+          python3 "$here/anchors.py" --official-repo "$official" --model "$model" --batches "$batch" \
+                  --threads "$threads" --contend "$contend" --min-seconds "$min_seconds" \
+                  --gflops "$gflops" $memory | grep '^| ' >> "$round_rows"
+        fi
+      done
+      median_rows | tee -a "$rows"
     done
   done
 done
@@ -106,3 +135,25 @@ for batch in $batches; do
       printf "Batch %s: default settings (%s threads) with 1 busy process %.2f img/s = %.0f%% of the quiet 1-thread %.2f img/s (target >= 70%%)\n", b, t, l, 100 * l / q, q }'
   fi
 done
+
+# The ratios of the targets, from the rows above: rmt against each of the authors' paths, and
+# batch 16 against batch 1 per image.
+echo
+awk -F'|' '
+  { path = $3; gsub(/ /, "", path); key = $5 + 0 "|" $6 + 0 "|" $7 + 0; speed[path, key] = $8 + 0; f = $12; gsub(/ /, "", f); floor_share[path, key] = f; keys[key] = 1 }
+  END {
+    for (key in keys) {
+      split(key, k, "|")
+      if (!((("rmt"), key) in speed)) continue
+      r = speed["rmt", key]
+      line = sprintf("Batch %s, %s threads, %s busy: rmt %.2f img/s (%s of floor)", k[1], k[2], k[3], r, floor_share["rmt", key])
+      if (("authors-onnxruntime", key) in speed && speed["authors-onnxruntime", key] > 0)
+        line = line sprintf(", %.2fx ONNX Runtime", r / speed["authors-onnxruntime", key])
+      if (("authors-eager", key) in speed && speed["authors-eager", key] > 0)
+        line = line sprintf(", %.2fx eager", r / speed["authors-eager", key])
+      one = "1|" k[2] "|" k[3]
+      if (k[1] != 1 && (("rmt", one) in speed) && speed["rmt", one] > 0)
+        line = line sprintf(", %.2fx batch 1 per image", r / speed["rmt", one])
+      print line
+    }
+  }' "$rows" | sort -t, -k1,1 -k2,2 -k3,3
