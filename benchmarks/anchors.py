@@ -11,12 +11,16 @@ classifier (classfication_release/RMT.py) is imported from it at run time, nothi
 here. Needs torch, timm, einops, fvcore, onnx, onnxruntime and onnxscript
 (`pip install onnxruntime onnx onnxscript`).
 
-Method, as bench_models: for each batch size one worker process builds the model (random weights:
-speed does not depend on their values), sets the threads (torch.set_num_threads; ONNX Runtime's
-intra_op_num_threads, one inter-op thread), and times the paths alternately (eager, ONNX Runtime,
-then a 1024x1024x1024 float32 torch.mm on the same threads) after a warm-up of each, at least
---repeats rounds and until each path has run --min-seconds; the medians are reported. --contend K
-starts K busy processes before the timing and stops them after it. Peak memory: one forward of
+Method: for each batch size and path one worker process builds the model (random weights: speed
+does not depend on their values), sets the threads (torch.set_num_threads; ONNX Runtime's
+intra_op_num_threads, one inter-op thread) and times the path after a warm-up, at least --repeats
+runs and until it has run --min-seconds; the median is reported. Then a worker of its own times a
+1024x1024x1024 float32 torch.mm on the same threads for ~1 s (the floor's sgemm rate). One
+process a path, and the sgemm apart: in one process on more than one thread, the threads each
+runtime leaves spinning after its run (PyTorch's OpenMP pool, ONNX Runtime's intra-op pool) took
+CPUs from the other's runs (2 threads on 2 CPUs: the sgemm at ~85 GFLOP/s instead of ~190, the
+eager model ~10% slower). --contend K starts K busy processes before the timing and stops them
+after it. Peak memory: one forward of
 each path in a process of its own (ru_maxrss). The model is exported to ONNX once per batch size
 (torch.onnx.export, dynamo first, then the TorchScript exporter) and cached in --onnx-dir.
 
@@ -159,32 +163,25 @@ def ort_session(path, threads):
 
 # --- workers (one process each) ---------------------------------------------------------------
 
-def worker_speed(args, batch):
+def worker_speed(args, batch, path):
     import torch
     torch.set_num_threads(args.threads)
     x = torch.randn(batch, 3, 224, 224)
     paths = {}
-    if "eager" in args.paths:
+    if path == "eager":
         model = load_authors_model(args.official_repo, args.model)
 
         def eager():
             with torch.no_grad():
                 model(x)
         paths["eager"] = eager
-    if "ort" in args.paths:
+    if path == "ort":
         session = ort_session(onnx_path(args, batch), args.threads)
         feed = {session.get_inputs()[0].name: x.numpy()}
 
         def run_ort():
             session.run(None, feed)
         paths["ort"] = run_ort
-    n = 1024
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-
-    def gemm():
-        start = time.perf_counter()
-        torch.mm(a, b, out=c)
-        return time.perf_counter() - start
 
     def timed(fn):
         start = time.perf_counter()
@@ -193,26 +190,31 @@ def worker_speed(args, batch):
 
     for fn in paths.values():
         timed(fn)  # warm-up
-    gemm()
     times = {name: [] for name in paths}
-    gemms = []
     spent = 0.0
     rounds = 0
     while rounds < args.repeats or spent < args.min_seconds:
         for name, fn in paths.items():
             times[name].append(timed(fn))
-        least = min(t[-1] for t in times.values())
-        total, calls = 0.0, 0
-        while True:  # sgemm for ~1/10 of a forward, as bench_models
-            total += gemm()
-            calls += 1
-            if total >= 0.1 * least or calls >= 50:
-                break
-        gemms.append(total / calls)
-        spent += least
+        spent += min(t[-1] for t in times.values())
         rounds += 1
-    result = {name: statistics.median(t) for name, t in times.items()}
-    result["gemm_flops"] = 2.0 * n ** 3 / statistics.median(gemms)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def worker_gemm(args):
+    """The sgemm rate on the same threads (the floor), and the model's FLOPs unless given."""
+    import torch
+    torch.set_num_threads(args.threads)
+    n = 1024
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    torch.mm(a, b, out=c)  # warm-up
+    gemms, spent = [], 0.0
+    while len(gemms) < 5 or spent < 1.0:
+        start = time.perf_counter()
+        torch.mm(a, b, out=c)
+        gemms.append(time.perf_counter() - start)
+        spent += gemms[-1]
+    result = {"gemm_flops": 2.0 * n ** 3 / statistics.median(gemms)}
     if args.gflops is None:
         from torch.utils.flop_counter import FlopCounterMode
         model = load_authors_model(args.official_repo, args.model)
@@ -339,7 +341,9 @@ def main():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if job["kind"] == "speed":
-                out = worker_speed(args, job["batch"])
+                out = worker_speed(args, job["batch"], job["path"])
+            elif job["kind"] == "gemm":
+                out = worker_gemm(args)
             elif job["kind"] == "peak":
                 out = worker_peak(args, job["batch"], job["path"])
             else:
@@ -354,8 +358,11 @@ def main():
         try:
             if "ort" in args.paths:
                 run_worker(args, {"kind": "export", "batch": batch})
+            speeds = {}
             with Contenders(args.contend):
-                speed = run_worker(args, {"kind": "speed", "batch": batch})
+                for p in args.paths:
+                    speeds[p] = run_worker(args, {"kind": "speed", "batch": batch, "path": p})
+                gemm = run_worker(args, {"kind": "gemm"})
             peaks = {}
             if not args.no_memory:
                 for p in args.paths:
@@ -363,12 +370,12 @@ def main():
         except Exception as e:  # one row says what failed; the others still run
             print(label % ",".join(LABELS[p] for p in args.paths) + f" error: {e} | | | | |", flush=True)
             continue
-        floor = speed["gemm_flops"] / speed["model_flops"]
+        floor = gemm["gemm_flops"] / gemm["model_flops"]
         for p in args.paths:
-            ips = batch / speed[p]
+            ips = batch / speeds[p][p]
             peak = f" {peaks[p]:.0f} |" if p in peaks else " |"
             name = LABELS[p] + (f" [{args.tag}]" if args.tag else "")
-            print(label % name + f" {ips:.2f} |{peak} {speed['gemm_flops'] / 1e9:.1f} | "
+            print(label % name + f" {ips:.2f} |{peak} {gemm['gemm_flops'] / 1e9:.1f} | "
                   f"{floor:.2f} | {100 * ips / floor:.0f}% |", flush=True)
     return 0
 
