@@ -20,8 +20,7 @@ process a path, and the sgemm apart: in one process on more than one thread, the
 runtime leaves spinning after its run (PyTorch's OpenMP pool, ONNX Runtime's intra-op pool) took
 CPUs from the other's runs (2 threads on 2 CPUs: the sgemm at ~85 GFLOP/s instead of ~190, the
 eager model ~10% slower). --contend K starts K busy processes before the timing and stops them
-after it. Peak memory: one forward of
-each path in a process of its own (ru_maxrss). The model is exported to ONNX once per batch size
+after it. Peak memory: one forward of each path in a process of its own (ru_maxrss). The model is exported to ONNX once per batch size
 (torch.onnx.export, dynamo first, then the TorchScript exporter) and cached in --onnx-dir.
 
 GEMM floor: --gflops (pass bench_models' figure, 2 x rmt::summarize's MACs, so that every row
@@ -163,42 +162,36 @@ def ort_session(path, threads):
 
 # --- workers (one process each) ---------------------------------------------------------------
 
-def worker_speed(args, batch, path):
+def path_forward(args, batch, path):
+    """One forward of `path` (eager or ort) on a batch, as a function of no arguments."""
     import torch
     torch.set_num_threads(args.threads)
     x = torch.randn(batch, 3, 224, 224)
-    paths = {}
     if path == "eager":
         model = load_authors_model(args.official_repo, args.model)
 
         def eager():
             with torch.no_grad():
                 model(x)
-        paths["eager"] = eager
-    if path == "ort":
-        session = ort_session(onnx_path(args, batch), args.threads)
-        feed = {session.get_inputs()[0].name: x.numpy()}
+        return eager
+    session = ort_session(onnx_path(args, batch), args.threads)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return lambda: session.run(None, feed)
 
-        def run_ort():
-            session.run(None, feed)
-        paths["ort"] = run_ort
 
-    def timed(fn):
+def worker_speed(args, batch, path):
+    forward = path_forward(args, batch, path)
+
+    def timed():
         start = time.perf_counter()
-        fn()
+        forward()
         return time.perf_counter() - start
 
-    for fn in paths.values():
-        timed(fn)  # warm-up
-    times = {name: [] for name in paths}
-    spent = 0.0
-    rounds = 0
-    while rounds < args.repeats or spent < args.min_seconds:
-        for name, fn in paths.items():
-            times[name].append(timed(fn))
-        spent += min(t[-1] for t in times.values())
-        rounds += 1
-    return {name: statistics.median(t) for name, t in times.items()}
+    timed()  # warm-up
+    times = []
+    while len(times) < args.repeats or sum(times) < args.min_seconds:
+        times.append(timed())
+    return {"seconds": statistics.median(times)}
 
 
 def worker_gemm(args):
@@ -228,16 +221,7 @@ def worker_gemm(args):
 
 
 def worker_peak(args, batch, path):
-    import torch
-    torch.set_num_threads(args.threads)
-    x = torch.randn(batch, 3, 224, 224)
-    if path == "eager":
-        model = load_authors_model(args.official_repo, args.model)
-        with torch.no_grad():
-            model(x)
-    else:
-        session = ort_session(onnx_path(args, batch), args.threads)
-        session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    path_forward(args, batch, path)()
     return {"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
@@ -372,7 +356,7 @@ def main():
             continue
         floor = gemm["gemm_flops"] / gemm["model_flops"]
         for p in args.paths:
-            ips = batch / speeds[p][p]
+            ips = batch / speeds[p]["seconds"]
             peak = f" {peaks[p]:.0f} |" if p in peaks else " |"
             name = LABELS[p] + (f" [{args.tag}]" if args.tag else "")
             print(label % name + f" {ips:.2f} |{peak} {gemm['gemm_flops'] / 1e9:.1f} | "
