@@ -1,7 +1,5 @@
 #include "nn/batch_chunks.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -12,6 +10,7 @@
 #include <ATen/ThreadLocalState.h>
 #include <fmt/format.h>
 
+#include "runtime/cpu_cache.h"
 #include "runtime/whole_integer.h"
 
 namespace rmt::nn::detail {
@@ -38,14 +37,8 @@ int64_t forced_chunk() {
   return forced;
 }
 
-// Half of a core's L2 (1 MiB where the system does not say): the rest holds the weights' tiles.
-int64_t budget_per_thread() {
-  static const int64_t budget = [] {
-    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return l2 > 0 ? static_cast<int64_t>(l2) / 2 : int64_t{1} << 20;
-  }();
-  return budget;
-}
+// Half of a core's L2: the rest holds the weights' tiles.
+int64_t budget_per_thread() { return runtime::l2_cache_bytes() / 2; }
 
 // `count` chunks of near-equal size.
 BatchChunks equal_chunks(int64_t batch, int64_t count) {
