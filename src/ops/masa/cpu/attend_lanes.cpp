@@ -56,7 +56,7 @@ RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, float* _
   } else {
     for (int u = 0; u < W; ++u) xq[u] = static_cast<float>(i0 + u);
   }
-  const V decay = V{} + p.decay;  // broadcasts (p.decay < 0, never -0)
+  const V decay = V{} + p.decay * kLog2e;  // broadcasts (p.decay < 0, never -0); base 2
   V mx = V{} - std::numeric_limits<float>::infinity();
   auto keep = [&](V s, int64_t j) {
     const V x = xq - (GRID ? p.x[j] : static_cast<float>(j));
@@ -94,7 +94,7 @@ RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, float* _
 // full operator sums over every token of the image: 1767 keys in a test, 3136 at 224x224).
 constexpr int64_t kSumBlock = 64;
 
-// Sweep 2: S <- exp(S - mx) lane by lane; returns the sums.
+// Sweep 2: S <- 2^(S - mx) lane by lane (the scores are in base 2); returns the sums.
 template <int W>
 RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>& mx) {
   using V = LV<W>;
@@ -102,7 +102,7 @@ RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>&
   for (int64_t j0 = 0; j0 < n; j0 += kSumBlock) {
     V block = {};
     for (int64_t j = j0; j < std::min(n, j0 + kSumBlock); ++j) {
-      const V e = vexp_nonpos_of<V, LI<W>>(load<W>(S + j * W) - mx);
+      const V e = vexp2_nonpos_of<V, LI<W>>(load<W>(S + j * W) - mx);
       vstore(S + j * W, e);
       block += e;
     }

@@ -8,7 +8,10 @@
 // 32 registers of AVX-512 hold a whole d = 16 score tile.
 //
 // Score of query i and key j: q_i . k_j + decay * |i - j| (the 1-D mask; q and k rotated, k
-// scaled), or decay * (|y_i - y_j| + |x_i - x_j|) for the full operator's grid of tokens. Plain C++ (no ATen); variants per ISA picked at run time (cpu_simd.h).
+// scaled), or decay * (|y_i - y_j| + |x_i - x_j|) for the full operator's grid of tokens. The
+// kernel takes powers of 2, not of e (cheaper to compute): scores are in base 2, so the caller
+// scales k by kLog2e besides 1 / sqrt(d), and the kernel multiplies the decay by it.
+// Plain C++ (no ATen); variants per ISA picked at run time (cpu_simd.h).
 
 #include <cstdint>
 
@@ -17,12 +20,14 @@ namespace rmt::ops::cpu {
 // Columns of qt and ot are read and written in whole blocks of this many queries (the widest
 // variant's lane count): ldq must be a multiple of it, and the padding columns of qt readable.
 constexpr int64_t kQueryLanes = 16;
+// log2(e): a score s in base e is s * kLog2e in base 2 (e^s = 2^(s log2 e)).
+constexpr float kLog2e = 1.44269504088896341f;
 constexpr int64_t lanes_padded(int64_t m) { return (m + kQueryLanes - 1) / kQueryLanes * kQueryLanes; }
 
 struct LaneProblem {
   const float* qt = nullptr;  // d x ldq: query i is column i
   int64_t ldq = 0;            // lanes_padded(m) or more
-  const float* k = nullptr;   // key j: d floats at k + j * k_stride
+  const float* k = nullptr;   // key j: d floats at k + j * k_stride, scaled by kLog2e
   int64_t k_stride = 0;
   const float* v = nullptr;   // value j: dv floats at v + j * v_stride
   int64_t v_stride = 0;

@@ -177,8 +177,9 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
   });
 }
 
-// The float forward (attend_lanes.h) reads q rotated and k rotated and scaled, computed once for
-// every pass, as rows 0 and 1 of a (2, B * L * heads * d) tensor, (B, L, heads, d) like the inputs.
+// The float forward (attend_lanes.h) reads q rotated and k rotated and scaled (by scale * log2(e):
+// the kernel's scores are in base 2), computed once for every pass, as rows 0 and 1 of a
+// (2, B * L * heads * d) tensor, (B, L, heads, d) like the inputs.
 at::Tensor rotated_buffer(const Dims& s, const at::TensorOptions& aopt) {
   return at::empty({2, s.b * s.l * s.n * s.d}, aopt);
 }
@@ -198,7 +199,7 @@ at::Tensor rotate_all(const Inputs<float>& in, const Dims& s, float scale,
       cpu::theta_shift_tokens(in.q + bt * s.qs, s.qs, in.sn + t * d, in.cs + t * d, count, s.n, d,
                               1.0f, rq + bt * nd, nd);
       cpu::theta_shift_tokens(in.k + bt * s.ks, s.ks, in.sn + t * d, in.cs + t * d, count, s.n, d,
-                              scale, rk + bt * nd, nd);
+                              scale * cpu::kLog2e, rk + bt * nd, nd);
       bt += count;
     }
   });
@@ -243,8 +244,8 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
         const float* cs = in.cs + first * d;
         cpu::theta_shift_tokens(in.q + token * s.qs + head * d, s.qs, sn, cs, len, 1, d, 1.0f,
                                 rq + s.offset(b, first, head, d), nd);
-        cpu::theta_shift_tokens(in.k + token * s.ks + head * d, s.ks, sn, cs, len, 1, d, scale,
-                                rk + s.offset(b, first, head, d), nd);
+        cpu::theta_shift_tokens(in.k + token * s.ks + head * d, s.ks, sn, cs, len, 1, d,
+                                scale * cpu::kLog2e, rk + s.offset(b, first, head, d), nd);
       }
       cpu::transpose_to_lanes(rq + s.offset(b, first, head, d), token_stride * d, len, d,
                               qt.data(), ldq);
