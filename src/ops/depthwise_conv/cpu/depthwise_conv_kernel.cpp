@@ -49,56 +49,66 @@ constexpr int kPixels = 4;
 // The kernels below take VB, the bytes of their vectors: 16 (SSE, the baseline build), 32 (AVX2)
 // or 64 (AVX-512), one variant each (RMT_DEFINE_LANE_VARIANTS).
 
-// Channels [c, c + N vectors) of output pixels [w, w + kPixels) of one row, every tap inside the
-// image: N * kPixels independent sums, enough to hide the FMA latency (N = 2: 8 chains). Each
-// input row's kPixels + K - 1 vectors are loaded once for its K taps (a sliding window): 0.75
-// loads an FMA at 3x3 instead of 1.25, where the loads bound the loop. Every sum takes its taps
-// in the same order as before (ki, then kj).
-template <int VB, int K, int N, bool RES, class A>
+// Channels [c, c + N vectors) of output pixels [w, w + kPixels) of one row: N * kPixels
+// independent sums, enough to hide the FMA latency (N = 2: 8 chains). Each input row's
+// kPixels + K - 1 vectors are loaded once for its K taps (a sliding window): 0.75 loads an FMA at
+// 3x3 instead of 1.25, where the loads bound the loop. Every sum takes its taps in the same order
+// as before (ki, then kj). Every tap inside the image, unless CLIP (a block at an edge): then input
+// rows outside the image (null) and input columns outside [0, width) are zeros, and only the
+// pixels left of `width` are stored; adding a zero product leaves a sum as it was, so the sums are
+// conv_pixel's, which skips those taps.
+template <int VB, int K, int N, bool RES, bool CLIP, class A>
 RMT_ALWAYS_INLINE void conv_pixels_block(const A* const* rows, const A* __restrict wt,
                                          const A* __restrict bias, const A* __restrict res,
-                                         A* __restrict out, int64_t C, int64_t IP, int64_t w,
-                                         int64_t c) {
+                                         A* __restrict out, int64_t C, int64_t IP, int64_t width,
+                                         int64_t w, int64_t c) {
   using V = cpu::VecN<A, VB>;
   constexpr int W = VB / sizeof(A), P = kPixels, pad = (K - 1) / 2;
-  const int64_t first = (w - pad) * IP;  // input pixel of tap (ki, 0) of pixel w
   V acc[N][P];
   for (int n = 0; n < N; ++n)
     for (int u = 0; u < P; ++u) acc[n][u] = cpu::vload<A, V>(bias + c + n * W);
   for (int ki = 0; ki < K; ++ki) {
-    const A* src = rows[ki] + (first + c);
+    if (CLIP && !rows[ki]) continue;
+    const A* src = rows[ki] + c;
     for (int n = 0; n < N; ++n) {
       V in[P + K - 1];
-      for (int j = 0; j < P + K - 1; ++j) in[j] = cpu::vload<A, V>(src + j * IP + n * W);
+      for (int j = 0; j < P + K - 1; ++j) {
+        const int64_t x = w - pad + j;  // input pixel
+        in[j] = !CLIP || (x >= 0 && x < width) ? cpu::vload<A, V>(src + x * IP + n * W) : V{};
+      }
       for (int kj = 0; kj < K; ++kj) {
         const V wv = cpu::vload<A, V>(wt + (ki * K + kj) * C + c + n * W);
         for (int u = 0; u < P; ++u) acc[n][u] += wv * in[u + kj];
       }
     }
   }
+  const int stored = CLIP ? static_cast<int>(std::min<int64_t>(P, width - w)) : P;
   for (int n = 0; n < N; ++n) {
-    for (int u = 0; u < P; ++u) {
+    for (int u = 0; u < stored; ++u) {
       if (RES) acc[n][u] += cpu::vload<A, V>(res + (w + u) * C + c + n * W);
       cpu::vstore(out + (w + u) * C + c + n * W, acc[n][u]);
     }
   }
 }
 
-// Output pixels [w, w + kPixels) of one row, every tap inside the image. rows[ki]: input row
-// h + ki - pad; wt: (K * K, C), tap-major so that a tap's weights are one vector load per block of
-// channels.
-template <int VB, int K, bool RES, class A>
+// Output pixels [w, w + kPixels) of one row, every tap inside the image unless CLIP (then C is a
+// multiple of the vector width). rows[ki]: input row h + ki - pad; wt: (K * K, C), tap-major so
+// that a tap's weights are one vector load per block of channels.
+template <int VB, int K, bool RES, bool CLIP, class A>
 RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
                                    const A* __restrict bias, const A* __restrict res,
-                                   A* __restrict out, int64_t C, int64_t IP, int64_t w) {
+                                   A* __restrict out, int64_t C, int64_t IP, int64_t width,
+                                   int64_t w) {
   constexpr int W = VB / sizeof(A), P = kPixels, pad = (K - 1) / 2;
   const int64_t Cv = C / W * W, first = (w - pad) * IP;
   int64_t c = 0;
   if (K > 3) {  // two vectors of channels at a time pay for 5x5; 3x3 measured slower with them
     for (; c + 2 * W <= Cv; c += 2 * W)
-      conv_pixels_block<VB, K, 2, RES>(rows, wt, bias, res, out, C, IP, w, c);
+      conv_pixels_block<VB, K, 2, RES, CLIP>(rows, wt, bias, res, out, C, IP, width, w, c);
   }
-  for (; c < Cv; c += W) conv_pixels_block<VB, K, 1, RES>(rows, wt, bias, res, out, C, IP, w, c);
+  for (; c < Cv; c += W)
+    conv_pixels_block<VB, K, 1, RES, CLIP>(rows, wt, bias, res, out, C, IP, width, w, c);
+  if (CLIP) return;
   for (c = Cv; c < C; ++c) {
     for (int u = 0; u < P; ++u) {
       A acc = bias[c];
@@ -174,15 +184,24 @@ RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
 template <int VB, int K, bool RES, class A>
 RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const A* wt,
                                 const A* bias, const A* res, A* out) {
-  const int64_t k = K > 0 ? K : s.k, pad = (k - 1) / 2;
+  constexpr int W = VB / sizeof(A);
+  const int64_t k = K > 0 ? K : s.k, pad = (k - 1) / 2, C = s.channels;
   bool all_rows = K > 0;
   for (int64_t ki = 0; ki < k; ++ki) all_rows = all_rows && rows[ki];
+  // Blocks at the image's edges take the clipped block where the channels are whole vectors
+  // (RMT-S's 14 x 14 and 7 x 7 stages have most of their pixels within 2 of an edge), else a pixel
+  // at a time.
+  const bool clipped_blocks = K > 0 && C % W == 0;
+  constexpr int KK = K > 0 ? K : 1;
   for (int64_t w = 0; w < s.width;) {
     if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
-      conv_pixels<VB, (K > 0 ? K : 1), RES>(rows, wt, bias, res, out, s.channels, s.in_pixel, w);
+      conv_pixels<VB, KK, RES, false>(rows, wt, bias, res, out, C, s.in_pixel, s.width, w);
+      w += kPixels;
+    } else if (clipped_blocks) {
+      conv_pixels<VB, KK, RES, true>(rows, wt, bias, res, out, C, s.in_pixel, s.width, w);
       w += kPixels;
     } else {
-      conv_pixel<VB, RES>(rows, wt, bias, res, out, s.channels, s.in_pixel, s.width, k, w);
+      conv_pixel<VB, RES>(rows, wt, bias, res, out, C, s.in_pixel, s.width, k, w);
       ++w;
     }
   }
