@@ -738,6 +738,20 @@ TEST(Modules, PackedGemmsMatchAtLinear) {
 // and run single-row images, it must agree with the authors' FFN (the literal path), and take the
 // call wherever the layers' GEMM has row calls (MKL's, oneDNN's microkernel: ctest runs this with
 // each); where a share would be under 8 rows it declines.
+TEST(Modules, FeedForwardRefusesAnEmptyWidthByName) {
+  for (const auto& [dim, hidden] : {std::pair<int64_t, int64_t>{8, 0}, {0, 8}, {-1, 8}}) {
+    try {
+      rmt::nn::FeedForward ffn(dim, hidden);
+      ADD_FAILURE() << dim << ", " << hidden << ": no error";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("embed_dim=" + std::to_string(dim) +
+                                           " and ffn_dim=" + std::to_string(hidden)),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
   rmt::nn::FeedForward ffn(8, 24);
   ffn->eval();

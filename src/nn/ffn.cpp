@@ -1,5 +1,7 @@
 #include "rmt/nn/ffn.h"
 
+#include <fmt/format.h>
+
 #include "nn/conv_padding.h"
 #include "nn/ffn_rows.h"
 #include "nn/token_linear.h"
@@ -7,6 +9,11 @@
 namespace rmt::nn {
 
 FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
+  // (LibTorch's Linear would fail on its empty weight's initialisation, naming neither.)
+  TORCH_CHECK(embed_dim > 0 && ffn_dim > 0,
+              fmt::format("FeedForward: embed_dim and ffn_dim must be positive, got embed_dim={} "
+                          "and ffn_dim={}",
+                          embed_dim, ffn_dim));
   fc1 = register_module("fc1", torch::nn::Linear(embed_dim, ffn_dim));
   fc2 = register_module("fc2", torch::nn::Linear(ffn_dim, embed_dim));
   dwconv = register_module("dwconv", DWConv2d(ffn_dim, 3, 1, 1));
