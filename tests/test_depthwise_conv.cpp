@@ -73,8 +73,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{1, 7, 9, 16, 3}, Case{2, 5, 4, 13, 3}, Case{1, 8, 8, 24, 5},
                       Case{2, 3, 6, 7, 5}, Case{1, 1, 1, 8, 3}, Case{1, 2, 3, 9, 5},
                       Case{1, 6, 5, 12, 7}, Case{3, 4, 4, 1, 3},
-                      // Whole vectors of channels (AVX-512's 16 floats): the edges' clipped blocks,
-                      // narrower and shorter than a block and a kernel, and at a 7 x 7 stage's size.
+                      // Whole vectors of channels (AVX-512's 16 floats): the edges' clipped
+                      // blocks, narrower and shorter than a block and a kernel, and at a 7 x 7
+                      // stage's size.
                       Case{1, 3, 2, 32, 5}, Case{2, 7, 7, 32, 5}, Case{1, 7, 6, 16, 3}),
     [](const auto& info) {
       const auto& c = info.param;
