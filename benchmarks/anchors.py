@@ -20,8 +20,9 @@ process a path, and the sgemm apart: in one process on more than one thread, the
 runtime leaves spinning after its run (PyTorch's OpenMP pool, ONNX Runtime's intra-op pool) took
 CPUs from the other's runs (2 threads on 2 CPUs: the sgemm at ~85 GFLOP/s instead of ~190, the
 eager model ~10% slower). --contend K starts K busy processes before the timing and stops them
-after it. Peak memory: one forward of each path in a process of its own (ru_maxrss). The model is exported to ONNX once per batch size
-(torch.onnx.export, dynamo first, then the TorchScript exporter) and cached in --onnx-dir.
+after it. Peak memory: one forward of each path in a process of its own (ru_maxrss). The model is
+exported to ONNX once per batch size (torch.onnx.export, dynamo first, then the TorchScript
+exporter) and cached in --onnx-dir.
 
 GEMM floor: --gflops (pass bench_models' figure, 2 x rmt::summarize's MACs, so that every row
 of the table has the same floor; compare.sh does) or else torch.utils.flop_counter's count of the

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Fits the polynomial of src/ops/cpu/cpu_math.h's vexp2_nonpos_of: 2^r ~ P(r), P(0) = 1, on
-[-1/2, 1/2] (r = x - round(x)), by Loeb's iteration on the relative error (linearised least squares,
-reweighted towards the largest errors, a discrete minimax). Prints the relative error in exact and in
-float32 arithmetic (Horner's scheme, as the kernel runs it) and the coefficients rounded to float,
-lowest degree first. Needs numpy only.
+[-1/2, 1/2] (r = x - round(x)), by Loeb's iteration on the relative error (linearised least
+squares, reweighted towards the largest errors, a discrete minimax). Prints the relative error in
+exact and in float32 arithmetic (Horner's scheme, as the kernel runs it) and the coefficients
+rounded to float, lowest degree first. Needs numpy only.
 
     python3 scripts/fit_exp2.py [degree = 6]
 """

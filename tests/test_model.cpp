@@ -732,12 +732,6 @@ TEST(Modules, PackedGemmsMatchAtLinear) {
   if (ran == 0) GTEST_SKIP() << "neither MKL's packed GEMM nor a float32 brgemm in this LibTorch";
 }
 
-// At CPU inference the FFN runs a few image rows at a time (nn/ffn_rows.h), each thread on whole
-// images or on a share of one image's rows. On sizes that make it slide its row buffer (30 rows of
-// 56: chunks of 5, a buffer of 22 rows), end on a short chunk, split one image between two threads
-// and run single-row images, it must agree with the authors' FFN (the literal path), and take the
-// call wherever the layers' GEMM has row calls (MKL's, oneDNN's microkernel: ctest runs this with
-// each); where a share would be under 8 rows it declines.
 TEST(Modules, FeedForwardRefusesAnEmptyWidthByName) {
   for (const auto& [dim, hidden] : {std::pair<int64_t, int64_t>{8, 0}, {0, 8}, {-1, 8}}) {
     try {
@@ -752,6 +746,12 @@ TEST(Modules, FeedForwardRefusesAnEmptyWidthByName) {
   }
 }
 
+// At CPU inference the FFN runs a few image rows at a time (nn/ffn_rows.h), each thread on whole
+// images or on a share of one image's rows. On sizes that make it slide its row buffer (30 rows of
+// 56: chunks of 5, a buffer of 22 rows), end on a short chunk, split one image between two threads
+// and run single-row images, it must agree with the authors' FFN (the literal path), and take the
+// call wherever the layers' GEMM has row calls (MKL's, oneDNN's microkernel: ctest runs this with
+// each); where a share would be under 8 rows it declines.
 TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
   rmt::nn::FeedForward ffn(8, 24);
   ffn->eval();
