@@ -7,6 +7,7 @@
 #include "nn/ffn_rows.h"      // internal: the FFN's row pipeline, driven directly below
 #include "nn/brgemm_gemm.h"  // internal: the packed GEMMs with row calls, driven directly below
 #include "nn/mkl_gemm.h"
+#include "ops/cpu/bias_gelu.h"  // internal: the GEMM epilogue's GELU, checked element by element
 #include "nn/token_linear.h"
 #include "reference.h"
 #include "rmt/rmt.h"
@@ -650,6 +651,37 @@ TEST(Modules, InferenceTensorWeightsAreNeverKeptStale) {
   const auto after = model.forward(images)[0];
   EXPECT_GT(rmt::test::relative_error(after, before), 1e-3);
   EXPECT_LT(rmt::test::relative_error(after, literal()), 1e-5);
+}
+
+// The float GELU of the GEMM epilogue and the FFN's depthwise pass (16 lanes: a table of
+// polynomials on 16 intervals; narrower vectors: a rational erf), element by element against the
+// definition x / 2 (1 + erf(x / sqrt 2)) in double over [-12, 12] in steps of 1e-4 (every interval
+// many times; the end of the table at 4 sqrt 2 ~ 5.66), bias added first, the scalar tail too.
+// Both are within 2.1e-7 of max(1, |x|); a relative-norm comparison would miss one bad interval.
+TEST(Modules, GeluMatchesItsDefinitionElementwise) {
+  std::vector<float> x;
+  for (int64_t i = -120000; i <= 120000; ++i) x.push_back(static_cast<float>(i * 1e-4));
+  x.resize(x.size() / 16 * 16 + 7);  // a tail of 7 past the last whole vector
+  const int64_t n = static_cast<int64_t>(x.size());
+  std::vector<float> bias(n, 0.25f), got(n);
+  for (int64_t i = 0; i < n; ++i) got[i] = x[i] - 0.25f;  // the bias brings it back to x exactly
+  rmt::ops::cpu::add_bias_gelu(got.data(), 1, n, bias.data(), /*gelu=*/true);
+  double worst = 0.0, at = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i], want = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+    const double err = std::fabs(got[i] - want) / std::max(1.0, std::fabs(v));
+    if (err > worst) worst = err, at = v;
+  }
+  EXPECT_LT(worst, 3e-7) << "worst at x = " << at;
+  std::vector<float> special{std::nanf(""), INFINITY, 1e30f, -1e30f, 0.0f, -0.0f};
+  special.resize(16, 1.0f);
+  rmt::ops::cpu::add_bias_gelu(special.data(), 1, 16, nullptr, true);
+  EXPECT_TRUE(std::isnan(special[0]));
+  EXPECT_EQ(special[1], INFINITY);
+  EXPECT_EQ(special[2], 1e30f);
+  EXPECT_EQ(special[3], 0.0f);
+  EXPECT_EQ(special[4], 0.0f);
+  EXPECT_EQ(special[5], 0.0f);
 }
 
 // The packed GEMMs with row calls, oneDNN's microkernel (nn/brgemm_gemm.h) and MKL's
