@@ -9,6 +9,7 @@
 #include "nn/mkl_gemm.h"
 #include "ops/cpu/bias_gelu.h"  // internal: the GEMM epilogue's GELU, checked element by element
 #include "nn/token_linear.h"
+#include "nn/winograd_conv.h"  // internal: the stem's 3x3 convolutions by Winograd's F(2x2, 3x3)
 #include "reference.h"
 #include "rmt/rmt.h"
 
@@ -549,10 +550,13 @@ TEST(Modules, StemAndMergingHalveAndConvsAreDepthwise) {
   EXPECT_EQ(merge->forward(torch::randn({2, 5, 4, 8})).sizes(), (std::vector<int64_t>{2, 3, 2, 12}));
   rmt::nn::DWConv2d lce(6, 5, 1, 2);
   EXPECT_EQ(lce->conv->weight.sizes(), (std::vector<int64_t>{6, 1, 5, 5}));
-  // Channels last in and out; a depthwise conv never mixes channels.
+  // Channels last in and out; a depthwise conv never mixes channels. No bias: the one product is
+  // then the output exactly ((w + b) - b is w only within b's rounding, and LibTorch's generator
+  // draws another init each run).
+  lce->conv->bias.zero_();
   auto x = torch::zeros({1, 7, 7, 6});
   x.index_put_({0, 3, 3, 2}, 1.0);
-  auto y = lce->forward(x) - lce->conv->bias.view({1, 1, 1, 6});
+  auto y = lce->forward(x);
   EXPECT_EQ(y.sizes(), x.sizes());
   EXPECT_EQ(y.index({0, "...", 1}).abs().sum().item<float>(), 0.0f);
   EXPECT_FLOAT_EQ(y.index({0, 3, 3, 2}).item<float>(), lce->conv->weight.index({2, 0, 2, 2}).item<float>());
@@ -651,6 +655,49 @@ TEST(Modules, InferenceTensorWeightsAreNeverKeptStale) {
   const auto after = model.forward(images)[0];
   EXPECT_GT(rmt::test::relative_error(after, before), 1e-3);
   EXPECT_LT(rmt::test::relative_error(after, literal()), 1e-5);
+}
+
+// The Winograd 3x3 convolution against at::conv2d in double, with bias and GELU: odd heights and
+// widths (a last tile half outside), one pixel, channel counts 8 to 64, images whose tiles span
+// several blocks, on 1 and 2 threads. Each output within 2e-6 of the largest (the transforms add
+// a few roundings to the direct form's).
+TEST(Modules, WinogradConvMatchesConv2d) {
+  namespace winograd = rmt::nn::detail::winograd;
+  if (!winograd::available()) GTEST_SKIP() << "no float32 microkernel in this LibTorch or no AVX2";
+  torch::NoGradGuard no_grad;
+  const int threads_before = at::get_num_threads();
+  struct Case {
+    int64_t batch, in, out, height, width;
+  };
+  for (const int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (const auto& c : std::vector<Case>{{2, 32, 16, 9, 7}, {1, 8, 8, 1, 1}, {1, 16, 24, 40, 41},
+                                           {3, 64, 64, 14, 14}, {1, 8, 56, 2, 3}}) {
+      const auto x = torch::randn({c.batch, c.in, c.height, c.width})
+                         .contiguous(at::MemoryFormat::ChannelsLast);
+      const auto w = torch::randn({c.out, c.in, 3, 3}) * 0.2, b = torch::randn({c.out});
+      ASSERT_TRUE(winograd::applies(x, c.out));
+      const auto u = winograd::transform_weight(w);
+      for (const bool gelu : {false, true}) {
+        auto want = at::conv2d(x.to(at::kDouble), w.to(at::kDouble), b.to(at::kDouble), 1, 1);
+        if (gelu) want = at::gelu(want);
+        const auto got = winograd::conv3x3(x, u, b, gelu);
+        EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+        ASSERT_EQ(got.sizes(), want.sizes());
+        const double err = (got.to(at::kDouble) - want).abs().max().item<double>();
+        EXPECT_LT(err, 2e-6 * want.abs().max().item<double>())
+            << threads << " threads, " << c.batch << " x " << c.in << " -> " << c.out << " at "
+            << c.height << " x " << c.width << (gelu ? ", GELU" : "");
+      }
+    }
+  }
+  at::set_num_threads(threads_before);
+  const auto odd = torch::randn({1, 12, 8, 8}).contiguous(at::MemoryFormat::ChannelsLast);
+  EXPECT_FALSE(winograd::applies(odd, 16));  // 12 channels: not whole vectors, oneDNN's instead
+  EXPECT_FALSE(winograd::applies(torch::randn({1, 16, 8, 8}), 16));  // not channels-last
+  EXPECT_THROW(winograd::conv3x3(odd, winograd::transform_weight(torch::randn({16, 12, 3, 3})),
+                                 {}, false),
+               c10::Error);
 }
 
 // The float GELU of the GEMM epilogue and the FFN's depthwise pass (16 lanes: a table of

@@ -7,6 +7,7 @@
 
 #include "nn/conv_padding.h"
 #include "nn/onednn.h"
+#include "nn/winograd_conv.h"
 
 namespace rmt::nn::detail {
 
@@ -25,7 +26,20 @@ bool packs(const torch::Tensor& x, const torch::Tensor& weight) {
          x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-// pack: also the oneDNN-packed weight (worth it only when it is kept between calls).
+// A 3x3 convolution of stride 1, padding 1, one group (the stem's second and fourth) that the
+// Winograd path (nn/winograd_conv.h) takes for this input.
+bool winograd_applies(const torch::nn::Conv2dImpl& conv, const torch::Tensor& x) {
+  const auto& o = conv.options;
+  const auto* padding = padding_numbers(o);
+  auto all = [](const torch::ExpandingArray<2>& a, int64_t v) {
+    return a->at(0) == v && a->at(1) == v;
+  };
+  return all(o.kernel_size(), 3) && all(o.stride(), 1) && all(o.dilation(), 1) && padding &&
+         all(*padding, 1) && o.groups() == 1 && winograd::applies(x, o.out_channels());
+}
+
+// pack: also the oneDNN-packed weight and, where it applies, the Winograd-transformed one (worth
+// it only when they are kept between calls).
 Folded fold(const torch::nn::Conv2dImpl& conv, const torch::nn::BatchNorm2dImpl& bn,
             const torch::Tensor& x, bool pack) {
   const auto scale = bn.weight * at::rsqrt(bn.running_var + bn.options.eps());
@@ -35,7 +49,9 @@ Folded fold(const torch::nn::Conv2dImpl& conv, const torch::nn::BatchNorm2dImpl&
                                   : bn.bias - bn.running_mean * scale;
   auto packed = pack && packs(x, weight) ? onednn::pack_conv(weight, geometry(conv), x.sizes())
                                  : torch::Tensor();
-  return {weight, bias, packed};
+  auto transformed = pack && winograd_applies(conv, x) ? winograd::transform_weight(weight)
+                                                       : torch::Tensor();
+  return {weight, bias, packed, transformed};
 }
 
 }  // namespace
@@ -57,6 +73,9 @@ torch::Tensor conv_bn(torch::nn::Conv2dImpl& conv, torch::nn::BatchNorm2dImpl& b
                       [&] { return fold(conv, bn, x, /*pack=*/true); });
   }
   const Folded folded = kept ? *std::move(kept) : fold(conv, bn, x, /*pack=*/false);
+  if (folded.winograd.defined() && winograd_applies(conv, x)) {
+    return winograd::conv3x3(x, folded.winograd, folded.bias, gelu);
+  }
   if (folded.packed.defined() && packs(x, folded.weight)) {
     return onednn::conv(x, folded.packed, folded.bias, geometry(conv), gelu);
   }

@@ -13,9 +13,10 @@ namespace rmt::nn::detail {
 
 // One (conv, BatchNorm) pair folded: the weight (channels-last: the activations' layout, which
 // oneDNN then takes without a copy), the bias, and, where LibTorch has oneDNN's prepacked
-// convolution (nn/onednn.h), the weight packed for it (float32 only).
+// convolution (nn/onednn.h), the weight packed for it (float32 only); for a 3x3 convolution of
+// stride 1 where the Winograd path applies (nn/winograd_conv.h), the weight transformed for it.
 struct Folded {
-  torch::Tensor weight, bias, packed;
+  torch::Tensor weight, bias, packed, winograd;
 };
 class FoldedConvBn : public DerivedWeights<Folded> {};
 

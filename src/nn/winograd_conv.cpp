@@ -1,0 +1,207 @@
+#include "nn/winograd_conv.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "nn/brgemm_gemm.h"
+#include "ops/cpu/bias_gelu.h"
+#include "ops/cpu/cpu_simd.h"
+#include "runtime/cpu_cache.h"
+
+#if RMT_HAVE_AVX2_VARIANT && defined(CPUBLAS_BRGEMM_F32F32F32)
+#define RMT_WINOGRAD 1
+#else
+#define RMT_WINOGRAD 0
+#endif
+
+namespace rmt::nn::detail::winograd {
+
+namespace {
+
+// The transforms' vectors: 8 floats (AVX2); channel counts must be multiples of it.
+constexpr int64_t kLanes = 8;
+
+struct Shape {
+  int64_t batch, height, width, in, out, tiles_y, tiles_x;
+  int64_t tiles() const { return batch * tiles_y * tiles_x; }
+};
+
+#if RMT_WINOGRAD
+// Tiles a block takes: its transformed inputs and products (16 x tiles x channels each) in half
+// of the L2, so that the 16 GEMMs and the output transform read them from there.
+int64_t tile_block(const Shape& s) {
+  const int64_t per_tile = 16 * static_cast<int64_t>(sizeof(float)) * (s.in + s.out);
+  return std::clamp<int64_t>(runtime::l2_cache_bytes() / 2 / per_tile, 16, 128);
+}
+
+using V = ops::cpu::VecN<float, 32>;
+
+// Floats between two of a block's 16 planes (transformed inputs or products): the plane, then a
+// cache line more, so that the 16 planes a tile reads or writes do not map to one set of L1 ways
+// (planes a multiple of 4 KiB apart made the transforms 2x slower).
+int64_t plane_stride(int64_t count, int64_t channels) { return count * channels + 16; }
+
+// Tiles [t0, t0 + count) (index: image, tile row, tile column): B^T d B of each one's 4x4 input
+// block d (zeros outside the image), into v[xi][tile][channel], xi = 4 * row + column.
+RMT_TARGET_AVX2 RMT_FLATTEN void input_transform(const float* x, const Shape& s, int64_t t0,
+                                                 int64_t count, float* v) {
+  const int64_t C = s.in, plane = plane_stride(count, C);
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t t = t0 + i, tx = t % s.tiles_x, ty = t / s.tiles_x % s.tiles_y;
+    const int64_t b = t / s.tiles_x / s.tiles_y, y0 = 2 * ty - 1, x0 = 2 * tx - 1;
+    bool row_in[4], col_in[4];
+    int64_t row_offset[4];
+    for (int r = 0; r < 4; ++r) {
+      row_in[r] = y0 + r >= 0 && y0 + r < s.height;
+      col_in[r] = x0 + r >= 0 && x0 + r < s.width;
+      row_offset[r] = ((b * s.height + y0 + r) * s.width + x0) * C;
+    }
+    for (int64_t c = 0; c < C; c += kLanes) {
+      V d[4][4];
+      for (int r = 0; r < 4; ++r) {
+        for (int q = 0; q < 4; ++q) {
+          d[r][q] = row_in[r] && col_in[q]
+                        ? ops::cpu::vload<float, V>(x + row_offset[r] + q * C + c)
+                        : V{};
+        }
+      }
+      V e[4][4];  // B^T d: down the columns
+      for (int q = 0; q < 4; ++q) {
+        e[0][q] = d[0][q] - d[2][q];
+        e[1][q] = d[1][q] + d[2][q];
+        e[2][q] = d[2][q] - d[1][q];
+        e[3][q] = d[1][q] - d[3][q];
+      }
+      float* out = v + i * C + c;
+      for (int r = 0; r < 4; ++r) {  // then (B^T d) B: along the rows
+        ops::cpu::vstore(out + (4 * r + 0) * plane, e[r][0] - e[r][2]);
+        ops::cpu::vstore(out + (4 * r + 1) * plane, e[r][1] + e[r][2]);
+        ops::cpu::vstore(out + (4 * r + 2) * plane, e[r][2] - e[r][1]);
+        ops::cpu::vstore(out + (4 * r + 3) * plane, e[r][1] - e[r][3]);
+      }
+    }
+  }
+}
+
+// The same tiles' products m[xi][tile][out channel] to A^T m A, each tile's 2x2 outputs (those
+// inside the image) into y, channels-last.
+RMT_TARGET_AVX2 RMT_FLATTEN void output_transform(const float* m, const Shape& s, int64_t t0,
+                                                  int64_t count, float* y) {
+  const int64_t K = s.out, plane = plane_stride(count, K), row = s.width * K;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t t = t0 + i, tx = t % s.tiles_x, ty = t / s.tiles_x % s.tiles_y;
+    const int64_t b = t / s.tiles_x / s.tiles_y;
+    const bool second_row = 2 * ty + 1 < s.height, second_col = 2 * tx + 1 < s.width;
+    float* dst = y + ((b * s.height + 2 * ty) * s.width + 2 * tx) * K;
+    for (int64_t k = 0; k < K; k += kLanes) {
+      const float* src = m + i * K + k;
+      V a[4][4];
+      for (int r = 0; r < 4; ++r) {
+        for (int q = 0; q < 4; ++q) a[r][q] = ops::cpu::vload<float, V>(src + (4 * r + q) * plane);
+      }
+      V e[2][4];  // A^T m
+      for (int q = 0; q < 4; ++q) {
+        e[0][q] = a[0][q] + a[1][q] + a[2][q];
+        e[1][q] = a[1][q] - a[2][q] - a[3][q];
+      }
+      for (int r = 0; r < (second_row ? 2 : 1); ++r) {  // (A^T m) A
+        ops::cpu::vstore(dst + r * row + k, e[r][0] + e[r][1] + e[r][2]);
+        if (second_col) ops::cpu::vstore(dst + r * row + K + k, e[r][1] - e[r][2] - e[r][3]);
+      }
+    }
+  }
+}
+
+// Bias and GELU on the outputs of tiles [t0, t0 + count), while they are in cache: per image row,
+// the run of pixels those tiles cover.
+void bias_gelu(const Shape& s, int64_t t0, int64_t count, const float* bias, bool gelu,
+               float* y) {
+  for (int64_t t = t0; t < t0 + count;) {
+    const int64_t tx = t % s.tiles_x, ty = t / s.tiles_x % s.tiles_y;
+    const int64_t b = t / s.tiles_x / s.tiles_y, run = std::min(t0 + count - t, s.tiles_x - tx);
+    const int64_t x0 = 2 * tx, x1 = std::min(s.width, 2 * (tx + run));
+    for (int64_t oy = 2 * ty; oy < std::min(s.height, 2 * ty + 2); ++oy) {
+      ops::cpu::add_bias_gelu(y + ((b * s.height + oy) * s.width + x0) * s.out, x1 - x0, s.out,
+                              bias, gelu);
+    }
+    t += run;
+  }
+}
+#endif
+
+}  // namespace
+
+bool available() {
+#if RMT_WINOGRAD
+  return brgemm::available();
+#else
+  return false;
+#endif
+}
+
+bool applies(const at::Tensor& x, int64_t out_channels) {
+  return available() && x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.size(1) > 0 &&
+         x.size(1) % kLanes == 0 && out_channels > 0 && out_channels % kLanes == 0;
+}
+
+at::Tensor transform_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
+              "winograd: expected a (out, in, 3, 3) weight, found ", weight.sizes());
+  const auto g = at::tensor({1.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0.0, 0.0, 1.0},
+                            at::TensorOptions().dtype(at::kDouble))
+                     .reshape({4, 3});
+  const auto u = at::einsum("ia,kcab,jb->ijck", {g, weight.to(at::kDouble), g});
+  return u.reshape({16, weight.size(1), weight.size(0)}).to(at::kFloat).contiguous();
+}
+
+at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& transformed, const at::Tensor& bias,
+                   bool gelu) {
+  TORCH_CHECK(transformed.dim() == 3 && transformed.size(0) == 16 &&
+                  transformed.scalar_type() == at::kFloat && transformed.is_contiguous(),
+              "winograd: expected a transformed weight (16, in, out), found ",
+              transformed.sizes());
+  const int64_t K = transformed.size(2);
+  TORCH_CHECK(applies(x, K) && transformed.size(1) == x.size(1),
+              "winograd: expected a channels-last float32 CPU input of ", transformed.size(1),
+              " channels (a multiple of ", kLanes, "), found ", x.sizes());
+  TORCH_CHECK(!bias.defined() || (bias.numel() == K && bias.is_contiguous() &&
+                                  bias.scalar_type() == at::kFloat),
+              "winograd: expected a bias of ", K, " floats");
+  const Shape s{x.size(0), x.size(2), x.size(3), x.size(1), K, (x.size(2) + 1) / 2,
+                (x.size(3) + 1) / 2};
+  auto y = at::empty({s.batch, K, s.height, s.width},
+                     x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (y.numel() == 0) return y;
+#if RMT_WINOGRAD
+  const int64_t block = tile_block(s), tiles = s.tiles();
+  const float* xp = x.data_ptr<float>();
+  const float* up = transformed.data_ptr<float>();
+  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, (tiles + block - 1) / block, 1, [&](int64_t first, int64_t last) {
+    const std::unique_ptr<float[]> v(new float[16 * plane_stride(block, s.in)]);
+    const std::unique_ptr<float[]> m(new float[16 * plane_stride(block, s.out)]);
+    for (int64_t blk = first; blk < last; ++blk) {
+      const int64_t t0 = blk * block, count = std::min(block, tiles - t0);
+      input_transform(xp, s, t0, count, v.get());
+      for (int64_t xi = 0; xi < 16; ++xi) {
+        at::native::cpublas::brgemm(count, s.out, s.in, s.in, s.out, s.out, /*add_C=*/false,
+                                    v.get() + xi * plane_stride(count, s.in),
+                                    up + xi * s.in * s.out,
+                                    m.get() + xi * plane_stride(count, s.out));
+      }
+      output_transform(m.get(), s, t0, count, yp);
+      bias_gelu(s, t0, count, bp, gelu, yp);
+    }
+  });
+#endif
+  return y;
+}
+
+}  // namespace rmt::nn::detail::winograd
