@@ -47,10 +47,13 @@ Folded fold(const torch::nn::Conv2dImpl& conv, const torch::nn::BatchNorm2dImpl&
       (conv.weight * scale.reshape({-1, 1, 1, 1})).contiguous(at::MemoryFormat::ChannelsLast);
   auto bias = conv.bias.defined() ? (conv.bias - bn.running_mean) * scale + bn.bias
                                   : bn.bias - bn.running_mean * scale;
-  auto packed = pack && packs(x, weight) ? onednn::pack_conv(weight, geometry(conv), x.sizes())
-                                 : torch::Tensor();
   auto transformed = pack && winograd_applies(conv, x) ? winograd::transform_weight(weight)
                                                        : torch::Tensor();
+  // Every input oneDNN's packed conv would take, the Winograd path takes too (same dtype and
+  // layout; the channel counts are the conv's): no packed weight beside a transformed one.
+  auto packed = pack && !transformed.defined() && packs(x, weight)
+                    ? onednn::pack_conv(weight, geometry(conv), x.sizes())
+                    : torch::Tensor();
   return {weight, bias, packed, transformed};
 }
 

@@ -32,6 +32,14 @@ struct Shape {
 };
 
 #if RMT_WINOGRAD
+// A tile's image, tile row and tile column from its index (image-major, then row, then column).
+struct Tile {
+  int64_t b, ty, tx;
+};
+Tile tile_at(const Shape& s, int64_t t) {
+  return {t / s.tiles_x / s.tiles_y, t / s.tiles_x % s.tiles_y, t % s.tiles_x};
+}
+
 // Tiles a block takes: its transformed inputs and products (16 x tiles x channels each) in half
 // of the L2, so that the 16 GEMMs and the output transform read them from there.
 int64_t tile_block(const Shape& s) {
@@ -52,8 +60,8 @@ RMT_TARGET_AVX2 RMT_FLATTEN void input_transform(const float* x, const Shape& s,
                                                  int64_t count, float* v) {
   const int64_t C = s.in, plane = plane_stride(count, C);
   for (int64_t i = 0; i < count; ++i) {
-    const int64_t t = t0 + i, tx = t % s.tiles_x, ty = t / s.tiles_x % s.tiles_y;
-    const int64_t b = t / s.tiles_x / s.tiles_y, y0 = 2 * ty - 1, x0 = 2 * tx - 1;
+    const auto [b, ty, tx] = tile_at(s, t0 + i);
+    const int64_t y0 = 2 * ty - 1, x0 = 2 * tx - 1;
     bool row_in[4], col_in[4];
     int64_t row_offset[4];
     for (int r = 0; r < 4; ++r) {
@@ -94,8 +102,7 @@ RMT_TARGET_AVX2 RMT_FLATTEN void output_transform(const float* m, const Shape& s
                                                   int64_t count, float* y) {
   const int64_t K = s.out, plane = plane_stride(count, K), row = s.width * K;
   for (int64_t i = 0; i < count; ++i) {
-    const int64_t t = t0 + i, tx = t % s.tiles_x, ty = t / s.tiles_x % s.tiles_y;
-    const int64_t b = t / s.tiles_x / s.tiles_y;
+    const auto [b, ty, tx] = tile_at(s, t0 + i);
     const bool second_row = 2 * ty + 1 < s.height, second_col = 2 * tx + 1 < s.width;
     float* dst = y + ((b * s.height + 2 * ty) * s.width + 2 * tx) * K;
     for (int64_t k = 0; k < K; k += kLanes) {
@@ -122,8 +129,8 @@ RMT_TARGET_AVX2 RMT_FLATTEN void output_transform(const float* m, const Shape& s
 void bias_gelu(const Shape& s, int64_t t0, int64_t count, const float* bias, bool gelu,
                float* y) {
   for (int64_t t = t0; t < t0 + count;) {
-    const int64_t tx = t % s.tiles_x, ty = t / s.tiles_x % s.tiles_y;
-    const int64_t b = t / s.tiles_x / s.tiles_y, run = std::min(t0 + count - t, s.tiles_x - tx);
+    const auto [b, ty, tx] = tile_at(s, t);
+    const int64_t run = std::min(t0 + count - t, s.tiles_x - tx);
     const int64_t x0 = 2 * tx, x1 = std::min(s.width, 2 * (tx + run));
     for (int64_t oy = 2 * ty; oy < std::min(s.height, 2 * ty + 2); ++oy) {
       ops::cpu::add_bias_gelu(y + ((b * s.height + oy) * s.width + x0) * s.out, x1 - x0, s.out,
