@@ -8,6 +8,7 @@
 #include "nn/brgemm_gemm.h"  // internal: the packed GEMMs with row calls, driven directly below
 #include "nn/mkl_gemm.h"
 #include "ops/cpu/bias_gelu.h"  // internal: the GEMM epilogue's GELU, checked element by element
+#include "ops/cpu/cpu_math.h"   // internal: the attention's 2^x on 16 lanes, checked likewise
 #include "nn/token_linear.h"
 #include "nn/winograd_conv.h"  // internal: the stem's 3x3 convolutions by Winograd's F(2x2, 3x3)
 #include "reference.h"
@@ -729,6 +730,51 @@ TEST(Modules, GeluMatchesItsDefinitionElementwise) {
   EXPECT_EQ(special[3], 0.0f);
   EXPECT_EQ(special[4], 0.0f);
   EXPECT_EQ(special[5], 0.0f);
+}
+
+#if RMT_HAVE_AVX2_VARIANT
+// The attention kernel's 2^x on 16 lanes (AVX-512), over n (a multiple of 16) arguments.
+RMT_TARGET_AVX512 RMT_FLATTEN void exp2_16_lanes(const float* in, float* out, int64_t n) {
+  namespace cpu = rmt::ops::cpu;
+  using V = cpu::VecN<float, 64>;
+  using I = cpu::VecN<int32_t, 64>;
+  for (int64_t i = 0; i < n; i += 16) {
+    cpu::vstore(out + i, cpu::vexp2_16_nonpos_of<V, I>(cpu::vload<float, V>(in + i)));
+  }
+}
+#endif
+
+// The attention's 2^x for x <= 0 on 16 lanes (a table of 2^(k/16) and a cubic), element by element
+// against exp2 in double over [-100, 0] in steps of 1e-4 (every table entry many times): within
+// 1.5e-7 (about an ulp; measured 1.05e-7) down to 2^-92, exactly 0 below (and for -inf), NaN kept.
+TEST(Kernels, Exp2OnSixteenLanesMatchesExp2Elementwise) {
+#if RMT_HAVE_AVX2_VARIANT
+  if (!rmt::ops::cpu::use_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  std::vector<float> x;
+  for (int64_t i = -1000000; i <= 0; ++i) x.push_back(static_cast<float>(i * 1e-4));
+  for (float v : {-92.0f, -92.00001f, -126.0f, -1e30f, -INFINITY, std::nanf(""), -0.0f}) {
+    x.push_back(v);
+  }
+  x.resize((x.size() + 15) / 16 * 16, 0.0f);
+  std::vector<float> got(x.size());
+  exp2_16_lanes(x.data(), got.data(), static_cast<int64_t>(x.size()));
+  double worst = 0.0, at = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i])) {
+      EXPECT_TRUE(std::isnan(got[i]));
+    } else if (x[i] < -92.0f) {
+      EXPECT_EQ(got[i], 0.0f) << "at x = " << x[i];
+    } else {
+      const double want = std::exp2(static_cast<double>(x[i]));
+      const double err = std::fabs(got[i] - want) / want;
+      if (err > worst) worst = err, at = x[i];
+    }
+  }
+  EXPECT_LT(worst, 1.5e-7) << "worst at x = " << at;
+  std::printf("  2^x on 16 lanes: worst relative error %.3g (at x = %g)\n", worst, at);
+#else
+  GTEST_SKIP() << "no vector variants in this build";
+#endif
 }
 
 // The packed GEMMs with row calls, oneDNN's microkernel (nn/brgemm_gemm.h) and MKL's

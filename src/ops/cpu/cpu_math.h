@@ -120,6 +120,40 @@ RMT_ALWAYS_INLINE V vexp2_nonpos_of(const V& arg) {
   return arg < -92.0f ? V{} : p * (V)bits;
 }
 
+// 2^(k / 16) for k = 0..15, rounded to float: vexp2_16_nonpos_of's table.
+inline constexpr float kExp2Sixteenths[16] = {
+    1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f, 1.189207077e+00f,
+    1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f, 1.414213538e+00f, 1.476826191e+00f,
+    1.542210817e+00f, 1.610490322e+00f, 1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f,
+    1.915206552e+00f,
+};
+
+// 2^arg for arg <= 0 on 16-lane float vectors (AVX-512): arg = n + k / 16 + r with |r| <= 1/32,
+// 2^(k / 16) picked from kExp2Sixteenths by a permutation and 2^r - 1 a degree-3 polynomial (our
+// fit, scripts/fit_exp2.py 3 0.03125: 1.6e-9 exact), 2^n added to the exponent: 3 multiply-adds,
+// a product and a permutation where vexp2_nonpos_of takes 6 multiply-adds and a product.
+// Relative error about 1 ulp (the table entry's rounding, then the result's).
+template <class V, class I>
+RMT_ALWAYS_INLINE V vexp2_16_nonpos_of(const V& arg) {
+  static_assert(sizeof(V) == 64 && sizeof(arg[0]) == sizeof(float), "16 float lanes");
+  using U = VecN<uint32_t, 64>;
+  // 1.5 * 2^19: t's last mantissa bit is worth 1/16, so t's bits are those of the shift plus
+  // j = round(16 arg) (the shift's low 23 bits are multiples of 16: j & 15 = k in the low bits).
+  const V shift = V{} + 786432.0f;
+  const V t = arg + shift;
+  const V r = arg - (t - shift);
+  const I j = (I)t;
+  const V entry = __builtin_shuffle(vload<float, V>(kExp2Sixteenths), j);  // lane j mod 16
+  const V q = r * (r * (r * 5.550213158130646e-02f + 2.402342855930328e-01f) +
+                   6.931471824645996e-01f);
+  const V e = entry * q + entry;  // 2^(k / 16 + r), in [0.97, 2)
+  // n << 23 = ((shift's bits + j) >> 4) << 23: the shift's part leaves the 32 bits.
+  const I bits = (I)e + (I)(((U)j >> 4) << 23);
+  // Below 2^-92: exactly 0 (as vexp2_nonpos_of), which also covers -inf and every argument whose
+  // exponent arithmetic above would leave the normal floats.
+  return arg < -92.0f ? V{} : (V)bits;
+}
+
 RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {
   return vexp_nonpos_of<VecT<float>, Simd<float>::I>(arg);
 }

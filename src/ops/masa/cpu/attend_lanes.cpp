@@ -43,29 +43,30 @@ constexpr int kKeysPerStep = 8;
 
 // Sweep 1 for queries [i0, i0 + W): S[j * W + lane] = q . k_j + decay * distance(i, j); returns
 // the maximum over j, lane by lane. D > 0: d fixed at compile time. GRID: the distance on the
-// tokens' grid (p.y, p.x), else |i - j|.
+// tokens' grid (p.y, p.x), else |i - j|, whose mask terms `line` holds (mask_line).
 template <int W, int D, bool GRID>
-RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, float* __restrict S) {
+RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, const float* line,
+                                      float* __restrict S) {
   using V = LV<W>;
   const int64_t d = D > 0 ? D : p.d, ldq = p.ldq, ks = p.k_stride;
   const float* __restrict qt = p.qt + i0;
-  V xq, yq = {};
+  V xq = {}, yq = {};
   if (GRID) {
     xq = load<W>(p.x + i0);
     yq = load<W>(p.y + i0);
-  } else {
-    for (int u = 0; u < W; ++u) xq[u] = static_cast<float>(i0 + u);
   }
   const V decay = V{} + p.decay * kLog2e;  // broadcasts (p.decay < 0, never -0); base 2
   V mx = V{} - std::numeric_limits<float>::infinity();
+  // 1-D: key j's mask for queries i0.. is line[i0 - j + n - 1 ..] (see mask_line), an operand
+  // read from memory instead of a subtraction, an absolute value and a multiply-add.
+  const float* line_i0 = line + i0 + p.n - 1;
   auto keep = [&](V s, int64_t j) {
-    const V x = xq - (GRID ? p.x[j] : static_cast<float>(j));
-    V distance = x < 0 ? -x : x;
     if (GRID) {
-      const V y = yq - p.y[j];
-      distance += y < 0 ? -y : y;
+      const V x = xq - p.x[j], y = yq - p.y[j];
+      s += decay * ((x < 0 ? -x : x) + (y < 0 ? -y : y));
+    } else {
+      s += load<W>(line_i0 - j);
     }
-    s += decay * distance;
     mx = s > mx ? s : mx;
     vstore(S + j * W, s);
   };
@@ -102,7 +103,13 @@ RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>&
   for (int64_t j0 = 0; j0 < n; j0 += kSumBlock) {
     V block = {};
     for (int64_t j = j0; j < std::min(n, j0 + kSumBlock); ++j) {
-      const V e = vexp2_nonpos_of<V, LI<W>>(load<W>(S + j * W) - mx);
+      const V arg = load<W>(S + j * W) - mx;
+      V e;
+      if constexpr (W == 16) {
+        e = vexp2_16_nonpos_of<V, LI<W>>(arg);
+      } else {
+        e = vexp2_nonpos_of<V, LI<W>>(arg);
+      }
       vstore(S + j * W, e);
       block += e;
     }
@@ -135,8 +142,9 @@ RMT_ALWAYS_INLINE void weighted_values(const LaneProblem& p, const float* __rest
 
 // Queries [i0, i0 + W) (columns past m are padding).
 template <int W, int D, bool GRID>
-RMT_ALWAYS_INLINE void forward_block(const LaneProblem& p, int64_t i0, float* ot, float* work) {
-  const LV<W> mx = masked_scores<W, D, GRID>(p, i0, work);
+RMT_ALWAYS_INLINE void forward_block(const LaneProblem& p, int64_t i0, const float* line,
+                                     float* ot, float* work) {
+  const LV<W> mx = masked_scores<W, D, GRID>(p, i0, line, work);
   const LV<W> sum = exp_and_sum<W>(work, p.n, mx);
   float* o = ot + i0;
   int64_t c = 0;
@@ -145,16 +153,28 @@ RMT_ALWAYS_INLINE void forward_block(const LaneProblem& p, int64_t i0, float* ot
   for (; c < p.dv; ++c) weighted_values<W, 1>(p, work, sum, c, o);
 }
 
+// The 1-D mask by offset: line[t] = decay * log2(e) * |t - (n - 1)| for t < lanes_padded(m) + n
+// - 1, so that query i and key j read line[i - j + n - 1]: the product rounded before it is added
+// to the score instead of fused into the addition (one more rounding, of the mask term).
+RMT_ALWAYS_INLINE void mask_line(const LaneProblem& p, float* line) {
+  const float decay = p.decay * kLog2e;
+  for (int64_t t = 0; t < lanes_padded(p.m) + p.n - 1; ++t) {
+    line[t] = decay * static_cast<float>(t > p.n - 1 ? t - (p.n - 1) : p.n - 1 - t);
+  }
+}
+
 template <int W, int D, bool GRID>
 RMT_ALWAYS_INLINE void forward_impl(const LaneProblem& p, float* ot, float* work) {
+  float* line = work + p.n * kQueryLanes;
+  if (!GRID) mask_line(p, line);
   for (int64_t i0 = 0; i0 < p.m; i0 += W) {
     // A last block of at most W / 2 queries in vectors half as wide (RMT-S's 56-token rows are
     // 3 x 16 + 8): half the cost where wide operations issue at half the rate (AVX-512 on AMD's
     // Zen 4), the same elsewhere.
     if constexpr (W >= 8) {
-      if (p.m - i0 <= W / 2) return forward_block<W / 2, D, GRID>(p, i0, ot, work);
+      if (p.m - i0 <= W / 2) return forward_block<W / 2, D, GRID>(p, i0, line, ot, work);
     }
-    forward_block<W, D, GRID>(p, i0, ot, work);
+    forward_block<W, D, GRID>(p, i0, line, ot, work);
   }
 }
 
@@ -320,7 +340,9 @@ RMT_DEFINE_LANE_VARIANTS(RMT_DEFINE_VARIANT)
 
 }  // namespace
 
-int64_t lanes_workspace_size(int64_t n) { return n * kQueryLanes; }
+int64_t lanes_workspace_size(int64_t m, int64_t n) {
+  return n * kQueryLanes + lanes_padded(m) + n;  // the scores, then the 1-D mask's line
+}
 
 void attend_forward_lanes(const LaneProblem& p, float* ot, float* work) {
   RMT_CALL_LANE_VARIANT(forward, p, ot, work);

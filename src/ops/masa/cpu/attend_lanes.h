@@ -39,8 +39,9 @@ struct LaneProblem {
   const float* x = nullptr;
 };
 
-// Floats of scratch space attend_forward_lanes needs for n keys (one buffer per thread).
-int64_t lanes_workspace_size(int64_t n);
+// Floats of scratch space attend_forward_lanes needs for m queries and n keys (one buffer per
+// thread).
+int64_t lanes_workspace_size(int64_t m, int64_t n);
 
 // ot: dv x ldq, ot[c * ldq + i] = channel c of query i's output (columns past m: scratch).
 void attend_forward_lanes(const LaneProblem& p, float* ot, float* work);

@@ -232,7 +232,7 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
   }
   const int64_t cost = len * len * 2 * (d + dv);
   at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
-    std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(len));
+    std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(len, len));
     const int64_t token_stride = pass.tstride * s.n;  // between a sequence's tokens, / dim
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task % s.n, seq = task / s.n % pass.nseq, b = task / s.n / pass.nseq;
