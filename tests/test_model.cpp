@@ -736,13 +736,14 @@ TEST(Modules, GeluMatchesItsDefinitionElementwise) {
 }
 
 #if RMT_HAVE_AVX2_VARIANT
-// The attention kernel's 2^x on 16 lanes (AVX-512), over n (a multiple of 16) arguments.
+// The attention kernel's 2^x on 16 lanes (AVX-512: vexp2_nonpos_of takes its table form there),
+// over n (a multiple of 16) arguments.
 RMT_TARGET_AVX512 RMT_FLATTEN void exp2_16_lanes(const float* in, float* out, int64_t n) {
   namespace cpu = rmt::ops::cpu;
   using V = cpu::VecN<float, 64>;
   using I = cpu::VecN<int32_t, 64>;
   for (int64_t i = 0; i < n; i += 16) {
-    cpu::vstore(out + i, cpu::vexp2_16_nonpos_of<V, I>(cpu::vload<float, V>(in + i)));
+    cpu::vstore(out + i, cpu::vexp2_nonpos_of<V, I>(cpu::vload<float, V>(in + i)));
   }
 }
 #endif

@@ -97,29 +97,6 @@ RMT_ALWAYS_INLINE V vexp_nonpos_of(const V& arg) {
   return arg < -64.0f ? V{} : p * (V)bits;
 }
 
-// 2^arg for arg <= 0, float vectors (V, I as above): for scores already in base 2 (the caller folds
-// log2(e) into them), so the reduction r = arg - round(arg) is exact and costs three additions
-// instead of an FMA, a subtraction and two more FMAs; then a degree-6 polynomial of our own
-// (scripts/fit_exp2.py: relative error 2e-9 exact, 7.9e-8 evaluated in float, as vexp_nonpos_of's).
-// Four fewer multiply-adds a vector, where the attention kernels are bound by them.
-template <class V, class I>
-RMT_ALWAYS_INLINE V vexp2_nonpos_of(const V& arg) {
-  const V lo = V{} + -126.0f, shift = V{} + 12582912.0f;  // broadcasts (no -0 involved)
-  const V x = arg < lo ? lo : arg;
-  const V t = x + shift;  // round(x) in the low mantissa bits
-  const V r = x - (t - shift);
-  V p = V{} + 1.535330375190824e-04f;
-  p = p * r + 1.339885056950152e-03f;
-  p = p * r + 9.618436917662621e-03f;
-  p = p * r + 5.550332367420197e-02f;
-  p = p * r + 2.402264773845673e-01f;
-  p = p * r + 6.931471824645996e-01f;
-  p = p * r + 1.0f;
-  const I bits = ((I)t << 23) + (127 << 23);  // vector casts are bit casts
-  // Below 2^-92 (e^-64, as vexp_nonpos_of): exactly 0, no subnormal products downstream.
-  return arg < -92.0f ? V{} : p * (V)bits;
-}
-
 // 2^(k / 16) for k = 0..15, rounded to float: vexp2_16_nonpos_of's table.
 inline constexpr float kExp2Sixteenths[16] = {
     1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f, 1.189207077e+00f,
@@ -128,11 +105,12 @@ inline constexpr float kExp2Sixteenths[16] = {
     1.915206552e+00f,
 };
 
-// 2^arg for arg <= 0 on 16-lane float vectors (AVX-512): arg = n + k / 16 + r with |r| <= 1/32,
-// 2^(k / 16) picked from kExp2Sixteenths by a permutation and 2^r - 1 a degree-3 polynomial (our
-// fit, scripts/fit_exp2.py 3 0.03125: 1.6e-9 exact), 2^n added to the exponent: 3 multiply-adds,
-// a product and a permutation where vexp2_nonpos_of takes 6 multiply-adds and a product.
-// Relative error about 1 ulp (the table entry's rounding, then the result's).
+// 2^arg for arg <= 0 on 16-lane float vectors (AVX-512), vexp2_nonpos_of's form there:
+// arg = n + k / 16 + r with |r| <= 1/32, 2^(k / 16) picked from kExp2Sixteenths by a permutation
+// and 2^r - 1 a degree-3 polynomial (our fit, scripts/fit_exp2.py 3 0.03125: 1.6e-9 exact), 2^n
+// added to the exponent: 3 multiply-adds, a product and a permutation where the degree-6 form
+// takes 6 multiply-adds and a product. Relative error about 1 ulp (the table entry's rounding,
+// then the result's).
 template <class V, class I>
 RMT_ALWAYS_INLINE V vexp2_16_nonpos_of(const V& arg) {
   static_assert(sizeof(V) == 64 && sizeof(arg[0]) == sizeof(float), "16 float lanes");
@@ -152,6 +130,34 @@ RMT_ALWAYS_INLINE V vexp2_16_nonpos_of(const V& arg) {
   // Below 2^-92: exactly 0 (as vexp2_nonpos_of), which also covers -inf and every argument whose
   // exponent arithmetic above would leave the normal floats.
   return arg < -92.0f ? V{} : (V)bits;
+}
+
+// 2^arg for arg <= 0, float vectors (V, I as above): for scores already in base 2 (the caller folds
+// log2(e) into them), so the reduction r = arg - round(arg) is exact and costs three additions
+// instead of an FMA, a subtraction and two more FMAs; then a degree-6 polynomial of our own
+// (scripts/fit_exp2.py: relative error 2e-9 exact, 7.9e-8 evaluated in float, as vexp_nonpos_of's).
+// Four fewer multiply-adds a vector, where the attention kernels are bound by them. 16-lane float
+// vectors take vexp2_16_nonpos_of instead (a table of sixteenths and a cubic); narrower ones have
+// no 16-entry permutation.
+template <class V, class I>
+RMT_ALWAYS_INLINE V vexp2_nonpos_of(const V& arg) {
+  if constexpr (sizeof(V) == 64 && sizeof(arg[0]) == sizeof(float)) {
+    return vexp2_16_nonpos_of<V, I>(arg);
+  }
+  const V lo = V{} + -126.0f, shift = V{} + 12582912.0f;  // broadcasts (no -0 involved)
+  const V x = arg < lo ? lo : arg;
+  const V t = x + shift;  // round(x) in the low mantissa bits
+  const V r = x - (t - shift);
+  V p = V{} + 1.535330375190824e-04f;
+  p = p * r + 1.339885056950152e-03f;
+  p = p * r + 9.618436917662621e-03f;
+  p = p * r + 5.550332367420197e-02f;
+  p = p * r + 2.402264773845673e-01f;
+  p = p * r + 6.931471824645996e-01f;
+  p = p * r + 1.0f;
+  const I bits = ((I)t << 23) + (127 << 23);  // vector casts are bit casts
+  // Below 2^-92 (e^-64, as vexp_nonpos_of): exactly 0, no subnormal products downstream.
+  return arg < -92.0f ? V{} : p * (V)bits;
 }
 
 RMT_ALWAYS_INLINE VecT<float> vexp_nonpos(const VecT<float>& arg) {

@@ -103,13 +103,7 @@ RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>&
   for (int64_t j0 = 0; j0 < n; j0 += kSumBlock) {
     V block = {};
     for (int64_t j = j0; j < std::min(n, j0 + kSumBlock); ++j) {
-      const V arg = load<W>(S + j * W) - mx;
-      V e;
-      if constexpr (W == 16) {
-        e = vexp2_16_nonpos_of<V, LI<W>>(arg);
-      } else {
-        e = vexp2_nonpos_of<V, LI<W>>(arg);
-      }
+      const V e = vexp2_nonpos_of<V, LI<W>>(load<W>(S + j * W) - mx);
       vstore(S + j * W, e);
       block += e;
     }
