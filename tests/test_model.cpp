@@ -807,10 +807,12 @@ TEST(Modules, PackedGemmsMatchAtLinear) {
   torch::NoGradGuard no_grad;
   const int threads_before = at::get_num_threads();
   // {70, 1100, 300}: a weight larger than half an L2 of up to 2 MiB, so that the microkernel's
-  // path runs it in column panels and depth slices, each with a remainder.
+  // path runs it in column panels and depth slices, each with a remainder; {49, 1100, 300} and
+  // {1, 512, 1000}: the same with one block of rows (its panels of 256 and slices of 64, the next
+  // panel prefetched).
   const std::vector<std::array<int64_t, 3>> shapes{{300, 24, 40}, {49, 64, 100}, {1, 512, 1000},
-                                                   {70, 1100, 300}, {3, 8, 5}, {4, 0, 6},
-                                                   {5, 3, 0}};
+                                                   {70, 1100, 300}, {49, 1100, 300}, {3, 8, 5},
+                                                   {4, 0, 6}, {5, 3, 0}};
   int ran = 0;
   for (const auto& gemm : gemms) {
     if (!gemm.available) continue;
