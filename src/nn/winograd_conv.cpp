@@ -190,16 +190,16 @@ at::Tensor transform_weight(const at::Tensor& weight) {
                              1.0 / 24, -1.0 / 12, 1.0 / 6,  //
                              0.0, 0.0, 1.0},
                             at::TensorOptions().dtype(at::kDouble))
-                     .reshape({6, 3});
+                     .reshape({kSpan, 3});
   const auto u = at::einsum("ia,kcab,jb->ijck", {g, weight.to(at::kDouble), g});
-  return u.reshape({36, weight.size(1), weight.size(0)}).to(at::kFloat).contiguous();
+  return u.reshape({kPlanes, weight.size(1), weight.size(0)}).to(at::kFloat).contiguous();
 }
 
 at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& transformed, const at::Tensor& bias,
                    bool gelu) {
-  TORCH_CHECK(transformed.dim() == 3 && transformed.size(0) == 36 &&
+  TORCH_CHECK(transformed.dim() == 3 && transformed.size(0) == kPlanes &&
                   transformed.scalar_type() == at::kFloat && transformed.is_contiguous(),
-              "winograd: expected a transformed weight (36, in, out), found ",
+              "winograd: expected a transformed weight (", kPlanes, ", in, out), found ",
               transformed.sizes());
   const int64_t K = transformed.size(2);
   TORCH_CHECK(applies(x, K) && transformed.size(1) == x.size(1),
