@@ -27,10 +27,13 @@ constexpr int64_t kColumnAlign = 16;
 // Multiply-adds below which a layer runs on the calling thread (a parallel region costs more).
 constexpr int64_t kSerialMacs = 1 << 16;
 
-// Bytes of a weight panel (its depth x columns tile) that the row blocks share: half of the L2, so
-// that each panel comes from memory once and then from L2 for each row block, not from memory for
-// each of the kernel's register tiles of rows.
-int64_t panel_bytes() { return runtime::l2_cache_bytes() / 2; }
+// Bytes of a weight panel (its depth x columns tile) that the row blocks share: a quarter of the
+// L2, so that each panel comes from memory once and then from L2 for each row block, not from
+// memory for each of the kernel's register tiles of rows, with room beside it for the block of
+// rows and its outputs. Half of the L2 (as before) on an AMD EPYC Zen 3 (512 KiB L2, AVX2), rows
+// of 64 at depth 256: RMT-S's 256 x 256 layer 80 -> 92 GFLOP/s, 256 x 768 79 -> 86 (Zen 4's 1 MiB
+// L2 not measured with a quarter).
+int64_t panel_bytes() { return runtime::l2_cache_bytes() / 4; }
 
 // Where all of a layer's rows fit one block (RMT-S's last stage, 49 rows a image), its weight is
 // read once, from memory: panels of this many columns and depth slices of kStreamDepth, and during
@@ -61,11 +64,12 @@ void gemm_block(const float* a, int64_t m, int64_t k, const float* b, int64_t n,
   TORCH_CHECK(beta == 0.0f || beta == 1.0f, "brgemm linear: beta must be 0 or 1, got ", beta);
   // Depth slices of at most kSliceDepth, then panels as wide as the budget allows in whole vectors
   // (RMT-S's last stage, 49 rows x 512 x 1536, weights in memory: 85 -> 91 GFLOP/s, 1 MiB L2).
-  constexpr int64_t kSliceDepth = 512;
+  // 256, not 512: on Zen 3 (512 KiB L2) 512-deep slices ran 8-15% slower at every RMT-S shape.
+  constexpr int64_t kSliceDepth = 256;
   const int64_t floats = panel_bytes() / static_cast<int64_t>(sizeof(float));
   const bool whole = k * (j1 - j0) <= floats;
   const bool stream = !whole && m <= kBlockRows;
-  const int64_t depth = whole ? k : std::min(k, stream ? kStreamDepth : kSliceDepth);
+  const int64_t depth = std::min(k, stream ? kStreamDepth : kSliceDepth);
   const int64_t panel =
       whole    ? j1 - j0
       : stream ? kStreamPanel

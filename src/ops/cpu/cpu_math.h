@@ -238,7 +238,12 @@ RMT_ALWAYS_INLINE V verf_of(const V& x) {
   q = q * s + 1.164734214544296e-01f;
   q = q * s + 5.072464346885681e-01f;
   q = q * s + 1.0f;
-  return z * p * vrecip(q);  // q >= 1
+  const V r = z * p * vrecip(q);  // q >= 1
+  // erf(z) rounds to +-1 in float from |z| = 3.92 on (erfc(3.92) < 2^-25): exactly +-1 there,
+  // so that GELU's 1 + erf is exactly 0 for a large negative x, not the fit's residue times x
+  // (GELU(-1e30) was -4e21). A NaN compares false and stays a NaN.
+  const V one = z < 0.0f ? V{} - 1.0f : V{} + 1.0f;
+  return z > 3.92f || z < -3.92f ? one : r;
 }
 
 // erf(z) on [0, 4) in 16 intervals of 0.25, in each a degree-5 polynomial in the position t in
