@@ -217,14 +217,15 @@ RMT_ALWAYS_INLINE V vrecip(const V& d) {
 }
 
 // erf for float vectors (V of any width): the odd rational z P(z^2) / Q(z^2), degrees 5 and 5 in
-// z^2, z clamped to [-4, 4] (erf(4) is 1 in float). Coefficients: a minimax fit of our own
-// (scripts/fit_erf.py); absolute error 2e-8 in exact arithmetic, below 3.5e-7 evaluated in float
-// (Abramowitz & Stegun 7.1.26, LibTorch's vectorized erf, is 5.3e-7 in float). About 20 operations
-// and no exp: half of what 7.1.26 costs, on one of the largest non-GEMM passes of the model.
+// z^2, and exactly +-1 from |z| = 3.92 on, where erf rounds to +-1 in float (erfc(3.92) < 2^-25):
+// GELU's 1 + erf is then exactly 0 for a large negative x, not the fit's residue times x, and the
+// rational, overflowing to inf or NaN far out, is never used there (no clamp of z needed; a NaN
+// compares false and stays a NaN). Coefficients: a minimax fit of our own (scripts/fit_erf.py) on
+// [0, 4]; absolute error 2e-8 in exact arithmetic, below 3.5e-7 evaluated in float (Abramowitz &
+// Stegun 7.1.26, LibTorch's vectorized erf, is 5.3e-7 in float). About 20 operations and no exp:
+// half of what 7.1.26 costs, on one of the largest non-GEMM passes of the model.
 template <class V>
-RMT_ALWAYS_INLINE V verf_of(const V& x) {
-  V z = x > 4.0f ? V{} + 4.0f : x;  // selects keep a NaN a NaN
-  z = z < -4.0f ? V{} - 4.0f : z;
+RMT_ALWAYS_INLINE V verf_of(const V& z) {
   const V s = z * z;
   V p = V{} + 1.974668748516706e-06f;
   p = p * s + 2.880150859709829e-04f;
@@ -239,11 +240,7 @@ RMT_ALWAYS_INLINE V verf_of(const V& x) {
   q = q * s + 5.072464346885681e-01f;
   q = q * s + 1.0f;
   const V r = z * p * vrecip(q);  // q >= 1
-  // erf(z) rounds to +-1 in float from |z| = 3.92 on (erfc(3.92) < 2^-25): exactly +-1 there,
-  // so that GELU's 1 + erf is exactly 0 for a large negative x, not the fit's residue times x
-  // (GELU(-1e30) was -4e21). A NaN compares false and stays a NaN.
-  const V one = z < 0.0f ? V{} - 1.0f : V{} + 1.0f;
-  return z > 3.92f || z < -3.92f ? one : r;
+  return z > 3.92f ? V{} + 1.0f : z < -3.92f ? V{} - 1.0f : r;
 }
 
 // erf(z) on [0, 4) in 16 intervals of 0.25, in each a degree-5 polynomial in the position t in
