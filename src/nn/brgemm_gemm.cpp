@@ -30,9 +30,9 @@ constexpr int64_t kSerialMacs = 1 << 16;
 // Bytes of a weight panel (its depth x columns tile) that the row blocks share: a quarter of the
 // L2, so that each panel comes from memory once and then from L2 for each row block, not from
 // memory for each of the kernel's register tiles of rows, with room beside it for the block of
-// rows and its outputs. Half of the L2 (as before) on an AMD EPYC Zen 3 (512 KiB L2, AVX2), rows
-// of 64 at depth 256: RMT-S's 256 x 256 layer 80 -> 92 GFLOP/s, 256 x 768 79 -> 86 (Zen 4's 1 MiB
-// L2 not measured with a quarter).
+// rows and its outputs. On an AMD EPYC Zen 3 (512 KiB L2, AVX2), half of the L2 (the former
+// budget) against a quarter, rows of 64 at depth 256: RMT-S's 256 x 256 layer 80 -> 89 GFLOP/s,
+// 256 x 768 79 -> 86 (Zen 4's 1 MiB L2 not measured with a quarter).
 int64_t panel_bytes() { return runtime::l2_cache_bytes() / 4; }
 
 // Where all of a layer's rows fit one block (RMT-S's last stage, 49 rows a image), its weight is
