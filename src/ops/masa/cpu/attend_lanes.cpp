@@ -119,15 +119,13 @@ RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>&
   return sum;
 }
 
-// Sweep 3 for channels [c0, c0 + CB): ot[c * ldq + i] = sum_j S[j][i] v_j[c] / sum[i]; a block's
-// partial sums are added into ot (the totals live there, not in registers).
+// Sweep 3 for channels [c0, c0 + CB): ot[c * ldq + i] = sum_j S[j][i] v_j[c] * inverse[i]
+// (inverse: 1 / the sum of query i's weights); a block's partial sums are added into ot (the
+// totals live there, not in registers).
 template <int W, int CB>
 RMT_ALWAYS_INLINE void weighted_values(const LaneProblem& p, const float* __restrict S,
-                                       const LV<W>& sum, int64_t c0, float* __restrict ot) {
+                                       const LV<W>& inverse, int64_t c0, float* __restrict ot) {
   using V = LV<W>;
-  // One division for the block's queries, then a product per channel vector: the division a
-  // channel vector was 3.5% of the kernel's samples at RMT-S's stage 3 on AVX2 (Zen 3).
-  const V inverse = 1.0f / sum;
   for (int64_t j0 = 0; j0 < p.n; j0 += kSumBlock) {
     V acc[CB] = {};
     for (int64_t j = j0; j < std::min(p.n, j0 + kSumBlock); ++j) {
@@ -149,12 +147,14 @@ template <int W, int D, bool GRID>
 RMT_ALWAYS_INLINE void forward_block(const LaneProblem& p, int64_t i0, const float* line,
                                      float* ot, float* work) {
   const LV<W> mx = masked_scores<W, D, GRID>(p, i0, line, work);
-  const LV<W> sum = exp_and_sum<W>(work, p.n, mx);
+  // One division for the block's queries, then a product per channel vector: the division a
+  // channel vector was 3.5% of the kernel's samples at RMT-S's stage 3 on AVX2 (Zen 3).
+  const LV<W> inverse = 1.0f / exp_and_sum<W>(work, p.n, mx);
   float* o = ot + i0;
   int64_t c = 0;
-  for (; c + W <= p.dv; c += W) weighted_values<W, W>(p, work, sum, c, o);
-  for (; c + 4 <= p.dv; c += 4) weighted_values<W, 4>(p, work, sum, c, o);
-  for (; c < p.dv; ++c) weighted_values<W, 1>(p, work, sum, c, o);
+  for (; c + W <= p.dv; c += W) weighted_values<W, W>(p, work, inverse, c, o);
+  for (; c + 4 <= p.dv; c += 4) weighted_values<W, 4>(p, work, inverse, c, o);
+  for (; c < p.dv; ++c) weighted_values<W, 1>(p, work, inverse, c, o);
 }
 
 // The 1-D mask by offset: line[t] = decay * log2(e) * |t - (n - 1)| for t < lanes_padded(m) + n
