@@ -5,7 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "nn/ffn_rows.h"      // internal: the FFN's row pipeline, driven directly below
-#include "nn/brgemm_gemm.h"  // internal: the packed GEMMs with row calls, driven directly below
+#include "nn/avx2_gemm.h"    // internal: the packed GEMMs with row calls, driven directly below
+#include "nn/brgemm_gemm.h"
 #include "nn/mkl_gemm.h"
 #include "ops/cpu/bias_gelu.h"  // internal: the GEMM epilogue's GELU, checked element by element
 #include "ops/cpu/cpu_math.h"   // internal: the attention's 2^x on 16 lanes, checked likewise
@@ -781,8 +782,8 @@ TEST(Kernels, Exp2OnSixteenLanesMatchesExp2Elementwise) {
 #endif
 }
 
-// The packed GEMMs with row calls, oneDNN's microkernel (nn/brgemm_gemm.h) and MKL's
-// (nn/mkl_gemm.h), against at::linear, on 1 and 2 threads: rows split between threads (300 rows),
+// The packed GEMMs with row calls, oneDNN's microkernel (nn/brgemm_gemm.h), ours for AVX2
+// (nn/avx2_gemm.h) and MKL's (nn/mkl_gemm.h), against at::linear, on 1 and 2 threads: rows split between threads (300 rows),
 // columns split where rows are few (49 rows, a head's 1 row; widths that are not multiples of 16),
 // the calling thread alone for a tiny layer, no input features (the bias alone), no output
 // features; with and without
@@ -802,6 +803,9 @@ TEST(Modules, PackedGemmsMatchAtLinear) {
       {"brgemm", detail::brgemm::available(),
        [](const at::Tensor& w, int64_t) { return detail::brgemm::pack_linear(w); },
        &detail::brgemm::linear, &detail::brgemm::linear_add_},
+      {"avx2", detail::avx2_gemm::available(),
+       [](const at::Tensor& w, int64_t) { return detail::avx2_gemm::pack_linear(w); },
+       &detail::avx2_gemm::linear, &detail::avx2_gemm::linear_add_},
       {"mkl", detail::mkl::available(), &detail::mkl::pack_linear, &detail::mkl::linear,
        &detail::mkl::linear_add_}};
   torch::NoGradGuard no_grad;
@@ -809,10 +813,14 @@ TEST(Modules, PackedGemmsMatchAtLinear) {
   // {70, 1100, 300}: a weight larger than half an L2 of up to 2 MiB, so that the microkernel's
   // path runs it in column panels and depth slices, each with a remainder; {49, 1100, 300} and
   // {1, 512, 1000}: the same with one block of rows (its panels of 256 and slices of 64, the next
-  // panel prefetched).
-  const std::vector<std::array<int64_t, 3>> shapes{{300, 24, 40}, {49, 64, 100}, {1, 512, 1000},
-                                                   {70, 1100, 300}, {49, 1100, 300}, {3, 8, 5},
-                                                   {4, 0, 6}, {5, 3, 0}};
+  // panel prefetched). For the AVX2 kernel's tiles of 6 rows: remainders of 1 to 5 rows (49, 70,
+  // 14, 3, 17), strips of 16 columns with a narrower last one (40, 100, 1000, 300, 5), depth
+  // slices of 256 with a remainder (1100, 300), and {600, 300, 40}: more rows than a block holds
+  // with an L2 of up to 1 MiB (half of it for 256-deep rows: 512 rows).
+  const std::vector<std::array<int64_t, 3>> shapes{
+      {300, 24, 40}, {49, 64, 100}, {1, 512, 1000}, {70, 1100, 300}, {49, 1100, 300},
+      {3, 8, 5},     {14, 300, 48}, {17, 16, 16},   {600, 300, 40},  {4, 0, 6},
+      {5, 3, 0}};
   int ran = 0;
   for (const auto& gemm : gemms) {
     if (!gemm.available) continue;

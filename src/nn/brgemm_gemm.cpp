@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
-#include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <c10/util/Exception.h>
 
@@ -20,12 +19,8 @@ namespace {
 // many kernels per thread whatever the batch or image size; 64 keeps a block of even 1536 outputs
 // (RMT-L's widest layer) in L2 for the bias and GELU.
 constexpr int64_t kBlockRows = 64;
-// Rows a thread takes at least when the threads split the rows; with fewer the columns are split.
-constexpr int64_t kRowsPerThread = 64;
 // Columns of a thread's share, a multiple of the kernel's 16-float vectors.
 constexpr int64_t kColumnAlign = 16;
-// Multiply-adds below which a layer runs on the calling thread (a parallel region costs more).
-constexpr int64_t kSerialMacs = 1 << 16;
 
 // Bytes of a weight panel (its depth x columns tile) that the row blocks share: a quarter of the
 // L2, so that each panel comes from memory once and then from L2 for each row block, not from
@@ -115,26 +110,9 @@ void run(const at::Tensor& x, const at::Tensor& packed, int64_t n, const at::Ten
   const float* b = packed.data_ptr<float>();
   const auto bc = bias.defined() ? bias.contiguous() : bias;
   const float* bp = bc.defined() ? bc.data_ptr<float>() : nullptr;
-  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  if (threads <= 1 || m * n * k < kSerialMacs) {
-    gemm_block(a, m, k, b, n, 0, n, bp, gelu, beta, out);
-  } else if (m >= threads * kRowsPerThread) {
-    // Each thread a contiguous share of the rows (whole blocks where they divide evenly).
-    const int64_t share = (m + threads - 1) / threads;
-    at::parallel_for(0, m, share, [&](int64_t r0, int64_t r1) {
-      gemm_block(a + r0 * k, r1 - r0, k, b, n, 0, n, bp, gelu, beta, out + r0 * n);
-    });
-  } else {
-    // Few rows (the last stage, a head): each thread a share of the columns, so that it reads
-    // only its part of the weight.
-    const int64_t share = (n / threads + kColumnAlign - 1) / kColumnAlign * kColumnAlign;
-    const int64_t shares = (n + share - 1) / share;
-    at::parallel_for(0, shares, 1, [&](int64_t s0, int64_t s1) {
-      for (int64_t s = s0; s < s1; ++s) {
-        gemm_block(a, m, k, b, n, s * share, std::min(n, (s + 1) * share), bp, gelu, beta, out);
-      }
-    });
-  }
+  split_between_threads(m, n, k, kColumnAlign, [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
+    gemm_block(a + r0 * k, r1 - r0, k, b, n, j0, j1, bp, gelu, beta, out + r0 * n);
+  });
 }
 
 }  // namespace

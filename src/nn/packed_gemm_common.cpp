@@ -1,6 +1,9 @@
 #include "nn/packed_gemm_common.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 
 #include <c10/util/Exception.h>
 #include <c10/util/accumulate.h>
@@ -9,6 +12,34 @@
 #include "runtime/tensor_text.h"
 
 namespace rmt::nn::detail {
+
+namespace {
+
+// Rows a thread takes at least when the threads split the rows; with fewer the columns are split.
+constexpr int64_t kRowsPerThread = 64;
+// Multiply-adds below which a layer runs on the calling thread.
+constexpr int64_t kSerialMacs = 1 << 16;
+
+}  // namespace
+
+void split_between_threads(int64_t m, int64_t n, int64_t k, int64_t column_align,
+                           const std::function<void(int64_t, int64_t, int64_t, int64_t)>& block) {
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (threads <= 1 || m * n * k < kSerialMacs) {
+    block(0, m, 0, n);
+  } else if (m >= threads * kRowsPerThread) {
+    const int64_t share = (m + threads - 1) / threads;
+    at::parallel_for(0, m, share, [&](int64_t r0, int64_t r1) { block(r0, r1, 0, n); });
+  } else {
+    // At least one aligned group of columns a share (n may be below the thread count).
+    const int64_t share =
+        std::max(column_align, (n / threads + column_align - 1) / column_align * column_align);
+    const int64_t shares = (n + share - 1) / share;
+    at::parallel_for(0, shares, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) block(0, m, s * share, std::min(n, (s + 1) * share));
+    });
+  }
+}
 
 bool prepare_linear_add(const char* who, const at::Tensor& x, const at::Tensor& bias,
                         at::Tensor& into) {

@@ -5,7 +5,19 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <functional>
+
 namespace rmt::nn::detail {
+
+// How the GEMMs with row calls (nn/brgemm_gemm.h, nn/avx2_gemm.h) share out (m, n) = x (m, k)
+// times a weight: block(row0, row1, column0, column1) for each thread's part. The calling thread
+// alone inside a parallel region or for a tiny layer (a parallel region costs more); each thread a
+// contiguous share of the rows where there are at least 64 a thread; else (the last stage, a head)
+// a share of the columns, a multiple of column_align wide, so that each reads only its part of
+// the weight.
+void split_between_threads(int64_t m, int64_t n, int64_t k, int64_t column_align,
+                           const std::function<void(int64_t, int64_t, int64_t, int64_t)>& block);
 
 // Checks that `into` is contiguous with x's rows (the product of the leading sizes, also where a
 // last size is 0), naming `who` in the message. Returns whether a GEMM is left to run: not where

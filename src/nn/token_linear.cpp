@@ -1,5 +1,6 @@
 #include "nn/token_linear.h"
 
+#include "nn/avx2_gemm.h"
 #include "nn/brgemm_gemm.h"
 #include "nn/mkl_gemm.h"
 #include "nn/onednn.h"
@@ -51,6 +52,10 @@ const PackedGemm kBrgemm{
     "oneDNN's brgemm microkernel",
     [](const at::Tensor& weight, int64_t) { return brgemm::pack_linear(weight); }, &brgemm::linear,
     &brgemm::linear_add_, &brgemm::gemm_rows};
+const PackedGemm kAvx2{
+    "rmt's AVX2 GEMM kernel",
+    [](const at::Tensor& weight, int64_t) { return avx2_gemm::pack_linear(weight); },
+    &avx2_gemm::linear, &avx2_gemm::linear_add_, &avx2_gemm::gemm_rows};
 const PackedGemm kOnednn{
     "oneDNN's packed linear",
     [](const at::Tensor& weight, int64_t) { return onednn::pack_linear(weight); },
@@ -63,24 +68,30 @@ const PackedGemm kOnednn{
     nullptr, nullptr};
 
 // The packed GEMM of the float32 layers (null: none, at::linear runs them): on Intel CPUs MKL's
-// where the LibTorch exports it (nn/mkl_gemm.h; one parallel region and ~2 us a call); elsewhere
-// oneDNN's batch-reduce microkernel (nn/brgemm_gemm.h) where the LibTorch exports it, else
-// oneDNN's linear (nn/onednn.h). On an AMD EPYC (Zen 4), RMT-S: oneDNN's linear 5-17% ahead of
-// MKL's; the microkernel level with oneDNN's linear at batch 1 on 1 thread, 3% ahead at batch 16,
-// ahead on 2 threads (RMT-T +17%) (it runs the FFN a few rows at a time and has no per-call
-// set-up); peak RSS at batch 16 on 2 threads 521 MB, oneDNN's linear's 493, MKL's 619. On a Xeon
-// (sessions 19-24) MKL's was ahead of oneDNN's linear; the microkernel was not measured there.
-// RMT_CPU_LINEAR=mkl|onednn|brgemm picks one where it is there.
+// where the LibTorch exports it (nn/mkl_gemm.h; one parallel region and ~2 us a call); on other
+// CPUs with AVX2 but no AVX-512 our own kernel (nn/avx2_gemm.h); elsewhere oneDNN's batch-reduce
+// microkernel (nn/brgemm_gemm.h) where the LibTorch exports it, else oneDNN's linear
+// (nn/onednn.h). On an AMD EPYC (Zen 4), RMT-S: oneDNN's linear 5-17% ahead of MKL's; the
+// microkernel level with oneDNN's linear at batch 1 on 1 thread, 3% ahead at batch 16, ahead on 2
+// threads (RMT-T +17%) (it runs the FFN a few rows at a time and has no per-call set-up); peak RSS
+// at batch 16 on 2 threads 521 MB, oneDNN's linear's 493, MKL's 619. On an AMD EPYC Zen 3 (AVX2
+// only) our kernel runs RMT-S's layers at 91-98 GFLOP/s on a core, oneDNN's microkernel at 74-93.
+// On a Xeon (sessions 19-24) MKL's was ahead of oneDNN's linear; neither the microkernel nor our
+// kernel was measured there. RMT_CPU_LINEAR=mkl|onednn|brgemm|avx2 picks one where it is there.
 const PackedGemm* packed_gemm() {
   static const PackedGemm* const gemm = []() -> const PackedGemm* {
-    const auto forced = runtime::env_choice("RMT_CPU_LINEAR", {"mkl", "onednn", "brgemm"},
-                                            "MKL's on Intel CPUs, else oneDNN's microkernel");
+    const auto forced =
+        runtime::env_choice("RMT_CPU_LINEAR", {"mkl", "onednn", "brgemm", "avx2"},
+                            "MKL's on Intel CPUs, else ours on AVX2-only CPUs, else oneDNN's");
     const bool by_vendor = !forced && !intel_cpu();
+    if (forced == "avx2" && avx2_gemm::available()) return &kAvx2;
+    if (by_vendor && avx2_gemm::preferred()) return &kAvx2;
     if ((forced == "brgemm" || by_vendor) && brgemm::available()) return &kBrgemm;
     if ((forced == "onednn" || by_vendor) && onednn::linear_available()) return &kOnednn;
     if (mkl::available()) return &kMkl;
     if (brgemm::available()) return &kBrgemm;
-    return onednn::linear_available() ? &kOnednn : nullptr;
+    if (onednn::linear_available()) return &kOnednn;
+    return avx2_gemm::available() ? &kAvx2 : nullptr;
   }();
   return gemm;
 }
