@@ -241,9 +241,11 @@ RMT_ALWAYS_INLINE void to_lanes_impl(const float* src, int64_t src_stride, int64
     const int64_t n = std::min<int64_t>(W, rows - t0);
     for (int64_t c0 = 0; c0 < cols; c0 += W) {
       LV<W> tile[W];
+#pragma GCC unroll 16
       for (int u = 0; u < W; ++u)
         tile[u] = u < n ? load<W>(src + (t0 + u) * src_stride + c0) : LV<W>{};
       transpose_tile<W>(tile);
+#pragma GCC unroll 16
       for (int c = 0; c < W; ++c) vstore(dst + (c0 + c) * ldd + t0, tile[c]);
     }
   }
@@ -265,9 +267,15 @@ RMT_ALWAYS_INLINE void from_lanes_impl(const float* src, int64_t lds, int64_t ro
     const int64_t n = std::min<int64_t>(W, rows - t0);
     for (int64_t c0 = 0; c0 < cols; c0 += W) {
       LV<W> tile[W];
+#pragma GCC unroll 16
       for (int c = 0; c < W; ++c) tile[c] = load<W>(src + (c0 + c) * lds + t0);
       transpose_tile<W>(tile);
-      for (int u = 0; u < n; ++u) vstore(dst + (t0 + u) * dst_stride + c0, tile[u]);
+      // A fixed count, unrolled, each row tested: with n as the bound the tile was indexed at run
+      // time and copied through the stack.
+#pragma GCC unroll 16
+      for (int u = 0; u < W; ++u) {
+        if (u < n) vstore(dst + (t0 + u) * dst_stride + c0, tile[u]);
+      }
     }
   }
 }
