@@ -5,6 +5,7 @@
 
 #include "rmt/models/check_images.h"
 #include "models/stage_builder.h"
+#include "nn/batch_chunks.h"
 #include "nn/token_linear.h"
 #include "runtime/tensor_text.h"
 
@@ -35,9 +36,21 @@ torch::Tensor VisRetNetImpl::linear(torch::nn::Linear& layer, const torch::Tenso
   return nn::detail::linear_tokens(*layer, x, packed_[slot].get());
 }
 
+// At inference on the CPU a few images at a time, as the stages (nn/batch_chunks.h): a batch's
+// stem activations (RMT-S's first convolution's: 1.6 MB an image at 224x224) would go through
+// memory, one image's through the cache. Every op of the stem is per image (its BatchNorms are
+// folded in eval mode), so the numbers are the whole batch's.
 torch::Tensor VisRetNetImpl::forward_stem(const torch::Tensor& images) {
   check_images(images, config_.in_chans, *this);
-  return patch_embed->forward(images);
+  const bool chunked = !policy_.literal() && !is_training() && !at::GradMode::is_enabled() &&
+                       images.device().is_cpu();
+  const auto chunks = chunked ? nn::detail::plan_batch_chunks(images) : nn::detail::BatchChunks{};
+  if (chunks.count() <= 1) return patch_embed->forward(images);
+  std::vector<torch::Tensor> parts(chunks.count());
+  nn::detail::run_batch_chunks(chunks, [&](int64_t i) {
+    parts[i] = patch_embed->forward(images.narrow(0, chunks.starts[i], chunks.size(i)));
+  });
+  return at::cat(parts);
 }
 
 torch::Tensor VisRetNetImpl::run_stages(const torch::Tensor& images) {

@@ -143,7 +143,8 @@ torch::Tensor BasicLayerImpl::forward(const torch::Tensor& input) {
 StageOutput BasicLayerImpl::run_in_chunks(const torch::Tensor& input, bool keep_features) {
   const bool chunked = !policy_.literal() && !is_training() && !at::GradMode::is_enabled() &&
                        input.device().is_cpu() && input.dim() == 4;
-  const auto chunks = chunked ? detail::plan_batch_chunks(input) : detail::BatchChunks{};
+  const auto chunks = chunked ? detail::plan_batch_chunks(input, input.size(1) * input.size(2))
+                              : detail::BatchChunks{};
   if (chunks.count() <= 1) return run(input);
   std::vector<torch::Tensor> downsampled(chunks.count()), features(chunks.count());
   detail::run_batch_chunks(chunks, [&](int64_t i) {

@@ -40,6 +40,14 @@ int64_t forced_chunk() {
 // Half of a core's L2: the rest holds the weights' tiles.
 int64_t budget_per_thread() { return runtime::l2_cache_bytes() / 2; }
 
+// Images of fewer tokens than this (RMT's last stage at 224x224: 49) take chunks of at least
+// kSmallImageRows tokens: their stage's weights (RMT-S's last: 42 MB) outgrow the caches and come
+// from memory once a chunk, so one or two images a chunk would read them 8 to 16 times at batch
+// 16 (RMT-S's last stage at batch 16, 1 thread, Zen 3: 2 images a chunk 14.1-14.3 ms an image,
+// 8 (this rule) 13.1, the whole batch 13.3-13.9, medians of 4 runs).
+constexpr int64_t kSmallImageTokens = 64;
+constexpr int64_t kSmallImageRows = 512;
+
 // `count` chunks of near-equal size.
 BatchChunks equal_chunks(int64_t batch, int64_t count) {
   BatchChunks chunks;
@@ -49,14 +57,17 @@ BatchChunks equal_chunks(int64_t batch, int64_t count) {
 
 }  // namespace
 
-BatchChunks plan_batch_chunks(const at::Tensor& stage_input) {
+BatchChunks plan_batch_chunks(const at::Tensor& stage_input, int64_t tokens) {
   const int64_t batch = stage_input.size(0);
   const int64_t forced = forced_chunk();
   if (forced == kWholeBatch || batch <= 1) return equal_chunks(batch, 1);
   const int64_t image_bytes = std::max<int64_t>(
       stage_input.numel() / batch * static_cast<int64_t>(stage_input.element_size()), 1);
-  const int64_t per_thread =
+  int64_t per_thread =
       forced != kAuto ? forced : std::max<int64_t>(budget_per_thread() / image_bytes, 1);
+  if (forced == kAuto && tokens > 0 && tokens < kSmallImageTokens) {
+    per_thread = std::max(per_thread, (kSmallImageRows + tokens - 1) / tokens);
+  }
   const int64_t threads = at::get_num_threads();
   if (threads > 1 && batch >= threads) {
     // Side by side, a multiple of the thread count, so that the threads finish together when

@@ -20,11 +20,13 @@ struct BatchChunks {
   int64_t size(int64_t i) const { return starts[i + 1] - starts[i]; }
 };
 
-// The chunks of a stage whose input is `stage_input` (B, H, W, C): as many images a chunk as keep
-// one activation within half of a core's L2 cache; side by side when there are several threads
-// and at least as many images. RMT_CPU_BATCH_CHUNK overrides the size: `off` (the whole batch, no
-// chunks) or a positive count; any other value throws std::invalid_argument naming it.
-BatchChunks plan_batch_chunks(const at::Tensor& stage_input);
+// The chunks of a stage whose input is `stage_input` (B, H, W, C) (or of the stem, its images):
+// as many images a chunk as keep one activation within half of a core's L2 cache, and where an
+// image has `tokens` > 0 tokens but fewer than 64 (a last stage), at least 512 tokens a chunk;
+// side by side when there are several threads and at least as many images. RMT_CPU_BATCH_CHUNK
+// overrides the size: `off` (the whole batch, no chunks) or a positive count; any other value
+// throws std::invalid_argument naming it.
+BatchChunks plan_batch_chunks(const at::Tensor& stage_input, int64_t tokens = 0);
 
 // run(i) for every chunk: in order on this thread, or side by side on LibTorch's intra-op threads
 // (each takes the next chunk when done, so a thread that the system deschedules holds up no other),
