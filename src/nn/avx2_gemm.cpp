@@ -22,10 +22,14 @@ namespace rmt::nn::detail::avx2_gemm {
 
 namespace {
 
+// Output columns of a weight strip: two vectors of 8.
+constexpr int64_t kStrip = 16;
+
+#if RMT_HAVE_AVX2_VARIANT
+
 // A register tile: 6 rows x 16 columns (two vectors) is 12 of AVX2's 16 registers, the other
 // four the weight's two vectors and the broadcast row value.
 constexpr int64_t kTileRows = 6;
-constexpr int64_t kStrip = 16;
 // Depth of a slice: a strip's slice is 16 KB, half of a 32 KiB L1.
 constexpr int64_t kSliceDepth = 256;
 
@@ -35,8 +39,6 @@ int64_t block_rows(int64_t depth) {
   const int64_t rows = runtime::l2_cache_bytes() / 2 / (depth * static_cast<int64_t>(sizeof(float)));
   return std::max(kTileRows, rows / kTileRows * kTileRows);
 }
-
-#if RMT_HAVE_AVX2_VARIANT
 
 using V = ops::cpu::VecT<float>;  // 8 floats
 
@@ -108,7 +110,8 @@ RMT_TARGET_AVX2 RMT_FLATTEN void gemm_block_avx2(const float* a, int64_t m, int6
                                                  const float* packed, int64_t n, int64_t s0,
                                                  int64_t s1, const float* bias, bool gelu,
                                                  float beta, float* out) {
-  float narrow_c[kTileRows * kStrip], narrow_bias[kStrip];
+  // The last strip's 16-wide copies (its missing columns are computed, never stored).
+  float narrow_c[kTileRows * kStrip] = {}, narrow_bias[kStrip];
   const int64_t rows_per_block = block_rows(std::min(k, kSliceDepth));
   for (int64_t i0 = 0; i0 < m; i0 += rows_per_block) {
     const int64_t i1 = std::min(m, i0 + rows_per_block);
@@ -203,7 +206,7 @@ at::Tensor pack_linear(const at::Tensor& weight) {
     padded = at::zeros({strips * kStrip, in}, weight.options());
     padded.narrow(0, 0, out).copy_(weight);
   }
-  return padded.view({strips, kStrip, in}).transpose(1, 2).contiguous();
+  return padded.reshape({strips, kStrip, in}).transpose(1, 2).contiguous();
 }
 
 void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, int64_t n,

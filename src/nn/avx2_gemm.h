@@ -5,8 +5,8 @@
 // a strip's slice (256 deep: 16 KB) stays in L1 while every row of the block passes under it.
 //
 // Why beside oneDNN's microkernel (nn/brgemm_gemm.h): on an AMD EPYC Zen 3 (AVX2, 512 KiB L2)
-// oneDNN's kernel runs RMT-S's layers at 74-93 GFLOP/s on one core, this one at 91-98 (the FMA
-// peak: 98-100); the 49 rows of RMT-S's last stage 74-81 -> 91. On AVX-512 CPUs oneDNN's 16-lane
+// oneDNN's kernel runs RMT-S's layers at 73-94 GFLOP/s on one core, this one at 92-100 (the FMA
+// peak: 98-100); the 49 rows of RMT-S's last stage 74-81 -> 92. On AVX-512 CPUs oneDNN's 16-lane
 // kernel stays. The bias and the GELU are applied to the tile in registers after its last depth
 // slice, so the output is written once.
 // Float32 CPU tensors; the calling thread or LibTorch's intra-op threads (rows, or columns where

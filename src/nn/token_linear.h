@@ -4,7 +4,8 @@
 // pass over the output and one more parallel region per layer. Where LibTorch exports MKL's packed
 // GEMM (nn/mkl_gemm.h) a float32 CPU layer runs there, with its weight packed once into MKL's
 // layout (kept in a PackedLinear, beside the weight: one more copy of the Linear weights in
-// memory); off Intel CPUs oneDNN's batch-reduce microkernel (nn/brgemm_gemm.h) with the weight
+// memory); off Intel CPUs our AVX2 kernel (nn/avx2_gemm.h, CPUs without AVX-512) with the weight
+// in strips of 16 columns, oneDNN's batch-reduce microkernel (nn/brgemm_gemm.h) with the weight
 // transposed once, or oneDNN's linear (nn/onednn.h) the same way (RMT_CPU_LINEAR picks); elsewhere
 // addmm. Same function; the rounding differs from at::linear's by about an ulp (another summation
 // order).
@@ -18,7 +19,8 @@
 
 namespace rmt::nn::detail {
 
-// A Linear weight in the packed layout of oneDNN or MKL (or transposed for oneDNN's microkernel).
+// A Linear weight in the packed layout of oneDNN, MKL or our AVX2 kernel (or transposed for
+// oneDNN's microkernel).
 class PackedLinear : public DerivedWeights<at::Tensor> {};
 
 // linear(x) over the last dimension of x. `packed` (optional): the layer's packed-weight cache,
@@ -66,15 +68,16 @@ struct RowGemmWeight {
 };
 
 // The layer's weight packed for the row GEMM of the packed GEMM the layers run on (MKL's, blocked
-// for `rows` rows, or oneDNN's microkernel), from the same cache linear_tokens uses; nullopt where
+// for `rows` rows, ours for AVX2, or oneDNN's microkernel), from the same cache linear_tokens uses; nullopt where
 // that GEMM has no cheap row calls (oneDNN's linear) or linear_tokens would not run a packed GEMM
 // on a float32 CPU input (gradients recorded, another dtype or device).
 std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear, int64_t rows,
                                              PackedLinear* packed);
 
 // The packed GEMM the float32 CPU layers run on, in words ("MKL's packed GEMM", "oneDNN's packed
-// linear", "oneDNN's brgemm microkernel" (nn/brgemm_gemm.h), or none: at::linear); RMT_CPU_LINEAR's
-// choice, else MKL's on Intel CPUs and oneDNN's microkernel on others.
+// linear", "oneDNN's brgemm microkernel" (nn/brgemm_gemm.h), "rmt's AVX2 GEMM kernel"
+// (nn/avx2_gemm.h), or none: at::linear); RMT_CPU_LINEAR's choice, else MKL's on Intel CPUs, ours
+// on other CPUs with AVX2 but no AVX-512, and oneDNN's microkernel on the rest.
 const char* packed_gemm_name();
 
 }  // namespace rmt::nn::detail
