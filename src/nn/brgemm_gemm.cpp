@@ -101,20 +101,6 @@ void gemm_block(const float* a, int64_t m, int64_t k, const float* b, int64_t n,
 #endif
 }
 
-// out (m, n) = x's rows times the packed weight + beta * out, plus bias, then GELU; threaded.
-void run(const at::Tensor& x, const at::Tensor& packed, int64_t n, const at::Tensor& bias,
-         bool gelu, float beta, float* out) {
-  const int64_t k = x.size(-1);
-  const int64_t m = k > 0 ? x.numel() / k : 0;
-  const float* a = x.data_ptr<float>();
-  const float* b = packed.data_ptr<float>();
-  const auto bc = bias.defined() ? bias.contiguous() : bias;
-  const float* bp = bc.defined() ? bc.data_ptr<float>() : nullptr;
-  split_between_threads(m, n, k, kColumnAlign, [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
-    gemm_block(a + r0 * k, r1 - r0, k, b, n, j0, j1, bp, gelu, beta, out + r0 * n);
-  });
-}
-
 }  // namespace
 
 bool available() {
@@ -136,19 +122,12 @@ void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, i
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& packed, int64_t out_features,
                   const at::Tensor& bias, bool gelu) {
-  if (x.size(-1) == 0) return linear_without_inputs(x, out_features, bias, gelu);
-  auto sizes = x.sizes().vec();
-  sizes.back() = out_features;
-  auto y = at::empty(sizes, x.options());
-  if (y.numel() > 0) run(x, packed, out_features, bias, gelu, 0.0f, y.data_ptr<float>());
-  return y;
+  return linear_in_blocks(&gemm_block, kColumnAlign, x, packed, out_features, bias, gelu);
 }
 
 void linear_add_(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                  at::Tensor& into) {
-  if (prepare_linear_add("brgemm linear_add_", x, bias, into)) {
-    run(x, packed, into.size(-1), bias, false, 1.0f, into.data_ptr<float>());
-  }
+  linear_add_in_blocks(&gemm_block, kColumnAlign, "brgemm linear_add_", x, packed, bias, into);
 }
 
 }  // namespace rmt::nn::detail::brgemm

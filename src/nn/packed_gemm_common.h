@@ -6,18 +6,31 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <functional>
 
 namespace rmt::nn::detail {
 
-// How the GEMMs with row calls (nn/brgemm_gemm.h, nn/avx2_gemm.h) share out (m, n) = x (m, k)
-// times a weight: block(row0, row1, column0, column1) for each thread's part. The calling thread
-// alone inside a parallel region or for a tiny layer (a parallel region costs more); each thread a
-// contiguous share of the rows where there are at least 64 a thread; else (the last stage, a head)
-// a share of the columns, a multiple of column_align wide, so that each reads only its part of
-// the weight.
-void split_between_threads(int64_t m, int64_t n, int64_t k, int64_t column_align,
-                           const std::function<void(int64_t, int64_t, int64_t, int64_t)>& block);
+// One block of a layer on the calling thread, as the GEMMs with row calls (nn/brgemm_gemm.h,
+// nn/avx2_gemm.h) run it: out (m rows, n wide; its columns [j0, j1)) = a (m, k) times the packed
+// weight + beta * out (beta 0 or 1), plus bias (may be null), then the GELU (gelu).
+using BlockGemm = void (*)(const float* a, int64_t m, int64_t k, const float* packed, int64_t n,
+                           int64_t j0, int64_t j1, const float* bias, bool gelu, float beta,
+                           float* out);
+
+// x (..., in), contiguous, times the packed weight, plus bias (may be undefined), then GELU
+// (gelu): (..., out_features), through `block` on LibTorch's threads. The calling thread alone
+// inside a parallel region or for a tiny layer (a parallel region costs more); each thread a
+// contiguous share of the rows where there are at least 64 a thread; else (the last stage, a
+// head) a share of the columns, a multiple of column_align wide, so that each reads only its part
+// of the weight.
+at::Tensor linear_in_blocks(BlockGemm block, int64_t column_align, const at::Tensor& x,
+                            const at::Tensor& packed, int64_t out_features, const at::Tensor& bias,
+                            bool gelu);
+
+// into (..., out_features), contiguous, with x's rows, += x times the packed weight, plus bias,
+// the same way; `who` names the caller in the error (see prepare_linear_add).
+void linear_add_in_blocks(BlockGemm block, int64_t column_align, const char* who,
+                          const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
+                          at::Tensor& into);
 
 // Checks that `into` is contiguous with x's rows (the product of the leading sizes, also where a
 // last size is 0), naming `who` in the message. Returns whether a GEMM is left to run: not where
