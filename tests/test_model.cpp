@@ -783,11 +783,10 @@ TEST(Kernels, Exp2OnSixteenLanesMatchesExp2Elementwise) {
 }
 
 // The packed GEMMs with row calls, oneDNN's microkernel (nn/brgemm_gemm.h), ours for AVX2
-// (nn/avx2_gemm.h) and MKL's (nn/mkl_gemm.h), against at::linear, on 1 and 2 threads: rows split between threads (300 rows),
-// columns split where rows are few (49 rows, a head's 1 row; widths that are not multiples of 16),
-// the calling thread alone for a tiny layer, no input features (the bias alone), no output
-// features; with and without
-// bias, with the GELU, and adding into a tensor.
+// (nn/avx2_gemm.h) and MKL's (nn/mkl_gemm.h), against at::linear, on 1 and 2 threads: rows split
+// between threads (300 rows), columns split where rows are few (49 rows, a head's 1 row; widths
+// that are not multiples of 16), the calling thread alone for a tiny layer, no input features (the
+// bias alone), no output features; with and without bias, with the GELU, and adding into a tensor.
 TEST(Modules, PackedGemmsMatchAtLinear) {
   namespace detail = rmt::nn::detail;
   struct Gemm {

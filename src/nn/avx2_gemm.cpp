@@ -36,7 +36,8 @@ constexpr int64_t kSliceDepth = 256;
 // Rows of a block: its slice of x (rows x slice depth) within half of the L2, where it stays
 // while the strips pass.
 int64_t block_rows(int64_t depth) {
-  const int64_t rows = runtime::l2_cache_bytes() / 2 / (depth * static_cast<int64_t>(sizeof(float)));
+  const int64_t rows =
+      runtime::l2_cache_bytes() / 2 / (depth * static_cast<int64_t>(sizeof(float)));
   return std::max(kTileRows, rows / kTileRows * kTileRows);
 }
 
@@ -51,8 +52,9 @@ struct Finish {
 // c (R rows ldc apart, 16 columns) = (accumulate ? c : 0) + a (R rows lda apart, depth values)
 // times b (depth x 16, contiguous), then `finish` where given.
 template <int R>
-RMT_TARGET_AVX2 RMT_ALWAYS_INLINE void tile(const float* a, int64_t lda, const float* b, int64_t depth, float* c,
-                            int64_t ldc, bool accumulate, const Finish* finish) {
+RMT_TARGET_AVX2 RMT_ALWAYS_INLINE void tile(const float* a, int64_t lda, const float* b,
+                                            int64_t depth, float* c, int64_t ldc, bool accumulate,
+                                            const Finish* finish) {
   V acc[R][2];
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
@@ -89,9 +91,10 @@ RMT_TARGET_AVX2 RMT_ALWAYS_INLINE void tile(const float* a, int64_t lda, const f
   }
 }
 
-RMT_TARGET_AVX2 RMT_ALWAYS_INLINE void tile_of(int64_t rows, const float* a, int64_t lda, const float* b,
-                               int64_t depth, float* c, int64_t ldc, bool accumulate,
-                               const Finish* finish) {
+RMT_TARGET_AVX2 RMT_ALWAYS_INLINE void tile_of(int64_t rows, const float* a, int64_t lda,
+                                               const float* b, int64_t depth, float* c,
+                                               int64_t ldc, bool accumulate,
+                                               const Finish* finish) {
   switch (rows) {
     case 6: return tile<6>(a, lda, b, depth, c, ldc, accumulate, finish);
     case 5: return tile<5>(a, lda, b, depth, c, ldc, accumulate, finish);

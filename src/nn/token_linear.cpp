@@ -75,7 +75,7 @@ const PackedGemm kOnednn{
 // microkernel level with oneDNN's linear at batch 1 on 1 thread, 3% ahead at batch 16, ahead on 2
 // threads (RMT-T +17%) (it runs the FFN a few rows at a time and has no per-call set-up); peak RSS
 // at batch 16 on 2 threads 521 MB, oneDNN's linear's 493, MKL's 619. On an AMD EPYC Zen 3 (AVX2
-// only) our kernel runs RMT-S's layers at 91-98 GFLOP/s on a core, oneDNN's microkernel at 74-93.
+// only) our kernel runs RMT-S's layers at 92-100 GFLOP/s on a core, oneDNN's microkernel at 73-94.
 // On a Xeon (sessions 19-24) MKL's was ahead of oneDNN's linear; neither the microkernel nor our
 // kernel was measured there. RMT_CPU_LINEAR=mkl|onednn|brgemm|avx2 picks one where it is there.
 const PackedGemm* packed_gemm() {

@@ -68,9 +68,9 @@ struct RowGemmWeight {
 };
 
 // The layer's weight packed for the row GEMM of the packed GEMM the layers run on (MKL's, blocked
-// for `rows` rows, ours for AVX2, or oneDNN's microkernel), from the same cache linear_tokens uses; nullopt where
-// that GEMM has no cheap row calls (oneDNN's linear) or linear_tokens would not run a packed GEMM
-// on a float32 CPU input (gradients recorded, another dtype or device).
+// for `rows` rows, ours for AVX2, or oneDNN's microkernel), from the same cache linear_tokens
+// uses; nullopt where that GEMM has no cheap row calls (oneDNN's linear) or linear_tokens would not
+// run a packed GEMM on a float32 CPU input (gradients recorded, another dtype or device).
 std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear, int64_t rows,
                                              PackedLinear* packed);
 

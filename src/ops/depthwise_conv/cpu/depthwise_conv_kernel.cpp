@@ -84,8 +84,9 @@ RMT_ALWAYS_INLINE void conv_pixels_block(const A* const* rows, const A* __restri
   }
   // Every u tested against `stored` inside unrolled loops of fixed count: with `stored` as the
   // loop's bound (or the loops not unrolled) the accumulators were indexed at run time and went
-  // through the stack, each vector stored and reassembled from integer registers (RMT-S's 14 x 14 3x3 convolutions, half of
-  // whose blocks are clipped: 0.107 -> 0.084 ms at 768 channels on a Zen 3 core).
+  // through the stack, each vector stored and reassembled from integer registers (RMT-S's 14 x 14
+  // 3x3 convolutions, half of whose blocks are clipped: 0.107 -> 0.084 ms at 768 channels on a
+  // Zen 3 core).
   const int64_t stored = CLIP ? width - w : P;
 #pragma GCC unroll 8
   for (int n = 0; n < N; ++n) {
