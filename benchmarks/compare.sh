@@ -14,8 +14,8 @@
 # target: the default settings under one busy process against the quiet 1-thread throughput.
 # Peak memory is measured in the quiet runs only (load does not change it). --rounds N: every
 # setting's two programs run alternately N times and each implementation's row is its median round
-# (by img/s), so that one slow moment of a shared host flatters neither side; then a summary of the
-# ratios the issue's targets are stated in.
+# (by img/s), so that one slow moment of a shared host flatters neither side; the batch sizes
+# alternate inside each round as well. Then a summary of the ratios the issue's targets are stated in.
 set -euo pipefail
 
 command_line="$0 $*"
@@ -68,10 +68,11 @@ echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 rows=$(mktemp)
 round_rows=$(mktemp)
 trap 'rm -f "$rows" "$round_rows"' EXIT
-# The median row (by img/s, column 8) of each implementation in round_rows, in first-seen order.
+# The median row (by img/s, column 8) of each implementation and batch size in round_rows, in
+# first-seen order.
 median_rows() {
   awk -F'|' '
-    { path = $3; if (!(path in count)) order[++paths] = path; line[path, ++count[path]] = $0; speed[path, count[path]] = $8 + 0 }
+    { path = $3 "|" $5; if (!(path in count)) order[++paths] = path; line[path, ++count[path]] = $0; speed[path, count[path]] = $8 + 0 }
     END {
       for (p = 1; p <= paths; ++p) {
         path = order[p]; n = count[path]
@@ -84,11 +85,13 @@ median_rows() {
 }
 for contend in $contend_list; do
   for threads in $threads_list; do
-    for batch in $batches; do
-      memory=""
-      [ "$contend" = 0 ] || memory="--no-memory"
-      : > "$round_rows"
-      for round in $(seq "$rounds"); do
+    memory=""
+    [ "$contend" = 0 ] || memory="--no-memory"
+    : > "$round_rows"
+    # Batch sizes alternate inside each round too: batch 16 per image against batch 1 is a target,
+    # so both are measured in the same minutes of a shared host.
+    for round in $(seq "$rounds"); do
+      for batch in $batches; do
         "$bench" --models "$model" --batches "$batch" --dense "" --train none --threads "$threads" \
                  --contend "$contend" --min-seconds "$min_seconds" $memory | grep '^| ' |
           grep -v '^| model' >> "$round_rows"
@@ -98,8 +101,8 @@ for contend in $contend_list; do
                   --gflops "$gflops" $memory | grep '^| ' >> "$round_rows"
         fi
       done
-      median_rows | tee -a "$rows"
     done
+    median_rows | tee -a "$rows"
   done
 done
 
