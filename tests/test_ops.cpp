@@ -104,6 +104,25 @@ TEST(MasaOps, NonContiguousInputs) {
   }
 }
 
+// The float forward's row pass splits its (sequence, head) tasks between threads wherever the
+// split falls, also inside a sequence's heads (41 rows x 3 heads = 123 tasks: 3 threads begin at
+// tasks 0, 41 and 82, heads 0, 2 and 1), and rotates q and k for each thread's own heads: the
+// output must not depend on the thread count.
+TEST(MasaOps, SameOutputOnAnyThreadCount) {
+  const Shape s{1, 41, 40, 3, 16, 16};
+  const int threads = at::get_num_threads();
+  for (const auto& var : kVariants) {
+    const auto in = make_inputs(s, at::kFloat, 400);
+    at::set_num_threads(1);
+    const auto one = run(var.fused, in);
+    at::set_num_threads(3);
+    const auto three = run(var.fused, in);
+    at::set_num_threads(threads);
+    EXPECT_TRUE(at::equal(one, three)) << var.name;
+    EXPECT_LT(relative_error(three, run(var.reference, in)), 1e-6) << var.name;
+  }
+}
+
 TEST(MasaOps, EmptyBatch) {
   const Shape s{0, 3, 4, 2, 4, 4};
   for (const auto& var : kVariants) {

@@ -1,10 +1,10 @@
 // The float forward with the queries across the lanes (see attend_lanes.h).
 //
-// Per block of W queries, three sweeps over the keys, each with independent vector chains:
-//   1. scores: kKeysPerStep keys at a time, a query channel vector times a broadcast key channel;
-//      the mask added, the running maximum kept lane by lane, the score vector stored (n x W);
+// Per block of R vectors of W queries, three sweeps over the keys, each with independent chains:
+//   1. scores: kKeysPerStep keys at a time, R query channel vectors times a broadcast key channel;
+//      the mask added, the running maximum kept lane by lane, the score vectors stored (n x R W);
 //   2. exponentials of the scores less the maximum, and their sum, lane by lane;
-//   3. outputs: W (or fewer) channels at a time, a weight vector times a broadcast value channel.
+//   3. outputs: a few channels at a time, R weight vectors times a broadcast value channel.
 // The same file options as attend.cpp (no-trapping-math, fp-contract=fast), for this file's own
 // functions only.
 
@@ -37,49 +37,63 @@ template <int W>
 RMT_ALWAYS_INLINE LV<W> load(const float* p) {
   return vload<float, LV<W>>(p);
 }
-// Keys per step of the score sweep: one chain of d dependent FMAs per key, so that several keys
-// hide the FMA latency.
-constexpr int kKeysPerStep = 8;
+// A block of queries is R vectors of W lanes: R = 2 on AVX2, so that each broadcast key or value
+// channel feeds two multiply-adds (16 queries) instead of one, the other variants R = 1. Lane l of
+// vector r is query i0 + r * W + l; each query's arithmetic is the same for every R.
+template <int W>
+constexpr int kVectorsPerBlock = W == 8 ? 2 : 1;
 
-// Sweep 1 for queries [i0, i0 + W): S[j * W + lane] = q . k_j + decay * distance(i, j); returns
-// the maximum over j, lane by lane. D > 0: d fixed at compile time. GRID: the distance on the
+// Keys per step of the score sweep: R x kKeysPerStep chains of d dependent FMAs, enough to hide
+// the FMA latency (8 with R = 1; 4 keys x 2 vectors with R = 2, 12 of the 16 AVX2 registers).
+template <int R>
+constexpr int kKeysPerStep = R == 1 ? 8 : 4;
+
+// Sweep 1 for queries [i0, i0 + R * W): S[j * R * W + lane] = q . k_j + decay * distance(i, j);
+// mx: the maximum over j, lane by lane. D > 0: d fixed at compile time. GRID: the distance on the
 // tokens' grid (p.y, p.x), else |i - j|, whose mask terms `line` holds (mask_line).
-template <int W, int D, bool GRID>
-RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, const float* line,
-                                      float* __restrict S) {
+template <int W, int R, int D, bool GRID>
+RMT_ALWAYS_INLINE void masked_scores(const LaneProblem& p, int64_t i0, const float* line,
+                                     float* __restrict S, LV<W>* mx) {
   using V = LV<W>;
   const int64_t d = D > 0 ? D : p.d, ldq = p.ldq, ks = p.k_stride;
   const float* __restrict qt = p.qt + i0;
-  V xq = {}, yq = {};
+  V xq[R] = {}, yq[R] = {};
   if (GRID) {
-    xq = load<W>(p.x + i0);
-    yq = load<W>(p.y + i0);
+    for (int r = 0; r < R; ++r) {
+      xq[r] = load<W>(p.x + i0 + r * W);
+      yq[r] = load<W>(p.y + i0 + r * W);
+    }
   }
   const V decay = V{} + p.decay * kLog2e;  // broadcasts (p.decay < 0, never -0); base 2
-  V mx = V{} - std::numeric_limits<float>::infinity();
+  for (int r = 0; r < R; ++r) mx[r] = V{} - std::numeric_limits<float>::infinity();
   // 1-D: key j's mask for queries i0.. is line[i0 - j + n - 1 ..] (see mask_line), an operand
   // read from memory instead of a subtraction, an absolute value and a multiply-add.
   const float* line_i0 = line + i0 + p.n - 1;
-  auto keep = [&](V s, int64_t j) {
+  auto keep = [&](V s, int r, int64_t j) {
     if (GRID) {
-      const V x = xq - p.x[j], y = yq - p.y[j];
+      const V x = xq[r] - p.x[j], y = yq[r] - p.y[j];
       s += decay * ((x < 0 ? -x : x) + (y < 0 ? -y : y));
     } else {
-      s += load<W>(line_i0 - j);
+      s += load<W>(line_i0 + r * W - j);
     }
-    mx = s > mx ? s : mx;
-    vstore(S + j * W, s);
+    mx[r] = s > mx[r] ? s : mx[r];
+    vstore(S + (j * R + r) * W, s);
   };
-  constexpr int J = kKeysPerStep;
+  constexpr int J = kKeysPerStep<R>;
   int64_t j = 0;
   for (; j + J <= p.n; j += J) {
     const float* __restrict kj = p.k + j * ks;
-    V acc[J] = {};
+    V acc[J][R] = {};
     for (int64_t c = 0; c < d; ++c) {
-      const V qc = load<W>(qt + c * ldq);
-      for (int u = 0; u < J; ++u) acc[u] += qc * kj[u * ks + c];
+      V qc[R];
+      for (int r = 0; r < R; ++r) qc[r] = load<W>(qt + c * ldq + r * W);
+      for (int u = 0; u < J; ++u) {
+        const float kc = kj[u * ks + c];
+        for (int r = 0; r < R; ++r) acc[u][r] += qc[r] * kc;
+      }
     }
-    for (int u = 0; u < J; ++u) keep(acc[u], j + u);
+    for (int u = 0; u < J; ++u)
+      for (int r = 0; r < R; ++r) keep(acc[u][r], r, j + u);
   }
   if (j < p.n) {
     // The last keys in one step too, the missing ones repeating the last key (computed, not
@@ -87,14 +101,21 @@ RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, const fl
     // waiting out the FMA's latency (RMT-S's 14-token rows: 8 keys a step, then 6 alone).
     const float* __restrict kp[J];
     for (int u = 0; u < J; ++u) kp[u] = p.k + std::min<int64_t>(j + u, p.n - 1) * ks;
-    V acc[J] = {};
+    V acc[J][R] = {};
     for (int64_t c = 0; c < d; ++c) {
-      const V qc = load<W>(qt + c * ldq);
-      for (int u = 0; u < J; ++u) acc[u] += qc * kp[u][c];
+      V qc[R];
+      for (int r = 0; r < R; ++r) qc[r] = load<W>(qt + c * ldq + r * W);
+      for (int u = 0; u < J; ++u) {
+        const float kc = kp[u][c];
+        for (int r = 0; r < R; ++r) acc[u][r] += qc[r] * kc;
+      }
     }
-    for (int u = 0; u < p.n - j; ++u) keep(acc[u], j + u);
+    for (int u = 0; u < J; ++u) {
+      if (u < p.n - j) {
+        for (int r = 0; r < R; ++r) keep(acc[u][r], r, j + u);
+      }
+    }
   }
-  return mx;
 }
 
 // The sums over the keys run in blocks of this many keys, each block's sum then added to the
@@ -102,59 +123,72 @@ RMT_ALWAYS_INLINE LV<W> masked_scores(const LaneProblem& p, int64_t i0, const fl
 // full operator sums over every token of the image: 1767 keys in a test, 3136 at 224x224).
 constexpr int64_t kSumBlock = 64;
 
-// Sweep 2: S <- 2^(S - mx) lane by lane (the scores are in base 2); returns the sums.
-template <int W>
-RMT_ALWAYS_INLINE LV<W> exp_and_sum(float* __restrict S, int64_t n, const LV<W>& mx) {
+// Sweep 2: S <- 2^(S - mx) lane by lane (the scores are in base 2); sum: the sums.
+template <int W, int R>
+RMT_ALWAYS_INLINE void exp_and_sum(float* __restrict S, int64_t n, const LV<W>* mx, LV<W>* sum) {
   using V = LV<W>;
-  V sum = {};
+  for (int r = 0; r < R; ++r) sum[r] = V{};
   for (int64_t j0 = 0; j0 < n; j0 += kSumBlock) {
-    V block = {};
+    V block[R] = {};
     for (int64_t j = j0; j < std::min(n, j0 + kSumBlock); ++j) {
-      const V e = vexp2_nonpos_of<V, LI<W>>(load<W>(S + j * W) - mx);
-      vstore(S + j * W, e);
-      block += e;
+      for (int r = 0; r < R; ++r) {
+        float* s = S + (j * R + r) * W;
+        const V e = vexp2_nonpos_of<V, LI<W>>(load<W>(s) - mx[r]);
+        vstore(s, e);
+        block[r] += e;
+      }
     }
-    sum += block;
+    for (int r = 0; r < R; ++r) sum[r] += block[r];
   }
-  return sum;
 }
 
 // Sweep 3 for channels [c0, c0 + CB): ot[c * ldq + i] = sum_j S[j][i] v_j[c] * inverse[i]
 // (inverse: 1 / the sum of query i's weights); a block's partial sums are added into ot (the
 // totals live there, not in registers).
-template <int W, int CB>
+template <int W, int R, int CB>
 RMT_ALWAYS_INLINE void weighted_values(const LaneProblem& p, const float* __restrict S,
-                                       const LV<W>& inverse, int64_t c0, float* __restrict ot) {
+                                       const LV<W>* inverse, int64_t c0, float* __restrict ot) {
   using V = LV<W>;
   for (int64_t j0 = 0; j0 < p.n; j0 += kSumBlock) {
-    V acc[CB] = {};
+    V acc[CB][R] = {};
     for (int64_t j = j0; j < std::min(p.n, j0 + kSumBlock); ++j) {
-      const V w = load<W>(S + j * W);
+      V w[R];
+      for (int r = 0; r < R; ++r) w[r] = load<W>(S + (j * R + r) * W);
       const float* __restrict vj = p.v + j * p.v_stride + c0;
-      for (int cc = 0; cc < CB; ++cc) acc[cc] += w * vj[cc];
+      for (int cc = 0; cc < CB; ++cc) {
+        const float vc = vj[cc];
+        for (int r = 0; r < R; ++r) acc[cc][r] += w[r] * vc;
+      }
     }
     const bool last = j0 + kSumBlock >= p.n;
     for (int cc = 0; cc < CB; ++cc) {
-      float* o = ot + (c0 + cc) * p.ldq;
-      const V total = j0 == 0 ? acc[cc] : load<W>(o) + acc[cc];
-      vstore(o, last ? total * inverse : total);
+      for (int r = 0; r < R; ++r) {
+        float* o = ot + (c0 + cc) * p.ldq + r * W;
+        const V total = j0 == 0 ? acc[cc][r] : load<W>(o) + acc[cc][r];
+        vstore(o, last ? total * inverse[r] : total);
+      }
     }
   }
 }
 
-// Queries [i0, i0 + W) (columns past m are padding).
-template <int W, int D, bool GRID>
+// Queries [i0, i0 + R * W) (columns past m are padding).
+template <int W, int R, int D, bool GRID>
 RMT_ALWAYS_INLINE void forward_block(const LaneProblem& p, int64_t i0, const float* line,
                                      float* ot, float* work) {
-  const LV<W> mx = masked_scores<W, D, GRID>(p, i0, line, work);
+  LV<W> mx[R], inverse[R];
+  masked_scores<W, R, D, GRID>(p, i0, line, work, mx);
   // One division for the block's queries, then a product per channel vector: the division a
   // channel vector was 3.5% of the kernel's samples at RMT-S's stage 3 on AVX2 (Zen 3).
-  const LV<W> inverse = 1.0f / exp_and_sum<W>(work, p.n, mx);
+  exp_and_sum<W, R>(work, p.n, mx, inverse);
+  for (int r = 0; r < R; ++r) inverse[r] = 1.0f / inverse[r];
   float* o = ot + i0;
+  // Channels per step: W vectors of accumulators with R = 1, 4 x 2 with R = 2 (the broadcast
+  // channel and the R weight vectors take the other registers).
+  constexpr int CB = R == 1 ? W : 4;
   int64_t c = 0;
-  for (; c + W <= p.dv; c += W) weighted_values<W, W>(p, work, inverse, c, o);
-  for (; c + 4 <= p.dv; c += 4) weighted_values<W, 4>(p, work, inverse, c, o);
-  for (; c < p.dv; ++c) weighted_values<W, 1>(p, work, inverse, c, o);
+  for (; c + CB <= p.dv; c += CB) weighted_values<W, R, CB>(p, work, inverse, c, o);
+  for (; c + 4 <= p.dv; c += 4) weighted_values<W, R, 4>(p, work, inverse, c, o);
+  for (; c < p.dv; ++c) weighted_values<W, R, 1>(p, work, inverse, c, o);
 }
 
 // The 1-D mask by offset: line[t] = decay * log2(e) * |t - (n - 1)| for t < lanes_padded(m) + n
@@ -171,14 +205,18 @@ template <int W, int D, bool GRID>
 RMT_ALWAYS_INLINE void forward_impl(const LaneProblem& p, float* ot, float* work) {
   float* line = work + p.n * kQueryLanes;
   if (!GRID) mask_line(p, line);
-  for (int64_t i0 = 0; i0 < p.m; i0 += W) {
-    // A last block of at most W / 2 queries in vectors half as wide (RMT-S's 56-token rows are
-    // 3 x 16 + 8): half the cost where wide operations issue at half the rate (AVX-512 on AMD's
-    // Zen 4), the same elsewhere.
+  constexpr int R = kVectorsPerBlock<W>;
+  for (int64_t i0 = 0; i0 < p.m; i0 += R * W) {
+    // A last block of at most W queries in one vector; of at most W / 2 in vectors half as wide
+    // (RMT-S's 56-token rows are 3 x 16 + 8): half the cost where wide operations issue at half
+    // the rate (AVX-512 on AMD's Zen 4), the same elsewhere.
     if constexpr (W >= 8) {
-      if (p.m - i0 <= W / 2) return forward_block<W / 2, D, GRID>(p, i0, line, ot, work);
+      if (p.m - i0 <= W / 2) return forward_block<W / 2, 1, D, GRID>(p, i0, line, ot, work);
     }
-    forward_block<W, D, GRID>(p, i0, line, ot, work);
+    if constexpr (R > 1) {
+      if (p.m - i0 <= W) return forward_block<W, 1, D, GRID>(p, i0, line, ot, work);
+    }
+    forward_block<W, R, D, GRID>(p, i0, line, ot, work);
   }
 }
 

@@ -1,9 +1,10 @@
 #pragma once
 // The float forward of both operators (the decomposed operator's 1-D passes, the full operator's
-// one problem per head) with the queries across the vector lanes (attend.h puts the keys there). A block of W queries (W = 16 with AVX-512, 8 with AVX2, 4 otherwise)
-// takes every key of the sequence in turn: one score vector per key from broadcast key channels,
-// the softmax's maximum and sum lane by lane (no horizontal reductions), and the values broadcast
-// into dv accumulator vectors. Short sequences (RMT's rows and columns are 7 to 56 tokens at 224)
+// one problem per head) with the queries across the vector lanes (attend.h puts the keys there). A
+// block of 16 queries (one vector of 16 lanes with AVX-512, two of 8 with AVX2; 4 lanes otherwise)
+// takes every key of the sequence in turn: score vectors per key from broadcast key channels, the
+// softmax's maximum and sum lane by lane (no horizontal reductions), and the values broadcast into
+// accumulator vectors. Short sequences (RMT's rows and columns are 7 to 56 tokens at 224)
 // then waste no lanes on padded keys, keys and values are read in place (any row stride), and the
 // 32 registers of AVX-512 hold a whole d = 16 score tile.
 //

@@ -237,14 +237,18 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task % s.n, seq = task / s.n % pass.nseq, b = task / s.n / pass.nseq;
       const int64_t first = pass.position(seq, 0);
-      if (rotate_from) {  // tokens first .. first + len - 1: their sin / cos rows are consecutive
+      if (rotate_from && (head == 0 || task == begin)) {
+        // Tokens first .. first + len - 1 (their sin / cos rows are consecutive), for every head
+        // of the sequence this thread takes: a token's heads are adjacent in memory, so that its
+        // q and k come in whole runs of cache lines instead of one line a task.
         const Inputs<float>& in = *rotate_from;
         const int64_t token = b * s.l + first, nd = s.n * d;
+        const int64_t heads = std::min(s.n - head, end - task);
         const float* sn = in.sn + first * d;
         const float* cs = in.cs + first * d;
-        cpu::theta_shift_tokens(in.q + token * s.qs + head * d, s.qs, sn, cs, len, 1, d, 1.0f,
+        cpu::theta_shift_tokens(in.q + token * s.qs + head * d, s.qs, sn, cs, len, heads, d, 1.0f,
                                 rq + s.offset(b, first, head, d), nd);
-        cpu::theta_shift_tokens(in.k + token * s.ks + head * d, s.ks, sn, cs, len, 1, d,
+        cpu::theta_shift_tokens(in.k + token * s.ks + head * d, s.ks, sn, cs, len, heads, d,
                                 scale * cpu::kLog2e, rk + s.offset(b, first, head, d), nd);
       }
       cpu::transpose_to_lanes(rq + s.offset(b, first, head, d), token_stride * d, len, d,
