@@ -98,7 +98,8 @@ RMT_ALWAYS_INLINE void masked_scores(const LaneProblem& p, int64_t i0, const flo
   if (j < p.n) {
     // The last keys in one step too, the missing ones repeating the last key (computed, not
     // kept): J chains of d dependent multiply-adds at once instead of one chain per key, each
-    // waiting out the FMA's latency (RMT-S's 14-token rows: 8 keys a step, then 6 alone).
+    // waiting out the FMA's latency (RMT-S's 14-token rows at 8 keys a step: 8, then the last 6
+    // in one more step instead of 6 alone).
     const float* __restrict kp[J];
     for (int u = 0; u < J; ++u) kp[u] = p.k + std::min<int64_t>(j + u, p.n - 1) * ks;
     V acc[J][R] = {};
