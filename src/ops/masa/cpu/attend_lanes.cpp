@@ -80,18 +80,22 @@ RMT_ALWAYS_INLINE void masked_scores(const LaneProblem& p, int64_t i0, const flo
     vstore(S + (j * R + r) * W, s);
   };
   constexpr int J = kKeysPerStep<R>;
-  int64_t j = 0;
-  for (; j + J <= p.n; j += J) {
-    const float* __restrict kj = p.k + j * ks;
-    V acc[J][R] = {};
+  // acc[u][r] = the R query vectors . key u, for the J keys key(u) points at (d channels each).
+  auto dot_keys = [&](auto key, V (&acc)[J][R]) {
     for (int64_t c = 0; c < d; ++c) {
       V qc[R];
       for (int r = 0; r < R; ++r) qc[r] = load<W>(qt + c * ldq + r * W);
       for (int u = 0; u < J; ++u) {
-        const float kc = kj[u * ks + c];
+        const float kc = key(u)[c];
         for (int r = 0; r < R; ++r) acc[u][r] += qc[r] * kc;
       }
     }
+  };
+  int64_t j = 0;
+  for (; j + J <= p.n; j += J) {
+    const float* __restrict kj = p.k + j * ks;
+    V acc[J][R] = {};
+    dot_keys([&](int u) { return kj + u * ks; }, acc);
     for (int u = 0; u < J; ++u)
       for (int r = 0; r < R; ++r) keep(acc[u][r], r, j + u);
   }
@@ -103,14 +107,7 @@ RMT_ALWAYS_INLINE void masked_scores(const LaneProblem& p, int64_t i0, const flo
     const float* __restrict kp[J];
     for (int u = 0; u < J; ++u) kp[u] = p.k + std::min<int64_t>(j + u, p.n - 1) * ks;
     V acc[J][R] = {};
-    for (int64_t c = 0; c < d; ++c) {
-      V qc[R];
-      for (int r = 0; r < R; ++r) qc[r] = load<W>(qt + c * ldq + r * W);
-      for (int u = 0; u < J; ++u) {
-        const float kc = kp[u][c];
-        for (int r = 0; r < R; ++r) acc[u][r] += qc[r] * kc;
-      }
-    }
+    dot_keys([&](int u) { return kp[u]; }, acc);
     for (int u = 0; u < J; ++u) {
       if (u < p.n - j) {
         for (int r = 0; r < R; ++r) keep(acc[u][r], r, j + u);
