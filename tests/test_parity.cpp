@@ -57,6 +57,35 @@ INSTANTIATE_TEST_SUITE_P(Reference, ManifestCase,
                          ::testing::Values("tiny_cls", "tiny_ls", "tiny_token_label", "tiny_dense",
                                            "rmt_t"));
 
+// At inference a batch runs a few images at a time, each chunk through the stem and the first
+// stages before the next (VisRetNetImpl::run_stages), the last stage's small images several a chunk:
+// every image still gets its own numbers. RMT-T at 224x224, the reference image between two others,
+// float32, on 1 thread (chunks in order) and 2 (side by side).
+TEST(RmtT, EachImageOfABatchGetsItsOwnNumbers) {
+  const std::string checkpoint = manifest_case("rmt_t").at("checkpoint");
+  if (!rmt::test::reference_available(checkpoint)) {
+    GTEST_SKIP() << checkpoint << " (57 MB) is not in " << RMT_REFERENCE_DIR;
+  }
+  auto c = load_case("rmt_t");
+  c.model.to(torch::kCPU, at::kFloat);
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(7);
+  const auto others = torch::randn({2, 3, 224, 224});
+  const auto batch = at::cat({others.narrow(0, 0, 1), c.input.to(at::kFloat), others.narrow(0, 1, 1)});
+  const int threads_before = at::get_num_threads();
+  for (const int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    const auto out = c.model.forward(batch)[0];
+    EXPECT_LT(relative_error(out.narrow(0, 1, 1), c.expected[0]), 1e-5) << threads << " threads";
+    for (const int64_t i : {0, 2}) {
+      const auto alone = c.model.forward(batch.narrow(0, i, 1))[0];
+      EXPECT_LT(relative_error(out.narrow(0, i, 1), alone), 1e-6)
+          << "image " << i << ", " << threads << " threads";
+    }
+  }
+  at::set_num_threads(threads_before);
+}
+
 TEST(TinyCls, IntermediatesMatch) {
   auto c = load_case("tiny_cls");
   c.model.to(torch::kCPU, at::kDouble);

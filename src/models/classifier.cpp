@@ -36,15 +36,19 @@ torch::Tensor VisRetNetImpl::linear(torch::nn::Linear& layer, const torch::Tenso
   return nn::detail::linear_tokens(*layer, x, packed_[slot].get());
 }
 
+bool VisRetNetImpl::runs_in_chunks(const torch::Tensor& images) const {
+  return !policy_.literal() && !is_training() && !at::GradMode::is_enabled() &&
+         images.device().is_cpu();
+}
+
 // At inference on the CPU a few images at a time, as the stages (nn/batch_chunks.h): a batch's
 // stem activations (RMT-S's first convolution's: 1.6 MB an image at 224x224) would go through
 // memory, one image's through the cache. Every op of the stem is per image (its BatchNorms are
 // folded in eval mode), so the numbers are the whole batch's.
 torch::Tensor VisRetNetImpl::forward_stem(const torch::Tensor& images) {
   check_images(images, config_.in_chans, *this);
-  const bool chunked = !policy_.literal() && !is_training() && !at::GradMode::is_enabled() &&
-                       images.device().is_cpu();
-  const auto chunks = chunked ? nn::detail::plan_batch_chunks(images) : nn::detail::BatchChunks{};
+  const auto chunks =
+      runs_in_chunks(images) ? nn::detail::plan_batch_chunks(images) : nn::detail::BatchChunks{};
   if (chunks.count() <= 1) return patch_embed->forward(images);
   std::vector<torch::Tensor> parts(chunks.count());
   nn::detail::run_batch_chunks(chunks, [&](int64_t i) {
@@ -53,9 +57,42 @@ torch::Tensor VisRetNetImpl::forward_stem(const torch::Tensor& images) {
   return at::cat(parts);
 }
 
+// Where the stem and the first stages chunk a batch alike (RMT at 224x224: one image a chunk up to
+// the last stage, whose small images go several a chunk), each chunk runs through all of them
+// before the next starts: a stage's output is still in the cache when the next stage reads it, no
+// concatenation between them, and with several threads one parallel region for all of them. The
+// stages after that run stage by stage on the concatenated batch. Every op is per image, so the
+// numbers are the same.
 torch::Tensor VisRetNetImpl::run_stages(const torch::Tensor& images) {
-  auto x = forward_stem(images);
-  for (const auto& layer : *layers) x = layer->as<nn::BasicLayerImpl>()->forward(x);
+  check_images(images, config_.in_chans, *this);
+  const auto chunks =
+      runs_in_chunks(images) ? nn::detail::plan_batch_chunks(images) : nn::detail::BatchChunks{};
+  const auto stage = [&](size_t i) { return layers[i]->as<nn::BasicLayerImpl>(); };
+  torch::Tensor x;
+  size_t next = 0;  // the first stage that runs stage by stage
+  if (chunks.count() <= 1) {
+    x = patch_embed->forward(images);
+  } else {
+    const int64_t batch = images.size(0), threads = at::get_num_threads();
+    std::vector<torch::Tensor> parts(chunks.count());
+    std::vector<size_t> reached(chunks.count());
+    nn::detail::run_batch_chunks(chunks, [&](int64_t c) {
+      auto part = patch_embed->forward(images.narrow(0, chunks.starts[c], chunks.size(c)));
+      size_t i = 0;
+      for (; i < layers->size(); ++i) {
+        const int64_t image_bytes = part.numel() / part.size(0) * part.element_size();
+        const auto plan = nn::detail::plan_batch_chunks(batch, image_bytes,
+                                                        part.size(1) * part.size(2), threads);
+        if (!(plan == chunks)) break;
+        part = stage(i)->forward_whole(part);
+      }
+      parts[c] = std::move(part);
+      reached[c] = i;  // the same for every chunk: their images have the same shapes
+    });
+    x = at::cat(parts);
+    next = reached.front();
+  }
+  for (size_t i = next; i < layers->size(); ++i) x = stage(i)->forward(x);
   return x;
 }
 

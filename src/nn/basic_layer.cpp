@@ -137,6 +137,10 @@ torch::Tensor BasicLayerImpl::forward(const torch::Tensor& input) {
   return run_in_chunks(input, /*keep_features=*/false).downsampled;
 }
 
+torch::Tensor BasicLayerImpl::forward_whole(const torch::Tensor& input) {
+  return run(input).downsampled;
+}
+
 // At inference on the CPU, a few images at a time (batch_chunks.h), the chunks' outputs then
 // concatenated; every op is per image there (the BatchNorms are folded, in eval mode), so the
 // numbers are the same as the whole batch's.

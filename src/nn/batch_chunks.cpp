@@ -59,16 +59,21 @@ BatchChunks equal_chunks(int64_t batch, int64_t count) {
 
 BatchChunks plan_batch_chunks(const at::Tensor& stage_input, int64_t tokens) {
   const int64_t batch = stage_input.size(0);
+  const int64_t image_bytes =
+      batch > 0 ? stage_input.numel() / batch * static_cast<int64_t>(stage_input.element_size()) : 0;
+  return plan_batch_chunks(batch, image_bytes, tokens, at::get_num_threads());
+}
+
+BatchChunks plan_batch_chunks(int64_t batch, int64_t image_bytes, int64_t tokens,
+                              int64_t threads) {
   const int64_t forced = forced_chunk();
   if (forced == kWholeBatch || batch <= 1) return equal_chunks(batch, 1);
-  const int64_t image_bytes = std::max<int64_t>(
-      stage_input.numel() / batch * static_cast<int64_t>(stage_input.element_size()), 1);
+  image_bytes = std::max<int64_t>(image_bytes, 1);
   int64_t per_thread =
       forced != kAuto ? forced : std::max<int64_t>(budget_per_thread() / image_bytes, 1);
   if (forced == kAuto && tokens > 0 && tokens < kSmallImageTokens) {
     per_thread = std::max(per_thread, (kSmallImageRows + tokens - 1) / tokens);
   }
-  const int64_t threads = at::get_num_threads();
   if (threads > 1 && batch >= threads) {
     // Side by side, a multiple of the thread count, so that the threads finish together when
     // nothing else runs.

@@ -18,6 +18,9 @@ struct BatchChunks {
   bool side_by_side = false;    // the chunks on the threads, one thread each
   int64_t count() const { return static_cast<int64_t>(starts.size()) - 1; }
   int64_t size(int64_t i) const { return starts[i + 1] - starts[i]; }
+  bool operator==(const BatchChunks& other) const {
+    return starts == other.starts && side_by_side == other.side_by_side;
+  }
 };
 
 // The chunks of a stage whose input is `stage_input` (B, H, W, C) (or of the stem, its images):
@@ -27,6 +30,11 @@ struct BatchChunks {
 // overrides the size: `off` (the whole batch, no chunks) or a positive count; any other value
 // throws std::invalid_argument naming it.
 BatchChunks plan_batch_chunks(const at::Tensor& stage_input, int64_t tokens = 0);
+
+// The same plan for a batch of `batch` images of `image_bytes` each, on `threads` threads: what
+// plan_batch_chunks gives a whole batch, computed from one chunk of it (inside a chunk's run, where
+// at::get_num_threads() no longer tells the batch's thread count).
+BatchChunks plan_batch_chunks(int64_t batch, int64_t image_bytes, int64_t tokens, int64_t threads);
 
 // run(i) for every chunk: in order on this thread, or side by side on LibTorch's intra-op threads
 // (each takes the next chunk when done, so a thread that the system deschedules holds up no other),

@@ -72,6 +72,8 @@ class VisRetNetImpl : public torch::nn::Module, public nn::WithBackend, public n
   torch::nn::Linear aux_head{nullptr};  // token labeling only; null when num_classes <= 0 (identity)
 
  private:
+  // Whether a forward on `images` runs a batch a few images at a time (CPU inference).
+  bool runs_in_chunks(const torch::Tensor& images) const;
   torch::Tensor run_stages(const torch::Tensor& images);
   torch::Tensor apply_head(const torch::Tensor& pooled);
   torch::Tensor apply_aux_head(const torch::Tensor& tokens);

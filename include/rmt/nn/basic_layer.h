@@ -44,6 +44,9 @@ class BasicLayerImpl : public torch::nn::Module, public WithBackend {
   StageOutput forward_stage(const torch::Tensor& x);
   // The stage's output as the classifier consumes it (after downsampling).
   torch::Tensor forward(const torch::Tensor& x);
+  // The same, the whole of x at once (no chunks): for a caller that already runs a batch a few
+  // images at a time through several stages.
+  torch::Tensor forward_whole(const torch::Tensor& x);
   // This stage's and every module's in it.
   void set_backend(Backend backend) override;
 
