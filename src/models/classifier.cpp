@@ -80,9 +80,8 @@ torch::Tensor VisRetNetImpl::run_stages(const torch::Tensor& images) {
       auto part = patch_embed->forward(images.narrow(0, chunks.starts[c], chunks.size(c)));
       size_t i = 0;
       for (; i < layers->size(); ++i) {
-        const int64_t image_bytes = part.numel() / part.size(0) * part.element_size();
-        const auto plan = nn::detail::plan_batch_chunks(batch, image_bytes,
-                                                        part.size(1) * part.size(2), threads);
+        const auto plan =
+            nn::detail::plan_batch_chunks(part, batch, part.size(1) * part.size(2), threads);
         if (!(plan == chunks)) break;
         part = stage(i)->forward_whole(part);
       }

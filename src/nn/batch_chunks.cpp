@@ -58,17 +58,15 @@ BatchChunks equal_chunks(int64_t batch, int64_t count) {
 }  // namespace
 
 BatchChunks plan_batch_chunks(const at::Tensor& stage_input, int64_t tokens) {
-  const int64_t batch = stage_input.size(0);
-  const int64_t image_bytes =
-      batch > 0 ? stage_input.numel() / batch * static_cast<int64_t>(stage_input.element_size()) : 0;
-  return plan_batch_chunks(batch, image_bytes, tokens, at::get_num_threads());
+  return plan_batch_chunks(stage_input, stage_input.size(0), tokens, at::get_num_threads());
 }
 
-BatchChunks plan_batch_chunks(int64_t batch, int64_t image_bytes, int64_t tokens,
+BatchChunks plan_batch_chunks(const at::Tensor& part, int64_t batch, int64_t tokens,
                               int64_t threads) {
   const int64_t forced = forced_chunk();
-  if (forced == kWholeBatch || batch <= 1) return equal_chunks(batch, 1);
-  image_bytes = std::max<int64_t>(image_bytes, 1);
+  if (forced == kWholeBatch || batch <= 1 || part.size(0) < 1) return equal_chunks(batch, 1);
+  const int64_t image_bytes = std::max<int64_t>(
+      part.numel() / part.size(0) * static_cast<int64_t>(part.element_size()), 1);
   int64_t per_thread =
       forced != kAuto ? forced : std::max<int64_t>(budget_per_thread() / image_bytes, 1);
   if (forced == kAuto && tokens > 0 && tokens < kSmallImageTokens) {

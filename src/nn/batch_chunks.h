@@ -31,10 +31,11 @@ struct BatchChunks {
 // throws std::invalid_argument naming it.
 BatchChunks plan_batch_chunks(const at::Tensor& stage_input, int64_t tokens = 0);
 
-// The same plan for a batch of `batch` images of `image_bytes` each, on `threads` threads: what
-// plan_batch_chunks gives a whole batch, computed from one chunk of it (inside a chunk's run, where
-// at::get_num_threads() no longer tells the batch's thread count).
-BatchChunks plan_batch_chunks(int64_t batch, int64_t image_bytes, int64_t tokens, int64_t threads);
+// The plan of a batch of `batch` images like those of `part` (one chunk of it), on `threads`
+// threads: what the overload above gives the whole batch, computed inside a chunk's run, where
+// at::get_num_threads() no longer tells the batch's thread count.
+BatchChunks plan_batch_chunks(const at::Tensor& part, int64_t batch, int64_t tokens,
+                              int64_t threads);
 
 // run(i) for every chunk: in order on this thread, or side by side on LibTorch's intra-op threads
 // (each takes the next chunk when done, so a thread that the system deschedules holds up no other),
