@@ -30,6 +30,13 @@
 // 1024^3 sgemm the floor assumes. A second table prints that rate, and a floor that counts the
 // linear layers at it (the other FLOPs still at the sgemm rate) with the library's share of it.
 //
+// --against-batch B: for each batch size N other than B, one more child process times rmt's path on
+// N images and on the same number of images in batches of B, alternately (one forward of N, then
+// N/B forwards of B, repeated; 7 pairs at least, and until batch N has run --min-seconds), and
+// prints the per-image speed of batch N against batch B as the median of the pairs' ratios
+// ("# per image: ..."): two batch sizes compared under the same conditions, which separate
+// processes on a shared host are not. No sgemm calls between them.
+//
 // Speed: one child process builds the model and times the two paths alternately (fused, literal,
 // fused, literal, ...) after one warm-up run of each, at least --repeats times and until each path
 // has run --min-seconds (default 10), and reports the median time of each. Alternating within one process makes the ratio robust to a machine whose speed drifts (a
@@ -92,6 +99,7 @@ struct Options {
   bool linears = false;  // time the model's linear layers alone too
   bool run_rmt = true, run_literal = true;
   std::string tag;  // appended to the path's name: "rmt [TAG]"
+  int64_t against = 0;  // --against-batch: also time each batch size against this one, alternated
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -279,6 +287,51 @@ Speed measure_speed(const Options& opt, const std::string& preset, int64_t batch
   return speed;
 }
 
+// Per-image speed of batch `batch` against batch `against`, alternated in one process (see
+// --against-batch): the median, least and greatest ratio over the pairs (> 1: `batch` is faster).
+struct BatchRatio {
+  double median = 0, least = 0, greatest = 0;
+  int pairs = 0, threads = 0;
+};
+
+// Pairs at least: one pair's ratio swings by 10-20% on a shared host; the median of 7 much less.
+constexpr int kLeastPairs = 7;
+
+BatchRatio measure_batch_ratio(const Options& opt, const std::string& preset, int64_t batch,
+                               int64_t size) {
+  BatchRatio ratio;
+  ratio.threads = apply_threads(opt);
+  const torch::Device device(opt.device);
+  auto model = build(opt, preset, device);
+  model.set_backend(rmt::nn::Backend::Fused);
+  torch::NoGradGuard no_grad;
+  const int64_t calls = (batch + opt.against - 1) / opt.against;  // forwards of `against` a pair
+  auto many = torch::randn({batch, 3, size, size}).to(device, opt.dtype);
+  auto few = torch::randn({opt.against, 3, size, size}).to(device, opt.dtype);
+  auto timed = [&](const at::Tensor& images, int64_t times) {
+    synchronize(device);
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < times; ++i) model.forward(images);
+    synchronize(device);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  timed(many, 1);  // warm-up
+  timed(few, 1);
+  std::vector<double> ratios;
+  double spent = 0;
+  while (static_cast<int>(ratios.size()) < std::max(opt.repeats, kLeastPairs) || spent < opt.min_seconds) {
+    const double whole = timed(many, 1) / batch;
+    const double parts = timed(few, calls) / (calls * opt.against);
+    ratios.push_back(parts / whole);
+    spent += whole * batch;
+  }
+  ratio.pairs = static_cast<int>(ratios.size());
+  ratio.median = median(ratios);
+  ratio.least = *std::min_element(ratios.begin(), ratios.end());
+  ratio.greatest = *std::max_element(ratios.begin(), ratios.end());
+  return ratio;
+}
+
 // Peak memory of one forward (after building the model and the input).
 double measure_peak(const Options& opt, const std::string& preset, int64_t batch, int64_t size,
                     rmt::nn::Backend backend) {
@@ -414,6 +467,9 @@ void add_linear_row(const Options& opt, const std::string& preset, int64_t batch
       opt.run_rmt ? fmt::format("{:.0f}%", 100.0 * batch / speed.fused / floor) : ""));
 }
 
+// The --against-batch lines, printed after the main table.
+std::vector<std::string> ratio_lines;
+
 void row(const Options& opt, const std::string& preset, int64_t batch, int64_t size) {
   Speed speed;
   double fused_peak = 0, literal_peak = 0;
@@ -438,6 +494,25 @@ void row(const Options& opt, const std::string& preset, int64_t batch, int64_t s
     if (opt.run_rmt) print_row(opt, preset, "rmt", batch, size, speed, speed.fused, fused_peak);
     if (opt.run_literal) print_row(opt, preset, "literal", batch, size, speed, speed.literal, literal_peak);
     add_linear_row(opt, preset, batch, size, speed);
+  }
+  if (opt.against > 0 && batch != opt.against) {
+    BatchRatio ratio;
+    std::string why;
+    bool measured;
+    {
+      Contenders load(opt.contend);
+      measured = isolated([&] { return measure_batch_ratio(opt, preset, batch, size); }, ratio, why);
+    }
+    if (measured) {
+      ratio_lines.push_back(fmt::format(
+          "# per image: {} batch {} vs batch {}, {} threads, {} busy: {:.3f}x (median of {} pairs "
+          "alternated in one process; least {:.3f}x, greatest {:.3f}x)\n",
+          preset, batch, opt.against, ratio.threads, opt.contend, ratio.median, ratio.pairs,
+          ratio.least, ratio.greatest));
+    } else {
+      ratio_lines.push_back(fmt::format("# per image: {} batch {} vs batch {}: error: {}\n", preset,
+                                        batch, opt.against, why));
+    }
   }
   std::fflush(stdout);
 }
@@ -478,6 +553,8 @@ int main(int argc, char** argv) {
       opt.threads = std::max(0, std::stoi(value()));
     } else if (a == "--contend") {
       opt.contend = std::max(0, std::stoi(value()));
+    } else if (a == "--against-batch") {
+      opt.against = std::max(1LL, std::stoll(value()));
     } else if (a == "--tag") {
       opt.tag = value();
     } else if (a == "--linears") {
@@ -507,7 +584,7 @@ int main(int argc, char** argv) {
                  "usage: {} [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--repeats N] "
                  "[--min-seconds S] "
                  "[--models a,b] [--batches 1,16] [--dense 512,1024] [--dense-model rmt_t_dense] "
-                 "[--paths rmt,literal] [--threads N] [--contend K] [--no-memory] [--linears] [--tag TEXT] "
+                 "[--paths rmt,literal] [--threads N] [--contend K] [--no-memory] [--linears] [--against-batch B] [--tag TEXT] "
                  "[--train rmt_t|none] [--train-batch 4] [--train-size 224]\n",
                  argv[0]);
       return a == "--help" ? 0 : 1;
@@ -552,6 +629,8 @@ int main(int argc, char** argv) {
     for (const auto b : opt.batches) row(opt, m, b, 224);
   }
   for (const auto s : opt.dense_sizes) row(opt, opt.dense_model, 1, s);
+  if (!ratio_lines.empty()) fmt::print("\n");
+  for (const auto& line : ratio_lines) fmt::print("{}", line);
   if (!linear_rows.empty()) {
     fmt::print("\n# The linear layers alone (--linears), timed in the same rounds; the last two "
                "columns: a floor with the linear layers at their own rate, the other FLOPs at the "

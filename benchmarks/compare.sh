@@ -15,7 +15,9 @@
 # Peak memory is measured in the quiet runs only (load does not change it). --rounds N: every
 # setting's two programs run alternately N times and each implementation's row is its median round
 # (by img/s), so that one slow moment of a shared host flatters neither side; the batch sizes
-# alternate inside each round as well. Then a summary of the ratios the issue's targets are stated in.
+# alternate inside each round as well. With batch 1 among --batches, each other batch size is also
+# timed against batch 1 alternated in one process (bench_models --against-batch 1): the per-image
+# ratio under the same conditions. Then a summary of the ratios the issue's targets are stated in.
 set -euo pipefail
 
 command_line="$0 $*"
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     --min-seconds) min_seconds=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --no-anchors) anchors=0; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -67,7 +69,11 @@ echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 rows=$(mktemp)
 round_rows=$(mktemp)
-trap 'rm -f "$rows" "$round_rows"' EXIT
+bench_out=$(mktemp)
+ratios=$(mktemp)  # bench_models' "# per image" lines: batch N against batch 1 in one process
+trap 'rm -f "$rows" "$round_rows" "$bench_out" "$ratios"' EXIT
+has_batch_one=0
+for batch in $batches; do [ "$batch" != 1 ] || has_batch_one=1; done
 # The median row (by img/s, column 8) of each implementation and batch size in round_rows, in
 # first-seen order.
 median_rows() {
@@ -92,9 +98,12 @@ for contend in $contend_list; do
     # so both are measured in the same minutes of a shared host.
     for round in $(seq "$rounds"); do
       for batch in $batches; do
+        against=""
+        [ "$batch" = 1 ] || [ "$has_batch_one" = 0 ] || against="--against-batch 1"
         "$bench" --models "$model" --batches "$batch" --dense "" --train none --threads "$threads" \
-                 --contend "$contend" --min-seconds "$min_seconds" $memory | grep '^| ' |
-          grep -v '^| model' >> "$round_rows"
+                 --contend "$contend" --min-seconds "$min_seconds" $memory $against > "$bench_out"
+        grep '^| ' "$bench_out" | grep -v '^| model' >> "$round_rows" || true
+        grep '^# per image: ' "$bench_out" >> "$ratios" || true
         if [ "$anchors" = 1 ]; then
           python3 "$here/anchors.py" --official-repo "$official" --model "$model" --batches "$batch" \
                   --threads "$threads" --contend "$contend" --min-seconds "$min_seconds" \
@@ -140,9 +149,17 @@ for batch in $batches; do
 done
 
 # The ratios of the targets, from the rows above: rmt against each of the authors' paths, and
-# batch 16 against batch 1 per image.
+# batch 16 against batch 1 per image: from the rows (separate processes) and alternated in one
+# process (bench_models --against-batch 1; the median of the rounds' medians).
 echo
-awk -F'|' '
+awk -F'|' -v ratios="$ratios" '
+  BEGIN {  # the "# per image" lines: batch N vs batch 1, T threads, K busy: R x
+    while ((getline l < ratios) > 0) {
+      if (!match(l, /batch [0-9]+ vs batch 1, [0-9]+ threads, [0-9]+ busy: [0-9.]+x/)) continue
+      split(substr(l, RSTART, RLENGTH), w, /[ ,:x]+/)
+      key = w[2] "|" w[6] "|" w[8]; pairs[key, ++n_pairs[key]] = w[10] + 0
+    }
+  }
   { path = $3; gsub(/ /, "", path); key = $5 + 0 "|" $6 + 0 "|" $7 + 0; speed[path, key] = $8 + 0; f = $12; gsub(/ /, "", f); floor_share[path, key] = f; keys[key] = 1 }
   END {
     for (key in keys) {
@@ -156,7 +173,14 @@ awk -F'|' '
         line = line sprintf(", %.2fx eager", r / speed["authors-eager", key])
       one = "1|" k[2] "|" k[3]
       if (k[1] != 1 && (("rmt", one) in speed) && speed["rmt", one] > 0)
-        line = line sprintf(", %.2fx batch 1 per image", r / speed["rmt", one])
+        line = line sprintf(", %.2fx batch 1 per image (rows)", r / speed["rmt", one])
+      if (n_pairs[key] > 0) {
+        n = n_pairs[key]
+        delete v
+        for (i = 1; i <= n; ++i) v[i] = pairs[key, i]
+        for (i = 1; i <= n; ++i) for (j = i + 1; j <= n; ++j) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+        line = line sprintf(", %.3fx alternated in one process (median of %d rounds, %.3f-%.3f)", v[int((n + 1) / 2)], n, v[1], v[n])
+      }
       print line
     }
   }' "$rows" | sort -t, -k1,1 -k2,2 -k3,3
