@@ -1,15 +1,18 @@
 // The thread count rmt picks: cgroup CPU quotas (v1 and v2, read from fake cgroup trees), the
 // affinity mask, and the environment variables that override them. No timing here: speed under
-// load is shown by benchmarks/bench_models --contend.
+// load is shown by benchmarks/bench_models --contend. Also the guided split of a range over the
+// threads that the CPU kernels share.
 #include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
@@ -19,6 +22,7 @@
 #include "rmt/runtime/threads.h"
 #include "tool_runner.h"
 #include "rmt/runtime/wait_policy.h"
+#include "runtime/guided_parallel.h"
 
 namespace fs = std::filesystem;
 using rmt::runtime::cgroup_cpu_quota;
@@ -324,4 +328,49 @@ TEST(BusyCpus, RunQueueWaitIsCountedOnLinux) {
 TEST(BusyCpus, Setting) {
   const char* v = std::getenv("RMT_BUSY_CPUS");
   EXPECT_EQ(rmt::runtime::busy_cpu_feedback_enabled(), !(v && std::string(v) == "ignore"));
+}
+
+// runtime/guided_parallel.h: every index exactly once, in chunks of at least `least` and a
+// multiple of `align` except the one that ends the range, on 1 to 3 threads (in a parallel region
+// where there are several); inside a parallel region the calling thread takes the whole range as
+// one chunk.
+TEST(GuidedParallel, ChunksCoverTheRangeOnce) {
+  const int before = at::get_num_threads();
+  struct Case {
+    int64_t begin, end, least, align;
+  };
+  for (const int threads : {1, 2, 3}) {
+    at::set_num_threads(threads);
+    for (const Case c : {Case{0, 0, 1, 1}, Case{5, 6, 1, 1}, Case{0, 196, 12, 6},
+                         Case{3, 1000, 1, 1}, Case{0, 49, 64, 1}, Case{10, 43, 2, 4}}) {
+      std::vector<std::atomic<int>> seen(static_cast<size_t>(c.end + 1));
+      std::atomic<int> bad_chunks{0}, serial_chunks{0};
+      const bool threaded = threads > 1 && c.end - c.begin > c.least;
+      rmt::runtime::parallel_for_guided(c.begin, c.end, c.least, c.align,
+                                        [&](int64_t i0, int64_t i1) {
+        if (i1 != c.end && ((i1 - i0) < c.least || (i1 - i0) % c.align != 0)) ++bad_chunks;
+        if (threaded && !at::in_parallel_region()) ++serial_chunks;
+        for (int64_t i = i0; i < i1; ++i) ++seen[static_cast<size_t>(i)];
+      });
+      for (int64_t i = 0; i < c.end; ++i) {
+        EXPECT_EQ(seen[static_cast<size_t>(i)].load(), i >= c.begin ? 1 : 0)
+            << "index " << i << " of [" << c.begin << ", " << c.end << ") on " << threads
+            << " threads";
+      }
+      EXPECT_EQ(bad_chunks.load(), 0) << "[" << c.begin << ", " << c.end << ") on " << threads;
+      EXPECT_EQ(serial_chunks.load(), 0) << "[" << c.begin << ", " << c.end << ") on " << threads
+                                         << " threads ran outside a parallel region";
+    }
+  }
+  at::set_num_threads(2);
+  std::atomic<int> calls{0}, whole{0};
+  at::parallel_for(0, 2, 1, [&](int64_t, int64_t) {
+    rmt::runtime::parallel_for_guided(0, 100, 1, 1, [&](int64_t i0, int64_t i1) {
+      ++calls;
+      whole += i0 == 0 && i1 == 100;
+    });
+  });
+  EXPECT_EQ(calls.load(), whole.load());
+  EXPECT_GE(calls.load(), 1);
+  at::set_num_threads(before);
 }

@@ -9,6 +9,7 @@
 #include <c10/util/accumulate.h>
 #include <fmt/format.h>
 
+#include "runtime/guided_parallel.h"
 #include "runtime/tensor_text.h"
 
 namespace rmt::nn::detail {
@@ -16,7 +17,14 @@ namespace rmt::nn::detail {
 namespace {
 
 // Rows a thread takes at least when the threads split the rows; with fewer the columns are split.
+// Either way in guided chunks (runtime/guided_parallel.h): on a shared host the threads' speeds
+// differ from moment to moment, and a fixed half each left one waiting at the end.
 constexpr int64_t kRowsPerThread = 64;
+// Rows of a chunk at least, and its multiple where the rows are split in guided chunks: two of the
+// AVX2 kernel's 6-row register tiles (a chunk streams the whole weight once; fewer rows would
+// make that stream, not the FMAs, the limit).
+constexpr int64_t kLeastRowsPerChunk = 12;
+constexpr int64_t kRowAlign = 6;
 // Multiply-adds below which a layer runs on the calling thread.
 constexpr int64_t kSerialMacs = 1 << 16;
 
@@ -34,19 +42,15 @@ void run_blocks(BlockGemm block, int64_t column_align, const at::Tensor& x,
   if (threads <= 1 || m * n * k < kSerialMacs) {
     block(a, m, k, b, n, 0, n, bp, gelu, beta, out);
   } else if (m >= threads * kRowsPerThread) {
-    const int64_t share = (m + threads - 1) / threads;
-    at::parallel_for(0, m, share, [&](int64_t r0, int64_t r1) {
+    runtime::parallel_for_guided(0, m, kLeastRowsPerChunk, kRowAlign, [&](int64_t r0, int64_t r1) {
       block(a + r0 * k, r1 - r0, k, b, n, 0, n, bp, gelu, beta, out + r0 * n);
     });
   } else {
-    // At least one aligned group of columns a share (n may be below the thread count).
-    const int64_t share =
-        std::max(column_align, (n / threads + column_align - 1) / column_align * column_align);
-    const int64_t shares = (n + share - 1) / share;
-    at::parallel_for(0, shares, 1, [&](int64_t s0, int64_t s1) {
-      for (int64_t s = s0; s < s1; ++s) {
-        block(a, m, k, b, n, s * share, std::min(n, (s + 1) * share), bp, gelu, beta, out);
-      }
+    // Few rows (the last stage, a head): the threads take groups of column_align columns, so that
+    // each reads only its part of the weight.
+    const int64_t groups = (n + column_align - 1) / column_align;
+    runtime::parallel_for_guided(0, groups, 1, 1, [&](int64_t g0, int64_t g1) {
+      block(a, m, k, b, n, g0 * column_align, std::min(n, g1 * column_align), bp, gelu, beta, out);
     });
   }
 }

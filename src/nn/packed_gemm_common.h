@@ -18,10 +18,10 @@ using BlockGemm = void (*)(const float* a, int64_t m, int64_t k, const float* pa
 
 // x (..., in), contiguous, times the packed weight, plus bias (may be undefined), then GELU
 // (gelu): (..., out_features), through `block` on LibTorch's threads. The calling thread alone
-// inside a parallel region or for a tiny layer (a parallel region costs more); each thread a
-// contiguous share of the rows where there are at least 64 a thread; else (the last stage, a
-// head) a share of the columns, a multiple of column_align wide, so that each reads only its part
-// of the weight.
+// inside a parallel region or for a tiny layer (a parallel region costs more); where there are at
+// least 64 rows a thread, the threads take guided chunks of rows (runtime/guided_parallel.h);
+// else (the last stage, a head) guided chunks of column groups, column_align wide, so that each
+// reads only its part of the weight.
 at::Tensor linear_in_blocks(BlockGemm block, int64_t column_align, const at::Tensor& x,
                             const at::Tensor& packed, int64_t out_features, const at::Tensor& bias,
                             bool gelu);

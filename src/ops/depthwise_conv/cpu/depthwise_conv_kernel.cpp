@@ -25,6 +25,7 @@
 #include "ops/cpu/cpu_simd.h"
 #include "ops/depthwise_conv/depthwise_conv_ops.h"
 #include "ops/token_layout.h"
+#include "runtime/guided_parallel.h"
 #include "runtime/tensor_text.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -422,10 +423,13 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "depthwise_conv2d_nhwc", [&] {
     const KernelWeights<scalar_t> kw(weight, bias, s.channels);
     const scalar_t* rp = rc.defined() ? rc.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, s.batch * s.height, grain, [&](int64_t row0, int64_t row1) {
+    auto body = [&](int64_t row0, int64_t row1) {
       RMT_CALL_LANE_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), kw.wt(), kw.bias(),
                             rp, y.data_ptr<scalar_t>(), row0, row1);
-    });
+    };
+    // Guided chunks of rows: the threads of a shared host run at uneven speeds
+    // (runtime/guided_parallel.h).
+    runtime::parallel_for_guided(0, s.batch * s.height, grain, 1, body);
   });
   return y;
 }

@@ -22,6 +22,7 @@
 #include "ops/masa/cpu/attend_lanes.h"
 #include "ops/masa/masa_ops.h"
 #include "ops/masa/masa_params.h"
+#include "runtime/guided_parallel.h"
 
 namespace rmt::ops::masa {
 namespace {
@@ -231,7 +232,7 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
     }
   }
   const int64_t cost = len * len * 2 * (d + dv);
-  at::parallel_for(0, tasks, grain_for(cost), [&](int64_t begin, int64_t end) {
+  auto body = [&](int64_t begin, int64_t end) {
     std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(len, len));
     const int64_t token_stride = pass.tstride * s.n;  // between a sequence's tokens, / dim
     for (int64_t task = begin; task < end; ++task) {
@@ -272,7 +273,9 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
       cpu::transpose_from_lanes(ot.data(), ldq, len, dv, dst + s.offset(b, first, head, dv),
                                 token_stride * dv);
     }
-  });
+  };
+  // Guided chunks: the threads of a shared host run at uneven speeds (runtime/guided_parallel.h).
+  runtime::parallel_for_guided(0, tasks, grain_for(cost), 1, body);
 }
 
 // Both passes of the decomposed forward; o1 (opmath) holds the row pass's output.
