@@ -501,7 +501,8 @@ void row(const Options& opt, const std::string& preset, int64_t batch, int64_t s
     bool measured;
     {
       Contenders load(opt.contend);
-      measured = isolated([&] { return measure_batch_ratio(opt, preset, batch, size); }, ratio, why);
+      measured =
+          isolated([&] { return measure_batch_ratio(opt, preset, batch, size); }, ratio, why);
     }
     if (measured) {
       ratio_lines.push_back(fmt::format(

@@ -12,6 +12,7 @@
 #include "ops/cpu/bias_gelu.h"
 #include "ops/cpu/cpu_simd.h"
 #include "runtime/cpu_cache.h"
+#include "runtime/guided_parallel.h"
 
 #if RMT_HAVE_AVX2_VARIANT && defined(CPUBLAS_BRGEMM_F32F32F32)
 #define RMT_WINOGRAD 1
@@ -219,7 +220,10 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& transformed, const at:
   const float* up = transformed.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, (tiles + block - 1) / block, 1, [&](int64_t first, int64_t last) {
+  // Guided chunks of blocks: the threads of a shared host run at uneven speeds
+  // (runtime/guided_parallel.h).
+  const int64_t blocks = (tiles + block - 1) / block;
+  runtime::parallel_for_guided(0, blocks, 1, 1, [&](int64_t first, int64_t last) {
     const std::unique_ptr<float[]> v(new float[kPlanes * plane_stride(block, s.in)]);
     const std::unique_ptr<float[]> m(new float[kPlanes * plane_stride(block, s.out)]);
     for (int64_t blk = first; blk < last; ++blk) {
