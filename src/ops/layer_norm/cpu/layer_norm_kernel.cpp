@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "ops/cpu/cpu_simd.h"
+#include "runtime/guided_parallel.h"
 
 namespace rmt::ops::layer_norm {
 namespace {
@@ -138,7 +139,8 @@ at::Tensor add_layer_norm_cpu(const at::Tensor& x, const at::Tensor& branch,
     const scalar_t* bb = b.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     const auto e = static_cast<scalar_t>(eps);
-    at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    // Guided chunks: the threads of a shared host run at uneven speeds (runtime/guided_parallel.h).
+    runtime::parallel_for_guided(0, rows, grain, 1, [&](int64_t r0, int64_t r1) {
       RMT_CALL_LANE_VARIANT(rows, xp, bp, wp, bb, yp, C, e, r0, r1);
     });
   });
