@@ -116,6 +116,16 @@ void synchronize(const torch::Device& device) {
 #endif
 }
 
+// Seconds `work` takes on `device`, its queued kernels included (CUDA: synchronized either side).
+template <class F>
+double seconds_of(const torch::Device& device, F&& work) {
+  synchronize(device);
+  const auto start = std::chrono::steady_clock::now();
+  work();
+  synchronize(device);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 struct Speed {
   double fused = 0, literal = 0;  // median seconds per forward
   double gemm_flops = 0;          // sgemm FLOP/s on the same threads (CPU; 0 on CUDA)
@@ -195,17 +205,17 @@ class LinearSweep {
     }
   }
   double seconds() {
-    const auto start = std::chrono::steady_clock::now();
-    for (auto& step : steps_) {
-      if (step.stacked && step.linears.size() == 3) {
-        const auto y = rmt::nn::detail::stacked_linear_tokens(
-            *step.linears[0], *step.linears[1], *step.linears[2], step.x, step.stack.get());
-        if (y) continue;
+    return seconds_of(torch::kCPU, [&] {
+      for (auto& step : steps_) {
+        if (step.stacked && step.linears.size() == 3) {
+          const auto y = rmt::nn::detail::stacked_linear_tokens(
+              *step.linears[0], *step.linears[1], *step.linears[2], step.x, step.stack.get());
+          if (y) continue;
+        }
+        for (const auto* linear : step.linears)
+          rmt::nn::detail::linear_tokens(*linear, step.x, step.packed.get());
       }
-      for (const auto* linear : step.linears)
-        rmt::nn::detail::linear_tokens(*linear, step.x, step.packed.get());
-    }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
   }
 
  private:
@@ -237,20 +247,12 @@ Speed measure_speed(const Options& opt, const std::string& preset, int64_t batch
   auto images = torch::randn({batch, 3, size, size}).to(device, opt.dtype);
   auto timed = [&](rmt::nn::Backend backend) {
     model.set_backend(backend);
-    synchronize(device);
-    const auto start = std::chrono::steady_clock::now();
-    auto out = model.forward(images);
-    synchronize(device);
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return seconds_of(device, [&] { model.forward(images); });
   };
   const bool cpu = device.is_cpu();
   const int64_t n = 1024;
   auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
-  auto gemm = [&] {
-    const auto start = std::chrono::steady_clock::now();
-    at::mm_out(c, a, b);
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  };
+  auto gemm = [&] { return seconds_of(torch::kCPU, [&] { at::mm_out(c, a, b); }); };
   if (opt.run_rmt) timed(rmt::nn::Backend::Fused);  // warm-up
   if (opt.run_literal) timed(rmt::nn::Backend::Reference);
   if (cpu) gemm();
@@ -309,17 +311,16 @@ BatchRatio measure_batch_ratio(const Options& opt, const std::string& preset, in
   auto many = torch::randn({batch, 3, size, size}).to(device, opt.dtype);
   auto few = torch::randn({opt.against, 3, size, size}).to(device, opt.dtype);
   auto timed = [&](const at::Tensor& images, int64_t times) {
-    synchronize(device);
-    const auto start = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < times; ++i) model.forward(images);
-    synchronize(device);
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return seconds_of(device, [&] {
+      for (int64_t i = 0; i < times; ++i) model.forward(images);
+    });
   };
   timed(many, 1);  // warm-up
   timed(few, 1);
   std::vector<double> ratios;
   double spent = 0;
-  while (static_cast<int>(ratios.size()) < std::max(opt.repeats, kLeastPairs) || spent < opt.min_seconds) {
+  const int least_pairs = std::max(opt.repeats, kLeastPairs);
+  while (static_cast<int>(ratios.size()) < least_pairs || spent < opt.min_seconds) {
     const double whole = timed(many, 1) / batch;
     const double parts = timed(few, calls) / (calls * opt.against);
     ratios.push_back(parts / whole);
