@@ -813,9 +813,10 @@ TEST(Modules, PackedGemmsMatchAtLinear) {
   // path runs it in column panels and depth slices, each with a remainder; {49, 1100, 300} and
   // {1, 512, 1000}: the same with one block of rows (its panels of 256 and slices of 64, the next
   // panel prefetched). For the AVX2 kernel's tiles of 6 rows: remainders of 1 to 5 rows (49, 70,
-  // 14, 3, 17; a last 7 or 8 rows as tiles of 4 and 3 or 4 and 4: 49, 14), strips of 16 columns with a narrower last one (40, 100, 1000, 300, 5), depth
-  // slices of 256 with a remainder (1100, 300), and {600, 300, 40}: more rows than a block holds
-  // with an L2 of up to 1 MiB (half of it for 256-deep rows: 512 rows).
+  // 14, 3, 17; a last 7 or 8 rows as tiles of 4 and 3 or 4 and 4: 49, 14), strips of 16 columns
+  // with a narrower last one (40, 100, 1000, 300, 5), depth slices of 256 with a remainder (1100,
+  // 300), and {600, 300, 40}: more rows than a block holds with an L2 of up to 1 MiB (half of it
+  // for 256-deep rows: 512 rows).
   const std::vector<std::array<int64_t, 3>> shapes{
       {300, 24, 40}, {49, 64, 100}, {1, 512, 1000}, {70, 1100, 300}, {49, 1100, 300},
       {3, 8, 5},     {14, 300, 48}, {17, 16, 16},   {600, 300, 40},  {4, 0, 6},
