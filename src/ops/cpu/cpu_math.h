@@ -191,62 +191,42 @@ RMT_ALWAYS_INLINE VecT<double> vexp_nonpos(const VecT<double>& arg) {
   return p * (V)bits;
 }
 
-// 1 / d for float vectors of 16, 32 or 64 bytes: the hardware estimate (12 or 14 bits) and one
-// Newton step (22 bits or more), a fifth of a division's cost (the division bound erf's
-// throughput).
-// Each estimate is compiled for the ISA its width needs; plain inline (not always_inline), so that
-// only the flattened kernels of that ISA inline it, never a generic helper on the way.
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
-#define RMT_HAVE_RCP_ESTIMATE 1
-inline VecN<float, 16> rcp_estimate(VecN<float, 16> d) { return __builtin_ia32_rcpps(d); }
-__attribute__((target("avx"))) inline VecN<float, 32> rcp_estimate(VecN<float, 32> d) {
-  return __builtin_ia32_rcpps256(d);
-}
-__attribute__((target("avx512f"))) inline VecN<float, 64> rcp_estimate(VecN<float, 64> d) {
-  return __builtin_ia32_rcp14ps512_mask(d, VecN<float, 64>{}, static_cast<unsigned short>(-1));
-}
-#endif
+// The GELU's erf part for float vectors (V of any width): x / 2 erf(x / sqrt 2) = s P(s) / Q(s)
+// with s = x^2 / 2 = z^2 (z = x / sqrt 2; the term is even in x), P and Q of degree 5: the odd
+// rational z P(s) / Q(s) for erf, its P divided by sqrt 2, the factor x / 2 folded into s. From
+// |z| = 3.92 on (s > 15.3664) erf rounds to +-1 in float (erfc(3.92) < 2^-25) and the term is
+// |x| / 2: GELU is then exactly x or exactly 0, not the fit's residue times x, and the rational,
+// overflowing to inf or NaN far out, is never used there (a NaN compares false and stays a NaN).
+// Coefficients: a minimax fit of our own (scripts/fit_erf.py) on [0, 4]; absolute error 2e-8 in
+// exact arithmetic, below 3.5e-7 evaluated in float (Abramowitz & Stegun 7.1.26, LibTorch's
+// vectorized erf, is 5.3e-7 in float). One division, not a reciprocal estimate and its Newton
+// step: the divider is its own unit and the multiply-add pipes, the GELU's bound, are spared
+// (18 operations a vector where the form x / 2 (1 + erf) took 24: 0.69 -> 0.56 ns an element on
+// AVX2, Zen 3).
 template <class V>
-RMT_ALWAYS_INLINE V vrecip(const V& d) {
-#if defined(RMT_HAVE_RCP_ESTIMATE)
-  const V e = rcp_estimate(d);
-  return e * (2.0f - d * e);
-#else
-  return 1.0f / d;
-#endif
-}
-
-// erf for float vectors (V of any width): the odd rational z P(z^2) / Q(z^2), degrees 5 and 5 in
-// z^2, and exactly +-1 from |z| = 3.92 on, where erf rounds to +-1 in float (erfc(3.92) < 2^-25):
-// GELU's 1 + erf is then exactly 0 for a large negative x, not the fit's residue times x, and the
-// rational, overflowing to inf or NaN far out, is never used there (no clamp of z needed; a NaN
-// compares false and stays a NaN). Coefficients: a minimax fit of our own (scripts/fit_erf.py) on
-// [0, 4]; absolute error 2e-8 in exact arithmetic, below 3.5e-7 evaluated in float (Abramowitz &
-// Stegun 7.1.26, LibTorch's vectorized erf, is 5.3e-7 in float). About 20 operations and no exp:
-// half of what 7.1.26 costs, on one of the largest non-GEMM passes of the model.
-template <class V>
-RMT_ALWAYS_INLINE V verf_of(const V& z) {
-  const V s = z * z;
-  V p = V{} + 1.974668748516706e-06f;
-  p = p * s + 2.880150859709829e-04f;
-  p = p * s + 4.003257490694523e-03f;
-  p = p * s + 5.346631631255150e-02f;
-  p = p * s + 1.962423771619797e-01f;
-  p = p * s + 1.128378987312317f;
+RMT_ALWAYS_INLINE V vgelu_erf_term_of(const V& half, const V& s) {
+  constexpr float r = 0.70710678118654752f;  // 1 / sqrt 2, folded into P's coefficients
+  V p = V{} + 1.974668748516706e-06f * r;
+  p = p * s + 2.880150859709829e-04f * r;
+  p = p * s + 4.003257490694523e-03f * r;
+  p = p * s + 5.346631631255150e-02f * r;
+  p = p * s + 1.962423771619797e-01f * r;
+  p = p * s + 1.128378987312317f * r;
   V q = V{} + 3.747777009266429e-05f;
   q = q * s + 1.216230681166053e-03f;
   q = q * s + 1.544369384646416e-02f;
   q = q * s + 1.164734214544296e-01f;
   q = q * s + 5.072464346885681e-01f;
   q = q * s + 1.0f;
-  const V r = z * p * vrecip(q);  // q >= 1
-  return z > 3.92f ? V{} + 1.0f : z < -3.92f ? V{} - 1.0f : r;
+  using VI = VecN<int32_t, sizeof(V)>;
+  const V abs_half = (V)((VI)half & 0x7fffffff);
+  return s > 15.3664f ? abs_half : s * p / q;  // q >= 1
 }
 
 // erf(z) on [0, 4) in 16 intervals of 0.25, in each a degree-5 polynomial in the position t in
 // [0, 1) inside it: row k holds the intervals' coefficients of t^k, so that a 16-lane vector
 // picks each lane's by a permutation. Our own fit (scripts/fit_erf_table.py): absolute error 6e-9
-// in exact arithmetic, 6.3e-8 evaluated in float (verf_of's: 3.5e-7). From 4 on erf is 1 in float.
+// in exact arithmetic, 6.3e-8 evaluated in float (the rational's: 3.5e-7). From 4 on erf is 1 in float.
 inline constexpr float kErfTable[6][16] = {
     {2.706493030e-09f, 2.763263881e-01f, 5.204998851e-01f, 7.111556530e-01f, 8.427007794e-01f,
      9.229001403e-01f, 9.661051631e-01f, 9.866716862e-01f, 9.953222871e-01f, 9.985373020e-01f,
@@ -275,9 +255,9 @@ inline constexpr float kErfTable[6][16] = {
 };
 
 // The exact GELU, x / 2 (1 + erf(x / sqrt 2)), of a float vector. On 16 lanes as x / 2 +
-// |x| / 2 erf(|x| / sqrt 2) with kErfTable: 6 permutations and 5 multiply-adds where verf_of
-// takes ~20 multiply-adds and a reciprocal (the 16-lane pass 1.5x faster); narrower vectors have
-// no 16-entry permutation and keep verf_of.
+// |x| / 2 erf(|x| / sqrt 2) with kErfTable: 6 permutations and 5 multiply-adds where the rational
+// takes 13 multiply-adds and a division (the 16-lane pass 1.5x faster); narrower vectors have no
+// 16-entry permutation and take the rational (vgelu_erf_term_of).
 template <class V>
 RMT_ALWAYS_INLINE V vgelu_of(const V& x) {
   if constexpr (sizeof(V) == 64 && sizeof(x[0]) == sizeof(float)) {
@@ -294,7 +274,8 @@ RMT_ALWAYS_INLINE V vgelu_of(const V& x) {
     }
     return abs_half * p + half;
   } else {
-    return 0.5f * x * (1.0f + verf_of(x * 0.70710678118654752f));
+    const V half = 0.5f * x;
+    return half + vgelu_erf_term_of(half, x * half);
   }
 }
 
