@@ -737,8 +737,8 @@ TEST(Modules, GeluMatchesItsDefinitionElementwise) {
 }
 
 #if RMT_HAVE_AVX2_VARIANT
-// The attention kernel's 2^x on 16 lanes (AVX-512: vexp2_nonpos_of takes its table form there),
-// over n (a multiple of 16) arguments.
+// The attention kernel's 2^x on 16 lanes (AVX-512) and on 8 (AVX2), where vexp2_nonpos_of takes
+// its table form, over n (a multiple of 16) arguments.
 RMT_TARGET_AVX512 RMT_FLATTEN void exp2_16_lanes(const float* in, float* out, int64_t n) {
   namespace cpu = rmt::ops::cpu;
   using V = cpu::VecN<float, 64>;
@@ -747,14 +747,20 @@ RMT_TARGET_AVX512 RMT_FLATTEN void exp2_16_lanes(const float* in, float* out, in
     cpu::vstore(out + i, cpu::vexp2_nonpos_of<V, I>(cpu::vload<float, V>(in + i)));
   }
 }
-#endif
+RMT_TARGET_AVX2 RMT_FLATTEN void exp2_8_lanes(const float* in, float* out, int64_t n) {
+  namespace cpu = rmt::ops::cpu;
+  using V = cpu::VecN<float, 32>;
+  using I = cpu::VecN<int32_t, 32>;
+  for (int64_t i = 0; i < n; i += 8) {
+    cpu::vstore(out + i, cpu::vexp2_nonpos_of<V, I>(cpu::vload<float, V>(in + i)));
+  }
+}
 
-// The attention's 2^x for x <= 0 on 16 lanes (a table of 2^(k/16) and a cubic), element by element
-// against exp2 in double over [-100, 0] in steps of 1e-4 (every table entry many times): within
-// 1.5e-7 (about an ulp; measured 1.05e-7) down to 2^-92, exactly 0 below (and for -inf), NaN kept.
-TEST(Kernels, Exp2OnSixteenLanesMatchesExp2Elementwise) {
-#if RMT_HAVE_AVX2_VARIANT
-  if (!rmt::ops::cpu::use_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+// The attention's 2^x for x <= 0 on `lanes` lanes (a table of 2^(k / lanes) and a cubic), element
+// by element against exp2 in double over [-100, 0] in steps of 1e-4 (every table entry many
+// times): within 1.5e-7 (about an ulp; measured 1.05e-7 on 16 lanes, 1.1e-7 on 8) down to 2^-92,
+// exactly 0 below (and for -inf), NaN kept.
+void expect_exp2_on_lanes_matches_exp2(int lanes) {
   std::vector<float> x;
   for (int64_t i = -1000000; i <= 0; ++i) x.push_back(static_cast<float>(i * 1e-4));
   for (float v : {-92.0f, -92.00001f, -126.0f, -1e30f, -INFINITY, std::nanf(""), -0.0f}) {
@@ -762,7 +768,8 @@ TEST(Kernels, Exp2OnSixteenLanesMatchesExp2Elementwise) {
   }
   x.resize((x.size() + 15) / 16 * 16, 0.0f);
   std::vector<float> got(x.size());
-  exp2_16_lanes(x.data(), got.data(), static_cast<int64_t>(x.size()));
+  (lanes == 16 ? exp2_16_lanes : exp2_8_lanes)(x.data(), got.data(),
+                                               static_cast<int64_t>(x.size()));
   double worst = 0.0, at = 0.0;
   for (size_t i = 0; i < x.size(); ++i) {
     if (std::isnan(x[i])) {
@@ -775,8 +782,24 @@ TEST(Kernels, Exp2OnSixteenLanesMatchesExp2Elementwise) {
       if (err > worst) worst = err, at = x[i];
     }
   }
-  EXPECT_LT(worst, 1.5e-7) << "worst at x = " << at;
-  std::printf("  2^x on 16 lanes: worst relative error %.3g (at x = %g)\n", worst, at);
+  EXPECT_LT(worst, 1.5e-7) << "worst at x = " << at << " on " << lanes << " lanes";
+  std::printf("  2^x on %d lanes: worst relative error %.3g (at x = %g)\n", lanes, worst, at);
+}
+#endif
+
+TEST(Kernels, Exp2OnSixteenLanesMatchesExp2Elementwise) {
+#if RMT_HAVE_AVX2_VARIANT
+  if (!rmt::ops::cpu::use_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  expect_exp2_on_lanes_matches_exp2(16);
+#else
+  GTEST_SKIP() << "no vector variants in this build";
+#endif
+}
+
+TEST(Kernels, Exp2OnEightLanesMatchesExp2Elementwise) {
+#if RMT_HAVE_AVX2_VARIANT
+  if (!rmt::ops::cpu::use_avx2()) GTEST_SKIP() << "no AVX2 on this CPU";
+  expect_exp2_on_lanes_matches_exp2(8);
 #else
   GTEST_SKIP() << "no vector variants in this build";
 #endif

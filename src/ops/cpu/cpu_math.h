@@ -97,36 +97,46 @@ RMT_ALWAYS_INLINE V vexp_nonpos_of(const V& arg) {
   return arg < -64.0f ? V{} : p * (V)bits;
 }
 
-// 2^(k / 16) for k = 0..15, rounded to float: vexp2_16_nonpos_of's table.
+// 2^(k / 16) for k = 0..15, rounded to float: vexp2_table_nonpos_of's table on 16 lanes; its even
+// entries, 2^(k / 8), the table on 8 lanes.
 inline constexpr float kExp2Sixteenths[16] = {
     1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f, 1.189207077e+00f,
     1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f, 1.414213538e+00f, 1.476826191e+00f,
     1.542210817e+00f, 1.610490322e+00f, 1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f,
     1.915206552e+00f,
 };
+inline constexpr float kExp2Eighths[8] = {
+    kExp2Sixteenths[0], kExp2Sixteenths[2],  kExp2Sixteenths[4],  kExp2Sixteenths[6],
+    kExp2Sixteenths[8], kExp2Sixteenths[10], kExp2Sixteenths[12], kExp2Sixteenths[14],
+};
 
-// 2^arg for arg <= 0 on 16-lane float vectors (AVX-512), vexp2_nonpos_of's form there:
-// arg = n + k / 16 + r with |r| <= 1/32, 2^(k / 16) picked from kExp2Sixteenths by a permutation
-// and 2^r - 1 a degree-3 polynomial (our fit, scripts/fit_exp2.py 3 0.03125: 1.6e-9 exact), 2^n
-// added to the exponent: 3 multiply-adds, a product and a permutation where the degree-6 form
-// takes 6 multiply-adds and a product. Relative error about 1 ulp (the table entry's rounding,
-// then the result's).
+// 2^arg for arg <= 0 on float vectors of L = 16 lanes (AVX-512) or 8 (AVX2), vexp2_nonpos_of's
+// form there: arg = n + k / L + r with |r| <= 1 / (2 L), 2^(k / L) picked from the table of L
+// entries by a permutation and 2^r - 1 a degree-3 polynomial (our fits, scripts/fit_exp2.py 3
+// 0.03125 and 3 0.0625: 1.6e-9 and 2.5e-8 exact), 2^n added to the exponent: 3 multiply-adds, a
+// product and a permutation where the degree-6 form takes 6 multiply-adds, a product and a clamp
+// (8 lanes on Zen 3: 0.34 -> 0.26 ns an element). Relative error about 1 ulp (the table entry's
+// rounding, then the result's; 1.1e-7 on 8 lanes).
 template <class V, class I>
-RMT_ALWAYS_INLINE V vexp2_16_nonpos_of(const V& arg) {
-  static_assert(sizeof(V) == 64 && sizeof(arg[0]) == sizeof(float), "16 float lanes");
-  using U = VecN<uint32_t, 64>;
-  // 1.5 * 2^19: t's last mantissa bit is worth 1/16, so t's bits are those of the shift plus
-  // j = round(16 arg) (the shift's low 23 bits are multiples of 16: j & 15 = k in the low bits).
-  const V shift = V{} + 786432.0f;
+RMT_ALWAYS_INLINE V vexp2_table_nonpos_of(const V& arg) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  static_assert((L == 16 || L == 8) && sizeof(arg[0]) == sizeof(float), "16 or 8 float lanes");
+  using U = VecN<uint32_t, sizeof(V)>;
+  // 1.5 * 2^23 / L: t's last mantissa bit is worth 1 / L, so t's bits are those of the shift plus
+  // j = round(L arg) (the shift's low 23 bits are multiples of L: j mod L = k in the low bits).
+  const V shift = V{} + (L == 16 ? 786432.0f : 1572864.0f);
   const V t = arg + shift;
   const V r = arg - (t - shift);
   const I j = (I)t;
-  const V entry = __builtin_shuffle(vload<float, V>(kExp2Sixteenths), j);  // lane j mod 16
-  const V q = r * (r * (r * 5.550213158130646e-02f + 2.402342855930328e-01f) +
-                   6.931471824645996e-01f);
-  const V e = entry * q + entry;  // 2^(k / 16 + r), in [0.97, 2)
-  // n << 23 = ((shift's bits + j) >> 4) << 23: the shift's part leaves the 32 bits.
-  const I bits = (I)e + (I)(((U)j >> 4) << 23);
+  const V entry = __builtin_shuffle(vload<float, V>(L == 16 ? kExp2Sixteenths : kExp2Eighths),
+                                    j);  // lane j mod L
+  const V q = L == 16 ? r * (r * (r * 5.550213158130646e-02f + 2.402342855930328e-01f) +
+                             6.931471824645996e-01f)
+                      : r * (r * (r * 5.549620836973190e-02f + 2.402575910091400e-01f) +
+                             6.931472420692444e-01f);
+  const V e = entry * q + entry;  // 2^(k / L + r), in [0.95, 2)
+  // n << 23 = ((shift's bits + j) >> log2 L) << 23: the shift's part leaves the 32 bits.
+  const I bits = (I)e + (I)(((U)j >> (L == 16 ? 4 : 3)) << 23);
   // Below 2^-92: exactly 0 (as vexp2_nonpos_of), which also covers -inf and every argument whose
   // exponent arithmetic above would leave the normal floats.
   return arg < -92.0f ? V{} : (V)bits;
@@ -136,13 +146,13 @@ RMT_ALWAYS_INLINE V vexp2_16_nonpos_of(const V& arg) {
 // log2(e) into them), so the reduction r = arg - round(arg) is exact and costs three additions
 // instead of an FMA, a subtraction and two more FMAs; then a degree-6 polynomial of our own
 // (scripts/fit_exp2.py: relative error 2e-9 exact, 7.9e-8 evaluated in float, as vexp_nonpos_of's).
-// Four fewer multiply-adds a vector, where the attention kernels are bound by them. 16-lane float
-// vectors take vexp2_16_nonpos_of instead (a table of sixteenths and a cubic); narrower ones have
-// no 16-entry permutation.
+// Four fewer multiply-adds a vector, where the attention kernels are bound by them. 16- and 8-lane
+// float vectors take vexp2_table_nonpos_of instead (a table of sixteenths or eighths and a cubic);
+// 4-lane ones have no variable permutation (SSE).
 template <class V, class I>
 RMT_ALWAYS_INLINE V vexp2_nonpos_of(const V& arg) {
-  if constexpr (sizeof(V) == 64 && sizeof(arg[0]) == sizeof(float)) {
-    return vexp2_16_nonpos_of<V, I>(arg);
+  if constexpr ((sizeof(V) == 64 || sizeof(V) == 32) && sizeof(arg[0]) == sizeof(float)) {
+    return vexp2_table_nonpos_of<V, I>(arg);
   }
   const V lo = V{} + -126.0f, shift = V{} + 12582912.0f;  // broadcasts (no -0 involved)
   const V x = arg < lo ? lo : arg;
