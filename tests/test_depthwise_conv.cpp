@@ -76,7 +76,10 @@ INSTANTIATE_TEST_SUITE_P(
                       // Whole vectors of channels (AVX-512's 16 floats): the edges' clipped
                       // blocks, narrower and shorter than a block and a kernel, and at a 7 x 7
                       // stage's size.
-                      Case{1, 3, 2, 32, 5}, Case{2, 7, 7, 32, 5}, Case{1, 7, 6, 16, 3}),
+                      Case{1, 3, 2, 32, 5}, Case{2, 7, 7, 32, 5}, Case{1, 7, 6, 16, 3},
+                      // RMT's channel counts (the kernel's copies with C fixed at compile time
+                      // for them): interior and clipped blocks, both kernel sizes.
+                      Case{2, 6, 9, 64, 3}, Case{1, 5, 10, 64, 5}, Case{1, 4, 7, 768, 3}),
     [](const auto& info) {
       const auto& c = info.param;
       return std::to_string(c.batch) + "x" + std::to_string(c.height) + "x" +

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "ops/cpu/cpu_simd.h"
@@ -68,9 +69,11 @@ RMT_ALWAYS_INLINE void conv_pixels_block(const A* const* rows, const A* __restri
   V acc[N][P];
   for (int n = 0; n < N; ++n)
     for (int u = 0; u < P; ++u) acc[n][u] = cpu::vload<A, V>(bias + c + n * W);
+#pragma GCC unroll 8
   for (int ki = 0; ki < K; ++ki) {
     if (CLIP && !rows[ki]) continue;
     const A* src = rows[ki] + c;
+#pragma GCC unroll 8
     for (int n = 0; n < N; ++n) {
       V in[P + K - 1];
       for (int j = 0; j < P + K - 1; ++j) {
@@ -189,46 +192,91 @@ RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
   }
 }
 
+// The pixels of one output row (conv_row's): blocks of kPixels where every tap is inside the image
+// (all_rows and the columns), clipped blocks at the edges where the channels are whole vectors,
+// else a pixel at a time. CC > 0: the channel count and pixel stride, known at compile time.
+template <int VB, int K, bool RES, int64_t CC, class A>
+RMT_ALWAYS_INLINE void conv_row_blocks(const ConvShape& s, const A* const* rows, const A* wt,
+                                       const A* bias, const A* res, A* out, bool all_rows,
+                                       bool clipped_blocks) {
+  const int64_t k = K > 0 ? K : s.k, pad = (k - 1) / 2, C = CC > 0 ? CC : s.channels;
+  const int64_t IP = CC > 0 ? CC : s.in_pixel;
+  constexpr int KK = K > 0 ? K : 1;
+  for (int64_t w = 0; w < s.width;) {
+    if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
+      conv_pixels<VB, KK, RES, false>(rows, wt, bias, res, out, C, IP, s.width, w);
+      w += kPixels;
+    } else if (clipped_blocks) {
+      conv_pixels<VB, KK, RES, true>(rows, wt, bias, res, out, C, IP, s.width, w);
+      w += kPixels;
+    } else {
+      conv_pixel<VB, RES>(rows, wt, bias, res, out, C, IP, s.width, k, w);
+      ++w;
+    }
+  }
+}
+
 // One output row from its k input rows (rows[ki] = input row h + ki - pad, null outside the image)
 // and, with RES, the residual row. K > 0 fixes the kernel size at compile time (3 and 5 in RMT) and
 // lets the interior take conv_pixels; K == 0 reads it from the shape.
-template <int VB, int K, bool RES, class A>
+template <int VB, int K, bool RES, bool FIXED_C, class A>
 RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const A* wt,
                                 const A* bias, const A* res, A* out) {
   constexpr int W = VB / sizeof(A);
-  const int64_t k = K > 0 ? K : s.k, pad = (k - 1) / 2, C = s.channels;
+  const int64_t k = K > 0 ? K : s.k, C = s.channels;
   bool all_rows = K > 0;
   for (int64_t ki = 0; ki < k; ++ki) all_rows = all_rows && rows[ki];
   // Blocks at the image's edges take the clipped block where the channels are whole vectors
   // (RMT-S's 14 x 14 and 7 x 7 stages have most of their pixels within 2 of an edge), else a pixel
   // at a time.
   const bool clipped_blocks = K > 0 && C % W == 0;
-  constexpr int KK = K > 0 ? K : 1;
-  for (int64_t w = 0; w < s.width;) {
-    if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
-      conv_pixels<VB, KK, RES, false>(rows, wt, bias, res, out, C, s.in_pixel, s.width, w);
-      w += kPixels;
-    } else if (clipped_blocks) {
-      conv_pixels<VB, KK, RES, true>(rows, wt, bias, res, out, C, s.in_pixel, s.width, w);
-      w += kPixels;
-    } else {
-      conv_pixel<VB, RES>(rows, wt, bias, res, out, C, s.in_pixel, s.width, k, w);
-      ++w;
+  // RMT-T's and RMT-S's channel counts, contiguous pixels (IP == C), float, AVX2 or AVX-512: a
+  // copy with C known at compile time. A 3x3 block's 18 input and 9 weight addresses are then a
+  // few base registers plus constant displacements; with C in a register the compiler kept a
+  // pointer for each and spilled most of them, a stack load every few multiply-adds (AVX2, Zen 3,
+  // 1 thread: 3x3 at 36-42 -> 43-62 GFLOP/s, 5x5 at 36-63 -> 50-75). Other counts (RMT-B's,
+  // RMT-L's), double and the baseline build read C at run time: these copies are 0.7 MB of code
+  // and double this file's compile time (69 -> 139 s).
+  if constexpr (FIXED_C && RES && K > 0 && VB >= 32 && std::is_same_v<A, float>) {
+    switch (C == s.in_pixel ? C : 0) {
+      case 64:
+        return conv_row_blocks<VB, K, RES, 64>(s, rows, wt, bias, res, out, all_rows,
+                                               clipped_blocks);
+      case 128:
+        return conv_row_blocks<VB, K, RES, 128>(s, rows, wt, bias, res, out, all_rows,
+                                                clipped_blocks);
+      case 256:
+        return conv_row_blocks<VB, K, RES, 256>(s, rows, wt, bias, res, out, all_rows,
+                                                clipped_blocks);
+      case 512:
+        return conv_row_blocks<VB, K, RES, 512>(s, rows, wt, bias, res, out, all_rows,
+                                                clipped_blocks);
+      case 768:
+        return conv_row_blocks<VB, K, RES, 768>(s, rows, wt, bias, res, out, all_rows,
+                                                clipped_blocks);
+      case 1536:
+        return conv_row_blocks<VB, K, RES, 1536>(s, rows, wt, bias, res, out, all_rows,
+                                                 clipped_blocks);
+      default: break;
     }
   }
+  conv_row_blocks<VB, K, RES, 0>(s, rows, wt, bias, res, out, all_rows, clipped_blocks);
 }
 
-template <int VB, class A>
+// FIXED_C: RMT's channel counts take conv_row's compile-time copies (the paths the model runs: the
+// op with a residual, CPE's and LePE's, and the FFN's row pipeline; the in-place FFN middle, its
+// fallback, reads C at run time: a copy for every path would triple this file's compile time).
+template <int VB, bool FIXED_C, class A>
 RMT_ALWAYS_INLINE void conv_row_any(const ConvShape& s, const A* const* rows, const A* wt,
                                     const A* bias, const A* res, A* out) {
   if (res) {
-    if (s.k == 3) return conv_row<VB, 3, true>(s, rows, wt, bias, res, out);
-    if (s.k == 5) return conv_row<VB, 5, true>(s, rows, wt, bias, res, out);
-    return conv_row<VB, 0, true>(s, rows, wt, bias, res, out);
+    if (s.k == 3) return conv_row<VB, 3, true, FIXED_C>(s, rows, wt, bias, res, out);
+    if (s.k == 5) return conv_row<VB, 5, true, FIXED_C>(s, rows, wt, bias, res, out);
+    return conv_row<VB, 0, true, false>(s, rows, wt, bias, res, out);
   }
-  if (s.k == 3) return conv_row<VB, 3, false>(s, rows, wt, bias, res, out);
-  if (s.k == 5) return conv_row<VB, 5, false>(s, rows, wt, bias, res, out);
-  conv_row<VB, 0, false>(s, rows, wt, bias, res, out);
+  if (s.k == 3) return conv_row<VB, 3, false, false>(s, rows, wt, bias, res, out);
+  if (s.k == 5) return conv_row<VB, 5, false, false>(s, rows, wt, bias, res, out);
+  conv_row<VB, 0, false, false>(s, rows, wt, bias, res, out);
 }
 
 // The input rows of output row h of image b, read from a (B, H, W, C) tensor whose flattened
@@ -253,8 +301,8 @@ RMT_ALWAYS_INLINE void conv_rows(const ConvShape& s, const A* x, const A* wt, co
   std::vector<const A*> rows(s.k);
   for (int64_t row = row0; row < row1; ++row) {
     rows_of(s, x, row / s.height, row % s.height, rows.data());
-    conv_row_any<VB>(s, rows.data(), wt, bias, res ? res + row * row_size : nullptr,
-                     y + row * row_size);
+    conv_row_any<VB, true>(s, rows.data(), wt, bias, res ? res + row * row_size : nullptr,
+                           y + row * row_size);
   }
 }
 
@@ -297,8 +345,8 @@ RMT_ALWAYS_INLINE void conv_rows_in_place(const ConvShape& s, A* h_data, const A
       const int64_t hh = h + ki - pad;
       rows[ki] = hh >= 0 && hh < s.height ? ring + (hh % k) * row_size : nullptr;
     }
-    conv_row_any<VB>(s, rows.data(), wt, bias, ring + (h % k) * row_size,
-                     h_data + row * row_size);
+    conv_row_any<VB, false>(s, rows.data(), wt, bias, ring + (h % k) * row_size,
+                            h_data + row * row_size);
   }
 }
 
@@ -313,8 +361,8 @@ RMT_ALWAYS_INLINE void conv_slab_add_self(const ConvShape& s, const A* slab, int
   std::vector<const A*> rows(s.k);
   for (int64_t h = row0; h < row1; ++h) {
     rows_of(s, slab, 0, h, rows.data(), first);
-    conv_row_any<VB>(s, rows.data(), wt, bias, slab + (h - first) * row_size,
-                     out + (h - row0) * row_size);
+    conv_row_any<VB, true>(s, rows.data(), wt, bias, slab + (h - first) * row_size,
+                           out + (h - row0) * row_size);
   }
 }
 
