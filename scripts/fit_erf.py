@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Fits the rational erf of src/ops/cpu/cpu_math.h (verf_of): erf(z) ~ z P(z^2) / Q(z^2), Q(0) = 1,
-on [0, C], by Loeb's iteration (linearised least squares, reweighted towards the largest errors, a
-discrete minimax). Prints the error in exact and in float32 arithmetic and the coefficients rounded
-to float, lowest degree first. Needs numpy only.
+"""Fits the rational erf of src/ops/cpu/cpu_math.h's GELU (vgelu_erf_term_of, which folds 1 / sqrt 2
+into P): erf(z) ~ z P(z^2) / Q(z^2), Q(0) = 1, on [0, C], by Loeb's iteration (linearised least
+squares, reweighted towards the largest errors, a discrete minimax). Prints the error in exact and
+in float32 arithmetic and the coefficients rounded to float, lowest degree first. Needs numpy only.
 
     python3 scripts/fit_erf.py [P degree = 5] [Q degree = 5] [C = 4]
 """

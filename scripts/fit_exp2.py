@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Fits the polynomials of src/ops/cpu/cpu_math.h's vexp2_nonpos_of and vexp2_16_nonpos_of:
-2^r ~ P(r), P(0) = 1, on [-h, h] (h = 1/2: r = x - round(x); h = 1/32: r = x - round(16 x) / 16,
-the 16-lane form with its table), by Loeb's iteration on the relative error (linearised least
-squares, reweighted towards the largest errors, a discrete minimax). Prints the relative error in
-exact and in float32 arithmetic (Horner's scheme, as the kernel runs it) and the coefficients
-rounded to float, lowest degree first. Needs numpy only.
+"""Fits the polynomials of src/ops/cpu/cpu_math.h's vexp2_nonpos_of and vexp2_table_nonpos_of:
+2^r ~ P(r), P(0) = 1, on [-h, h] (h = 1/2: r = x - round(x); h = 1/32 and 1/16:
+r = x - round(L x) / L, the 16- and 8-lane forms with their tables), by Loeb's iteration on the
+relative error (linearised least squares, reweighted towards the largest errors, a discrete
+minimax). Prints the relative error in exact and in float32 arithmetic (Horner's scheme, as the
+kernel runs it) and the coefficients rounded to float, lowest degree first. Needs numpy only.
 
     python3 scripts/fit_exp2.py [degree = 6] [h = 0.5]
 """

@@ -236,7 +236,8 @@ RMT_ALWAYS_INLINE V vgelu_erf_term_of(const V& half, const V& s) {
 // erf(z) on [0, 4) in 16 intervals of 0.25, in each a degree-5 polynomial in the position t in
 // [0, 1) inside it: row k holds the intervals' coefficients of t^k, so that a 16-lane vector
 // picks each lane's by a permutation. Our own fit (scripts/fit_erf_table.py): absolute error 6e-9
-// in exact arithmetic, 6.3e-8 evaluated in float (the rational's: 3.5e-7). From 4 on erf is 1 in float.
+// in exact arithmetic, 6.3e-8 evaluated in float (the rational's: 3.5e-7). From 4 on erf is 1 in
+// float.
 inline constexpr float kErfTable[6][16] = {
     {2.706493030e-09f, 2.763263881e-01f, 5.204998851e-01f, 7.111556530e-01f, 8.427007794e-01f,
      9.229001403e-01f, 9.661051631e-01f, 9.866716862e-01f, 9.953222871e-01f, 9.985373020e-01f,
@@ -266,8 +267,9 @@ inline constexpr float kErfTable[6][16] = {
 
 // The exact GELU, x / 2 (1 + erf(x / sqrt 2)), of a float vector. On 16 lanes as x / 2 +
 // |x| / 2 erf(|x| / sqrt 2) with kErfTable: 6 permutations and 5 multiply-adds where the rational
-// takes 13 multiply-adds and a division (the 16-lane pass 1.5x faster); narrower vectors have no
-// 16-entry permutation and take the rational (vgelu_erf_term_of).
+// takes 13 multiply-adds and a division (the 16-lane pass was 1.5x faster than the rational's
+// earlier form); narrower vectors have no 16-entry permutation and take the rational
+// (vgelu_erf_term_of).
 template <class V>
 RMT_ALWAYS_INLINE V vgelu_of(const V& x) {
   if constexpr (sizeof(V) == 64 && sizeof(x[0]) == sizeof(float)) {
