@@ -21,6 +21,7 @@
 #include <cstring>
 #include <memory>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ops/cpu/cpu_simd.h"
@@ -216,6 +217,21 @@ RMT_ALWAYS_INLINE void conv_row_blocks(const ConvShape& s, const A* const* rows,
   }
 }
 
+// The channel counts conv_row runs with C fixed at compile time (RMT-T's and RMT-S's).
+using FixedChannelCounts = std::integer_sequence<int64_t, 64, 128, 256, 512, 768, 1536>;
+
+// conv_row_blocks with CC = C where C is one of Counts (then true), else nothing (false).
+template <int VB, int K, bool RES, class A, int64_t... Counts>
+RMT_ALWAYS_INLINE bool conv_row_blocks_fixed(std::integer_sequence<int64_t, Counts...>, int64_t C,
+                                             const ConvShape& s, const A* const* rows,
+                                             const A* wt, const A* bias, const A* res, A* out,
+                                             bool all_rows, bool clipped_blocks) {
+  return ((C == Counts && (conv_row_blocks<VB, K, RES, Counts>(s, rows, wt, bias, res, out,
+                                                                all_rows, clipped_blocks),
+                           true)) ||
+          ...);
+}
+
 // One output row from its k input rows (rows[ki] = input row h + ki - pad, null outside the image)
 // and, with RES, the residual row. K > 0 fixes the kernel size at compile time (3 and 5 in RMT) and
 // lets the interior take conv_pixels; K == 0 reads it from the shape.
@@ -238,26 +254,10 @@ RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const 
   // RMT-L's), double and the baseline build read C at run time: these copies are 0.7 MB of code
   // and double this file's compile time (69 -> 139 s).
   if constexpr (FIXED_C && RES && K > 0 && VB >= 32 && std::is_same_v<A, float>) {
-    switch (C == s.in_pixel ? C : 0) {
-      case 64:
-        return conv_row_blocks<VB, K, RES, 64>(s, rows, wt, bias, res, out, all_rows,
-                                               clipped_blocks);
-      case 128:
-        return conv_row_blocks<VB, K, RES, 128>(s, rows, wt, bias, res, out, all_rows,
-                                                clipped_blocks);
-      case 256:
-        return conv_row_blocks<VB, K, RES, 256>(s, rows, wt, bias, res, out, all_rows,
-                                                clipped_blocks);
-      case 512:
-        return conv_row_blocks<VB, K, RES, 512>(s, rows, wt, bias, res, out, all_rows,
-                                                clipped_blocks);
-      case 768:
-        return conv_row_blocks<VB, K, RES, 768>(s, rows, wt, bias, res, out, all_rows,
-                                                clipped_blocks);
-      case 1536:
-        return conv_row_blocks<VB, K, RES, 1536>(s, rows, wt, bias, res, out, all_rows,
-                                                 clipped_blocks);
-      default: break;
+    const int64_t fixed = C == s.in_pixel ? C : 0;
+    if (conv_row_blocks_fixed<VB, K, RES>(FixedChannelCounts{}, fixed, s, rows, wt, bias, res,
+                                          out, all_rows, clipped_blocks)) {
+      return;
     }
   }
   conv_row_blocks<VB, K, RES, 0>(s, rows, wt, bias, res, out, all_rows, clipped_blocks);
