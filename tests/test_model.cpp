@@ -739,21 +739,18 @@ TEST(Modules, GeluMatchesItsDefinitionElementwise) {
 #if RMT_HAVE_AVX2_VARIANT
 // The attention kernel's 2^x on 16 lanes (AVX-512) and on 8 (AVX2), where vexp2_nonpos_of takes
 // its table form, over n (a multiple of 16) arguments.
-RMT_TARGET_AVX512 RMT_FLATTEN void exp2_16_lanes(const float* in, float* out, int64_t n) {
+template <class V, class I>
+RMT_ALWAYS_INLINE void exp2_lanes(const float* in, float* out, int64_t n) {
   namespace cpu = rmt::ops::cpu;
-  using V = cpu::VecN<float, 64>;
-  using I = cpu::VecN<int32_t, 64>;
-  for (int64_t i = 0; i < n; i += 16) {
+  for (int64_t i = 0; i < n; i += sizeof(V) / sizeof(float)) {
     cpu::vstore(out + i, cpu::vexp2_nonpos_of<V, I>(cpu::vload<float, V>(in + i)));
   }
 }
+RMT_TARGET_AVX512 RMT_FLATTEN void exp2_16_lanes(const float* in, float* out, int64_t n) {
+  exp2_lanes<rmt::ops::cpu::VecN<float, 64>, rmt::ops::cpu::VecN<int32_t, 64>>(in, out, n);
+}
 RMT_TARGET_AVX2 RMT_FLATTEN void exp2_8_lanes(const float* in, float* out, int64_t n) {
-  namespace cpu = rmt::ops::cpu;
-  using V = cpu::VecN<float, 32>;
-  using I = cpu::VecN<int32_t, 32>;
-  for (int64_t i = 0; i < n; i += 8) {
-    cpu::vstore(out + i, cpu::vexp2_nonpos_of<V, I>(cpu::vload<float, V>(in + i)));
-  }
+  exp2_lanes<rmt::ops::cpu::VecN<float, 32>, rmt::ops::cpu::VecN<int32_t, 32>>(in, out, n);
 }
 
 // The attention's 2^x for x <= 0 on `lanes` lanes (a table of 2^(k / lanes) and a cubic), element

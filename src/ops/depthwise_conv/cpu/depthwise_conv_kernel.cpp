@@ -194,15 +194,19 @@ RMT_ALWAYS_INLINE void conv_pixel(const A* const* rows, const A* __restrict wt,
 }
 
 // The pixels of one output row (conv_row's): blocks of kPixels where every tap is inside the image
-// (all_rows and the columns), clipped blocks at the edges where the channels are whole vectors,
-// else a pixel at a time. CC > 0: the channel count and pixel stride, known at compile time.
+// (all k input rows and the columns), clipped blocks at the edges where the channels are whole
+// vectors (RMT-S's 14 x 14 and 7 x 7 stages have most of their pixels within 2 of an edge), else a
+// pixel at a time. CC > 0: the channel count and pixel stride, known at compile time.
 template <int VB, int K, bool RES, int64_t CC, class A>
 RMT_ALWAYS_INLINE void conv_row_blocks(const ConvShape& s, const A* const* rows, const A* wt,
-                                       const A* bias, const A* res, A* out, bool all_rows,
-                                       bool clipped_blocks) {
+                                       const A* bias, const A* res, A* out) {
+  constexpr int W = VB / sizeof(A);
   const int64_t k = K > 0 ? K : s.k, pad = (k - 1) / 2, C = CC > 0 ? CC : s.channels;
   const int64_t IP = CC > 0 ? CC : s.in_pixel;
   constexpr int KK = K > 0 ? K : 1;
+  bool all_rows = K > 0;
+  for (int64_t ki = 0; ki < k; ++ki) all_rows = all_rows && rows[ki];
+  const bool clipped_blocks = K > 0 && C % W == 0;
   for (int64_t w = 0; w < s.width;) {
     if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
       conv_pixels<VB, KK, RES, false>(rows, wt, bias, res, out, C, IP, s.width, w);
@@ -224,11 +228,8 @@ using FixedChannelCounts = std::integer_sequence<int64_t, 64, 128, 256, 512, 768
 template <int VB, int K, bool RES, class A, int64_t... Counts>
 RMT_ALWAYS_INLINE bool conv_row_blocks_fixed(std::integer_sequence<int64_t, Counts...>, int64_t C,
                                              const ConvShape& s, const A* const* rows,
-                                             const A* wt, const A* bias, const A* res, A* out,
-                                             bool all_rows, bool clipped_blocks) {
-  return ((C == Counts && (conv_row_blocks<VB, K, RES, Counts>(s, rows, wt, bias, res, out,
-                                                                all_rows, clipped_blocks),
-                           true)) ||
+                                             const A* wt, const A* bias, const A* res, A* out) {
+  return ((C == Counts && (conv_row_blocks<VB, K, RES, Counts>(s, rows, wt, bias, res, out), true)) ||
           ...);
 }
 
@@ -238,14 +239,6 @@ RMT_ALWAYS_INLINE bool conv_row_blocks_fixed(std::integer_sequence<int64_t, Coun
 template <int VB, int K, bool RES, bool FIXED_C, class A>
 RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const A* wt,
                                 const A* bias, const A* res, A* out) {
-  constexpr int W = VB / sizeof(A);
-  const int64_t k = K > 0 ? K : s.k, C = s.channels;
-  bool all_rows = K > 0;
-  for (int64_t ki = 0; ki < k; ++ki) all_rows = all_rows && rows[ki];
-  // Blocks at the image's edges take the clipped block where the channels are whole vectors
-  // (RMT-S's 14 x 14 and 7 x 7 stages have most of their pixels within 2 of an edge), else a pixel
-  // at a time.
-  const bool clipped_blocks = K > 0 && C % W == 0;
   // RMT-T's and RMT-S's channel counts, contiguous pixels (IP == C), float, AVX2 or AVX-512: a
   // copy with C known at compile time. A 3x3 block's 18 input and 9 weight addresses are then a
   // few base registers plus constant displacements; with C in a register the compiler kept a
@@ -254,13 +247,13 @@ RMT_ALWAYS_INLINE void conv_row(const ConvShape& s, const A* const* rows, const 
   // RMT-L's), double and the baseline build read C at run time: these copies are 0.7 MB of code
   // and double this file's compile time (69 -> 139 s).
   if constexpr (FIXED_C && RES && K > 0 && VB >= 32 && std::is_same_v<A, float>) {
-    const int64_t fixed = C == s.in_pixel ? C : 0;
+    const int64_t fixed = s.channels == s.in_pixel ? s.channels : 0;
     if (conv_row_blocks_fixed<VB, K, RES>(FixedChannelCounts{}, fixed, s, rows, wt, bias, res,
-                                          out, all_rows, clipped_blocks)) {
+                                          out)) {
       return;
     }
   }
-  conv_row_blocks<VB, K, RES, 0>(s, rows, wt, bias, res, out, all_rows, clipped_blocks);
+  conv_row_blocks<VB, K, RES, 0>(s, rows, wt, bias, res, out);
 }
 
 // FIXED_C: RMT's channel counts take conv_row's compile-time copies (the paths the model runs: the
