@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
 #include <new>
 
 #include "nn/packed_gemm_common.h"
@@ -82,11 +81,6 @@ at::Tensor pack_linear(const at::Tensor& weight, int64_t rows) {
 
 namespace {
 
-// Each of the rows (n floats apart) set to the bias.
-void fill_rows(float* c, int64_t rows, int64_t n, const float* bias) {
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * n, bias, n * sizeof(float));
-}
-
 // out (rows, n) = x's rows times the packed weight + beta * out, then bias and GELU (either
 // optional).
 void run(const at::Tensor& x, const at::Tensor& packed, MklInt n, const at::Tensor& bias,
@@ -101,17 +95,9 @@ void run(const at::Tensor& x, const at::Tensor& packed, MklInt n, const at::Tens
   // one pass applies bias and GELU. RMT-S batch 1 on 2 threads: +8% over splitting the rows.
   if (at::get_num_threads() > 1 && !at::in_parallel_region()) {
     const int64_t grain = std::max<int64_t>(1, kEpilogueFloats / n);
-    // Without GELU the bias goes first (see gemm_rows), in the region the bias pass took.
-    const bool bias_first = bp && beta == 0.0f && !gelu;
-    if (bias_first) {
-      at::parallel_for(0, m, grain, [&](int64_t r0, int64_t r1) {
-        fill_rows(out + r0 * n, r1 - r0, n, bp);
-      });
-    }
     functions().compute(kRowMajor, kNoTrans, kPacked, m, n, k, a, k,
-                        static_cast<const float*>(packed.data_ptr()), n,
-                        bias_first ? 1.0f : beta, out, n);
-    if (!bias_first && (bp || gelu)) {
+                        static_cast<const float*>(packed.data_ptr()), n, beta, out, n);
+    if (bp || gelu) {
       at::parallel_for(0, m, grain, [&](int64_t r0, int64_t r1) {
         ops::cpu::add_bias_gelu(out + r0 * n, r1 - r0, n, bp, gelu);
       });
@@ -134,15 +120,15 @@ void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, i
   for (int64_t i = 0; i < m; i += block) {
     const int64_t rows = std::min(block, m - i);
     float* c = out + i * n;
-    // The bias as the GEMM's starting C (beta 1): MKL then neither zeroes C first nor needs a
-    // pass of its own for the bias.
-    const bool bias_first = bias && beta == 0.0f;
-    if (bias_first) fill_rows(c, rows, n, bias);
+    // The bias is added after the GEMM, in the pass over the block that the GELU takes anyway,
+    // not copied into C beforehand for MKL to accumulate onto (beta 1): with MKL writing C
+    // without reading it, the layer shapes of RMT-S ran 1-12% faster on a Xeon (AVX-512), 1
+    // thread (benchmarks/RESULTS.md, session 40).
     functions().compute(kRowMajor, kNoTrans, kPacked, static_cast<MklInt>(rows),
                         static_cast<MklInt>(n), static_cast<MklInt>(k), a + i * k,
-                        static_cast<MklInt>(k), b, static_cast<MklInt>(n),
-                        bias_first ? 1.0f : beta, c, static_cast<MklInt>(n));
-    ops::cpu::add_bias_gelu(c, rows, n, bias_first ? nullptr : bias, gelu);
+                        static_cast<MklInt>(k), b, static_cast<MklInt>(n), beta, c,
+                        static_cast<MklInt>(n));
+    ops::cpu::add_bias_gelu(c, rows, n, bias, gelu);
   }
 }
 
