@@ -23,8 +23,8 @@ namespace {
 using MklInt = int;
 // Rows of a thread's share at least (MKL's microkernel takes several rows at a time).
 constexpr int64_t kRowsPerTask = 16;
-// Output floats of one block (512 KiB: a quarter of the L2 of a current server core; a block
-// holds 0.67 to 1.5 times this, gemm_rows).
+// Output floats of one block (512 KiB: a quarter of the L2 of a current server core); gemm_rows's
+// blocks hold at most 1.5 times this, and at least 0.75 times where it splits an output.
 constexpr int64_t kBlockFloats = 131072;
 // Output floats of one task of the bias/GELU pass at least (64 KiB: worth a thread's start).
 constexpr int64_t kEpilogueFloats = 16384;
@@ -129,7 +129,7 @@ void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, i
     float* c = out + i * n;
     // The bias is added after the GEMM, in the pass over the block that the GELU takes anyway,
     // not copied into C beforehand for MKL to accumulate onto (beta 1): with MKL writing C
-    // without reading it, the layer shapes of RMT-S ran 1-12% faster on a Xeon (AVX-512), 1
+    // without reading it, the layer shapes of RMT-S ran 1-14% faster on a Xeon (AVX-512), 1
     // thread (benchmarks/RESULTS.md, session 40).
     functions().compute(kRowMajor, kNoTrans, kPacked, static_cast<MklInt>(rows),
                         static_cast<MklInt>(n), static_cast<MklInt>(k), a + i * k,
