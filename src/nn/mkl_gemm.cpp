@@ -119,18 +119,18 @@ void gemm_rows(const float* a, int64_t m, int64_t k, const at::Tensor& packed, i
   const auto* b = static_cast<const float*>(packed.data_ptr());
   // Blocks of rows, each small enough that its bias and GELU are applied while it is in cache:
   // as many as the output holds kBlockFloats (rounded to the nearest), of equal rows, so that no
-  // block is a short remainder (RMT-S's 196 x 768 layers ran as 170 + 26 rows: one block is 5%
-  // faster on the Xeon host, session 40).
+  // block is a short remainder (RMT-S's 196 x 768 layers ran as 170 + 26 rows; as one block they
+  // were 5-7% faster on a Xeon, 1 thread: benchmarks/RESULTS.md, session 40).
   const int64_t count = std::max<int64_t>(
       1, std::llround(static_cast<double>(m) * static_cast<double>(n) / kBlockFloats));
   const int64_t block = std::max<int64_t>(kRowsPerTask, (m + count - 1) / count);
   for (int64_t i = 0; i < m; i += block) {
     const int64_t rows = std::min(block, m - i);
     float* c = out + i * n;
-    // The bias is added after the GEMM, in the pass over the block that the GELU takes anyway,
-    // not copied into C beforehand for MKL to accumulate onto (beta 1): with MKL writing C
-    // without reading it, the layer shapes of RMT-S ran 1-14% faster on a Xeon (AVX-512), 1
-    // thread (benchmarks/RESULTS.md, session 40).
+    // The bias is added after the GEMM while the block is in cache (in the GELU's pass where
+    // there is one), not copied into C beforehand for MKL to accumulate onto (beta 1): with MKL
+    // writing C without reading it, RMT-S's layer shapes ran 1-14% faster on a Xeon (AVX-512),
+    // 1 thread (benchmarks/RESULTS.md, session 40).
     functions().compute(kRowMajor, kNoTrans, kPacked, static_cast<MklInt>(rows),
                         static_cast<MklInt>(n), static_cast<MklInt>(k), a + i * k,
                         static_cast<MklInt>(k), b, static_cast<MklInt>(n), beta, c,
