@@ -636,6 +636,53 @@ TEST(Modules, KeptFoldedAndPackedWeightsFollowTheWeights) {
   EXPECT_LT(rmt::test::relative_error(fused64, model.forward(images64)[0]), 1e-10);
 }
 
+// MKL runs a packed weight's GEMM on at most the threads it was packed on: a layer whose weight
+// was packed on 1 thread (a first forward on 1 thread, or inside a parallel region) packs it again
+// for a call on 2, once, and keeps it for later calls on 1; the other packed GEMMs' weights do not
+// depend on the threads and are kept throughout. The cache's rule itself first: a value made at a
+// level serves the calls that ask for at most that level.
+TEST(Modules, PackedWeightsAreMadeAgainForMoreThreads) {
+  namespace detail = rmt::nn::detail;
+  detail::DerivedWeights<int> kept;
+  auto source = torch::ones({2});
+  int made = 0;
+  auto make = [&] { return ++made; };
+  EXPECT_EQ(kept.get_at_least({&source}, 1, 1, make), 1);
+  EXPECT_EQ(kept.get_at_least({&source}, 0, 2, make), 1);  // any level serves
+  EXPECT_EQ(kept.get_at_least({&source}, 2, 2, make), 2);  // made for 1, asked for 2: made again
+  EXPECT_EQ(kept.get_at_least({&source}, 1, 1, make), 2);  // made for 2 serves 1
+  source.add_(1);
+  EXPECT_EQ(kept.get_at_least({&source}, 1, 1, make), 3);  // the source changed
+
+  torch::NoGradGuard no_grad;
+  const int threads_before = at::get_num_threads();
+  torch::nn::Linear layer(torch::nn::LinearOptions(64, 48));
+  const auto x = torch::randn({100, 64});
+  detail::PackedLinear packed;
+  auto kept_weight = [&] {
+    const auto w = packed.get_at_least({&layer->weight}, 0, 0, [] { return at::Tensor(); });
+    return w && w->defined() ? w->data_ptr() : nullptr;
+  };
+  const bool by_threads = detail::packed_gemm_name() == std::string("MKL's packed GEMM");
+  at::set_num_threads(1);
+  const auto on_one = detail::linear_tokens(*layer, x, &packed);
+  const void* packed_on_one = kept_weight();
+  at::set_num_threads(2);
+  if (by_threads) EXPECT_EQ(detail::mkl::threads(), 2);
+  const auto on_two = detail::linear_tokens(*layer, x, &packed);
+  const void* packed_on_two = kept_weight();
+  at::set_num_threads(1);
+  detail::linear_tokens(*layer, x, &packed);
+  at::set_num_threads(threads_before);
+  if (packed_on_one != nullptr) {  // a packed GEMM runs float32 layers here
+    EXPECT_EQ(packed_on_two != packed_on_one, by_threads) << detail::packed_gemm_name();
+    EXPECT_EQ(kept_weight(), packed_on_two);
+  }
+  const auto expected = at::linear(x, layer->weight, layer->bias);
+  EXPECT_LT(rmt::test::relative_error(on_one, expected), 1e-5);
+  EXPECT_LT(rmt::test::relative_error(on_two, expected), 1e-5);
+}
+
 // A model built under InferenceMode has inference tensors as weights, whose changes no cache can
 // follow: the fused path then derives nothing between calls and must still agree with the literal
 // path, before and after an in-place change of its weights.

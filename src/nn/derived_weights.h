@@ -25,6 +25,27 @@ class DerivedWeights {
   template <class Make>
   std::optional<Value> get(std::initializer_list<const at::Tensor*> sources,
                            std::initializer_list<int64_t> sizes, Make make) {
+    return find_or_make(sources, sizes, 0, 0, make);
+  }
+  template <class Make>
+  std::optional<Value> get(std::initializer_list<const at::Tensor*> sources, Make make) {
+    return find_or_make(sources, {}, 0, 0, make);
+  }
+  // The same, where the kept value is current only if it was made at a level of at least `least`,
+  // and a value made now is kept at `level`: for values made for a number of threads that serve
+  // any smaller number (MKL's packed weights), so that a call on more threads than the kept value
+  // was made for makes it again, once, and calls on fewer take it as it is.
+  template <class Make>
+  std::optional<Value> get_at_least(std::initializer_list<const at::Tensor*> sources,
+                                    int64_t least, int64_t level, Make make) {
+    return find_or_make(sources, {}, least, level, make);
+  }
+
+ private:
+  template <class Make>
+  std::optional<Value> find_or_make(std::initializer_list<const at::Tensor*> sources,
+                                    std::initializer_list<int64_t> sizes, int64_t least,
+                                    int64_t level, Make make) {
     Key key{{}, std::vector<int64_t>(sizes)};
     key.sources.reserve(sources.size());
     for (const auto* t : sources) {
@@ -33,19 +54,15 @@ class DerivedWeights {
           {*t, t->defined() ? t->data_ptr() : nullptr, t->defined() ? t->_version() : 0});
     }
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!valid_ || !(key == key_)) {
+    if (!valid_ || !(key == key_) || level_ < least) {
       value_ = make();
       key_ = std::move(key);
+      level_ = level;
       valid_ = true;
     }
     return value_;
   }
-  template <class Make>
-  std::optional<Value> get(std::initializer_list<const at::Tensor*> sources, Make make) {
-    return get(sources, {}, make);
-  }
 
- private:
   struct Source {
     // Held, so that no other tensor can take its TensorImpl's address while it is compared;
     // Module::to swaps the storage of the same TensorImpl (data), load_state_dict writes into it
@@ -65,6 +82,7 @@ class DerivedWeights {
   std::mutex mutex_;
   bool valid_ = false;
   Key key_;
+  int64_t level_ = 0;
   Value value_;
 };
 

@@ -22,6 +22,11 @@ namespace rmt::nn::detail::mkl {
 
 bool available();
 
+// The threads MKL runs a call made here on (1 inside a parallel region, else LibTorch's count),
+// which is also the count a weight packed here is packed for: a packed weight's GEMM runs on at
+// most the threads it was packed on, whatever the count at the call.
+int64_t threads();
+
 // weight (out, in) packed as the right operand of x (rows, in) times weight^T, blocked for `rows`
 // rows (any row count works with it): an opaque byte tensor, its pages mapped as MKL writes them.
 at::Tensor pack_linear(const at::Tensor& weight, int64_t rows);

@@ -35,7 +35,12 @@ struct PackedGemm {
   void (*linear_add_)(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias,
                       at::Tensor& into);
   RowGemm gemm_rows;
+  // The threads a call made here runs the GEMM on, and a weight packed here is packed for (null:
+  // the packed weight does not depend on them).
+  int64_t (*threads)();
 };
+
+
 
 // x (contiguous, at least 2-D) viewed as rows of its last dimension, through `run` (rows ->
 // (rows, out_features)), and back to x's shape with out_features last.
@@ -47,15 +52,15 @@ at::Tensor on_rows(const at::Tensor& x, int64_t out_features, Run run) {
 }
 
 const PackedGemm kMkl{"MKL's packed GEMM", &mkl::pack_linear, &mkl::linear, &mkl::linear_add_,
-                      &mkl::gemm_rows};
+                      &mkl::gemm_rows, &mkl::threads};
 const PackedGemm kBrgemm{
     "oneDNN's brgemm microkernel",
     [](const at::Tensor& weight, int64_t) { return brgemm::pack_linear(weight); }, &brgemm::linear,
-    &brgemm::linear_add_, &brgemm::gemm_rows};
+    &brgemm::linear_add_, &brgemm::gemm_rows, nullptr};
 const PackedGemm kAvx2{
     "rmt's AVX2 GEMM kernel",
     [](const at::Tensor& weight, int64_t) { return avx2_gemm::pack_linear(weight); },
-    &avx2_gemm::linear, &avx2_gemm::linear_add_, &avx2_gemm::gemm_rows};
+    &avx2_gemm::linear, &avx2_gemm::linear_add_, &avx2_gemm::gemm_rows, nullptr};
 const PackedGemm kOnednn{
     "oneDNN's packed linear",
     [](const at::Tensor& weight, int64_t) { return onednn::pack_linear(weight); },
@@ -65,7 +70,7 @@ const PackedGemm kOnednn{
         return onednn::linear(rows, packed, bias, gelu);
       });
     },
-    nullptr, nullptr};
+    nullptr, nullptr, nullptr};
 
 // The packed GEMM of the float32 layers (null: none, at::linear runs them): on Intel CPUs MKL's
 // where the LibTorch exports it (nn/mkl_gemm.h; one parallel region and ~2 us a call); on other
@@ -96,6 +101,17 @@ const PackedGemm* packed_gemm() {
   return gemm;
 }
 
+// The threads a call made here runs the packed GEMM on, and a weight packed here is packed for (0:
+// the packed weight does not depend on them). A call takes a kept weight packed for at least its
+// threads: MKL runs a packed weight's GEMM on at most the threads it was packed on (a weight
+// packed on 1 thread, at a first forward on 1 thread or inside the batch chunks' parallel region,
+// ran every later 2-thread call on 1: RMT-S batch 1 on a Xeon, 77 against 53 ms a forward;
+// benchmarks/RESULTS.md, session 41).
+int64_t pack_threads() {
+  const auto* gemm = packed_gemm();
+  return gemm && gemm->threads ? gemm->threads() : 0;
+}
+
 // Whether the packed GEMM takes the layer (float32 CPU, no gradient recorded).
 bool layer_fits(const torch::nn::LinearImpl& linear) {
   const auto& w = linear.weight;
@@ -115,7 +131,9 @@ std::optional<at::Tensor> packed_weight(const torch::nn::LinearImpl& linear, con
                                         PackedLinear* packed) {
   if (!packed || !packed_fits(linear, x)) return std::nullopt;
   const auto& w = linear.weight;
-  return packed->get({&w}, [&] { return packed_gemm()->pack(w, x.numel() / x.size(-1)); });
+  const int64_t threads = pack_threads();
+  return packed->get_at_least({&w}, threads, threads,
+                              [&] { return packed_gemm()->pack(w, x.numel() / x.size(-1)); });
 }
 
 }  // namespace
@@ -144,7 +162,9 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
       return std::nullopt;
     }
   }
-  const auto kept = cache->get({&a.weight, &a.bias, &b.weight, &b.bias, &c.weight, &c.bias}, [&] {
+  const int64_t threads = pack_threads();
+  const auto sources = {&a.weight, &a.bias, &b.weight, &b.bias, &c.weight, &c.bias};
+  const auto kept = cache->get_at_least(sources, threads, threads, [&] {
     const auto weight = at::cat({a.weight, b.weight, c.weight});
     return PackedStack{packed_gemm()->pack(weight, x.numel() / x.size(-1)),
                        a.bias.defined() ? at::cat({a.bias, b.bias, c.bias}) : at::Tensor()};
@@ -184,7 +204,9 @@ std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear
   const PackedGemm* gemm = packed_gemm();
   if (!packed || !gemm || !gemm->gemm_rows || !layer_fits(linear)) return std::nullopt;
   const auto& w = linear.weight;
-  const auto kept = packed->get({&w}, [&] { return gemm->pack(w, rows); });
+  // The row GEMM runs on the calling thread: any kept weight serves it.
+  const auto kept =
+      packed->get_at_least({&w}, 0, pack_threads(), [&] { return gemm->pack(w, rows); });
   if (!kept) return std::nullopt;
   return RowGemmWeight{*kept, gemm->gemm_rows};
 }
