@@ -40,8 +40,6 @@ struct PackedGemm {
   int64_t (*threads)();
 };
 
-
-
 // x (contiguous, at least 2-D) viewed as rows of its last dimension, through `run` (rows ->
 // (rows, out_features)), and back to x's shape with out_features last.
 template <class Run>
