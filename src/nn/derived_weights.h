@@ -1,9 +1,11 @@
 #pragma once
 // Weights derived from a module's tensors (a BatchNorm folded into its conv, a Linear's weight
-// packed for oneDNN, RelPos2d's sin/cos tables), computed once and kept until one of the tensors they come from changes:
-// another tensor, another storage, or an in-place write (the version counter; a checkpoint load
-// writes in place). Inference tensors have no version counter: nothing can be kept for them, and
-// get() says so (the callers then run the plain ops rather than deriving weights on every call).
+// packed for MKL or oneDNN, RelPos2d's sin/cos tables), computed once and kept until one of the
+// tensors they come from changes: another tensor, another storage, or an in-place write (the
+// version counter; a checkpoint load writes in place); with get_at_least, also until a call asks
+// for a higher level than the kept value was made at (MKL's packs: a thread count). Inference
+// tensors have no version counter: nothing can be kept for them, and get() says so (the callers
+// then run the plain ops rather than deriving weights on every call).
 // Safe to share between threads running one model.
 
 #include <ATen/core/Tensor.h>

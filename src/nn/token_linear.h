@@ -2,13 +2,14 @@
 // A Linear layer on (B, H, W, C) tokens at inference, as one 2-D GEMM with the bias inside it.
 // LibTorch's at::linear runs a 4-D input as a matmul followed by a separate bias add_: one more
 // pass over the output and one more parallel region per layer. Where LibTorch exports MKL's packed
-// GEMM (nn/mkl_gemm.h) a float32 CPU layer runs there, with its weight packed once into MKL's
-// layout (kept in a PackedLinear, beside the weight: one more copy of the Linear weights in
-// memory); off Intel CPUs our AVX2 kernel (nn/avx2_gemm.h, CPUs without AVX-512) with the weight
-// in strips of 16 columns, oneDNN's batch-reduce microkernel (nn/brgemm_gemm.h) with the weight
-// transposed once, or oneDNN's linear (nn/onednn.h) the same way (RMT_CPU_LINEAR picks); elsewhere
-// addmm. Same function; the rounding differs from at::linear's by about an ulp (another summation
-// order).
+// GEMM (nn/mkl_gemm.h) a float32 CPU layer runs there, with its weight packed into MKL's
+// layout once for the threads of its calls, and again, once, for a call on more threads (MKL
+// runs a packed GEMM on at most its packing's threads); kept in a PackedLinear, beside the
+// weight: one more copy of the Linear weights in memory; off Intel CPUs our AVX2 kernel
+// (nn/avx2_gemm.h, CPUs without AVX-512) with the weight in strips of 16 columns, oneDNN's
+// batch-reduce microkernel (nn/brgemm_gemm.h) with the weight transposed once, or oneDNN's linear
+// (nn/onednn.h) the same way (RMT_CPU_LINEAR picks); elsewhere addmm. Same function; the rounding
+// differs from at::linear's by about an ulp (another summation order).
 
 #include <ATen/core/Tensor.h>
 
