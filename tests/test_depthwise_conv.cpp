@@ -79,7 +79,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{1, 3, 2, 32, 5}, Case{2, 7, 7, 32, 5}, Case{1, 7, 6, 16, 3},
                       // RMT's channel counts (the kernel's copies with C fixed at compile time
                       // for them): interior and clipped blocks, both kernel sizes.
-                      Case{2, 6, 9, 64, 3}, Case{1, 5, 10, 64, 5}, Case{1, 4, 7, 768, 3}),
+                      Case{2, 6, 9, 64, 3}, Case{1, 5, 10, 64, 5}, Case{1, 4, 7, 768, 3},
+                      // At least 8 channels a pixel of width (strips of channels across the
+                      // row): interior and clipped blocks, two vectors then one at 5x5.
+                      Case{1, 5, 9, 96, 3}, Case{1, 6, 10, 80, 5}),
     [](const auto& info) {
       const auto& c = info.param;
       return std::to_string(c.batch) + "x" + std::to_string(c.height) + "x" +
