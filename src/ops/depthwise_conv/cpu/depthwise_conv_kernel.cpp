@@ -212,21 +212,25 @@ RMT_ALWAYS_INLINE void conv_row_blocks(const ConvShape& s, const A* const* rows,
   // order as below. The pixel-major order streams every tap's weights for all C channels at each
   // block of pixels (27 KiB at 3x3, 768 channels), which evict the input rows from L1; a strip
   // reuses its block's weights across the row. Xeon (AVX-512), 1 thread, the op alone: 14 x 14 x
-  // 768 3x3 1.33x, 14 x 14 x 256 3x3 and 5x5 1.08x and 1.13x, 7 x 7 1.02-1.13x, 28 x 28 x 384 3x3
-  // 1.15x; wider rows lose (56 x 56 x 192 3x3 0.85x, 56 x 56 x 64 3x3 0.73x).
+  // 768 3x3 1.33x, 14 x 14 x 256 3x3 and 5x5 1.08x and 1.13x, 7 x 7 0.99-1.13x, 28 x 28 x 384 3x3
+  // 1.15x; wider rows lose (56 x 56 x 192 3x3 0.85x, 56 x 56 x 64 3x3 0.73x). The AVX2 variant
+  // there: 14 x 14 1.10-1.34x, 7 x 7 0.95-1.05x. RMT-S batch 1: 84.0 -> 83.3 ms on 1 thread.
   if (clipped_blocks && C >= 8 * s.width) {
     constexpr int N = K > 3 || VB == 32 ? 2 : 1;  // as conv_pixels
-    int64_t c = 0;
-    auto strip = [&](auto n_tag, int64_t c) {
-      constexpr int NN = decltype(n_tag)::value;
+    auto strip = [&](auto vectors, int64_t c0) {
+      constexpr int NV = decltype(vectors)::value;
       for (int64_t w = 0; w < s.width; w += kPixels) {
-        if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
-          conv_pixels_block<VB, KK, NN, RES, false>(rows, wt, bias, res, out, C, IP, s.width, w, c);
+        const bool inside = all_rows && w >= pad && w + kPixels - 1 + pad < s.width;
+        if (inside) {
+          conv_pixels_block<VB, KK, NV, RES, false>(rows, wt, bias, res, out, C, IP, s.width, w,
+                                                    c0);
         } else {
-          conv_pixels_block<VB, KK, NN, RES, true>(rows, wt, bias, res, out, C, IP, s.width, w, c);
+          conv_pixels_block<VB, KK, NV, RES, true>(rows, wt, bias, res, out, C, IP, s.width, w,
+                                                   c0);
         }
       }
     };
+    int64_t c = 0;
     for (; c + N * W <= C; c += N * W) strip(std::integral_constant<int, N>{}, c);
     for (; c < C; c += W) strip(std::integral_constant<int, 1>{}, c);
     return;
