@@ -104,6 +104,12 @@ RMT_ALWAYS_INLINE void conv_pixels_block(const A* const* rows, const A* __restri
   }
 }
 
+// Vectors of channels a block of pixels takes at a time (conv_pixels_block's N). Two pay for 5x5,
+// and for 3x3 with AVX2 (8 sums hide the FMA's latency where 4 do not; 15 of the 16 registers);
+// 3x3 with AVX-512 measured slower with them (level on an Intel Xeon, session 42).
+template <int VB, int K>
+constexpr int kChannelVectors = K > 3 || VB == 32 ? 2 : 1;
+
 // Output pixels [w, w + kPixels) of one row, every tap inside the image unless CLIP (then C is a
 // multiple of the vector width). rows[ki]: input row h + ki - pad; wt: (K * K, C), tap-major so
 // that a tap's weights are one vector load per block of channels.
@@ -115,9 +121,7 @@ RMT_ALWAYS_INLINE void conv_pixels(const A* const* rows, const A* __restrict wt,
   constexpr int W = VB / sizeof(A), P = kPixels, pad = (K - 1) / 2;
   const int64_t Cv = C / W * W, first = (w - pad) * IP;
   int64_t c = 0;
-  // Two vectors of channels at a time pay for 5x5, and for 3x3 with AVX2 (8 sums hide the FMA's
-  // latency where 4 do not; 15 of the 16 registers); 3x3 with AVX-512 measured slower with them.
-  if (K > 3 || VB == 32) {
+  if (kChannelVectors<VB, K> == 2) {
     for (; c + 2 * W <= Cv; c += 2 * W)
       conv_pixels_block<VB, K, 2, RES, CLIP>(rows, wt, bias, res, out, C, IP, width, w, c);
   }
@@ -207,6 +211,8 @@ RMT_ALWAYS_INLINE void conv_row_blocks(const ConvShape& s, const A* const* rows,
   bool all_rows = K > 0;
   for (int64_t ki = 0; ki < k; ++ki) all_rows = all_rows && rows[ki];
   const bool clipped_blocks = K > 0 && C % W == 0;
+  // Whether the block of pixels from w has every tap inside the image.
+  auto inside = [&](int64_t w) { return all_rows && w >= pad && w + kPixels - 1 + pad < s.width; };
   // Many channels on a narrow row (C >= 8 x width: RMT-S's 14 x 14 and 7 x 7 stages, its 28 x 28
   // FFN): a strip of one block of channels across the row at a time, each sum's taps in the same
   // order as below. The pixel-major order streams every tap's weights for all C channels at each
@@ -216,12 +222,11 @@ RMT_ALWAYS_INLINE void conv_row_blocks(const ConvShape& s, const A* const* rows,
   // 1.15x; wider rows lose (56 x 56 x 192 3x3 0.85x, 56 x 56 x 64 3x3 0.73x). The AVX2 variant
   // there: 14 x 14 1.10-1.34x, 7 x 7 0.95-1.05x. RMT-S batch 1: 84.0 -> 83.3 ms on 1 thread.
   if (clipped_blocks && C >= 8 * s.width) {
-    constexpr int N = K > 3 || VB == 32 ? 2 : 1;  // as conv_pixels
+    constexpr int N = kChannelVectors<VB, KK>;
     auto strip = [&](auto vectors, int64_t c0) {
       constexpr int NV = decltype(vectors)::value;
       for (int64_t w = 0; w < s.width; w += kPixels) {
-        const bool inside = all_rows && w >= pad && w + kPixels - 1 + pad < s.width;
-        if (inside) {
+        if (inside(w)) {
           conv_pixels_block<VB, KK, NV, RES, false>(rows, wt, bias, res, out, C, IP, s.width, w,
                                                     c0);
         } else {
@@ -236,7 +241,7 @@ RMT_ALWAYS_INLINE void conv_row_blocks(const ConvShape& s, const A* const* rows,
     return;
   }
   for (int64_t w = 0; w < s.width;) {
-    if (all_rows && w >= pad && w + kPixels - 1 + pad < s.width) {
+    if (inside(w)) {
       conv_pixels<VB, KK, RES, false>(rows, wt, bias, res, out, C, IP, s.width, w);
       w += kPixels;
     } else if (clipped_blocks) {
