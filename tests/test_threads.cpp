@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -330,32 +331,41 @@ TEST(BusyCpus, Setting) {
   EXPECT_EQ(rmt::runtime::busy_cpu_feedback_enabled(), !(v && std::string(v) == "ignore"));
 }
 
-// runtime/guided_parallel.h: every index exactly once, in chunks of at least `least` and a
-// multiple of `align` except the one that ends the range, on 1 to 3 threads (in a parallel region
-// where there are several); inside a parallel region the calling thread takes the whole range as
-// one chunk.
+// runtime/guided_parallel.h: every index exactly once, in chunks of at least `least` that start a
+// multiple of `align` after `begin` and hold a multiple of `align` except the one that ends the
+// range, on 1 to 3 threads (in a parallel region where there are several); inside a parallel
+// region the calling thread takes the whole range as one chunk.
 TEST(GuidedParallel, ChunksCoverTheRangeOnce) {
   const int before = at::get_num_threads();
   struct Case {
     int64_t begin, end, least, align;
   };
-  for (const int threads : {1, 2, 3}) {
+  // slow: every thread but the calling one sleeps in each chunk, so the calling thread takes from
+  // the others' shares (and, where it is the slow one in turn, they from its own).
+  for (const int threads : {1, 2, 3}) for (const bool slow : {false, true}) {
     at::set_num_threads(threads);
     for (const Case c : {Case{0, 0, 1, 1}, Case{5, 6, 1, 1}, Case{0, 196, 12, 6},
-                         Case{3, 1000, 1, 1}, Case{0, 49, 64, 1}, Case{10, 43, 2, 4}}) {
+                         Case{3, 1000, 1, 1}, Case{0, 49, 64, 1}, Case{10, 43, 2, 4},
+                         Case{7, 3143, 12, 6}, Case{0, 31, 5, 8}, Case{1, 100, 17, 6}}) {
       std::vector<std::atomic<int>> seen(static_cast<size_t>(c.end + 1));
       std::atomic<int> bad_chunks{0}, serial_chunks{0};
       const bool threaded = threads > 1 && c.end - c.begin > c.least;
       rmt::runtime::parallel_for_guided(c.begin, c.end, c.least, c.align,
                                         [&](int64_t i0, int64_t i1) {
-        if (i1 != c.end && ((i1 - i0) < c.least || (i1 - i0) % c.align != 0)) ++bad_chunks;
+        if (i1 - i0 < std::min(c.least, c.end - c.begin) || (i0 - c.begin) % c.align != 0 ||
+            (i1 != c.end && (i1 - i0) % c.align != 0)) {
+          ++bad_chunks;
+        }
         if (threaded && !at::in_parallel_region()) ++serial_chunks;
         for (int64_t i = i0; i < i1; ++i) ++seen[static_cast<size_t>(i)];
+        if (slow && at::get_thread_num() != 0) {
+          std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
       });
       for (int64_t i = 0; i < c.end; ++i) {
         EXPECT_EQ(seen[static_cast<size_t>(i)].load(), i >= c.begin ? 1 : 0)
             << "index " << i << " of [" << c.begin << ", " << c.end << ") on " << threads
-            << " threads";
+            << " threads" << (slow ? ", slow helpers" : "");
       }
       EXPECT_EQ(bad_chunks.load(), 0) << "[" << c.begin << ", " << c.end << ") on " << threads;
       EXPECT_EQ(serial_chunks.load(), 0) << "[" << c.begin << ", " << c.end << ") on " << threads
