@@ -511,6 +511,32 @@ TEST(MaSA, DecomposedEqualsFullOnASingleRow) {
             1e-3);
 }
 
+// forward_add_ (the block's residual step at inference, where out_proj adds its product to the
+// residual itself) is into + forward, in float32 (the packed GEMM's path) and float64, for both
+// forms; forward itself is held to the authors' numbers by the parity tests.
+TEST(MaSA, ForwardAddIsTheResidualPlusForward) {
+  torch::manual_seed(5);
+  rmt::nn::RelPos2d relpos(rmt::nn::RelPos2dOptions(32, 4, 2, 4));
+  torch::NoGradGuard no_grad;
+  for (const bool decomposed : {true, false}) {
+    for (const auto dtype : {at::kFloat, at::kDouble}) {
+      rmt::nn::MaSA masa(rmt::nn::MaSAOptions(32, 4).decomposed(decomposed));
+      masa->eval();
+      rmt::move_to(*masa, torch::kCPU, dtype);
+      rmt::move_to(*relpos, torch::kCPU, dtype);
+      auto [sin, cos] = relpos->sin_cos(7, 9);
+      const auto x = torch::randn({2, 7, 9, 32}, dtype);
+      const auto residual = torch::randn({2, 7, 9, 32}, dtype);
+      auto into = residual.clone();
+      masa->forward_add_(x, sin, cos, relpos->decay, into);
+      const auto expected = residual + masa->forward(x, sin, cos, relpos->decay);
+      EXPECT_LT(rmt::test::relative_error(into, expected), dtype == at::kFloat ? 1e-6 : 1e-14)
+          << (decomposed ? "decomposed" : "full") << ", " << c10::toString(dtype);
+      EXPECT_GT(rmt::test::relative_error(into, residual), 1e-2);  // it did add something
+    }
+  }
+}
+
 // sin/cos are cached per input size; the cache must never hand back stale tables.
 TEST(Modules, RelPosTablesFollowSizeDtypeAndWeights) {
   rmt::nn::RelPos2d relpos(rmt::nn::RelPos2dOptions(16, 2, 2, 4));

@@ -51,8 +51,14 @@ torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
     auto norm = [&](torch::nn::LayerNormImpl& ln, const torch::Tensor& branch) {
       return ops::add_layer_norm_(x, branch, ln.weight, ln.bias, ln.options.eps());
     };
-    auto attention = retention->forward(norm(*retention_layer_norm, {}), sin, cos, decay);
-    auto hidden = norm(*final_layer_norm, scaled(attention, gamma_1));
+    const auto normed = norm(*retention_layer_norm, {});
+    torch::Tensor hidden;
+    if (!gamma_1.defined()) {  // out_proj adds its product to x itself
+      retention->forward_add_(normed, sin, cos, decay, x);
+      hidden = norm(*final_layer_norm, {});
+    } else {
+      hidden = norm(*final_layer_norm, scaled(retention->forward(normed, sin, cos, decay), gamma_1));
+    }
     if (!gamma_2.defined()) {  // fc2 adds its product to x itself
       ffn->forward_add_(hidden, x);
       return x;

@@ -39,8 +39,8 @@ MaSAImpl::MaSAImpl(const MaSAOptions& options_) : options(options_) {
   packed_qkv_ = std::make_shared<detail::PackedLinearStack>();
 }
 
-torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin,
-                                const torch::Tensor& cos, const torch::Tensor& decay) {
+torch::Tensor MaSAImpl::mixed(const torch::Tensor& x, const torch::Tensor& sin,
+                              const torch::Tensor& cos, const torch::Tensor& decay) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(options.embed_dim() / options.num_heads()));
   const bool literal = policy_.literal();
   auto project = [&](torch::nn::LinearImpl& linear, size_t slot, const torch::Tensor& in) {
@@ -64,7 +64,24 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
     out = options.decomposed() ? ops::reference::masa_decomposed(q, k, v, sin, cos, decay, scale)
                                : ops::reference::masa_full(q, k, v, sin, cos, decay, scale);
   }
-  return project(*out_proj, 3, lepe->forward_add(v, out));  // out + lepe(v)
+  return lepe->forward_add(v, out);  // out + lepe(v)
+}
+
+torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin,
+                                const torch::Tensor& cos, const torch::Tensor& decay) {
+  const auto m = mixed(x, sin, cos, decay);
+  return policy_.literal() ? out_proj->forward(m)
+                           : detail::linear_tokens(*out_proj, m, packed_[3].get());
+}
+
+void MaSAImpl::forward_add_(const torch::Tensor& x, const torch::Tensor& sin,
+                            const torch::Tensor& cos, const torch::Tensor& decay,
+                            torch::Tensor& into) {
+  if (policy_.literal()) {
+    into.add_(forward(x, sin, cos, decay));
+    return;
+  }
+  detail::linear_tokens_add_(*out_proj, mixed(x, sin, cos, decay), into, packed_[3].get());
 }
 
 Size2d MaSAImpl::count_cost(CostCounter& counter, const std::string& name, Size2d in) const {

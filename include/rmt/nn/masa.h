@@ -29,6 +29,10 @@ class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost
   // x: (B, H, W, C); sin, cos: (H, W, head_dim); decay: (heads,). Returns (B, H, W, C).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sin, const torch::Tensor& cos,
                         const torch::Tensor& decay);
+  // into += forward(x, sin, cos, decay), into of x's shape: at CPU inference out_proj adds its
+  // product to `into` in its own pass over it (the block's residual: no output tensor, no add).
+  void forward_add_(const torch::Tensor& x, const torch::Tensor& sin, const torch::Tensor& cos,
+                    const torch::Tensor& decay, torch::Tensor& into);
   // This module's and lepe's.
   void set_backend(Backend backend) override;
   // The projections and lepe, then the two attention matmuls (QK^T and attention x V), which are
@@ -41,6 +45,10 @@ class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost
   torch::nn::Linear out_proj{nullptr};
 
  private:
+  // lepe(v) + attention: what out_proj projects.
+  torch::Tensor mixed(const torch::Tensor& x, const torch::Tensor& sin, const torch::Tensor& cos,
+                      const torch::Tensor& decay);
+
   std::array<std::shared_ptr<detail::PackedLinear>, 4> packed_;  // q, k, v, out
   std::shared_ptr<detail::PackedLinearStack> packed_qkv_;        // q, k, v stacked
 };
