@@ -220,8 +220,8 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& transformed, const at:
   const float* up = transformed.data_ptr<float>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
-  // Guided chunks of blocks: the threads of a shared host run at uneven speeds
-  // (runtime/guided_parallel.h).
+  // Blocks in home shares that balance themselves: the threads of a shared host run at uneven
+  // speeds (runtime/guided_parallel.h).
   const int64_t blocks = (tiles + block - 1) / block;
   runtime::parallel_for_guided(0, blocks, 1, 1, [&](int64_t first, int64_t last) {
     const std::unique_ptr<float[]> v(new float[kPlanes * plane_stride(block, s.in)]);

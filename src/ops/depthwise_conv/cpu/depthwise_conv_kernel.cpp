@@ -501,8 +501,8 @@ at::Tensor depthwise_conv2d_nhwc_cpu(const at::Tensor& x, const at::Tensor& weig
       RMT_CALL_LANE_VARIANT(conv_rows, s, xc.data_ptr<scalar_t>(), kw.wt(), kw.bias(),
                             rp, y.data_ptr<scalar_t>(), row0, row1);
     };
-    // Guided chunks of rows: the threads of a shared host run at uneven speeds
-    // (runtime/guided_parallel.h).
+    // Rows in home shares that balance themselves: each thread keeps to its own rows, and the
+    // threads of a shared host run at uneven speeds (runtime/guided_parallel.h).
     runtime::parallel_for_guided(0, s.batch * s.height, grain, 1, body);
   });
   return y;

@@ -139,7 +139,8 @@ at::Tensor add_layer_norm_cpu(const at::Tensor& x, const at::Tensor& branch,
     const scalar_t* bb = b.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     const auto e = static_cast<scalar_t>(eps);
-    // Guided chunks: the threads of a shared host run at uneven speeds (runtime/guided_parallel.h).
+    // Home shares that balance themselves (runtime/guided_parallel.h): each thread keeps to its
+    // own rows, and the threads of a shared host run at uneven speeds.
     runtime::parallel_for_guided(0, rows, grain, 1, [&](int64_t r0, int64_t r1) {
       RMT_CALL_LANE_VARIANT(rows, xp, bp, wp, bb, yp, C, e, r0, r1);
     });

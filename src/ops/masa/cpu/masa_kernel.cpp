@@ -274,7 +274,8 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
                                 token_stride * dv);
     }
   };
-  // Guided chunks: the threads of a shared host run at uneven speeds (runtime/guided_parallel.h).
+  // Home shares that balance themselves (runtime/guided_parallel.h): each thread keeps to its
+  // own rows of the grid, and the threads of a shared host run at uneven speeds.
   runtime::parallel_for_guided(0, tasks, grain_for(cost), 1, body);
 }
 
