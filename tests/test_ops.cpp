@@ -31,6 +31,8 @@ const Shape kShapes[] = {
     {1, 6, 6, 2, 32, 32},   // head dim 32
     {2, 4, 5, 2, 8, 12},    // d_v != d
     {1, 1, 1, 1, 2, 2},     // one token
+    {2, 6, 1, 2, 16, 16},   // one column: the column pass steps down the grid's rows
+    {2, 1, 6, 2, 16, 16},   // one row
     {1, 48, 45, 1, 8, 8},   // 2160 tokens: the full operator's float forward past the lanes kernel
 };
 

@@ -178,18 +178,49 @@ void pass_forward(const Inputs<T>& in, const Dims& s, const Pass& pass, A scale,
   });
 }
 
+// Where the float forward's passes find a tensor's tokens: token (b, pos) of the grid (pos = y * W
+// + x) at b * image + y * row + x * token, a head's channels at head * dim from there.
+struct GridLayout {
+  int64_t token, row, image, w;
+
+  int64_t at(int64_t b, int64_t pos) const { return b * image + pos / w * row + pos % w * token; }
+  // Elements between consecutive tokens of one of the pass's sequences.
+  int64_t step(const Pass& pass) const {
+    if (pass.tstride == w) return row;  // down a column (w = 1: the grid's only one)
+    TORCH_INTERNAL_ASSERT(pass.tstride == 1 && (pass.len <= w || row == w * token));
+    return token;  // along a row, or on across rows where they are dense
+  }
+};
+
+// A (B, H, W, ...) tensor's tokens, `token` elements apart.
+GridLayout dense_layout(const Dims& s, int64_t token) {
+  return {token, s.w * token, s.l * token, s.w};
+}
+
+// The decomposed operator's own buffers (the rotated q and k, the row pass's output): each grid
+// row one cache line longer than its tokens. Dense, RMT's rows are 14336 bytes apart at every
+// stage (3.5 pages), so the 56 keys and values of a column that the column pass reads fall on 2
+// of the L1 cache's 64 sets; padded, they spread over all of them. Measured (1 thread, Intel Xeon):
+// the column pass alone at 56 x 56, 4 heads of 16, 0.85 -> 0.75 ms, at 28 x 28 0.18 -> 0.16; the
+// whole operator on RMT-S's first stage 1.75 -> 1.71 ms.
+GridLayout padded_layout(const Dims& s, int64_t token) {
+  constexpr int64_t kRowPadding = 16;  // floats: one 64-byte line
+  const int64_t row = s.w * token + kRowPadding;
+  return {token, row, s.h * row, s.w};
+}
+
 // The float forward (attend_lanes.h) reads q rotated and k rotated and scaled (by scale * log2(e):
 // the kernel's scores are in base 2), computed once for every pass, as rows 0 and 1 of a
-// (2, B * L * heads * d) tensor, (B, L, heads, d) like the inputs.
-at::Tensor rotated_buffer(const Dims& s, const at::TensorOptions& aopt) {
-  return at::empty({2, s.b * s.l * s.n * s.d}, aopt);
+// (2, B * image) tensor laid out as `layout` says (token: heads * d).
+at::Tensor rotated_buffer(const Dims& s, const GridLayout& layout, const at::TensorOptions& aopt) {
+  return at::empty({2, s.b * layout.image}, aopt);
 }
 
 // That tensor, filled in a pass of its own (the full operator's: one sequence of every token).
 at::Tensor rotate_all(const Inputs<float>& in, const Dims& s, float scale,
                       const at::TensorOptions& aopt) {
   const int64_t d = s.d, nd = s.n * d;
-  auto rotated = rotated_buffer(s, aopt);
+  auto rotated = rotated_buffer(s, dense_layout(s, nd), aopt);
   float* rq = rotated.data_ptr<float>();
   float* rk = rq + s.b * s.l * nd;
   at::parallel_for(0, s.b * s.l, grain_for(8 * nd), [&](int64_t begin, int64_t end) {
@@ -212,11 +243,13 @@ at::Tensor rotate_all(const Inputs<float>& in, const Dims& s, float scale,
 // apart), the outputs scattered back. rotated: rotate_all's, or, with `rotate_from` (a pass of
 // consecutive tokens: the decomposed operator's row pass, which runs first), filled here: each
 // task rotates its own tokens' q and k of its head first, so that its keys are read hot and no
-// pass of its own does it (the column pass then reads what the row pass wrote). vsrc: values with
-// vs elements between tokens (Dims::vs for the inputs' v, n * dv for o1). A pass whose tokens wrap
-// onto several grid rows (the full operator's, coord_w < len) takes the 2-D mask on their (y, x).
-void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dims& s,
-                        const Pass& pass, const float* vsrc, int64_t vs, float* dst,
+// pass of its own does it (the column pass then reads what the row pass wrote), laid out as qkl
+// says. vsrc: the values, laid out as vl says (the inputs' v: dense, Dims::vs apart; o1: padded);
+// dst: the outputs, laid out as ol says. A pass whose tokens wrap onto several grid rows (the full
+// operator's, coord_w < len) takes the 2-D mask on their (y, x).
+void pass_forward_lanes(const at::Tensor& rotated, const GridLayout& qkl, const float* decay,
+                        const Dims& s, const Pass& pass, const float* vsrc, const GridLayout& vl,
+                        float* dst, const GridLayout& ol,
                         const Inputs<float>* rotate_from = nullptr, float scale = 1.0f) {
   TORCH_INTERNAL_ASSERT(!rotate_from || pass.tstride == 1);
   float* rq = rotated.data_ptr<float>();
@@ -234,7 +267,7 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
   const int64_t cost = len * len * 2 * (d + dv);
   auto body = [&](int64_t begin, int64_t end) {
     std::vector<float> qt(d * ldq), ot(dv * ldq), work(cpu::lanes_workspace_size(len, len));
-    const int64_t token_stride = pass.tstride * s.n;  // between a sequence's tokens, / dim
+    const int64_t qk_step = qkl.step(pass), v_step = vl.step(pass), o_step = ol.step(pass);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t head = task % s.n, seq = task / s.n % pass.nseq, b = task / s.n / pass.nseq;
       const int64_t first = pass.position(seq, 0);
@@ -243,24 +276,24 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
         // of the sequence this thread takes: a token's heads are adjacent in memory, so that its
         // q and k come in whole runs of cache lines instead of one line a task.
         const Inputs<float>& in = *rotate_from;
-        const int64_t token = b * s.l + first, nd = s.n * d;
+        const int64_t token = b * s.l + first, rotated_at = qkl.at(b, first) + head * d;
         const int64_t heads = std::min(s.n - head, end - task);
         const float* sn = in.sn + first * d;
         const float* cs = in.cs + first * d;
         cpu::theta_shift_tokens(in.q + token * s.qs + head * d, s.qs, sn, cs, len, heads, d, 1.0f,
-                                rq + s.offset(b, first, head, d), nd);
+                                rq + rotated_at, qkl.token);
         cpu::theta_shift_tokens(in.k + token * s.ks + head * d, s.ks, sn, cs, len, heads, d,
-                                scale * cpu::kLog2e, rk + s.offset(b, first, head, d), nd);
+                                scale * cpu::kLog2e, rk + rotated_at, qkl.token);
       }
-      cpu::transpose_to_lanes(rq + s.offset(b, first, head, d), token_stride * d, len, d,
-                              qt.data(), ldq);
+      const int64_t qk_at = qkl.at(b, first) + head * d;
+      cpu::transpose_to_lanes(rq + qk_at, qk_step, len, d, qt.data(), ldq);
       cpu::LaneProblem p;
       p.qt = qt.data();
       p.ldq = ldq;
-      p.k = rk + s.offset(b, first, head, d);
-      p.k_stride = token_stride * d;
-      p.v = vsrc + (b * s.l + first) * vs + head * dv;
-      p.v_stride = pass.tstride * vs;
+      p.k = rk + qk_at;
+      p.k_stride = qk_step;
+      p.v = vsrc + vl.at(b, first) + head * dv;
+      p.v_stride = v_step;
       p.m = p.n = len;
       p.d = d;
       p.dv = dv;
@@ -270,8 +303,8 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
         p.x = grid.data() + ldq;
       }
       cpu::attend_forward_lanes(p, ot.data(), work.data());
-      cpu::transpose_from_lanes(ot.data(), ldq, len, dv, dst + s.offset(b, first, head, dv),
-                                token_stride * dv);
+      cpu::transpose_from_lanes(ot.data(), ldq, len, dv, dst + ol.at(b, first) + head * dv,
+                                o_step);
     }
   };
   // Home shares that balance themselves (runtime/guided_parallel.h): each thread keeps to its
@@ -279,18 +312,24 @@ void pass_forward_lanes(const at::Tensor& rotated, const float* decay, const Dim
   runtime::parallel_for_guided(0, tasks, grain_for(cost), 1, body);
 }
 
-// Both passes of the decomposed forward; o1 (opmath) holds the row pass's output.
+// Both passes of the decomposed forward; the row pass's output in a buffer of the opmath type.
 template <class T, class A>
-void decomposed_forward(const Inputs<T>& in, const Dims& s, A scale, A* o1, T* out,
+void decomposed_forward(const Inputs<T>& in, const Dims& s, A scale, T* out,
                         const at::TensorOptions& aopt) {
   if constexpr (std::is_same_v<T, float>) {
-    const auto rotated = rotated_buffer(s, aopt);  // filled by the row pass, read by both
-    pass_forward_lanes(rotated, in.decay, s, row_pass(s), in.v, s.vs, o1, &in, scale);
-    pass_forward_lanes(rotated, in.decay, s, column_pass(s), static_cast<const float*>(o1),
-                       s.n * s.dv, out);
+    const GridLayout qkl = padded_layout(s, s.n * s.d), o1l = padded_layout(s, s.n * s.dv);
+    const auto rotated = rotated_buffer(s, qkl, aopt);  // filled by the row pass, read by both
+    const auto o1 = at::empty({s.b * o1l.image}, aopt);
+    float* o1p = o1.data_ptr<float>();
+    pass_forward_lanes(rotated, qkl, in.decay, s, row_pass(s), in.v, dense_layout(s, s.vs), o1p,
+                       o1l, &in, scale);
+    pass_forward_lanes(rotated, qkl, in.decay, s, column_pass(s), o1p, o1l, out,
+                       dense_layout(s, s.n * s.dv));
   } else {
-    pass_forward(in, s, row_pass(s), scale, in.v, o1);
-    pass_forward(in, s, column_pass(s), scale, static_cast<const A*>(o1), out);
+    const auto o1 = at::empty(s.out_sizes(), aopt);
+    A* o1p = o1.data_ptr<A>();
+    pass_forward(in, s, row_pass(s), scale, in.v, o1p);
+    pass_forward(in, s, column_pass(s), scale, static_cast<const A*>(o1p), out);
   }
 }
 
@@ -389,12 +428,11 @@ at::Tensor decomposed_cpu(const at::Tensor& q, const at::Tensor& k, const at::Te
   const Dims& s = p.dims;
   auto out = at::empty(s.out_sizes(), p.q.options());
   if (out.numel() == 0) return out;
-  auto o1 = at::empty(s.out_sizes(), opmath_options(p.q));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(),
                                   "masa_decomposed_cpu", [&] {
     using A = at::opmath_type<scalar_t>;
-    decomposed_forward(inputs_of<scalar_t>(p), s, static_cast<A>(scale), o1.data_ptr<A>(),
-                       out.data_ptr<scalar_t>(), o1.options());
+    decomposed_forward(inputs_of<scalar_t>(p), s, static_cast<A>(scale), out.data_ptr<scalar_t>(),
+                       opmath_options(p.q));
   });
   return out;
 }
@@ -541,8 +579,9 @@ at::Tensor full_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   const auto aopt = opmath_options(p.q);
   if (lanes) {
     const auto in = inputs_of<float>(p);
-    pass_forward_lanes(rotate_all(in, s, static_cast<float>(scale), aopt), in.decay, s,
-                       full_pass(s), in.v, s.vs, out.data_ptr<float>());
+    pass_forward_lanes(rotate_all(in, s, static_cast<float>(scale), aopt),
+                       dense_layout(s, s.n * s.d), in.decay, s, full_pass(s), in.v,
+                       dense_layout(s, s.vs), out.data_ptr<float>(), dense_layout(s, s.n * s.dv));
     return out;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.q.scalar_type(), "masa_full_cpu",
