@@ -1042,4 +1042,60 @@ TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
   at::set_num_threads(threads_before);
 }
 
+// norm_forward_add_ (the block's last step at inference: x += ffn(norm(x)), the pipeline
+// normalizing x's rows as fc1 takes them while fc2 adds into those same rows) must give the
+// authors' LayerNorm then FFN (LibTorch's LayerNorm, the literal path), on the sizes above and a
+// taller image: two threads on one image, where each share's rows next to the other's must be
+// the norms of x before the other thread added to them, and images a thread each. Where the pipeline does not
+// run it declines, leaving x as it was.
+TEST(Modules, FeedForwardNormForwardAddMatchesNormThenForward) {
+  rmt::nn::FeedForward ffn(8, 24);
+  torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({8}).eps(1e-6));
+  ffn->eval();
+  norm->eval();
+  torch::NoGradGuard no_grad;
+  rmt::nn::detail::PackedLinear probe;
+  if (!rmt::nn::detail::row_gemm_weight(*ffn->fc1, 1, &probe)) {
+    GTEST_SKIP() << "the linear layers run on " << rmt::nn::detail::packed_gemm_name()
+                 << ", which has no row calls";
+  }
+  for (auto& p : ffn->parameters()) p.normal_(0, 0.3);
+  norm->weight.normal_(1, 0.3);
+  norm->bias.normal_(0, 0.3);
+  const int threads_before = at::get_num_threads();
+  // 120 rows on 2 threads: shares of 24 chunks, so that one thread reads the rows next to its
+  // share long after the other, started late by its wake-up, added to them.
+  const std::vector<std::vector<int64_t>> sizes{
+      {1, 120, 56, 8}, {1, 30, 56, 8}, {3, 37, 9, 8}, {2, 1, 5, 8}, {1, 16, 3, 8}};
+  for (const int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (const auto& size : sizes) {
+      // x small against what fc2 adds: a row normalized after its neighbour's fc2 added to it
+      // would be far off (a LayerNorm does not see a row's scale, only its shape).
+      const auto x = torch::randn(size) * 0.01;
+      ffn->set_backend(rmt::nn::Backend::Reference);
+      const auto expected = x + ffn->forward(norm->forward(x));
+      ffn->set_backend(rmt::nn::Backend::Fused);
+      auto into = x.clone();
+      std::string what = std::to_string(threads) + " threads, x";
+      for (const auto n : size) what += " " + std::to_string(n);
+      EXPECT_TRUE(ffn->norm_forward_add_(*norm, into)) << what;
+      EXPECT_LT(rmt::test::relative_error(into, expected), 1e-5) << what;
+    }
+  }
+  // One image of 14 rows on 2 threads: shares of 7 rows, declined, x untouched.
+  at::set_num_threads(2);
+  const auto x = torch::randn({1, 14, 14, 8});
+  auto into = x.clone();
+  EXPECT_FALSE(ffn->norm_forward_add_(*norm, into));
+  EXPECT_TRUE(into.equal(x));
+  // Under autograd: declined (the caller's LayerNorm and forward record the graph).
+  {
+    torch::AutoGradMode grad(true);
+    auto y = torch::randn({1, 30, 56, 8});
+    EXPECT_FALSE(ffn->norm_forward_add_(*norm, y));
+  }
+  at::set_num_threads(threads_before);
+}
+
 }  // namespace

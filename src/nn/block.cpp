@@ -55,6 +55,10 @@ torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
     torch::Tensor hidden;
     if (!gamma_1.defined()) {  // out_proj adds its product to x itself
       retention->forward_add_(normed, sin, cos, decay, x);
+      // The FFN's row pipeline normalizes x's rows itself as fc1 takes them.
+      if (!gamma_2.defined() && ffn->norm_forward_add_(*final_layer_norm, x)) {
+        return x;
+      }
       hidden = norm(*final_layer_norm, {});
     } else {
       hidden = norm(*final_layer_norm, scaled(retention->forward(normed, sin, cos, decay), gamma_1));

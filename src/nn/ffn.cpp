@@ -1,5 +1,6 @@
 #include "rmt/nn/ffn.h"
 
+#include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 
 #include "nn/conv_padding.h"
@@ -35,20 +36,37 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   return policy_.literal() ? fc2->forward(h) : detail::linear_tokens(*fc2, h, packed_[1].get());
 }
 
+// The depthwise conv's padding where the row pipeline can run it (stride 1, the same padding on
+// both axes), else nothing.
+std::optional<int64_t> FeedForwardImpl::row_pipeline_padding() const {
+  const auto& o = dwconv->conv->options;
+  const auto padding = detail::numeric_padding(o);
+  if (o.stride()->at(0) != 1 || o.stride()->at(1) != 1 || padding->at(0) != padding->at(1)) {
+    return std::nullopt;
+  }
+  return padding->at(0);
+}
+
 void FeedForwardImpl::forward_add_(const torch::Tensor& x, torch::Tensor& into) {
   if (policy_.literal()) {
     into.add_(forward(x));
     return;
   }
-  const auto& o = dwconv->conv->options;
-  if (o.stride()->at(0) == 1 && o.stride()->at(1) == 1 &&
-      detail::numeric_padding(o)->at(0) == detail::numeric_padding(o)->at(1) &&
-      detail::ffn_rows_add_(*fc1, *fc2, dwconv->kernel_weight(), dwconv->conv->bias,
-                            detail::numeric_padding(o)->at(0), x, into, packed_[0].get(),
-                            packed_[1].get())) {
+  const auto padding = row_pipeline_padding();
+  if (padding && detail::ffn_rows_add_(*fc1, *fc2, dwconv->kernel_weight(), dwconv->conv->bias,
+                                       *padding, x, into, packed_[0].get(), packed_[1].get())) {
     return;
   }
   detail::linear_tokens_add_(*fc2, hidden(x), into, packed_[1].get());
+}
+
+bool FeedForwardImpl::norm_forward_add_(const torch::nn::LayerNormImpl& norm, torch::Tensor& x) {
+  if (policy_.literal() || at::GradMode::is_enabled() || is_training()) return false;
+  const auto padding = row_pipeline_padding();
+  return padding && norm.options.normalized_shape().size() == 1 &&
+         detail::ffn_rows_norm_add_(*fc1, *fc2, dwconv->kernel_weight(), dwconv->conv->bias,
+                                    *padding, norm.weight, norm.bias, norm.options.eps(), x,
+                                    packed_[0].get(), packed_[1].get());
 }
 
 void FeedForwardImpl::set_backend(Backend backend) {

@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "ops/depthwise_conv/cpu/depthwise_conv_kernel.h"
+#include "ops/layer_norm/cpu/layer_norm_kernel.h"
 
 namespace rmt::nn::detail {
 
@@ -31,9 +34,53 @@ struct Layers {
   const float* bias2;
 };
 
+// The LayerNorm before the FFN, when the pipeline applies it (ffn_rows_norm_add_).
+struct RowNorm {
+  const float* weight;
+  const float* bias;
+  float eps;
+};
+
+// Where one share of rows finds fc1's input rows: x itself, or (with a norm) x's rows normalized
+// into `normed` as they are needed; rows of the image outside the share [row0, row1) (the conv's
+// halo, which the neighbouring share overwrites) come normalized from `above` and `below`, taken
+// before any thread wrote.
+struct Fc1Inputs {
+  const float* x;
+  const RowNorm* norm;
+  const float* above;  // rows row0 - pad .. row0 - 1
+  const float* below;  // rows row1 .. row1 + pad - 1
+  float* normed;       // room for the most rows one fc1 call takes
+};
+
+// fc1's input rows [from, to) of image b, the share being [row0, row1): a pointer to them, one
+// row after the other.
+const float* fc1_input(const Geometry& g, const Fc1Inputs& in, int64_t b, int64_t row0,
+                       int64_t row1, int64_t from, int64_t to) {
+  const int64_t token_row = g.width * g.channels;
+  const float* x_rows = in.x + (b * g.height + from) * token_row;
+  if (!in.norm) return x_rows;
+  for (int64_t row = from; row < to; ++row) {
+    float* dst = in.normed + (row - from) * token_row;
+    if (row < row0) {
+      std::copy_n(in.above + (row - (row0 - g.pad)) * token_row, token_row, dst);
+    } else if (row >= row1) {
+      std::copy_n(in.below + (row - row1) * token_row, token_row, dst);
+    }
+  }
+  // The share's own rows, in one call (four rows at a time in the kernel).
+  const int64_t own0 = std::max(from, row0), own1 = std::min(to, row1);
+  if (own0 < own1) {
+    ops::layer_norm::layer_norm_rows(in.x + (b * g.height + own0) * token_row, in.norm->weight,
+                                     in.norm->bias, in.normed + (own0 - from) * token_row,
+                                     g.channels, in.norm->eps, (own1 - own0) * g.width);
+  }
+  return in.normed;
+}
+
 // Output rows [row0, row1) of image b: chunk by chunk, the hidden rows of the next chunk (and the
 // conv's halo) appended to `slab`, which keeps the last rows the conv still reads.
-void run_rows(const Geometry& g, const Layers& l, const float* x, float* into, int64_t b,
+void run_rows(const Geometry& g, const Layers& l, const Fc1Inputs& in, float* into, int64_t b,
               int64_t row0, int64_t row1, float* slab, int64_t capacity, float* middle) {
   const int64_t row_size = g.width * g.hidden, token_row = g.width * g.channels;
   int64_t first = std::max<int64_t>(0, row0 - g.pad), next = first;  // slab: rows [first, next)
@@ -46,8 +93,8 @@ void run_rows(const Geometry& g, const Layers& l, const float* x, float* into, i
                    (next - keep) * row_size * sizeof(float));
       first = keep;
     }
-    l.gemm(x + (b * g.height + next) * token_row, (last - next) * g.width, g.channels, l.packed1,
-           g.hidden, l.bias1, /*gelu=*/true, 0.0f, slab + (next - first) * row_size);
+    l.gemm(fc1_input(g, in, b, row0, row1, next, last), (last - next) * g.width, g.channels,
+           l.packed1, g.hidden, l.bias1, /*gelu=*/true, 0.0f, slab + (next - first) * row_size);
     next = last;
     ops::depthwise_conv::conv_add_self_rows_cpu(slab, first, g.height, g.width, g.hidden,
                                                 l.dw_weight, l.dw_bias, r, r1, middle);
@@ -61,18 +108,18 @@ bool is_float_cpu(const at::Tensor& t) {
   return !t.defined() || (t.scalar_type() == at::kFloat && t.device().is_cpu());
 }
 
-}  // namespace
-
-bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
-                   const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
-                   const at::Tensor& x, at::Tensor& into, PackedLinear* packed1,
-                   PackedLinear* packed2) {
+// Both entry points: into += fc2(...(fc1's input)), fc1's input x's rows or (norm) their norms.
+bool rows_add(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+              const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
+              const at::Tensor& x, at::Tensor& into, const RowNorm* norm, PackedLinear* packed1,
+              PackedLinear* packed2) {
   if (x.dim() != 4 || !x.is_contiguous() || !into.is_contiguous() || into.sizes() != x.sizes() ||
       !is_float_cpu(x) || !is_float_cpu(into) || x.numel() == 0) {
     return false;
   }
-  // into written while x's rows (a neighbour's halo among them) are still read: not in x's memory.
-  if (x.storage().is_alias_of(into.storage())) return false;
+  // into written while x's rows (a neighbour's halo among them) are still read: not in x's memory
+  // (with a norm, x is into, its halo rows taken before anyone writes).
+  if (!norm && x.storage().is_alias_of(into.storage())) return false;
   const int64_t batch = x.size(0), channels = x.size(3), hidden = fc1.weight.size(0);
   if (fc1.weight.size(1) != channels || fc2.weight.size(1) != hidden ||
       fc2.weight.size(0) != channels || dw_weight.dim() != 4 || dw_weight.size(0) != hidden ||
@@ -97,20 +144,73 @@ bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl
                  fc2.bias.defined() ? fc2.bias.data_ptr<float>() : nullptr};
   const float* xp = x.data_ptr<float>();
   float* ip = into.data_ptr<float>();
-  const int64_t row_size = g.width * g.hidden;
-  at::parallel_for(0, batch * shares, 1, [&](int64_t begin, int64_t end) {
-    const int64_t span = (g.height + shares - 1) / shares;
-    // The slab holds a few chunks before it slides; the middle buffer one chunk.
+  const int64_t row_size = g.width * g.hidden, token_row = g.width * channels;
+  const int64_t span = (g.height + shares - 1) / shares;
+  auto share_rows = [&](int64_t share) {
+    const int64_t row0 = std::min(g.height, share * span);
+    return std::make_pair(row0, std::min(g.height, row0 + span));
+  };
+  // With a norm and shared images: every share's halo rows, normalized before anyone writes
+  // (pad rows above and below each share; rows outside the image are never read).
+  const int64_t units = batch * shares, halo = shares > 1 ? g.pad * token_row : 0;
+  std::vector<float> halos(norm ? 2 * units * halo : 0);
+  if (norm && shares > 1) {
+    auto normalize = [&](int64_t b, int64_t row, float* dst) {
+      ops::layer_norm::layer_norm_rows(xp + (b * g.height + row) * token_row, norm->weight,
+                                       norm->bias, dst, channels, norm->eps, g.width);
+    };
+    for (int64_t unit = 0; unit < units; ++unit) {
+      const int64_t b = unit / shares;
+      const auto [row0, row1] = share_rows(unit % shares);
+      float* above = halos.data() + 2 * unit * halo;
+      float* below = above + halo;
+      for (int64_t d = 0; d < g.pad && row0 < row1; ++d) {
+        if (row0 - g.pad + d >= 0) normalize(b, row0 - g.pad + d, above + d * token_row);
+        if (row1 + d < g.height) normalize(b, row1 + d, below + d * token_row);
+      }
+    }
+  }
+  at::parallel_for(0, units, 1, [&](int64_t begin, int64_t end) {
+    // The slab holds a few chunks before it slides; the middle buffer one chunk; the normed
+    // buffer the most rows one fc1 call takes (a chunk and the halo on both sides).
     const int64_t capacity = std::min(g.height, 4 * g.chunk + 2 * g.pad);
     const std::unique_ptr<float[]> slab(new float[capacity * row_size]);
     const std::unique_ptr<float[]> middle(new float[g.chunk * row_size]);
+    const std::unique_ptr<float[]> normed(
+        new float[norm ? (g.chunk + 2 * g.pad) * token_row : 0]);
     for (int64_t unit = begin; unit < end; ++unit) {
-      const int64_t b = unit / shares, share = unit % shares;
-      const int64_t row0 = std::min(g.height, share * span), row1 = std::min(g.height, row0 + span);
-      if (row0 < row1) run_rows(g, l, xp, ip, b, row0, row1, slab.get(), capacity, middle.get());
+      const int64_t b = unit / shares;
+      const auto [row0, row1] = share_rows(unit % shares);
+      const float* share_halo = halos.empty() ? nullptr : halos.data() + 2 * unit * halo;
+      const Fc1Inputs in{xp, norm, share_halo, share_halo ? share_halo + halo : nullptr,
+                         normed.get()};
+      if (row0 < row1) run_rows(g, l, in, ip, b, row0, row1, slab.get(), capacity, middle.get());
     }
   });
   return true;
+}
+
+}  // namespace
+
+bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+                   const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
+                   const at::Tensor& x, at::Tensor& into, PackedLinear* packed1,
+                   PackedLinear* packed2) {
+  return rows_add(fc1, fc2, dw_weight, dw_bias, dw_padding, x, into, nullptr, packed1, packed2);
+}
+
+bool ffn_rows_norm_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+                        const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
+                        const at::Tensor& norm_weight, const at::Tensor& norm_bias, double eps,
+                        at::Tensor& x, PackedLinear* packed1, PackedLinear* packed2) {
+  auto fits = [&](const at::Tensor& t) {
+    return t.defined() && is_float_cpu(t) && t.dim() == 1 && t.is_contiguous() &&
+           x.dim() == 4 && t.size(0) == x.size(3);
+  };
+  if (!fits(norm_weight) || !fits(norm_bias)) return false;
+  const RowNorm norm{norm_weight.data_ptr<float>(), norm_bias.data_ptr<float>(),
+                     static_cast<float>(eps)};
+  return rows_add(fc1, fc2, dw_weight, dw_bias, dw_padding, x, x, &norm, packed1, packed2);
 }
 
 }  // namespace rmt::nn::detail

@@ -3,8 +3,10 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 
 #include "rmt/nn/dwconv.h"
 
@@ -21,6 +23,10 @@ class FeedForwardImpl : public torch::nn::Module, public WithBackend {
   // into += forward(x), into of x's shape; at CPU inference fc2 adds its product to `into` in its
   // own pass (no output tensor, no separate add).
   void forward_add_(const torch::Tensor& x, torch::Tensor& into);
+  // x += forward(norm(x)) at CPU float inference where the FFN runs a few image rows at a time:
+  // norm's rows computed as fc1 takes them, no normalized tensor written and read back. Returns
+  // false, having done nothing, elsewhere (then norm and forward_add_ as two steps).
+  bool norm_forward_add_(const torch::nn::LayerNormImpl& norm, torch::Tensor& x);
   // This module's and dwconv's.
   void set_backend(Backend backend) override;
 
@@ -30,6 +36,7 @@ class FeedForwardImpl : public torch::nn::Module, public WithBackend {
  private:
   // dwconv(gelu(fc1(x))) + gelu(fc1(x)), fc2's input.
   torch::Tensor hidden(const torch::Tensor& x);
+  std::optional<int64_t> row_pipeline_padding() const;
   std::array<std::shared_ptr<detail::PackedLinear>, 2> packed_;  // fc1, fc2
 };
 TORCH_MODULE(FeedForward);

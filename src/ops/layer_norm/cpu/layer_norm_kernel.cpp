@@ -115,6 +115,13 @@ RMT_DEFINE_LANE_VARIANTS(RMT_DEFINE_VARIANT)
 
 }  // namespace
 
+void layer_norm_rows(const float* x, const float* weight, const float* bias, float* y, int64_t C,
+                     float eps, int64_t rows) {
+  // x is only read: without a branch the kernel never writes through its x.
+  RMT_CALL_LANE_VARIANT(rows, const_cast<float*>(x), static_cast<const float*>(nullptr), weight,
+                        bias, y, C, eps, int64_t{0}, rows);
+}
+
 bool cpu_kernel_applies(const at::Tensor& x, const at::Tensor& branch, const at::Tensor& weight,
                         const at::Tensor& bias) {
   auto fits = [&](const at::Tensor& t) {
