@@ -987,16 +987,27 @@ TEST(Modules, FeedForwardRefusesAnEmptyWidthByName) {
 // and run single-row images, it must agree with the authors' FFN (the literal path), and take the
 // call wherever the layers' GEMM has row calls (MKL's, oneDNN's microkernel: ctest runs this with
 // each); where a share would be under 8 rows it declines.
-TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
+// An FFN of 8 -> 24 channels in eval mode, its weights drawn wider than the default's.
+rmt::nn::FeedForward small_ffn() {
   rmt::nn::FeedForward ffn(8, 24);
   ffn->eval();
   torch::NoGradGuard no_grad;
-  rmt::nn::detail::PackedLinear probe;
-  if (!rmt::nn::detail::row_gemm_weight(*ffn->fc1, 1, &probe)) {
-    GTEST_SKIP() << "the linear layers run on " << rmt::nn::detail::packed_gemm_name()
-                 << ", which has no row calls";
-  }
   for (auto& p : ffn->parameters()) p.normal_(0, 0.3);
+  return ffn;
+}
+
+// Why the FFN row pipeline cannot run here (its layers' GEMM has no row calls), or "".
+std::string no_row_pipeline(const rmt::nn::FeedForward& ffn) {
+  rmt::nn::detail::PackedLinear probe;
+  if (rmt::nn::detail::row_gemm_weight(*ffn->fc1, 1, &probe)) return "";
+  return std::string("the linear layers run on ") + rmt::nn::detail::packed_gemm_name() +
+         ", which has no row calls";
+}
+
+TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
+  auto ffn = small_ffn();
+  torch::NoGradGuard no_grad;
+  if (const auto why = no_row_pipeline(ffn); !why.empty()) GTEST_SKIP() << why;
   auto packed1 = std::make_shared<rmt::nn::detail::PackedLinear>();
   auto packed2 = std::make_shared<rmt::nn::detail::PackedLinear>();
   const int threads_before = at::get_num_threads();
@@ -1049,17 +1060,11 @@ TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
 // the norms of x before the other thread added to them, and images a thread each. Where the pipeline does not
 // run it declines, leaving x as it was.
 TEST(Modules, FeedForwardNormForwardAddMatchesNormThenForward) {
-  rmt::nn::FeedForward ffn(8, 24);
+  auto ffn = small_ffn();
   torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({8}).eps(1e-6));
-  ffn->eval();
   norm->eval();
   torch::NoGradGuard no_grad;
-  rmt::nn::detail::PackedLinear probe;
-  if (!rmt::nn::detail::row_gemm_weight(*ffn->fc1, 1, &probe)) {
-    GTEST_SKIP() << "the linear layers run on " << rmt::nn::detail::packed_gemm_name()
-                 << ", which has no row calls";
-  }
-  for (auto& p : ffn->parameters()) p.normal_(0, 0.3);
+  if (const auto why = no_row_pipeline(ffn); !why.empty()) GTEST_SKIP() << why;
   norm->weight.normal_(1, 0.3);
   norm->bias.normal_(0, 0.3);
   const int threads_before = at::get_num_threads();
