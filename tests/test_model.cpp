@@ -981,12 +981,6 @@ TEST(Modules, FeedForwardRefusesAnEmptyWidthByName) {
   }
 }
 
-// At CPU inference the FFN runs a few image rows at a time (nn/ffn_rows.h), each thread on whole
-// images or on a share of one image's rows. On sizes that make it slide its row buffer (30 rows of
-// 56: chunks of 5, a buffer of 22 rows), end on a short chunk, split one image between two threads
-// and run single-row images, it must agree with the authors' FFN (the literal path), and take the
-// call wherever the layers' GEMM has row calls (MKL's, oneDNN's microkernel: ctest runs this with
-// each); where a share would be under 8 rows it declines.
 // An FFN of 8 -> 24 channels in eval mode, its weights drawn wider than the default's.
 rmt::nn::FeedForward small_ffn() {
   rmt::nn::FeedForward ffn(8, 24);
@@ -1004,6 +998,12 @@ std::string no_row_pipeline(const rmt::nn::FeedForward& ffn) {
          ", which has no row calls";
 }
 
+// At CPU inference the FFN runs a few image rows at a time (nn/ffn_rows.h), each thread on whole
+// images or on a share of one image's rows. On sizes that make it slide its row buffer (30 rows of
+// 56: chunks of 5, a buffer of 22 rows), end on a short chunk, split one image between two threads
+// and run single-row images, it must agree with the authors' FFN (the literal path), and take the
+// call wherever the layers' GEMM has row calls (MKL's, oneDNN's microkernel: ctest runs this with
+// each); where a share would be under 8 rows it declines.
 TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
   auto ffn = small_ffn();
   torch::NoGradGuard no_grad;
@@ -1057,8 +1057,8 @@ TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
 // normalizing x's rows as fc1 takes them while fc2 adds into those same rows) must give the
 // authors' LayerNorm then FFN (LibTorch's LayerNorm, the literal path), on the sizes above and a
 // taller image: two threads on one image, where each share's rows next to the other's must be
-// the norms of x before the other thread added to them, and images a thread each. Where the pipeline does not
-// run it declines, leaving x as it was.
+// the norms of x before the other thread added to them, and images a thread each. Where the
+// pipeline does not run it declines, leaving x as it was.
 TEST(Modules, FeedForwardNormForwardAddMatchesNormThenForward) {
   auto ffn = small_ffn();
   torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({8}).eps(1e-6));

@@ -63,7 +63,7 @@ void FeedForwardImpl::forward_add_(const torch::Tensor& x, torch::Tensor& into) 
 bool FeedForwardImpl::norm_forward_add_(const torch::nn::LayerNormImpl& norm, torch::Tensor& x) {
   if (policy_.literal() || at::GradMode::is_enabled() || is_training()) return false;
   const auto padding = row_pipeline_padding();
-  return padding && norm.options.normalized_shape().size() == 1 &&
+  return padding &&
          detail::ffn_rows_norm_add_(*fc1, *fc2, dwconv->kernel_weight(), dwconv->conv->bias,
                                     *padding, norm.weight, norm.bias, norm.options.eps(), x,
                                     packed_[0].get(), packed_[1].get());

@@ -152,9 +152,9 @@ bool rows_add(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2
   };
   // With a norm and shared images: every share's halo rows, normalized before anyone writes
   // (pad rows above and below each share; rows outside the image are never read).
-  const int64_t units = batch * shares, halo = shares > 1 ? g.pad * token_row : 0;
-  std::vector<float> halos(norm ? 2 * units * halo : 0);
-  if (norm && shares > 1) {
+  const int64_t units = batch * shares, halo = g.pad * token_row;
+  std::vector<float> halos(norm && shares > 1 ? 2 * units * halo : 0);
+  if (!halos.empty()) {
     auto normalize = [&](int64_t b, int64_t row, float* dst) {
       ops::layer_norm::layer_norm_rows(xp + (b * g.height + row) * token_row, norm->weight,
                                        norm->bias, dst, channels, norm->eps, g.width);
