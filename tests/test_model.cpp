@@ -537,6 +537,34 @@ TEST(MaSA, ForwardAddIsTheResidualPlusForward) {
   }
 }
 
+// With a layer scale (RMT-B's and RMT-L's blocks), forward_add_ folds it into a copy of out_proj's
+// weight and bias (float32: the packed GEMM's path; float64: a separate scaled output): into +
+// scale * forward, and again after scale changes in place (the fold is made again, not reused).
+TEST(MaSA, ForwardAddFoldsTheLayerScale) {
+  torch::manual_seed(6);
+  rmt::nn::RelPos2d relpos(rmt::nn::RelPos2dOptions(32, 4, 2, 4));
+  torch::NoGradGuard no_grad;
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    rmt::nn::MaSA masa(rmt::nn::MaSAOptions(32, 4).decomposed(true));
+    masa->eval();
+    rmt::move_to(*masa, torch::kCPU, dtype);
+    rmt::move_to(*relpos, torch::kCPU, dtype);
+    masa->out_proj->bias.normal_(0, 0.5);  // a bias the fold must scale too
+    auto [sin, cos] = relpos->sin_cos(7, 9);
+    const auto x = torch::randn({2, 7, 9, 32}, dtype);
+    const auto residual = torch::randn({2, 7, 9, 32}, dtype);
+    auto scale = torch::rand({1, 1, 1, 32}, dtype) + 0.5;
+    for (const int round : {0, 1}) {
+      if (round == 1) scale.mul_(-3);  // in place: the kept fold is stale
+      auto into = residual.clone();
+      masa->forward_add_(x, sin, cos, relpos->decay, into, scale);
+      const auto expected = residual + scale * masa->forward(x, sin, cos, relpos->decay);
+      EXPECT_LT(rmt::test::relative_error(into, expected), dtype == at::kFloat ? 1e-6 : 1e-14)
+          << c10::toString(dtype) << ", round " << round;
+    }
+  }
+}
+
 // sin/cos are cached per input size; the cache must never hand back stale tables.
 TEST(Modules, RelPosTablesFollowSizeDtypeAndWeights) {
   rmt::nn::RelPos2d relpos(rmt::nn::RelPos2dOptions(16, 2, 2, 4));
@@ -1050,6 +1078,50 @@ TEST(Modules, FeedForwardRowPipelineMatchesTheLiteralPath) {
   ffn->set_backend(rmt::nn::Backend::Fused);
   ffn->forward_add_(same, same);
   EXPECT_LT(rmt::test::relative_error(same, expected_same), 1e-5);
+  at::set_num_threads(threads_before);
+}
+
+// With a layer scale folded into fc2 (RMT-B's and RMT-L's blocks): forward_add_ and
+// norm_forward_add_ give the scaled literal FFN, through the row pipeline (30 rows), the
+// layer-by-layer path (14 rows on 2 threads, declined by the pipeline) and, in float64, a separate
+// scaled output; and follow scale when it changes in place.
+TEST(Modules, FeedForwardFoldsTheLayerScale) {
+  auto ffn = small_ffn();
+  torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({8}).eps(1e-6));
+  norm->eval();
+  torch::NoGradGuard no_grad;
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(2);
+  auto scale = torch::rand({1, 1, 1, 8}) + 0.5;
+  for (const int round : {0, 1}) {
+    if (round == 1) scale.mul_(-3);  // in place: the kept fold is stale
+    for (const std::vector<int64_t> size : {std::vector<int64_t>{1, 30, 56, 8}, {1, 14, 14, 8}}) {
+      const auto x = torch::randn(size), base = torch::randn(size);
+      ffn->set_backend(rmt::nn::Backend::Reference);
+      const auto expected = base + scale * ffn->forward(x);
+      const auto expected_norm = x + scale * ffn->forward(norm->forward(x));
+      ffn->set_backend(rmt::nn::Backend::Fused);
+      const std::string what =
+          "round " + std::to_string(round) + ", " + std::to_string(size[1]) + " rows";
+      auto into = base.clone();
+      ffn->forward_add_(x, into, scale);
+      EXPECT_LT(rmt::test::relative_error(into, expected), 1e-5) << what;
+      auto y = x.clone();
+      if (ffn->norm_forward_add_(*norm, y, scale)) {
+        EXPECT_LT(rmt::test::relative_error(y, expected_norm), 1e-5) << what;
+      } else {
+        EXPECT_TRUE(y.equal(x)) << what;  // declined: x as it was
+        EXPECT_TRUE(size[1] == 14 || !no_row_pipeline(ffn).empty()) << what;
+      }
+    }
+  }
+  rmt::move_to(*ffn, torch::kCPU, at::kDouble);
+  const auto x = torch::randn({1, 9, 9, 8}, at::kDouble);
+  const auto base = torch::randn({1, 9, 9, 8}, at::kDouble);
+  const auto scale64 = scale.to(at::kDouble);
+  auto into = base.clone();
+  ffn->forward_add_(x, into, scale64);
+  EXPECT_LT(rmt::test::relative_error(into, base + scale64 * ffn->forward(x)), 1e-14);
   at::set_num_threads(threads_before);
 }
 

@@ -47,27 +47,16 @@ torch::Tensor RetBlockImpl::forward(torch::Tensor x, const torch::Tensor& sin,
     return in_place ? acc.add_(b) : acc + b;
   };
   if (in_place && !is_training()) {
-    // Inference: each residual add and the LayerNorm after it in one pass over x.
-    auto norm = [&](torch::nn::LayerNormImpl& ln, const torch::Tensor& branch) {
-      return ops::add_layer_norm_(x, branch, ln.weight, ln.bias, ln.options.eps());
+    // Inference: out_proj and fc2 add their products (times the layer scale, folded into their
+    // weights, where there is one) to x in their own passes; the first LayerNorm reads x in a pass
+    // of its own, the second where it can inside the FFN's row pipeline.
+    auto norm = [&](torch::nn::LayerNormImpl& ln) {  // x's rows normalized, x unchanged
+      return ops::add_layer_norm_(x, {}, ln.weight, ln.bias, ln.options.eps());
     };
-    const auto normed = norm(*retention_layer_norm, {});
-    torch::Tensor hidden;
-    if (!gamma_1.defined()) {  // out_proj adds its product to x itself
-      retention->forward_add_(normed, sin, cos, decay, x);
-      // The FFN's row pipeline normalizes x's rows itself as fc1 takes them.
-      if (!gamma_2.defined() && ffn->norm_forward_add_(*final_layer_norm, x)) {
-        return x;
-      }
-      hidden = norm(*final_layer_norm, {});
-    } else {
-      hidden = norm(*final_layer_norm, scaled(retention->forward(normed, sin, cos, decay), gamma_1));
-    }
-    if (!gamma_2.defined()) {  // fc2 adds its product to x itself
-      ffn->forward_add_(hidden, x);
-      return x;
-    }
-    return x.add_(scaled(ffn->forward(hidden), gamma_2));
+    retention->forward_add_(norm(*retention_layer_norm), sin, cos, decay, x, gamma_1);
+    if (ffn->norm_forward_add_(*final_layer_norm, x, gamma_2)) return x;
+    ffn->forward_add_(norm(*final_layer_norm), x, gamma_2);
+    return x;
   }
   x = residual(x, retention->forward(retention_layer_norm->forward(x), sin, cos, decay), gamma_1);
   return residual(x, ffn->forward(final_layer_norm->forward(x)), gamma_2);

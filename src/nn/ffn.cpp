@@ -8,6 +8,21 @@
 #include "nn/token_linear.h"
 
 namespace rmt::nn {
+namespace {
+
+// fc2's tensors and packed-weight cache: its own, or with scale folded in; nullopt where scale is
+// given and cannot be folded (the caller then scales a separate output).
+using SecondLayer = std::pair<detail::LinearTensors, detail::PackedLinear*>;
+std::optional<SecondLayer> second_layer(const torch::nn::LinearImpl& fc2,
+                                        detail::PackedLinear* packed, detail::ScaledLinear& scaled,
+                                        const torch::Tensor& scale) {
+  if (!scale.defined()) return SecondLayer(fc2, packed);
+  const auto folded = scaled.get(fc2, scale);
+  if (!folded) return std::nullopt;
+  return SecondLayer(*folded, &scaled.packed);
+}
+
+}  // namespace
 
 FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
   // (LibTorch's Linear would fail on its empty weight's initialisation, naming neither.)
@@ -19,6 +34,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
   fc2 = register_module("fc2", torch::nn::Linear(ffn_dim, embed_dim));
   dwconv = register_module("dwconv", DWConv2d(ffn_dim, 3, 1, 1));
   for (auto& p : packed_) p = std::make_shared<detail::PackedLinear>();
+  scaled_fc2_ = std::make_shared<detail::ScaledLinear>();
 }
 
 torch::Tensor FeedForwardImpl::hidden(const torch::Tensor& x) {
@@ -47,26 +63,34 @@ std::optional<int64_t> FeedForwardImpl::row_pipeline_padding() const {
   return padding->at(0);
 }
 
-void FeedForwardImpl::forward_add_(const torch::Tensor& x, torch::Tensor& into) {
-  if (policy_.literal()) {
-    into.add_(forward(x));
+void FeedForwardImpl::forward_add_(const torch::Tensor& x, torch::Tensor& into,
+                                   const torch::Tensor& scale) {
+  const auto fc2_used = policy_.literal() ? std::nullopt
+                                        : second_layer(*fc2, packed_[1].get(), *scaled_fc2_, scale);
+  if (!fc2_used) {
+    const auto out = forward(x);
+    into.add_(scale.defined() ? out * scale : out);
     return;
   }
+  const auto& [layer2, packed2] = *fc2_used;
   const auto padding = row_pipeline_padding();
-  if (padding && detail::ffn_rows_add_(*fc1, *fc2, dwconv->kernel_weight(), dwconv->conv->bias,
-                                       *padding, x, into, packed_[0].get(), packed_[1].get())) {
+  if (padding && detail::ffn_rows_add_(*fc1, layer2, dwconv->kernel_weight(), dwconv->conv->bias,
+                                       *padding, x, into, packed_[0].get(), packed2)) {
     return;
   }
-  detail::linear_tokens_add_(*fc2, hidden(x), into, packed_[1].get());
+  detail::linear_tokens_add_(layer2, hidden(x), into, packed2);
 }
 
-bool FeedForwardImpl::norm_forward_add_(const torch::nn::LayerNormImpl& norm, torch::Tensor& x) {
+bool FeedForwardImpl::norm_forward_add_(const torch::nn::LayerNormImpl& norm, torch::Tensor& x,
+                                        const torch::Tensor& scale) {
   if (policy_.literal() || at::GradMode::is_enabled() || is_training()) return false;
   const auto padding = row_pipeline_padding();
-  return padding &&
-         detail::ffn_rows_norm_add_(*fc1, *fc2, dwconv->kernel_weight(), dwconv->conv->bias,
-                                    *padding, norm.weight, norm.bias, norm.options.eps(), x,
-                                    packed_[0].get(), packed_[1].get());
+  const auto fc2_used = padding ? second_layer(*fc2, packed_[1].get(), *scaled_fc2_, scale)
+                                  : std::nullopt;
+  return fc2_used &&
+         detail::ffn_rows_norm_add_(*fc1, fc2_used->first, dwconv->kernel_weight(),
+                                    dwconv->conv->bias, *padding, norm.weight, norm.bias,
+                                    norm.options.eps(), x, packed_[0].get(), fc2_used->second);
 }
 
 void FeedForwardImpl::set_backend(Backend backend) {

@@ -109,7 +109,7 @@ bool is_float_cpu(const at::Tensor& t) {
 }
 
 // Both entry points: into += fc2(...(fc1's input)), fc1's input x's rows or (norm) their norms.
-bool rows_add(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+bool rows_add(const LinearTensors& fc1, const LinearTensors& fc2,
               const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
               const at::Tensor& x, at::Tensor& into, const RowNorm* norm, PackedLinear* packed1,
               PackedLinear* packed2) {
@@ -192,14 +192,14 @@ bool rows_add(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2
 
 }  // namespace
 
-bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+bool ffn_rows_add_(const LinearTensors& fc1, const LinearTensors& fc2,
                    const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
                    const at::Tensor& x, at::Tensor& into, PackedLinear* packed1,
                    PackedLinear* packed2) {
   return rows_add(fc1, fc2, dw_weight, dw_bias, dw_padding, x, into, nullptr, packed1, packed2);
 }
 
-bool ffn_rows_norm_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+bool ffn_rows_norm_add_(const LinearTensors& fc1, const LinearTensors& fc2,
                         const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
                         const at::Tensor& norm_weight, const at::Tensor& norm_bias, double eps,
                         at::Tensor& x, PackedLinear* packed1, PackedLinear* packed2) {

@@ -22,7 +22,7 @@ namespace rmt::nn::detail {
 // for both layers (MKL's or oneDNN's microkernel: token_linear.h's row_gemm_weight; no gradient
 // recorded), the depthwise CPU kernel's conditions, or too few rows a thread (then the
 // layer-by-layer path threads each GEMM instead).
-bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+bool ffn_rows_add_(const LinearTensors& fc1, const LinearTensors& fc2,
                    const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
                    const at::Tensor& x, at::Tensor& into, PackedLinear* packed1,
                    PackedLinear* packed2);
@@ -32,7 +32,7 @@ bool ffn_rows_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl
 // pass of their own that writes a tensor for fc1 to read back. Rows just outside a thread's share,
 // which its neighbour overwrites, are normalized before any thread writes. Returns false, having
 // done nothing, where ffn_rows_add_ would, or where the norm's tensors do not fit.
-bool ffn_rows_norm_add_(const torch::nn::LinearImpl& fc1, const torch::nn::LinearImpl& fc2,
+bool ffn_rows_norm_add_(const LinearTensors& fc1, const LinearTensors& fc2,
                         const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
                         const at::Tensor& norm_weight, const at::Tensor& norm_bias, double eps,
                         at::Tensor& x, PackedLinear* packed1, PackedLinear* packed2);

@@ -37,6 +37,7 @@ MaSAImpl::MaSAImpl(const MaSAOptions& options_) : options(options_) {
   out_proj = register_module("out_proj", torch::nn::Linear(dim, dim));
   for (auto& p : packed_) p = std::make_shared<detail::PackedLinear>();
   packed_qkv_ = std::make_shared<detail::PackedLinearStack>();
+  scaled_out_ = std::make_shared<detail::ScaledLinear>();
 }
 
 torch::Tensor MaSAImpl::mixed(const torch::Tensor& x, const torch::Tensor& sin,
@@ -76,12 +77,19 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
 
 void MaSAImpl::forward_add_(const torch::Tensor& x, const torch::Tensor& sin,
                             const torch::Tensor& cos, const torch::Tensor& decay,
-                            torch::Tensor& into) {
-  if (policy_.literal()) {
-    into.add_(forward(x, sin, cos, decay));
-    return;
+                            torch::Tensor& into, const torch::Tensor& scale) {
+  if (!policy_.literal()) {
+    if (!scale.defined()) {
+      detail::linear_tokens_add_(*out_proj, mixed(x, sin, cos, decay), into, packed_[3].get());
+      return;
+    }
+    if (const auto folded = scaled_out_->get(*out_proj, scale)) {
+      detail::linear_tokens_add_(*folded, mixed(x, sin, cos, decay), into, &scaled_out_->packed);
+      return;
+    }
   }
-  detail::linear_tokens_add_(*out_proj, mixed(x, sin, cos, decay), into, packed_[3].get());
+  const auto out = forward(x, sin, cos, decay);
+  into.add_(scale.defined() ? out * scale : out);
 }
 
 Size2d MaSAImpl::count_cost(CostCounter& counter, const std::string& name, Size2d in) const {

@@ -111,7 +111,7 @@ int64_t pack_threads() {
 }
 
 // Whether the packed GEMM takes the layer (float32 CPU, no gradient recorded).
-bool layer_fits(const torch::nn::LinearImpl& linear) {
+bool layer_fits(const LinearTensors& linear) {
   const auto& w = linear.weight;
   return packed_gemm() != nullptr && !at::GradMode::is_enabled() &&
          w.scalar_type() == at::kFloat && w.device().is_cpu() &&
@@ -119,13 +119,13 @@ bool layer_fits(const torch::nn::LinearImpl& linear) {
 }
 
 // Whether the packed GEMM takes the layer on x (contiguous, at least 2-D).
-bool packed_fits(const torch::nn::LinearImpl& linear, const at::Tensor& x) {
+bool packed_fits(const LinearTensors& linear, const at::Tensor& x) {
   return layer_fits(linear) && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
          x.numel() > 0;
 }
 
 // The layer's packed weight, when x can run there.
-std::optional<at::Tensor> packed_weight(const torch::nn::LinearImpl& linear, const at::Tensor& x,
+std::optional<at::Tensor> packed_weight(const LinearTensors& linear, const at::Tensor& x,
                                         PackedLinear* packed) {
   if (!packed || !packed_fits(linear, x)) return std::nullopt;
   const auto& w = linear.weight;
@@ -136,7 +136,7 @@ std::optional<at::Tensor> packed_weight(const torch::nn::LinearImpl& linear, con
 
 }  // namespace
 
-torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
+torch::Tensor linear_tokens(const LinearTensors& linear, const torch::Tensor& x,
                             PackedLinear* packed) {
   const auto& w = linear.weight;
   if (x.dim() < 2 || !x.is_contiguous()) return at::linear(x, w, linear.bias);
@@ -172,7 +172,7 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
   return packed_gemm()->linear(x, kept->packed, out, kept->bias, false);
 }
 
-void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
+void linear_tokens_add_(const LinearTensors& linear, const torch::Tensor& x,
                         torch::Tensor& into, PackedLinear* packed) {
   const auto& w = linear.weight;
   const bool adds = packed_gemm() && packed_gemm()->linear_add_;
@@ -197,7 +197,7 @@ std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& lin
   return packed_gemm()->linear(x, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
 }
 
-std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear, int64_t rows,
+std::optional<RowGemmWeight> row_gemm_weight(const LinearTensors& linear, int64_t rows,
                                               PackedLinear* packed) {
   const PackedGemm* gemm = packed_gemm();
   if (!packed || !gemm || !gemm->gemm_rows || !layer_fits(linear)) return std::nullopt;
@@ -207,6 +207,20 @@ std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear
       packed->get_at_least({&w}, 0, pack_threads(), [&] { return gemm->pack(w, rows); });
   if (!kept) return std::nullopt;
   return RowGemmWeight{*kept, gemm->gemm_rows};
+}
+
+std::optional<LinearTensors> ScaledLinear::get(const torch::nn::LinearImpl& linear,
+                                               const at::Tensor& gamma) {
+  const auto& w = linear.weight;
+  if (!layer_fits(linear) || !gamma.defined() || gamma.numel() != w.size(0) ||
+      gamma.scalar_type() != w.scalar_type() || gamma.device() != w.device()) {
+    return std::nullopt;
+  }
+  return folded_.get({&w, &linear.bias, &gamma}, [&] {
+    const auto g = gamma.reshape({-1});
+    return LinearTensors(w * g.unsqueeze(1),
+                         linear.bias.defined() ? linear.bias * g : at::Tensor());
+  });
 }
 
 const char* packed_gemm_name() { return packed_gemm() ? packed_gemm()->name : "none (at::linear)"; }

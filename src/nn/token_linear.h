@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <utility>
 #include <torch/nn/modules/linear.h>
 
 #include "nn/derived_weights.h"
@@ -24,10 +25,39 @@ namespace rmt::nn::detail {
 // oneDNN's microkernel).
 class PackedLinear : public DerivedWeights<at::Tensor> {};
 
+// The tensors a Linear layer computes with: a module's own (converted implicitly) or derived ones
+// (ScaledLinear's).
+struct LinearTensors {
+  at::Tensor weight, bias;  // (out, in), (out) or undefined
+  LinearTensors() = default;
+  LinearTensors(const torch::nn::LinearImpl& linear)  // NOLINT: implicit, as the module itself
+      : weight(linear.weight), bias(linear.bias) {}
+  LinearTensors(at::Tensor weight_, at::Tensor bias_)
+      : weight(std::move(weight_)), bias(std::move(bias_)) {}
+};
+
+// A Linear layer whose output is scaled per feature, gamma * linear(x) (a block's layer scale),
+// with gamma folded into a copy of its weight and bias: gamma (W x + b) = (gamma W) x + gamma b,
+// so that the layer can add its scaled product to the block's residual in its own GEMM pass (the
+// steps of blocks without layer scale). Rounding differs from gamma * linear(x) by about an ulp.
+// The copy is made once and kept until the layer's tensors or gamma change (derived_weights.h), its
+// packed weight in packed.
+class ScaledLinear {
+ public:
+  // The folded tensors for linear and gamma (out_features values, any shape); nullopt where the
+  // packed GEMM would not take the layer (then nothing is copied) or the copy cannot be kept
+  // (inference tensors).
+  std::optional<LinearTensors> get(const torch::nn::LinearImpl& linear, const at::Tensor& gamma);
+  PackedLinear packed;
+
+ private:
+  DerivedWeights<LinearTensors> folded_;
+};
+
 // linear(x) over the last dimension of x. `packed` (optional): the layer's packed-weight cache,
 // used for float32 CPU inputs when no gradient is recorded and the weight is not an inference
 // tensor (whose changes the cache cannot follow).
-torch::Tensor linear_tokens(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
+torch::Tensor linear_tokens(const LinearTensors& linear, const torch::Tensor& x,
                             PackedLinear* packed = nullptr);
 
 // Linear layers that read the same input, their weights stacked and packed for the packed GEMM as one.
@@ -50,7 +80,7 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
 // pass over it, no output tensor) where MKL's packed GEMM or oneDNN's microkernel runs the layer;
 // otherwise linear_tokens and an add_. Not under autograd (the packed path's condition; the add_
 // is then in place anyway).
-void linear_tokens_add_(const torch::nn::LinearImpl& linear, const torch::Tensor& x,
+void linear_tokens_add_(const LinearTensors& linear, const torch::Tensor& x,
                         torch::Tensor& into, PackedLinear* packed = nullptr);
 
 // gelu(linear(x)) (the exact GELU) with the GELU inside the packed GEMM's pass over its output,
@@ -72,7 +102,7 @@ struct RowGemmWeight {
 // for `rows` rows, ours for AVX2, or oneDNN's microkernel), from the same cache linear_tokens
 // uses; nullopt where that GEMM has no cheap row calls (oneDNN's linear) or linear_tokens would not
 // run a packed GEMM on a float32 CPU input (gradients recorded, another dtype or device).
-std::optional<RowGemmWeight> row_gemm_weight(const torch::nn::LinearImpl& linear, int64_t rows,
+std::optional<RowGemmWeight> row_gemm_weight(const LinearTensors& linear, int64_t rows,
                                              PackedLinear* packed);
 
 // The packed GEMM the float32 CPU layers run on, in words ("MKL's packed GEMM", "oneDNN's packed

@@ -13,6 +13,7 @@
 namespace rmt::nn {
 namespace detail {
 class PackedLinear;  // nn/token_linear.h: a Linear weight packed for oneDNN, kept between calls
+class ScaledLinear;  // nn/token_linear.h: a Linear layer with a layer scale folded in
 }  // namespace detail
 
 class FeedForwardImpl : public torch::nn::Module, public WithBackend {
@@ -21,12 +22,15 @@ class FeedForwardImpl : public torch::nn::Module, public WithBackend {
   // x: (B, H, W, C) -> (B, H, W, C)
   torch::Tensor forward(const torch::Tensor& x);
   // into += forward(x), into of x's shape; at CPU inference fc2 adds its product to `into` in its
-  // own pass (no output tensor, no separate add).
-  void forward_add_(const torch::Tensor& x, torch::Tensor& into);
-  // x += forward(norm(x)) at CPU float inference where the FFN runs a few image rows at a time:
-  // norm's rows computed as fc1 takes them, no normalized tensor written and read back. Returns
-  // false, having done nothing, elsewhere (then norm and forward_add_ as two steps).
-  bool norm_forward_add_(const torch::nn::LayerNormImpl& norm, torch::Tensor& x);
+  // own pass (no output tensor, no separate add). With scale (C values, a block's layer scale):
+  // into += scale * forward(x), scale folded into a copy of fc2's weight and bias there.
+  void forward_add_(const torch::Tensor& x, torch::Tensor& into, const torch::Tensor& scale = {});
+  // x += forward(norm(x)) (with scale: scale * forward(norm(x))) at CPU float inference where the
+  // FFN runs a few image rows at a time: norm's rows computed as fc1 takes them, no normalized
+  // tensor written and read back. Returns false, having done nothing, elsewhere (then norm and
+  // forward_add_ as two steps).
+  bool norm_forward_add_(const torch::nn::LayerNormImpl& norm, torch::Tensor& x,
+                         const torch::Tensor& scale = {});
   // This module's and dwconv's.
   void set_backend(Backend backend) override;
 
@@ -38,6 +42,7 @@ class FeedForwardImpl : public torch::nn::Module, public WithBackend {
   torch::Tensor hidden(const torch::Tensor& x);
   std::optional<int64_t> row_pipeline_padding() const;
   std::array<std::shared_ptr<detail::PackedLinear>, 2> packed_;  // fc1, fc2
+  std::shared_ptr<detail::ScaledLinear> scaled_fc2_;             // fc2, a scale folded in
 };
 TORCH_MODULE(FeedForward);
 

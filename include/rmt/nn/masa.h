@@ -14,6 +14,7 @@ namespace rmt::nn {
 namespace detail {
 class PackedLinear;       // nn/token_linear.h: a Linear weight packed for oneDNN, kept between calls
 class PackedLinearStack;  // nn/token_linear.h: several Linear weights stacked and packed as one
+class ScaledLinear;       // nn/token_linear.h: a Linear layer with a layer scale folded in
 }  // namespace detail
 
 struct MaSAOptions {
@@ -31,8 +32,11 @@ class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost
                         const torch::Tensor& decay);
   // into += forward(x, sin, cos, decay), into of x's shape: at CPU inference out_proj adds its
   // product to `into` in its own pass over it (the block's residual: no output tensor, no add).
+  // With scale (C values, a block's layer scale): into += scale * forward(...), scale folded into
+  // a copy of out_proj's weight and bias where out_proj adds in its own pass.
   void forward_add_(const torch::Tensor& x, const torch::Tensor& sin, const torch::Tensor& cos,
-                    const torch::Tensor& decay, torch::Tensor& into);
+                    const torch::Tensor& decay, torch::Tensor& into,
+                    const torch::Tensor& scale = {});
   // This module's and lepe's.
   void set_backend(Backend backend) override;
   // The projections and lepe, then the two attention matmuls (QK^T and attention x V), which are
@@ -51,6 +55,7 @@ class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost
 
   std::array<std::shared_ptr<detail::PackedLinear>, 4> packed_;  // q, k, v, out
   std::shared_ptr<detail::PackedLinearStack> packed_qkv_;        // q, k, v stacked
+  std::shared_ptr<detail::ScaledLinear> scaled_out_;             // out_proj, a scale folded in
 };
 TORCH_MODULE(MaSA);
 
