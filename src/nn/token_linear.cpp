@@ -6,7 +6,10 @@
 #include "nn/onednn.h"
 #include "runtime/env_choice.h"
 
+#include <sys/mman.h>
+
 #include <array>
+#include <new>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -124,26 +127,47 @@ bool packed_fits(const LinearTensors& linear, const at::Tensor& x) {
          x.numel() > 0;
 }
 
+// What a packed weight is packed from: linear.scaled_weight(), where it is a new tensor in pages
+// of its own, returned to the system when freed. It lives only while the pack is made, during a
+// first forward; a heap block of its size (up to a few MB a layer) freed among that forward's
+// activations left the heap larger for good under the freed-memory policy of the tools
+// (rmt/runtime/memory.h): RMT-B's peak RSS 727 -> 776 MiB, level with it under a 1 MiB mmap
+// threshold (691 / 688).
+at::Tensor weight_to_pack(const LinearTensors& linear) {
+  const auto& w = linear.weight;
+  if (!linear.row_scale.defined() || w.numel() == 0) return linear.scaled_weight();
+  const size_t bytes = static_cast<size_t>(w.numel()) * w.element_size();
+  void* pages = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (pages == MAP_FAILED) throw std::bad_alloc();
+  auto out = at::from_blob(pages, w.sizes(), [bytes](void* p) { munmap(p, bytes); }, w.options());
+  at::mul_out(out, w, linear.row_scale.reshape({-1, 1}));
+  return out;
+}
+
 // The layer's packed weight, when x can run there.
 std::optional<at::Tensor> packed_weight(const LinearTensors& linear, const at::Tensor& x,
                                         PackedLinear* packed) {
   if (!packed || !packed_fits(linear, x)) return std::nullopt;
-  const auto& w = linear.weight;
   const int64_t threads = pack_threads();
-  return packed->get_at_least({&w}, threads, threads,
-                              [&] { return packed_gemm()->pack(w, x.numel() / x.size(-1)); });
+  return packed->get_at_least({&linear.weight, &linear.row_scale}, threads, threads, [&] {
+    return packed_gemm()->pack(weight_to_pack(linear), x.numel() / x.size(-1));
+  });
 }
 
 }  // namespace
 
+at::Tensor LinearTensors::scaled_weight() const {
+  return row_scale.defined() ? weight * row_scale.reshape({-1, 1}) : weight;
+}
+
 torch::Tensor linear_tokens(const LinearTensors& linear, const torch::Tensor& x,
                             PackedLinear* packed) {
-  const auto& w = linear.weight;
-  if (x.dim() < 2 || !x.is_contiguous()) return at::linear(x, w, linear.bias);
+  if (x.dim() < 2 || !x.is_contiguous()) return at::linear(x, linear.scaled_weight(), linear.bias);
   const auto weight = packed_weight(linear, x, packed);
-  if (weight) return packed_gemm()->linear(x, *weight, w.size(0), linear.bias, false);
-  return on_rows(x, w.size(0),
-                 [&](const at::Tensor& rows) { return at::linear(rows, w, linear.bias); });
+  const int64_t out = linear.weight.size(0);
+  if (weight) return packed_gemm()->linear(x, *weight, out, linear.bias, false);
+  const auto w = linear.scaled_weight();
+  return on_rows(x, out, [&](const at::Tensor& rows) { return at::linear(rows, w, linear.bias); });
 }
 
 std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& a,
@@ -201,10 +225,9 @@ std::optional<RowGemmWeight> row_gemm_weight(const LinearTensors& linear, int64_
                                               PackedLinear* packed) {
   const PackedGemm* gemm = packed_gemm();
   if (!packed || !gemm || !gemm->gemm_rows || !layer_fits(linear)) return std::nullopt;
-  const auto& w = linear.weight;
   // The row GEMM runs on the calling thread: any kept weight serves it.
-  const auto kept =
-      packed->get_at_least({&w}, 0, pack_threads(), [&] { return gemm->pack(w, rows); });
+  const auto kept = packed->get_at_least({&linear.weight, &linear.row_scale}, 0, pack_threads(),
+                                         [&] { return gemm->pack(weight_to_pack(linear), rows); });
   if (!kept) return std::nullopt;
   return RowGemmWeight{*kept, gemm->gemm_rows};
 }
@@ -216,11 +239,12 @@ std::optional<LinearTensors> ScaledLinear::get(const torch::nn::LinearImpl& line
       gamma.scalar_type() != w.scalar_type() || gamma.device() != w.device()) {
     return std::nullopt;
   }
-  return folded_.get({&w, &linear.bias, &gamma}, [&] {
-    const auto g = gamma.reshape({-1});
-    return LinearTensors(w * g.unsqueeze(1),
-                         linear.bias.defined() ? linear.bias * g : at::Tensor());
-  });
+  std::optional<at::Tensor> bias = at::Tensor();
+  if (linear.bias.defined()) {
+    bias = bias_.get({&linear.bias, &gamma}, [&] { return linear.bias * gamma.reshape({-1}); });
+  }
+  if (!bias) return std::nullopt;
+  return LinearTensors(w, *bias, gamma);
 }
 
 const char* packed_gemm_name() { return packed_gemm() ? packed_gemm()->name : "none (at::linear)"; }

@@ -25,33 +25,37 @@ namespace rmt::nn::detail {
 // oneDNN's microkernel).
 class PackedLinear : public DerivedWeights<at::Tensor> {};
 
-// The tensors a Linear layer computes with: a module's own (converted implicitly) or derived ones
-// (ScaledLinear's).
+// The tensors a Linear layer computes with: a module's own (converted implicitly), or with its
+// output scaled per feature (ScaledLinear's).
 struct LinearTensors {
-  at::Tensor weight, bias;  // (out, in), (out) or undefined
-  LinearTensors() = default;
+  at::Tensor weight, bias;  // (out, in); (out) or undefined
+  // Undefined, or out values that multiply weight's rows (bias is then the scaled bias): the
+  // layer computes with scaled_weight(), packed weights are packed from it.
+  at::Tensor row_scale;
   LinearTensors(const torch::nn::LinearImpl& linear)  // NOLINT: implicit, as the module itself
       : weight(linear.weight), bias(linear.bias) {}
-  LinearTensors(at::Tensor weight_, at::Tensor bias_)
-      : weight(std::move(weight_)), bias(std::move(bias_)) {}
+  LinearTensors(at::Tensor weight_, at::Tensor bias_, at::Tensor row_scale_)
+      : weight(std::move(weight_)), bias(std::move(bias_)), row_scale(std::move(row_scale_)) {}
+  // weight, its rows multiplied by row_scale where there is one (then a new tensor).
+  at::Tensor scaled_weight() const;
 };
 
 // A Linear layer whose output is scaled per feature, gamma * linear(x) (a block's layer scale),
-// with gamma folded into a copy of its weight and bias: gamma (W x + b) = (gamma W) x + gamma b,
-// so that the layer can add its scaled product to the block's residual in its own GEMM pass (the
-// steps of blocks without layer scale). Rounding differs from gamma * linear(x) by about an ulp.
-// The copy is made once and kept until the layer's tensors or gamma change (derived_weights.h), its
-// packed weight in packed.
+// with gamma folded into its weight and bias: gamma (W x + b) = (gamma W) x + gamma b, so that the
+// layer can add its scaled product to the block's residual in its own GEMM pass (the steps of
+// blocks without layer scale). Rounding differs from gamma * linear(x) by about an ulp. The scaled
+// weight exists only in `packed` (packed from a temporary), the scaled bias here; both are made
+// again when the layer's tensors or gamma change (derived_weights.h).
 class ScaledLinear {
  public:
-  // The folded tensors for linear and gamma (out_features values, any shape); nullopt where the
-  // packed GEMM would not take the layer (then nothing is copied) or the copy cannot be kept
-  // (inference tensors).
+  // The layer's tensors with gamma (the module's parameter, out_features values) as row_scale and
+  // the scaled bias; nullopt where the packed GEMM would not take the layer or the scaled bias
+  // cannot be kept (inference tensors).
   std::optional<LinearTensors> get(const torch::nn::LinearImpl& linear, const at::Tensor& gamma);
   PackedLinear packed;
 
  private:
-  DerivedWeights<LinearTensors> folded_;
+  DerivedWeights<at::Tensor> bias_;
 };
 
 // linear(x) over the last dimension of x. `packed` (optional): the layer's packed-weight cache,
