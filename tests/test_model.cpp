@@ -537,7 +537,7 @@ TEST(MaSA, ForwardAddIsTheResidualPlusForward) {
   }
 }
 
-// With a layer scale (RMT-B's and RMT-L's blocks), forward_add_ folds it into a copy of out_proj's
+// With a layer scale (RMT-B's and RMT-L's blocks), forward_add_ folds it into out_proj's packed
 // weight and bias (float32: the packed GEMM's path; float64: a separate scaled output): into +
 // scale * forward, and again after scale changes in place (the fold is made again, not reused).
 TEST(MaSA, ForwardAddFoldsTheLayerScale) {

@@ -8,21 +8,6 @@
 #include "nn/token_linear.h"
 
 namespace rmt::nn {
-namespace {
-
-// fc2's tensors and packed-weight cache: its own, or with scale folded in; nullopt where scale is
-// given and cannot be folded (the caller then scales a separate output).
-using SecondLayer = std::pair<detail::LinearTensors, detail::PackedLinear*>;
-std::optional<SecondLayer> second_layer(const torch::nn::LinearImpl& fc2,
-                                        detail::PackedLinear* packed, detail::ScaledLinear& scaled,
-                                        const torch::Tensor& scale) {
-  if (!scale.defined()) return SecondLayer(fc2, packed);
-  const auto folded = scaled.get(fc2, scale);
-  if (!folded) return std::nullopt;
-  return SecondLayer(*folded, &scaled.packed);
-}
-
-}  // namespace
 
 FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
   // (LibTorch's Linear would fail on its empty weight's initialisation, naming neither.)
@@ -66,7 +51,7 @@ std::optional<int64_t> FeedForwardImpl::row_pipeline_padding() const {
 void FeedForwardImpl::forward_add_(const torch::Tensor& x, torch::Tensor& into,
                                    const torch::Tensor& scale) {
   const auto fc2_used = policy_.literal() ? std::nullopt
-                                        : second_layer(*fc2, packed_[1].get(), *scaled_fc2_, scale);
+                                        : scaled_fc2_->layer_for(*fc2, packed_[1].get(), scale);
   if (!fc2_used) {
     const auto out = forward(x);
     into.add_(scale.defined() ? out * scale : out);
@@ -85,8 +70,8 @@ bool FeedForwardImpl::norm_forward_add_(const torch::nn::LayerNormImpl& norm, to
                                         const torch::Tensor& scale) {
   if (policy_.literal() || at::GradMode::is_enabled() || is_training()) return false;
   const auto padding = row_pipeline_padding();
-  const auto fc2_used = padding ? second_layer(*fc2, packed_[1].get(), *scaled_fc2_, scale)
-                                  : std::nullopt;
+  const auto fc2_used =
+      padding ? scaled_fc2_->layer_for(*fc2, packed_[1].get(), scale) : std::nullopt;
   return fc2_used &&
          detail::ffn_rows_norm_add_(*fc1, fc2_used->first, dwconv->kernel_weight(),
                                     dwconv->conv->bias, *padding, norm.weight, norm.bias,

@@ -78,15 +78,11 @@ torch::Tensor MaSAImpl::forward(const torch::Tensor& x, const torch::Tensor& sin
 void MaSAImpl::forward_add_(const torch::Tensor& x, const torch::Tensor& sin,
                             const torch::Tensor& cos, const torch::Tensor& decay,
                             torch::Tensor& into, const torch::Tensor& scale) {
-  if (!policy_.literal()) {
-    if (!scale.defined()) {
-      detail::linear_tokens_add_(*out_proj, mixed(x, sin, cos, decay), into, packed_[3].get());
-      return;
-    }
-    if (const auto folded = scaled_out_->get(*out_proj, scale)) {
-      detail::linear_tokens_add_(*folded, mixed(x, sin, cos, decay), into, &scaled_out_->packed);
-      return;
-    }
+  const auto layer = policy_.literal() ? std::nullopt
+                                      : scaled_out_->layer_for(*out_proj, packed_[3].get(), scale);
+  if (layer) {
+    detail::linear_tokens_add_(layer->first, mixed(x, sin, cos, decay), into, layer->second);
+    return;
   }
   const auto out = forward(x, sin, cos, decay);
   into.add_(scale.defined() ? out * scale : out);

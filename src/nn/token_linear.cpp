@@ -247,6 +247,14 @@ std::optional<LinearTensors> ScaledLinear::get(const torch::nn::LinearImpl& line
   return LinearTensors(w, *bias, gamma);
 }
 
+std::optional<std::pair<LinearTensors, PackedLinear*>> ScaledLinear::layer_for(
+    const torch::nn::LinearImpl& linear, PackedLinear* own, const at::Tensor& scale) {
+  if (!scale.defined()) return std::make_pair(LinearTensors(linear), own);
+  const auto folded = get(linear, scale);
+  if (!folded) return std::nullopt;
+  return std::make_pair(*folded, &packed);
+}
+
 const char* packed_gemm_name() { return packed_gemm() ? packed_gemm()->name : "none (at::linear)"; }
 
 }  // namespace rmt::nn::detail

@@ -52,6 +52,11 @@ class ScaledLinear {
   // the scaled bias; nullopt where the packed GEMM would not take the layer or the scaled bias
   // cannot be kept (inference tensors).
   std::optional<LinearTensors> get(const torch::nn::LinearImpl& linear, const at::Tensor& gamma);
+  // What computes scale * linear(x) in one GEMM: the layer's tensors and its own packed-weight
+  // cache `own` where scale is undefined, else get()'s and `packed`; nullopt where get() has none
+  // (the caller then scales a separate output).
+  std::optional<std::pair<LinearTensors, PackedLinear*>> layer_for(
+      const torch::nn::LinearImpl& linear, PackedLinear* own, const at::Tensor& scale);
   PackedLinear packed;
 
  private:

@@ -23,7 +23,7 @@ class FeedForwardImpl : public torch::nn::Module, public WithBackend {
   torch::Tensor forward(const torch::Tensor& x);
   // into += forward(x), into of x's shape; at CPU inference fc2 adds its product to `into` in its
   // own pass (no output tensor, no separate add). With scale (C values, a block's layer scale):
-  // into += scale * forward(x), scale folded into a copy of fc2's weight and bias there.
+  // into += scale * forward(x), scale folded into fc2's packed weight and bias there.
   void forward_add_(const torch::Tensor& x, torch::Tensor& into, const torch::Tensor& scale = {});
   // x += forward(norm(x)) (with scale: scale * forward(norm(x))) at CPU float inference where the
   // FFN runs a few image rows at a time: norm's rows computed as fc1 takes them, no normalized

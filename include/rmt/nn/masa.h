@@ -33,7 +33,7 @@ class MaSAImpl : public torch::nn::Module, public WithBackend, public CountsCost
   // into += forward(x, sin, cos, decay), into of x's shape: at CPU inference out_proj adds its
   // product to `into` in its own pass over it (the block's residual: no output tensor, no add).
   // With scale (C values, a block's layer scale): into += scale * forward(...), scale folded into
-  // a copy of out_proj's weight and bias where out_proj adds in its own pass.
+  // out_proj's packed weight and bias where out_proj adds in its own pass.
   void forward_add_(const torch::Tensor& x, const torch::Tensor& sin, const torch::Tensor& cos,
                     const torch::Tensor& decay, torch::Tensor& into,
                     const torch::Tensor& scale = {});
