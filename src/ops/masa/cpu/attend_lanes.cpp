@@ -37,16 +37,20 @@ template <int W>
 RMT_ALWAYS_INLINE LV<W> load(const float* p) {
   return vload<float, LV<W>>(p);
 }
-// A block of queries is R vectors of W lanes: R = 2 on AVX2, so that each broadcast key or value
-// channel feeds two multiply-adds (16 queries) instead of one, the other variants R = 1. Lane l of
+// A block of queries is R vectors of W lanes: R = 2 on AVX2 and AVX-512, so that each broadcast key
+// or value channel (a load) feeds two multiply-adds instead of one, the baseline R = 1. Lane l of
 // vector r is query i0 + r * W + l; each query's arithmetic is the same for every R.
 template <int W>
-constexpr int kVectorsPerBlock = W == 8 ? 2 : 1;
+constexpr int kVectorsPerBlock = W >= 8 ? 2 : 1;
+
+// The widest block's queries (AVX-512's two vectors): the scores' space in the workspace.
+constexpr int64_t kMaxBlockLanes = 2 * kQueryLanes;
 
 // Keys per step of the score sweep: R x kKeysPerStep chains of d dependent FMAs, enough to hide
-// the FMA latency (8 with R = 1; 4 keys x 2 vectors with R = 2, 12 of the 16 AVX2 registers).
-template <int R>
-constexpr int kKeysPerStep = R == 1 ? 8 : 4;
+// the FMA latency (8 with R = 1; with R = 2, 4 keys on AVX2 (12 of its 16 registers), 8 on
+// AVX-512 (16 of its 32)).
+template <int W, int R>
+constexpr int kKeysPerStep = R == 1 || W == 16 ? 8 : 4;
 
 // Sweep 1 for queries [i0, i0 + R * W): S[j * R * W + lane] = q . k_j + decay * distance(i, j);
 // mx: the maximum over j, lane by lane. D > 0: d fixed at compile time. GRID: the distance on the
@@ -79,7 +83,7 @@ RMT_ALWAYS_INLINE void masked_scores(const LaneProblem& p, int64_t i0, const flo
     mx[r] = s > mx[r] ? s : mx[r];
     vstore(S + (j * R + r) * W, s);
   };
-  constexpr int J = kKeysPerStep<R>;
+  constexpr int J = kKeysPerStep<W, R>;
   // acc[u][r] = the R query vectors . key u, for the J keys key(u) points at (d channels each).
   auto dot_keys = [&](auto key, V (&acc)[J][R]) {
     for (int64_t c = 0; c < d; ++c) {
@@ -180,9 +184,9 @@ RMT_ALWAYS_INLINE void forward_block(const LaneProblem& p, int64_t i0, const flo
   exp_and_sum<W, R>(work, p.n, mx, inverse);
   for (int r = 0; r < R; ++r) inverse[r] = 1.0f / inverse[r];
   float* o = ot + i0;
-  // Channels per step: W vectors of accumulators with R = 1, 4 x 2 with R = 2 (the broadcast
-  // channel and the R weight vectors take the other registers).
-  constexpr int CB = R == 1 ? W : 4;
+  // Channels per step: W vectors of accumulators with R = 1; with R = 2, 4 x 2 on AVX2, 8 x 2 on
+  // AVX-512 (the broadcast channel and the R weight vectors take the other registers).
+  constexpr int CB = R == 1 ? W : W == 16 ? 8 : 4;
   int64_t c = 0;
   for (; c + CB <= p.dv; c += CB) weighted_values<W, R, CB>(p, work, inverse, c, o);
   for (; c + 4 <= p.dv; c += 4) weighted_values<W, R, 4>(p, work, inverse, c, o);
@@ -201,13 +205,14 @@ RMT_ALWAYS_INLINE void mask_line(const LaneProblem& p, float* line) {
 
 template <int W, int D, bool GRID>
 RMT_ALWAYS_INLINE void forward_impl(const LaneProblem& p, float* ot, float* work) {
-  float* line = work + p.n * kQueryLanes;
+  float* line = work + p.n * kMaxBlockLanes;
   if (!GRID) mask_line(p, line);
   constexpr int R = kVectorsPerBlock<W>;
   for (int64_t i0 = 0; i0 < p.m; i0 += R * W) {
-    // A last block of at most W queries in one vector; of at most W / 2 in vectors half as wide
-    // (RMT-S's 56-token rows are 3 x 16 + 8): half the cost where wide operations issue at half
-    // the rate (AVX-512 on AMD's Zen 4), the same elsewhere.
+    // A last block of at most W queries in one vector; of at most W / 2 in vectors half as wide:
+    // half the cost where wide operations issue at half the rate (AVX-512 on AMD's Zen 4), the
+    // same elsewhere. More than W left: R vectors, the last one partly padding (RMT-S's 56-token
+    // rows on AVX-512: 32 + 32, faster than 16 + 16 + 16 + 8 on a Xeon).
     if constexpr (W >= 8) {
       if (p.m - i0 <= W / 2) return forward_block<W / 2, 1, D, GRID>(p, i0, line, ot, work);
     }
@@ -338,20 +343,28 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float*
   const bool scaled = scale != 1.0f;
   LV<W> sign;  // -1 on the even lanes (x0 * cos - x1 * sin), built once: a product, not a lane loop
   for (int u = 0; u < W; ++u) sign[u] = u % 2 == 0 ? -1.0f : 1.0f;
+  const int64_t whole = d / W * W;  // W is even: the pairs never straddle two vectors
   for (int64_t t = 0; t < tokens; ++t) {
     const float* sr = sn + t * d;
     const float* cr = cs + t * d;
-    for (int64_t h = 0; h < heads; ++h) {
-      const float* xr = x + t * xs + h * d;
-      float* o = out + t * out_stride + h * d;
-      int64_t c = 0;
-      for (; c + W <= d; c += W) {  // W is even: the pairs never straddle two vectors
-        LV<W> v = load<W>(xr + c);
+    const float* xt = x + t * xs;
+    float* ot = out + t * out_stride;
+    // A channel vector of every head at a time: the token's cos and signed sin vectors are loaded
+    // once for all its heads (they share the position's tables), not once a head (RMT-S's 14 x 14
+    // stage: 16 heads of one vector each).
+    for (int64_t c = 0; c < whole; c += W) {
+      const LV<W> cv = load<W>(cr + c), sv = load<W>(sr + c) * sign;
+      for (int64_t h = 0; h < heads; ++h) {
+        LV<W> v = load<W>(xt + h * d + c);
         if (scaled) v = v * scale;
         const LV<W> swapped = __builtin_shuffle(v, PairSwap<W>::mask);
-        vstore(o + c, v * load<W>(cr + c) + swapped * (load<W>(sr + c) * sign));
+        vstore(ot + h * d + c, v * cv + swapped * sv);
       }
-      for (; c + 1 < d; c += 2) {  // d is even (the operator checks it)
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* xr = xt + h * d;
+      float* o = ot + h * d;
+      for (int64_t c = whole; c + 1 < d; c += 2) {  // d is even (the operator checks it)
         const float x0 = scaled ? xr[c] * scale : xr[c], x1 = scaled ? xr[c + 1] * scale : xr[c + 1];
         o[c] = x0 * cr[c] - x1 * sr[c];
         o[c + 1] = x1 * cr[c + 1] + x0 * sr[c + 1];
@@ -389,7 +402,7 @@ RMT_DEFINE_LANE_VARIANTS(RMT_DEFINE_VARIANT)
 }  // namespace
 
 int64_t lanes_workspace_size(int64_t m, int64_t n) {
-  return n * kQueryLanes + lanes_padded(m) + n;  // the scores, then the 1-D mask's line
+  return n * kMaxBlockLanes + lanes_padded(m) + n;  // the scores, then the 1-D mask's line
 }
 
 void attend_forward_lanes(const LaneProblem& p, float* ot, float* work) {

@@ -1,12 +1,11 @@
 #pragma once
 // The float forward of both operators (the decomposed operator's 1-D passes, the full operator's
 // one problem per head) with the queries across the vector lanes (attend.h puts the keys there). A
-// block of 16 queries (one vector of 16 lanes with AVX-512, two of 8 with AVX2; 4 lanes otherwise)
+// block of queries (two vectors of 16 lanes with AVX-512, two of 8 with AVX2, one of 4 otherwise)
 // takes every key of the sequence in turn: score vectors per key from broadcast key channels, the
 // softmax's maximum and sum lane by lane (no horizontal reductions), and the values broadcast into
 // accumulator vectors. Short sequences (RMT's rows and columns are 7 to 56 tokens at 224)
-// then waste no lanes on padded keys, keys and values are read in place (any row stride), and the
-// 32 registers of AVX-512 hold a whole d = 16 score tile.
+// then waste no lanes on padded keys, and keys and values are read in place (any row stride).
 //
 // Score of query i and key j: q_i . k_j + decay * |i - j| (the 1-D mask; q and k rotated, k
 // scaled), or decay * (|y_i - y_j| + |x_i - x_j|) for the full operator's grid of tokens. The
@@ -18,8 +17,10 @@
 
 namespace rmt::ops::cpu {
 
-// Columns of qt and ot are read and written in whole blocks of this many queries (the widest
-// variant's lane count): ldq must be a multiple of it, and the padding columns of qt readable.
+// Columns of qt and ot are read and written in whole vectors of this many queries (the widest
+// variant's lane count): ldq must be a multiple of it, and the padding columns of qt readable. (A
+// block of two vectors starts only where more than one vector's queries are left, so it ends
+// within lanes_padded(m).)
 constexpr int64_t kQueryLanes = 16;
 // log2(e): a score s in base e is s * kLog2e in base 2 (e^s = 2^(s log2 e)).
 constexpr float kLog2e = 1.44269504088896341f;
