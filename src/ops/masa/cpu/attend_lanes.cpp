@@ -361,7 +361,7 @@ RMT_ALWAYS_INLINE void theta_shift_impl(const float* x, int64_t xs, const float*
         vstore(ot + h * d + c, v * cv + swapped * sv);
       }
     }
-    for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t h = 0; whole < d && h < heads; ++h) {  // a last part narrower than a vector
       const float* xr = xt + h * d;
       float* o = ot + h * d;
       for (int64_t c = whole; c + 1 < d; c += 2) {  // d is even (the operator checks it)
