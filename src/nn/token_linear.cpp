@@ -252,7 +252,7 @@ std::optional<std::pair<LinearTensors, PackedLinear*>> ScaledLinear::layer_for(
   if (!scale.defined()) return std::make_pair(LinearTensors(linear), own);
   const auto folded = get(linear, scale);
   if (!folded) return std::nullopt;
-  return std::make_pair(*folded, &packed);
+  return std::make_pair(*folded, &packed_);
 }
 
 const char* packed_gemm_name() { return packed_gemm() ? packed_gemm()->name : "none (at::linear)"; }

@@ -44,22 +44,22 @@ struct LinearTensors {
 // with gamma folded into its weight and bias: gamma (W x + b) = (gamma W) x + gamma b, so that the
 // layer can add its scaled product to the block's residual in its own GEMM pass (the steps of
 // blocks without layer scale). Rounding differs from gamma * linear(x) by about an ulp. The scaled
-// weight exists only in `packed` (packed from a temporary), the scaled bias here; both are made
+// weight exists only in packed_ (packed from a temporary), the scaled bias here; both are made
 // again when the layer's tensors or gamma change (derived_weights.h).
 class ScaledLinear {
  public:
+  // What computes scale * linear(x) in one GEMM: the layer's tensors and its own packed-weight
+  // cache `own` where scale is undefined, else get()'s and packed_; nullopt where get() has none
+  // (the caller then scales a separate output).
+  std::optional<std::pair<LinearTensors, PackedLinear*>> layer_for(
+      const torch::nn::LinearImpl& linear, PackedLinear* own, const at::Tensor& scale);
+
+ private:
   // The layer's tensors with gamma (the module's parameter, out_features values) as row_scale and
   // the scaled bias; nullopt where the packed GEMM would not take the layer or the scaled bias
   // cannot be kept (inference tensors).
   std::optional<LinearTensors> get(const torch::nn::LinearImpl& linear, const at::Tensor& gamma);
-  // What computes scale * linear(x) in one GEMM: the layer's tensors and its own packed-weight
-  // cache `own` where scale is undefined, else get()'s and `packed`; nullopt where get() has none
-  // (the caller then scales a separate output).
-  std::optional<std::pair<LinearTensors, PackedLinear*>> layer_for(
-      const torch::nn::LinearImpl& linear, PackedLinear* own, const at::Tensor& scale);
-  PackedLinear packed;
-
- private:
+  PackedLinear packed_;
   DerivedWeights<at::Tensor> bias_;
 };
 
