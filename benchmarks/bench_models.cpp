@@ -14,7 +14,7 @@
 //
 // Threads: --threads N (default: rmt::runtime::configure_threads(), what the tools use: the CPUs
 // this process may run on, or OMP_NUM_THREADS); like the tools, this program starts its OpenMP
-// threads with GOMP_SPINCOUNT=2000 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.
+// threads with GOMP_SPINCOUNT=20000 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.
 // --contend K starts K busy processes (a spinning loop each) before each row's timing and stops
 // them after it: the machine under load.
 //

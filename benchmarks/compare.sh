@@ -55,7 +55,7 @@ torch_version=$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null 
 echo "# Side-by-side, $(date -u '+%Y-%m-%d %H:%M UTC'): $cpu, $(nproc) CPUs online, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 echo "# LibTorch/torch $torch_version; command: $command_line"
 [ "$rounds" = 1 ] || echo "# every row: the median of $rounds rounds (by img/s), the programs alternating in each round"
-policy="rmt's default (GOMP_SPINCOUNT=2000)"
+policy="rmt's default (GOMP_SPINCOUNT=20000)"
 [ -z "${GOMP_SPINCOUNT:-}" ] || policy="GOMP_SPINCOUNT=$GOMP_SPINCOUNT"
 [ -z "${OMP_WAIT_POLICY:-}" ] || policy="OMP_WAIT_POLICY=$OMP_WAIT_POLICY ${GOMP_SPINCOUNT:+GOMP_SPINCOUNT=$GOMP_SPINCOUNT}"
 echo "# wait policy of rmt's rows: $policy; the authors' rows: the environment's (PyTorch's default spins)"
@@ -123,7 +123,7 @@ echo
 echo "| model | path | input | batch | threads | busy procs | img/s | peak RSS MiB | sgemm GFLOP/s | GEMM floor img/s | of floor |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for batch in $batches; do
-  for policy in "GOMP_SPINCOUNT=300000" "GOMP_SPINCOUNT=10000" "GOMP_SPINCOUNT=1000" "OMP_WAIT_POLICY=PASSIVE"; do
+  for policy in "GOMP_SPINCOUNT=300000" "GOMP_SPINCOUNT=2000" "GOMP_SPINCOUNT=1000" "OMP_WAIT_POLICY=PASSIVE"; do
     env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT "$policy" "$bench" --models "$model" --batches "$batch" \
         --dense "" --train none --paths rmt --contend 1 --min-seconds "$min_seconds" --no-memory \
         --tag "$policy" | grep '^| ' | grep -v '^| model'
@@ -132,7 +132,7 @@ for batch in $batches; do
   if [ "$anchors" = 1 ]; then
     python3 "$here/anchors.py" --official-repo "$official" --model "$model" --batches "$batch" \
             --threads "$default_threads" --contend 1 --min-seconds "$min_seconds" --gflops "$gflops" \
-            --no-memory --paths eager --spincount 2000 --tag "GOMP_SPINCOUNT=2000" | grep '^| '
+            --no-memory --paths eager --spincount 20000 --tag "GOMP_SPINCOUNT=20000" | grep '^| '
   fi
 done
 

@@ -214,7 +214,7 @@ TEST(Threads, ConfigureSetsLibTorch) {
       << rmt::runtime::describe(s);
 }
 
-// This program has the preinit entry: libgomp, started before main(), took GOMP_SPINCOUNT=2000,
+// This program has the preinit entry: libgomp, started before main(), took GOMP_SPINCOUNT=20000,
 // unless the user had chosen a wait policy. OMP_DISPLAY_ENV=VERBOSE makes it print what it took.
 RMT_OPENMP_WAIT_POLICY_PREINIT();
 
@@ -236,7 +236,7 @@ std::string run_self(const std::string& environment) {
 
 TEST(Threads, PreinitSetsTheSpinCountBeforeOpenMPStarts) {
   const std::string by_default = run_self("");
-  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '2000'"), std::string::npos) << by_default;
+  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '20000'"), std::string::npos) << by_default;
   const std::string passive = run_self("OMP_WAIT_POLICY=PASSIVE");
   EXPECT_NE(passive.find("OMP_WAIT_POLICY = 'PASSIVE'"), std::string::npos) << passive;
   EXPECT_NE(passive.find("GOMP_SPINCOUNT = '0'"), std::string::npos) << passive;
@@ -259,11 +259,11 @@ TEST(Threads, ToolsStartWithTheDefaultSpinCount) {
     return out;
   };
   const std::string by_default = display("");
-  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '2000'"), std::string::npos) << by_default;
+  EXPECT_NE(by_default.find("GOMP_SPINCOUNT = '20000'"), std::string::npos) << by_default;
   EXPECT_NE(by_default.find("--threads"), std::string::npos) << by_default;  // the tool ran
   const std::string active = display("OMP_WAIT_POLICY=ACTIVE");
   EXPECT_NE(active.find("OMP_WAIT_POLICY = 'ACTIVE'"), std::string::npos) << active;
-  EXPECT_EQ(active.find("GOMP_SPINCOUNT = '2000'"), std::string::npos) << active;
+  EXPECT_EQ(active.find("GOMP_SPINCOUNT = '20000'"), std::string::npos) << active;
 }
 
 // Model::forward's run-queue feedback (rmt/runtime/busy_cpus.h): the decisions on made-up

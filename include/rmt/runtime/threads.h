@@ -72,7 +72,7 @@ ThreadSettings plan_threads(int requested, const char* omp_num_threads, const ch
 // OpenMP runtime reads once when it loads: see rmt/runtime/wait_policy.h.
 ThreadSettings configure_threads(int requested = 0, int processes_sharing = 1);
 
-// One line for logs: "2 threads (affinity: 2 CPUs, cgroup quota: none; GOMP_SPINCOUNT=2000)".
+// One line for logs: "2 threads (affinity: 2 CPUs, cgroup quota: none; GOMP_SPINCOUNT=20000)".
 std::string describe(const ThreadSettings& settings);
 
 }  // namespace rmt::runtime

@@ -4,12 +4,17 @@
 // At the end of each parallel region (an RMT-S forward opens ~450) libgomp's threads spin, by
 // default for 300,000 iterations (milliseconds), before they sleep. On a loaded machine a thread
 // that spins waits for a partner that the kernel has descheduled, and holds a core that the partner
-// (or another process) could run on. GOMP_SPINCOUNT=2000 (about ten microseconds) still bridges
-// the short serial gaps between the regions of one forward on a quiet machine, and sleeps soon
-// under load. Measured (RMT-S, batch 1, 2 threads; benchmarks/RESULTS.md): quiet, 2000 is 1.23x
-// the throughput of 1000 (whose threads fall asleep between regions and must be woken) and close
-// to 10,000; with one busy process it keeps 72% of the quiet 1-thread throughput, where 3000 keeps
-// 66% and 10,000 about half.
+// (or another process) could run on. GOMP_SPINCOUNT=20000 (200-400 us on an Intel Xeon VM, where
+// 2000 is 20-50 us) bridges the serial gaps between the regions of one forward on a quiet machine,
+// the longest among them too (oneDNN's set-up before a strided conv, 70-105 us): a thread that
+// fell asleep costs the next region 35-110 us to wake on that VM, against ~1 us while it spins.
+// Under load, Model::forward's busy-CPU feedback (busy_cpus.h) runs batch 1 on one thread, so no
+// thread spins for a descheduled partner, and a batch runs whole images side by side.
+// Measured (RMT-S, 2 threads; benchmarks/RESULTS.md, sessions 41, 42 and 47): quiet batch 1,
+// 20,000 reached at least 2000's share of the GEMM floor in 13 of 15 alternated rounds (medians
+// +2 to +5 points); beside one busy process it is level with 2000 at batch 1 and 16 (both above
+// the quiet 1-thread speed there). Before that feedback existed, 10,000 lost half the throughput
+// beside a busy process.
 //
 // libgomp reads these variables once, in its own constructor, which runs before any constructor
 // or main() of a program or library that depends on it: setenv() from main() is too late, and so
@@ -32,7 +37,7 @@
 namespace rmt::runtime {
 
 // rmt's default spin count for libgomp's idle threads.
-inline constexpr const char* kDefaultSpinCount = "2000";
+inline constexpr const char* kDefaultSpinCount = "20000";
 
 // True when the program should start again with GOMP_SPINCOUNT=kDefaultSpinCount: neither
 // OMP_WAIT_POLICY nor GOMP_SPINCOUNT is in `envp`.
@@ -60,7 +65,7 @@ inline void reexec_with_default_wait_policy(char** argv, char** envp) noexcept {
   size_t count = 0;
   while (envp[count] != nullptr) ++count;
   char** env = static_cast<char**>(alloca((count + 2) * sizeof(char*)));
-  static char spin[] = "GOMP_SPINCOUNT=2000";  // kDefaultSpinCount
+  static char spin[] = "GOMP_SPINCOUNT=20000";  // kDefaultSpinCount
   for (size_t i = 0; i < count; ++i) env[i] = envp[i];
   env[count] = spin;
   env[count + 1] = nullptr;
