@@ -612,7 +612,7 @@ int main(int argc, char** argv) {
              opt.min_seconds,
              opt.device == "cpu" ? rmt::runtime::describe(plan) : std::string("(CUDA)"),
              opt.contend, rmt::runtime::freed_memory_policy(),
-             rmt::nn::detail::packed_gemm_name(),
+             rmt::nn::detail::packed_gemm_description(),
              std::getenv("RMT_CPU_LINEAR") ? std::getenv("RMT_CPU_LINEAR") : "unset: by CPU vendor");
   for (const auto& m : opt.models) {
     double gflop = 0;  // built in a child: building initialises weights, which may start OpenMP

@@ -714,7 +714,10 @@ TEST(Modules, PackedWeightsAreMadeAgainForMoreThreads) {
   const auto x = torch::randn({100, 64});
   detail::PackedLinear packed;
   auto kept_weight = [&] {
-    const auto w = packed.get_at_least({&layer->weight}, 0, 0, [] { return at::Tensor(); });
+    // The cache's key: the layer's weight and its row scale (none here), as token_linear keeps it.
+    const at::Tensor no_row_scale;
+    const auto w = packed.get_at_least({&layer->weight, &no_row_scale}, 0, 0,
+                                       [] { return at::Tensor(); });
     return w && w->defined() ? w->data_ptr() : nullptr;
   };
   const bool by_threads = detail::packed_gemm_name() == std::string("MKL's packed GEMM");
@@ -735,6 +738,37 @@ TEST(Modules, PackedWeightsAreMadeAgainForMoreThreads) {
   const auto expected = at::linear(x, layer->weight, layer->bias);
   EXPECT_LT(rmt::test::relative_error(on_one, expected), 1e-5);
   EXPECT_LT(rmt::test::relative_error(on_two, expected), 1e-5);
+}
+
+// An FFN's fc2 with fewer than 512 outputs runs on oneDNN's microkernel where MKL's packed GEMM is
+// the default (Intel CPUs, RMT_CPU_LINEAR unset) and the LibTorch has the microkernel; every other
+// layer, and every layer where the user named a GEMM, on the one GEMM. The layer's numbers either
+// way those of at::linear within float rounding.
+TEST(Modules, NarrowFfnOutputLayersTakeTheMicrokernelBesideMkl) {
+  namespace detail = rmt::nn::detail;
+  const std::string general = detail::packed_gemm_name();
+  const bool split = general == "MKL's packed GEMM" && std::getenv("RMT_CPU_LINEAR") == nullptr &&
+                     detail::brgemm::available();
+  const std::string fc2_gemm = split ? "oneDNN's brgemm microkernel" : general;
+  EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kGeneral, 64), general);
+  EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kFfnOutput, 64), fc2_gemm);
+  EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kFfnOutput, 511), fc2_gemm);
+  EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kFfnOutput, 512), general);
+  EXPECT_EQ(detail::packed_gemm_description().find("fc2") != std::string::npos, split)
+      << detail::packed_gemm_description();
+
+  torch::NoGradGuard no_grad;
+  torch::nn::Linear layer(torch::nn::LinearOptions(192, 64));
+  const auto x = torch::randn({100, 192});
+  detail::PackedLinear packed(detail::LinearRole::kFfnOutput);
+  const auto out = detail::linear_tokens(*layer, x, &packed);
+  EXPECT_LT(rmt::test::relative_error(out, at::linear(x, layer->weight, layer->bias)), 1e-5);
+  const at::Tensor no_row_scale;  // the cache's key: the weight and its row scale (none)
+  const auto kept =
+      packed.get_at_least({&layer->weight, &no_row_scale}, 0, 0, [] { return at::Tensor(); });
+  ASSERT_TRUE(kept.has_value() && kept->defined());
+  // The microkernel keeps the weight transposed (in, out); MKL's packed layout is one flat buffer.
+  if (split) EXPECT_EQ(kept->sizes(), at::IntArrayRef({192, 64}));
 }
 
 // A model built under InferenceMode has inference tensors as weights, whose changes no cache can

@@ -18,8 +18,10 @@ FeedForwardImpl::FeedForwardImpl(int64_t embed_dim, int64_t ffn_dim) {
   fc1 = register_module("fc1", torch::nn::Linear(embed_dim, ffn_dim));
   fc2 = register_module("fc2", torch::nn::Linear(ffn_dim, embed_dim));
   dwconv = register_module("dwconv", DWConv2d(ffn_dim, 3, 1, 1));
-  for (auto& p : packed_) p = std::make_shared<detail::PackedLinear>();
-  scaled_fc2_ = std::make_shared<detail::ScaledLinear>();
+  // fc2's caches say what it is: the GEMM back-end may differ for it (token_linear.h).
+  packed_[0] = std::make_shared<detail::PackedLinear>();
+  packed_[1] = std::make_shared<detail::PackedLinear>(detail::LinearRole::kFfnOutput);
+  scaled_fc2_ = std::make_shared<detail::ScaledLinear>(detail::LinearRole::kFfnOutput);
 }
 
 torch::Tensor FeedForwardImpl::hidden(const torch::Tensor& x) {

@@ -28,7 +28,7 @@ struct Geometry {
 
 struct Layers {
   at::Tensor packed1, packed2;
-  RowGemm gemm;
+  RowGemm gemm1, gemm2;
   at::Tensor dw_weight, dw_bias;
   const float* bias1;
   const float* bias2;
@@ -93,12 +93,12 @@ void run_rows(const Geometry& g, const Layers& l, const Fc1Inputs& in, float* in
                    (next - keep) * row_size * sizeof(float));
       first = keep;
     }
-    l.gemm(fc1_input(g, in, b, row0, row1, next, last), (last - next) * g.width, g.channels,
+    l.gemm1(fc1_input(g, in, b, row0, row1, next, last), (last - next) * g.width, g.channels,
            l.packed1, g.hidden, l.bias1, /*gelu=*/true, 0.0f, slab + (next - first) * row_size);
     next = last;
     ops::depthwise_conv::conv_add_self_rows_cpu(slab, first, g.height, g.width, g.hidden,
                                                 l.dw_weight, l.dw_bias, r, r1, middle);
-    l.gemm(middle, (r1 - r) * g.width, g.hidden, l.packed2, g.channels, l.bias2, /*gelu=*/false,
+    l.gemm2(middle, (r1 - r) * g.width, g.hidden, l.packed2, g.channels, l.bias2, /*gelu=*/false,
            1.0f, into + (b * g.height + r) * token_row);
     r = r1;
   }
@@ -138,8 +138,8 @@ bool rows_add(const LinearTensors& fc1, const LinearTensors& fc2,
   const int64_t tokens = batch * g.height * g.width;  // as the layer-by-layer path packs them
   const auto w1 = row_gemm_weight(fc1, tokens, packed1);
   const auto w2 = w1 ? row_gemm_weight(fc2, tokens, packed2) : std::nullopt;
-  if (!w2) return false;  // (both from the one GEMM the layers run on: the same row GEMM)
-  const Layers l{w1->packed, w2->packed, w1->gemm, dw_weight, dw_bias,
+  if (!w2) return false;  // (each layer's GEMM may differ: LinearRole in token_linear.h)
+  const Layers l{w1->packed, w2->packed, w1->gemm, w2->gemm, dw_weight, dw_bias,
                  fc1.bias.defined() ? fc1.bias.data_ptr<float>() : nullptr,
                  fc2.bias.defined() ? fc2.bias.data_ptr<float>() : nullptr};
   const float* xp = x.data_ptr<float>();

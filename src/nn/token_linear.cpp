@@ -84,22 +84,50 @@ const PackedGemm kOnednn{
 // only) our kernel runs RMT-S's layers at 92-100 GFLOP/s on a core, oneDNN's microkernel at 73-94.
 // On a Xeon (sessions 19-24) MKL's was ahead of oneDNN's linear; neither the microkernel nor our
 // kernel was measured there. RMT_CPU_LINEAR=mkl|onednn|brgemm|avx2 picks one where it is there.
-const PackedGemm* packed_gemm() {
-  static const PackedGemm* const gemm = []() -> const PackedGemm* {
+struct GemmChoice {
+  const PackedGemm* gemm;  // null: at::linear
+  bool forced;             // RMT_CPU_LINEAR named it
+};
+
+const GemmChoice& gemm_choice() {
+  static const GemmChoice choice = []() -> GemmChoice {
     const auto forced =
         runtime::env_choice("RMT_CPU_LINEAR", {"mkl", "onednn", "brgemm", "avx2"},
                             "MKL's on Intel CPUs, else ours on AVX2-only CPUs, else oneDNN's");
     const bool by_vendor = !forced && !intel_cpu();
-    if (forced == "avx2" && avx2_gemm::available()) return &kAvx2;
-    if (by_vendor && avx2_gemm::preferred()) return &kAvx2;
-    if ((forced == "brgemm" || by_vendor) && brgemm::available()) return &kBrgemm;
-    if ((forced == "onednn" || by_vendor) && onednn::linear_available()) return &kOnednn;
-    if (mkl::available()) return &kMkl;
-    if (brgemm::available()) return &kBrgemm;
-    if (onednn::linear_available()) return &kOnednn;
-    return avx2_gemm::available() ? &kAvx2 : nullptr;
+    auto pick = [&]() -> const PackedGemm* {
+      if (forced == "avx2" && avx2_gemm::available()) return &kAvx2;
+      if (by_vendor && avx2_gemm::preferred()) return &kAvx2;
+      if ((forced == "brgemm" || by_vendor) && brgemm::available()) return &kBrgemm;
+      if ((forced == "onednn" || by_vendor) && onednn::linear_available()) return &kOnednn;
+      if (mkl::available()) return &kMkl;
+      if (brgemm::available()) return &kBrgemm;
+      if (onednn::linear_available()) return &kOnednn;
+      return avx2_gemm::available() ? &kAvx2 : nullptr;
+    };
+    return {pick(), forced.has_value()};
   }();
-  return gemm;
+  return choice;
+}
+
+const PackedGemm* packed_gemm() { return gemm_choice().gemm; }
+
+// The packed GEMM of a layer of this role (LinearRole): packed_gemm(), except an FFN's narrow fc2
+// where MKL's is the default and oneDNN's microkernel is there. RMT-S, Intel Xeon, the one and the
+// other in one process (benchmarks/RESULTS.md, session 47): batch 16 3.3-4.2% faster on 1 and 2
+// threads, batch 1 on 2 threads 1-2.6%, batch 1 on 1 thread level.
+const PackedGemm* packed_gemm(LinearRole role, int64_t out_features) {
+  const auto& choice = gemm_choice();
+  if (role == LinearRole::kFfnOutput && choice.gemm == &kMkl && !choice.forced &&
+      out_features < kNarrowOutputFeatures && brgemm::available()) {
+    return &kBrgemm;
+  }
+  return choice.gemm;
+}
+
+// The packed GEMM of the layer whose packed-weight cache is `packed` (null: packed_gemm()).
+const PackedGemm* gemm_for(const LinearTensors& linear, const PackedLinear* packed) {
+  return packed ? packed_gemm(packed->role, linear.weight.size(0)) : packed_gemm();
 }
 
 // The threads a call made here runs the packed GEMM on, and a weight packed here is packed for (0:
@@ -108,8 +136,7 @@ const PackedGemm* packed_gemm() {
 // packed on 1 thread, at a first forward on 1 thread or inside the batch chunks' parallel region,
 // ran every later 2-thread call on 1: RMT-S batch 1 on a Xeon, 77 against 53 ms a forward;
 // benchmarks/RESULTS.md, session 41).
-int64_t pack_threads() {
-  const auto* gemm = packed_gemm();
+int64_t pack_threads(const PackedGemm* gemm) {
   return gemm && gemm->threads ? gemm->threads() : 0;
 }
 
@@ -148,9 +175,10 @@ at::Tensor weight_to_pack(const LinearTensors& linear) {
 std::optional<at::Tensor> packed_weight(const LinearTensors& linear, const at::Tensor& x,
                                         PackedLinear* packed) {
   if (!packed || !packed_fits(linear, x)) return std::nullopt;
-  const int64_t threads = pack_threads();
+  const PackedGemm* gemm = gemm_for(linear, packed);
+  const int64_t threads = pack_threads(gemm);
   return packed->get_at_least({&linear.weight, &linear.row_scale}, threads, threads, [&] {
-    return packed_gemm()->pack(weight_to_pack(linear), x.numel() / x.size(-1));
+    return gemm->pack(weight_to_pack(linear), x.numel() / x.size(-1));
   });
 }
 
@@ -165,7 +193,7 @@ torch::Tensor linear_tokens(const LinearTensors& linear, const torch::Tensor& x,
   if (x.dim() < 2 || !x.is_contiguous()) return at::linear(x, linear.scaled_weight(), linear.bias);
   const auto weight = packed_weight(linear, x, packed);
   const int64_t out = linear.weight.size(0);
-  if (weight) return packed_gemm()->linear(x, *weight, out, linear.bias, false);
+  if (weight) return gemm_for(linear, packed)->linear(x, *weight, out, linear.bias, false);
   const auto w = linear.scaled_weight();
   return on_rows(x, out, [&](const at::Tensor& rows) { return at::linear(rows, w, linear.bias); });
 }
@@ -184,7 +212,7 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
       return std::nullopt;
     }
   }
-  const int64_t threads = pack_threads();
+  const int64_t threads = pack_threads(packed_gemm());
   const auto sources = {&a.weight, &a.bias, &b.weight, &b.bias, &c.weight, &c.bias};
   const auto kept = cache->get_at_least(sources, threads, threads, [&] {
     const auto weight = at::cat({a.weight, b.weight, c.weight});
@@ -199,7 +227,8 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
 void linear_tokens_add_(const LinearTensors& linear, const torch::Tensor& x,
                         torch::Tensor& into, PackedLinear* packed) {
   const auto& w = linear.weight;
-  const bool adds = packed_gemm() && packed_gemm()->linear_add_;
+  const PackedGemm* gemm = gemm_for(linear, packed);
+  const bool adds = gemm && gemm->linear_add_;
   const bool fits = adds && x.dim() >= 2 && x.is_contiguous() &&
                     into.is_contiguous() && into.scalar_type() == at::kFloat &&
                     into.device().is_cpu() && into.dim() == x.dim() &&
@@ -210,7 +239,7 @@ void linear_tokens_add_(const LinearTensors& linear, const torch::Tensor& x,
     into.add_(linear_tokens(linear, x, packed));
     return;
   }
-  packed_gemm()->linear_add_(x, *weight, linear.bias, into);
+  gemm->linear_add_(x, *weight, linear.bias, into);
 }
 
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
@@ -218,15 +247,16 @@ std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& lin
   if (x.dim() < 2 || !x.is_contiguous()) return std::nullopt;
   const auto weight = packed_weight(linear, x, packed);
   if (!weight) return std::nullopt;
-  return packed_gemm()->linear(x, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
+  return gemm_for(linear, packed)
+      ->linear(x, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
 }
 
 std::optional<RowGemmWeight> row_gemm_weight(const LinearTensors& linear, int64_t rows,
                                               PackedLinear* packed) {
-  const PackedGemm* gemm = packed_gemm();
+  const PackedGemm* gemm = gemm_for(linear, packed);
   if (!packed || !gemm || !gemm->gemm_rows || !layer_fits(linear)) return std::nullopt;
   // The row GEMM runs on the calling thread: any kept weight serves it.
-  const auto kept = packed->get_at_least({&linear.weight, &linear.row_scale}, 0, pack_threads(),
+  const auto kept = packed->get_at_least({&linear.weight, &linear.row_scale}, 0, pack_threads(gemm),
                                          [&] { return gemm->pack(weight_to_pack(linear), rows); });
   if (!kept) return std::nullopt;
   return RowGemmWeight{*kept, gemm->gemm_rows};
@@ -256,5 +286,20 @@ std::optional<std::pair<LinearTensors, PackedLinear*>> ScaledLinear::layer_for(
 }
 
 const char* packed_gemm_name() { return packed_gemm() ? packed_gemm()->name : "none (at::linear)"; }
+
+const char* packed_gemm_name(LinearRole role, int64_t out_features) {
+  const PackedGemm* gemm = packed_gemm(role, out_features);
+  return gemm ? gemm->name : "none (at::linear)";
+}
+
+std::string packed_gemm_description() {
+  std::string line = packed_gemm_name();
+  const PackedGemm* narrow_fc2 = packed_gemm(LinearRole::kFfnOutput, 1);
+  if (narrow_fc2 != packed_gemm()) {
+    line += std::string("; the FFNs' fc2 of fewer than ") + std::to_string(kNarrowOutputFeatures) +
+            " outputs: " + narrow_fc2->name;
+  }
+  return line;
+}
 
 }  // namespace rmt::nn::detail

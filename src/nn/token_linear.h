@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
 #include <utility>
 #include <torch/nn/modules/linear.h>
 
@@ -21,9 +22,25 @@
 
 namespace rmt::nn::detail {
 
+// What a Linear layer is to the choice of its GEMM (packed_gemm_name(role, ...)).
+enum class LinearRole {
+  kGeneral,
+  // An FFN's fc2: 3x as many inputs as outputs. Where MKL's packed GEMM is the default (Intel CPUs,
+  // RMT_CPU_LINEAR unset), oneDNN's microkernel runs it when it has fewer than
+  // kNarrowOutputFeatures outputs (RMT-S's first three stages): MKL's GEMM on these shapes is
+  // slower than the microkernel's, the last stage's 512-wide layers the other way round
+  // (benchmarks/RESULTS.md, sessions 42 and 47).
+  kFfnOutput,
+};
+inline constexpr int64_t kNarrowOutputFeatures = 512;
+
 // A Linear weight in the packed layout of oneDNN, MKL or our AVX2 kernel (or transposed for
-// oneDNN's microkernel).
-class PackedLinear : public DerivedWeights<at::Tensor> {};
+// oneDNN's microkernel), for a layer of the given role.
+class PackedLinear : public DerivedWeights<at::Tensor> {
+ public:
+  explicit PackedLinear(LinearRole role = LinearRole::kGeneral) : role(role) {}
+  const LinearRole role;
+};
 
 // The tensors a Linear layer computes with: a module's own (converted implicitly), or with its
 // output scaled per feature (ScaledLinear's).
@@ -48,6 +65,8 @@ struct LinearTensors {
 // again when the layer's tensors or gamma change (derived_weights.h).
 class ScaledLinear {
  public:
+  // role: the layer's (its folded weight's cache packs for the GEMM the role picks).
+  explicit ScaledLinear(LinearRole role = LinearRole::kGeneral) : packed_(role) {}
   // What computes scale * linear(x) in one GEMM: the layer's tensors and its own packed-weight
   // cache `own` where scale is undefined, else get()'s and packed_; nullopt where get() has none
   // (the caller then scales a separate output).
@@ -117,7 +136,11 @@ std::optional<RowGemmWeight> row_gemm_weight(const LinearTensors& linear, int64_
 // The packed GEMM the float32 CPU layers run on, in words ("MKL's packed GEMM", "oneDNN's packed
 // linear", "oneDNN's brgemm microkernel" (nn/brgemm_gemm.h), "rmt's AVX2 GEMM kernel"
 // (nn/avx2_gemm.h), or none: at::linear); RMT_CPU_LINEAR's choice, else MKL's on Intel CPUs, ours
-// on other CPUs with AVX2 but no AVX-512, and oneDNN's microkernel on the rest.
+// on other CPUs with AVX2 but no AVX-512, and oneDNN's microkernel on the rest ...
 const char* packed_gemm_name();
+// ... and the one a layer of this role with `out_features` outputs runs on (LinearRole).
+const char* packed_gemm_name(LinearRole role, int64_t out_features);
+// One line for logs: packed_gemm_name(), and the layers that take another GEMM, if any.
+std::string packed_gemm_description();
 
 }  // namespace rmt::nn::detail
