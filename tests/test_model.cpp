@@ -740,7 +740,7 @@ TEST(Modules, PackedWeightsAreMadeAgainForMoreThreads) {
   EXPECT_LT(rmt::test::relative_error(on_two, expected), 1e-5);
 }
 
-// An FFN's fc2 with fewer than 512 outputs runs on oneDNN's microkernel where MKL's packed GEMM is
+// An FFN's fc2 with fewer than 384 outputs runs on oneDNN's microkernel where MKL's packed GEMM is
 // the default (Intel CPUs, RMT_CPU_LINEAR unset) and the LibTorch has the microkernel; every other
 // layer, and every layer where the user named a GEMM, on the one GEMM. The layer's numbers either
 // way those of at::linear within float rounding.
@@ -752,8 +752,8 @@ TEST(Modules, NarrowFfnOutputLayersTakeTheMicrokernelBesideMkl) {
   const std::string fc2_gemm = split ? "oneDNN's brgemm microkernel" : general;
   EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kGeneral, 64), general);
   EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kFfnOutput, 64), fc2_gemm);
-  EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kFfnOutput, 511), fc2_gemm);
-  EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kFfnOutput, 512), general);
+  EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kFfnOutput, 383), fc2_gemm);
+  EXPECT_EQ(detail::packed_gemm_name(detail::LinearRole::kFfnOutput, 384), general);
   EXPECT_EQ(detail::packed_gemm_description().find("fc2") != std::string::npos, split)
       << detail::packed_gemm_description();
 

@@ -113,9 +113,9 @@ const GemmChoice& gemm_choice() {
 const PackedGemm* packed_gemm() { return gemm_choice().gemm; }
 
 // The packed GEMM of a layer of this role (LinearRole): packed_gemm(), except an FFN's narrow fc2
-// where MKL's is the default and oneDNN's microkernel is there. RMT-S, Intel Xeon, the one and the
-// other in one process (benchmarks/RESULTS.md, session 47): batch 16 3.3-4.2% faster on 1 and 2
-// threads, batch 1 on 2 threads 1-2.6%, batch 1 on 1 thread level.
+// where MKL's is the default and oneDNN's microkernel is there. RMT-S, Intel Xeon, whole forwards
+// of the one and the other alternated in one process (benchmarks/RESULTS.md, session 47): batch 16
+// 0.4-4.5% faster, batch 1 on 2 threads 0.8-2.6%, batch 1 on 1 thread level.
 const PackedGemm* packed_gemm(LinearRole role, int64_t out_features) {
   const auto& choice = gemm_choice();
   if (role == LinearRole::kFfnOutput && choice.gemm == &kMkl && !choice.forced &&

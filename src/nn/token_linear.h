@@ -27,12 +27,12 @@ enum class LinearRole {
   kGeneral,
   // An FFN's fc2: 3x as many inputs as outputs. Where MKL's packed GEMM is the default (Intel CPUs,
   // RMT_CPU_LINEAR unset), oneDNN's microkernel runs it when it has fewer than
-  // kNarrowOutputFeatures outputs (RMT-S's first three stages): MKL's GEMM on these shapes is
-  // slower than the microkernel's, the last stage's 512-wide layers the other way round
-  // (benchmarks/RESULTS.md, sessions 42 and 47).
+  // kNarrowOutputFeatures outputs. The FFN alone on an Intel Xeon, 1 thread (benchmarks/RESULTS.md,
+  // session 47): 1.02-1.08x at RMT-S's and RMT-B's first three stages (64-320 channels) and RMT-L's
+  // first two; 0.96-0.99x at 384, 0.87-1.01x at RMT-L's 448.
   kFfnOutput,
 };
-inline constexpr int64_t kNarrowOutputFeatures = 512;
+inline constexpr int64_t kNarrowOutputFeatures = 384;
 
 // A Linear weight in the packed layout of oneDNN, MKL or our AVX2 kernel (or transposed for
 // oneDNN's microkernel), for a layer of the given role.
