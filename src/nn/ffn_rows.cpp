@@ -94,12 +94,12 @@ void run_rows(const Geometry& g, const Layers& l, const Fc1Inputs& in, float* in
       first = keep;
     }
     l.gemm1(fc1_input(g, in, b, row0, row1, next, last), (last - next) * g.width, g.channels,
-           l.packed1, g.hidden, l.bias1, /*gelu=*/true, 0.0f, slab + (next - first) * row_size);
+            l.packed1, g.hidden, l.bias1, /*gelu=*/true, 0.0f, slab + (next - first) * row_size);
     next = last;
     ops::depthwise_conv::conv_add_self_rows_cpu(slab, first, g.height, g.width, g.hidden,
                                                 l.dw_weight, l.dw_bias, r, r1, middle);
-    l.gemm2(middle, (r1 - r) * g.width, g.hidden, l.packed2, g.channels, l.bias2, /*gelu=*/false,
-           1.0f, into + (b * g.height + r) * token_row);
+    l.gemm2(middle, (r1 - r) * g.width, g.hidden, l.packed2, g.channels, l.bias2,
+            /*gelu=*/false, 1.0f, into + (b * g.height + r) * token_row);
     r = r1;
   }
 }

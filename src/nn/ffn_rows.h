@@ -20,8 +20,8 @@ namespace rmt::nn::detail {
 // kernel_weight(), stride 1, padding dw_padding); x and into (B, H, W, C). Returns false, having
 // done nothing, where it does not apply: float32 CPU tensors, contiguous, GEMMs with row calls
 // for both layers (MKL's or oneDNN's microkernel, each layer its own: token_linear.h's
-// row_gemm_weight; no gradient recorded), the depthwise CPU kernel's conditions, or too few rows a thread (then the
-// layer-by-layer path threads each GEMM instead).
+// row_gemm_weight; no gradient recorded), the depthwise CPU kernel's conditions, or too few rows
+// a thread (then the layer-by-layer path threads each GEMM instead).
 bool ffn_rows_add_(const LinearTensors& fc1, const LinearTensors& fc2,
                    const at::Tensor& dw_weight, const at::Tensor& dw_bias, int64_t dw_padding,
                    const at::Tensor& x, at::Tensor& into, PackedLinear* packed1,

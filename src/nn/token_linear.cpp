@@ -256,8 +256,9 @@ std::optional<RowGemmWeight> row_gemm_weight(const LinearTensors& linear, int64_
   const PackedGemm* gemm = gemm_for(linear, packed);
   if (!packed || !gemm || !gemm->gemm_rows || !layer_fits(linear)) return std::nullopt;
   // The row GEMM runs on the calling thread: any kept weight serves it.
-  const auto kept = packed->get_at_least({&linear.weight, &linear.row_scale}, 0, pack_threads(gemm),
-                                         [&] { return gemm->pack(weight_to_pack(linear), rows); });
+  const auto kept =
+      packed->get_at_least({&linear.weight, &linear.row_scale}, 0, pack_threads(gemm),
+                           [&] { return gemm->pack(weight_to_pack(linear), rows); });
   if (!kept) return std::nullopt;
   return RowGemmWeight{*kept, gemm->gemm_rows};
 }
