@@ -12,8 +12,8 @@
 // thread spins for a descheduled partner, and a batch runs whole images side by side.
 // Measured (RMT-S, 2 threads; benchmarks/RESULTS.md, sessions 41, 42 and 47): quiet batch 1,
 // 20,000 reached at least 2000's share of the GEMM floor in 13 of 15 alternated rounds (medians
-// +2 to +5 points); beside one busy process it is level with 2000 at batch 1 and 16 (both above
-// the quiet 1-thread speed there). Before that feedback existed, 10,000 lost half the throughput
+// +2 to +5 points); beside one busy process it is level with 2000 at batch 1 and 16 (both about
+// the quiet 1-thread speed of the hour or above it). Before that feedback existed, 10,000 lost half the throughput
 // beside a busy process.
 //
 // libgomp reads these variables once, in its own constructor, which runs before any constructor
