@@ -171,15 +171,24 @@ at::Tensor weight_to_pack(const LinearTensors& linear) {
   return out;
 }
 
+// A layer's packed weight and the GEMM it is packed for.
+struct PackedLayer {
+  const PackedGemm* gemm;
+  at::Tensor weight;
+};
+
 // The layer's packed weight, when x can run there.
-std::optional<at::Tensor> packed_weight(const LinearTensors& linear, const at::Tensor& x,
-                                        PackedLinear* packed) {
+std::optional<PackedLayer> packed_weight(const LinearTensors& linear, const at::Tensor& x,
+                                         PackedLinear* packed) {
   if (!packed || !packed_fits(linear, x)) return std::nullopt;
   const PackedGemm* gemm = gemm_for(linear, packed);
   const int64_t threads = pack_threads(gemm);
-  return packed->get_at_least({&linear.weight, &linear.row_scale}, threads, threads, [&] {
+  const auto weight = packed->get_at_least({&linear.weight, &linear.row_scale}, threads, threads,
+                                           [&] {
     return gemm->pack(weight_to_pack(linear), x.numel() / x.size(-1));
   });
+  if (!weight) return std::nullopt;
+  return PackedLayer{gemm, *weight};
 }
 
 }  // namespace
@@ -191,9 +200,9 @@ at::Tensor LinearTensors::scaled_weight() const {
 torch::Tensor linear_tokens(const LinearTensors& linear, const torch::Tensor& x,
                             PackedLinear* packed) {
   if (x.dim() < 2 || !x.is_contiguous()) return at::linear(x, linear.scaled_weight(), linear.bias);
-  const auto weight = packed_weight(linear, x, packed);
+  const auto layer = packed_weight(linear, x, packed);
   const int64_t out = linear.weight.size(0);
-  if (weight) return gemm_for(linear, packed)->linear(x, *weight, out, linear.bias, false);
+  if (layer) return layer->gemm->linear(x, layer->weight, out, linear.bias, false);
   const auto w = linear.scaled_weight();
   return on_rows(x, out, [&](const at::Tensor& rows) { return at::linear(rows, w, linear.bias); });
 }
@@ -227,28 +236,26 @@ std::optional<torch::Tensor> stacked_linear_tokens(const torch::nn::LinearImpl& 
 void linear_tokens_add_(const LinearTensors& linear, const torch::Tensor& x,
                         torch::Tensor& into, PackedLinear* packed) {
   const auto& w = linear.weight;
-  const PackedGemm* gemm = gemm_for(linear, packed);
-  const bool adds = gemm && gemm->linear_add_;
-  const bool fits = adds && x.dim() >= 2 && x.is_contiguous() &&
+  const bool fits = x.dim() >= 2 && x.is_contiguous() &&
                     into.is_contiguous() && into.scalar_type() == at::kFloat &&
                     into.device().is_cpu() && into.dim() == x.dim() &&
                     into.sizes().slice(0, x.dim() - 1) == x.sizes().slice(0, x.dim() - 1) &&
                     into.size(-1) == w.size(0);
-  const auto weight = fits ? packed_weight(linear, x, packed) : std::nullopt;
-  if (!weight) {
+  // (A GEMM without an adding call, oneDNN's linear, computes from the same packed weight below.)
+  const auto layer = fits ? packed_weight(linear, x, packed) : std::nullopt;
+  if (!layer || !layer->gemm->linear_add_) {
     into.add_(linear_tokens(linear, x, packed));
     return;
   }
-  gemm->linear_add_(x, *weight, linear.bias, into);
+  layer->gemm->linear_add_(x, layer->weight, linear.bias, into);
 }
 
 std::optional<torch::Tensor> linear_gelu_tokens(const torch::nn::LinearImpl& linear,
                                                 const torch::Tensor& x, PackedLinear* packed) {
   if (x.dim() < 2 || !x.is_contiguous()) return std::nullopt;
-  const auto weight = packed_weight(linear, x, packed);
-  if (!weight) return std::nullopt;
-  return gemm_for(linear, packed)
-      ->linear(x, *weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
+  const auto layer = packed_weight(linear, x, packed);
+  if (!layer) return std::nullopt;
+  return layer->gemm->linear(x, layer->weight, linear.weight.size(0), linear.bias, /*gelu=*/true);
 }
 
 std::optional<RowGemmWeight> row_gemm_weight(const LinearTensors& linear, int64_t rows,
