@@ -55,7 +55,11 @@ torch_version=$(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null 
 echo "# Side-by-side, $(date -u '+%Y-%m-%d %H:%M UTC'): $cpu, $(nproc) CPUs online, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 echo "# LibTorch/torch $torch_version; command: $command_line"
 [ "$rounds" = 1 ] || echo "# every row: the median of $rounds rounds (by img/s), the programs alternating in each round"
-policy="rmt's default (GOMP_SPINCOUNT=20000)"
+# rmt's default spin count, from the header that defines it (rmt/runtime/wait_policy.h).
+rmt_spincount=$(sed -n 's/.*kDefaultSpinCountEntry\[\] = "GOMP_SPINCOUNT=\([0-9]*\)".*/\1/p' \
+                "$here/../include/rmt/runtime/wait_policy.h")
+[ -n "$rmt_spincount" ] || { echo "compare.sh: no kDefaultSpinCountEntry in $here/../include/rmt/runtime/wait_policy.h" >&2; exit 1; }
+policy="rmt's default (GOMP_SPINCOUNT=$rmt_spincount)"
 [ -z "${GOMP_SPINCOUNT:-}" ] || policy="GOMP_SPINCOUNT=$GOMP_SPINCOUNT"
 [ -z "${OMP_WAIT_POLICY:-}" ] || policy="OMP_WAIT_POLICY=$OMP_WAIT_POLICY ${GOMP_SPINCOUNT:+GOMP_SPINCOUNT=$GOMP_SPINCOUNT}"
 echo "# wait policy of rmt's rows: $policy; the authors' rows: the environment's (PyTorch's default spins)"
@@ -132,7 +136,7 @@ for batch in $batches; do
   if [ "$anchors" = 1 ]; then
     python3 "$here/anchors.py" --official-repo "$official" --model "$model" --batches "$batch" \
             --threads "$default_threads" --contend 1 --min-seconds "$min_seconds" --gflops "$gflops" \
-            --no-memory --paths eager --spincount 20000 --tag "GOMP_SPINCOUNT=20000" | grep '^| '
+            --no-memory --paths eager --spincount "$rmt_spincount" --tag "GOMP_SPINCOUNT=$rmt_spincount" | grep '^| '
   fi
 done
 

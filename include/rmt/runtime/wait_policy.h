@@ -36,8 +36,10 @@
 
 namespace rmt::runtime {
 
-// rmt's default spin count for libgomp's idle threads.
-inline constexpr const char* kDefaultSpinCount = "20000";
+// rmt's default spin count for libgomp's idle threads, as the environment entry the tools add and
+// as the value alone.
+inline constexpr char kDefaultSpinCountEntry[] = "GOMP_SPINCOUNT=20000";
+inline constexpr const char* kDefaultSpinCount = kDefaultSpinCountEntry + 15;  // after "="
 
 // True when the program should start again with GOMP_SPINCOUNT=kDefaultSpinCount: neither
 // OMP_WAIT_POLICY nor GOMP_SPINCOUNT is in `envp`.
@@ -65,9 +67,8 @@ inline void reexec_with_default_wait_policy(char** argv, char** envp) noexcept {
   size_t count = 0;
   while (envp[count] != nullptr) ++count;
   char** env = static_cast<char**>(alloca((count + 2) * sizeof(char*)));
-  static char spin[] = "GOMP_SPINCOUNT=20000";  // kDefaultSpinCount
   for (size_t i = 0; i < count; ++i) env[i] = envp[i];
-  env[count] = spin;
+  env[count] = const_cast<char*>(kDefaultSpinCountEntry);  // execve reads, never writes, it
   env[count + 1] = nullptr;
   execve(exe, argv, env);  // returns only on failure
 }
